@@ -1,0 +1,51 @@
+# The README's commands. Each target sets itself up on a fresh machine.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat requirements-dev.txt constraints.txt layers/ucoauth/requirements.txt | sha1sum | cut -c1-12)
+PY313 := $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin) /usr/bin)
+export PATH := $(abspath $(VENV)/bin):$(PY313):$(PATH)
+
+.PHONY: dev test lint typecheck template-lint unit integration e2e invoke bench reliability clean system-deps
+
+$(STAMP):
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-dev.txt -c constraints.txt
+	@rm -f $(VENV)/.installed-*; touch $@
+
+venv: $(STAMP)
+
+## system-deps: Debian's chromium for the browser test (installed when missing and we are root)
+system-deps:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "Install Debian's chromium package (sudo apt-get install chromium)"; exit 1; fi; }
+
+## dev: the whole system on 127.0.0.1 (moto, UltraCart sandbox, local gateway)
+dev: $(STAMP)
+	$(PY) -m devstack
+
+## invoke: run one handler against the running local stack: make invoke FN=TokenApiFunction EVENT=events/x.json
+invoke: $(STAMP)
+	$(PY) -m devstack.invoke $(FN) $(EVENT)
+
+lint: $(STAMP)
+	ruff check .
+	ruff format --check .
+
+typecheck: $(STAMP)
+	mypy
+
+## test: every check: ruff, mypy --strict, template lint and build, all tests
+test: $(STAMP) system-deps lint typecheck
+	pytest -n 2 --dist loadgroup
+
+bench: $(STAMP)
+	$(PY) -m bench
+
+reliability: $(STAMP)
+	$(PY) -m bench.reliability
+
+clean:
+	rm -rf $(VENV) .aws-sam .mypy_cache .ruff_cache .pytest_cache artifacts
