@@ -1,0 +1,25 @@
+"""Scheduled refresh planner: due installations (sparse sharded index) → refresh queue."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from ucoauth.observability import logger, metrics
+from ucoauth.queues import send_refresh_requests
+from ucoauth.services import get_services
+from ucoauth.tokens import Refresher
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
+    services = get_services()
+    stats: dict[str, int] = {}
+    planned = send_refresh_requests(
+        services.settings.refresh_queue_url, Refresher(services).plan(stats=stats)
+    )
+    metrics.add_metric(name="RefreshPlanned", unit="Count", value=planned)
+    logger.info("refresh planned", extra={"planned": planned, **stats})
+    return {"planned": planned, **stats}

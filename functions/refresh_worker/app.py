@@ -1,0 +1,45 @@
+"""Refresh worker: one SQS record per merchant, partial batch failures go back with backoff."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from ucoauth.observability import logger, metrics
+from ucoauth.queues import back_off
+from ucoauth.services import get_services
+from ucoauth.tokens import Refresher
+from ucoauth.validation import is_merchant_id
+
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+def record_handler(record: SQSRecord) -> str:
+    try:
+        merchant_id = json.loads(record.body)["merchant_id"]
+    except (ValueError, KeyError, TypeError):
+        merchant_id = None
+    if not isinstance(merchant_id, str) or not is_merchant_id(merchant_id):
+        logger.warning("malformed refresh message dropped")
+        return "invalid"
+    services = get_services()
+    try:
+        result = Refresher(services).refresh_due(merchant_id)
+    except Exception:
+        back_off(services.settings.refresh_queue_url, record)
+        raise
+    logger.info("refresh handled", merchant_id=merchant_id, result=result)
+    return result
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )

@@ -1,0 +1,41 @@
+"""Revoke worker: uninstall requests (webhook or EventBridge) → UltraCart revoke → crypto-shred."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from ucoauth.observability import logger, metrics
+from ucoauth.queues import back_off, receive_count
+from ucoauth.services import get_services
+from ucoauth.uninstall import process_uninstall
+
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+def record_handler(record: SQSRecord) -> str:
+    try:
+        body = json.loads(record.body)
+    except ValueError:
+        body = None
+    services = get_services()
+    try:
+        result = process_uninstall(services, body, receive_count=receive_count(record))
+    except Exception:
+        back_off(services.settings.revoke_queue_url, record)
+        raise
+    logger.info("uninstall handled", result=result)
+    return result
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
+    return process_partial_response(
+        event=event, record_handler=record_handler, processor=processor, context=context
+    )

@@ -1,0 +1,62 @@
+"""``POST /webhooks/uninstall``: a Standard Webhooks uninstall, verified and queued (202)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.exceptions import BotoCoreError, ClientError
+
+from ucoauth.errors import WebhookRejectedError
+from ucoauth.observability import logger, metrics
+from ucoauth.services import get_services
+from ucoauth.uninstall import MAX_WEBHOOK_BODY, accept_webhook
+from ucoauth.validation import BadInput
+from ucoauth.web import JSON_HEADERS, raw_body
+
+app = APIGatewayHttpResolver()
+
+
+def _json(status: int, body: dict[str, str]) -> Response[dict[str, str]]:
+    return Response(status_code=status, content_type="application/json", body=body, headers=JSON_HEADERS)
+
+
+@app.post("/webhooks/uninstall")
+def uninstall() -> Response[dict[str, str]]:
+    event = app.current_event.raw_event
+    try:
+        body = raw_body(event, limit=MAX_WEBHOOK_BODY)
+    except OverflowError:
+        return _json(413, {"error": "body_too_large"})
+    outcome = accept_webhook(get_services(), body, dict(app.current_event.headers))
+    return _json(202, {"status": outcome})
+
+
+@app.exception_handler(WebhookRejectedError)
+def rejected(exc: WebhookRejectedError) -> Response[dict[str, str]]:
+    logger.info("webhook rejected", status=exc.status, reason=str(exc))
+    return _json(exc.status, {"error": str(exc)})
+
+
+@app.exception_handler(BadInput)
+def bad_input(exc: BadInput) -> Response[dict[str, str]]:
+    return _json(400, {"error": str(exc)})
+
+
+@app.exception_handler(ClientError)
+@app.exception_handler(BotoCoreError)
+def aws_failed(exc: Exception) -> Response[dict[str, str]]:
+    logger.error("AWS call failed accepting a webhook", error=type(exc).__name__)
+    return _json(503, {"error": "temporarily_unavailable"})
+
+
+@app.not_found
+def not_found(_: Exception) -> Response[dict[str, str]]:
+    return _json(404, {"error": "not_found"})
+
+
+@logger.inject_lambda_context(clear_state=True)
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

@@ -1,0 +1,84 @@
+"""AWS clients: created lazily on first use, cached per process, injectable for tests.
+
+Nothing here touches AWS at import time. Retries are botocore's ``standard`` mode with a
+bound, and timeouts are short: a Lambda invocation must not hang on a dependency.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+    from mypy_boto3_events import EventBridgeClient
+    from mypy_boto3_kms import KMSClient
+    from mypy_boto3_secretsmanager import SecretsManagerClient
+    from mypy_boto3_sqs import SQSClient
+
+_lock = threading.Lock()
+_clients: dict[str, Any] = {}
+_MAX_ATTEMPTS = 3
+
+
+def _make(service: str) -> Any:
+    import boto3  # deferred: importing boto3 is most of a cold start, pay it once, when needed
+    from botocore.config import Config
+
+    config = Config(
+        retries={"mode": "standard", "max_attempts": _MAX_ATTEMPTS},
+        connect_timeout=2,
+        read_timeout=5,
+        tcp_keepalive=True,
+    )
+    return boto3.session.Session().client(service, config=config)  # type: ignore[call-overload]
+
+
+def client(service: str) -> Any:
+    """The cached client for ``service``; created on first call."""
+    found = _clients.get(service)
+    if found is not None:
+        return found
+    with _lock:
+        found = _clients.get(service)
+        if found is None:
+            found = _make(service)
+            _clients[service] = found
+        return found
+
+
+def set_client(service: str, value: Any) -> None:
+    """Inject a client (tests, benchmarks, or an app that wants its own session)."""
+    with _lock:
+        _clients[service] = value
+
+
+def reset_clients() -> None:
+    """Forget every cached client, so the next call builds fresh ones from the environment."""
+    with _lock:
+        _clients.clear()
+
+
+def dynamodb() -> DynamoDBClient:
+    """DynamoDB client."""
+    return client("dynamodb")  # type: ignore[no-any-return]
+
+
+def kms() -> KMSClient:
+    """KMS client."""
+    return client("kms")  # type: ignore[no-any-return]
+
+
+def sqs() -> SQSClient:
+    """SQS client."""
+    return client("sqs")  # type: ignore[no-any-return]
+
+
+def events() -> EventBridgeClient:
+    """EventBridge client."""
+    return client("events")  # type: ignore[no-any-return]
+
+
+def secretsmanager() -> SecretsManagerClient:
+    """Secrets Manager client."""
+    return client("secretsmanager")  # type: ignore[no-any-return]

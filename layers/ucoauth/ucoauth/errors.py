@@ -1,0 +1,97 @@
+"""Typed domain errors: one base class; HTTP mapping happens only at the edge (handlers)."""
+
+from __future__ import annotations
+
+
+class UcOAuthError(Exception):
+    """Base of every error this package raises on purpose. Messages never carry secrets."""
+
+
+class ConfigurationError(UcOAuthError):
+    """The environment is missing or malformed; raised at cold start."""
+
+
+# --- UltraCart -------------------------------------------------------------------------
+
+
+class UltraCartError(UcOAuthError):
+    """UltraCart answered with an error or could not be reached."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        error: str | None = None,
+        rest_error: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.error = error
+        self.rest_error = rest_error
+
+    def __str__(self) -> str:
+        parts = [self.args[0] if self.args else type(self).__name__]
+        if self.status is not None:
+            parts.append(f"status={self.status}")
+        if self.error:
+            parts.append(f"error={self.error}")
+        if self.rest_error:
+            parts.append(f"uc_rest_error={self.rest_error}")
+        return " ".join(parts)
+
+
+class PermanentUltraCartError(UltraCartError):
+    """Retrying the same request cannot succeed (invalid_grant, invalid_client, 400, 401, 410)."""
+
+    @property
+    def requires_reauthorization(self) -> bool:
+        """The merchant must install again: the grant or the app itself is no longer valid."""
+        return self.status in (401, 410) or self.error == "invalid_grant"
+
+
+class TransientUltraCartError(UltraCartError):
+    """Worth retrying later with backoff (429, 5xx, timeouts, connection errors, bad bodies)."""
+
+
+# --- store and flows -------------------------------------------------------------------
+
+
+class StateInvalidError(UcOAuthError):
+    """The OAuth state is missing, unknown, expired, replayed or not bound to this browser."""
+
+
+class NotInstalledError(UcOAuthError):
+    """No active installation for this merchant."""
+
+
+class ReauthorizationRequiredError(UcOAuthError):
+    """UltraCart refused the stored grant; the merchant has to install again."""
+
+
+class UpstreamUnavailableError(UcOAuthError):
+    """UltraCart is failing transiently and no valid stored token can be served."""
+
+
+class LeaseBusyError(UcOAuthError):
+    """Another worker holds this merchant's refresh lease."""
+
+
+class PaceExceededError(UcOAuthError):
+    """The global UltraCart call budget for the current window is spent."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"refresh pace exceeded, retry after {retry_after:.1f}s")
+        self.retry_after = retry_after
+
+
+class TokenDecryptError(UcOAuthError):
+    """A stored ciphertext did not decrypt for this merchant (wrong context, key or data)."""
+
+
+class WebhookRejectedError(UcOAuthError):
+    """An uninstall webhook failed verification or validation."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
+        self.status = status

@@ -1,0 +1,91 @@
+"""The wiring: one object holding every collaborator a use case needs, built once per process.
+
+Handlers ask for :func:`get_services`; tests build :class:`Services` with their own parts.
+Heavy pieces (the UltraCart client and its ``requests`` session) are created on first use, so a
+function that never calls UltraCart never imports ``requests``.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from ucoauth.crypto import TokenCipher
+from ucoauth.events import EventPublisher
+from ucoauth.settings import Settings, get_settings
+from ucoauth.store import InstallationStore, PaceCounter, StateStore, WebhookIdStore
+
+if TYPE_CHECKING:
+    from ucoauth.ultracart import UltraCartClient
+
+
+@dataclass
+class Services:
+    """Collaborators of the use cases. ``clock`` and ``sleep`` are injectable for tests."""
+
+    settings: Settings
+    installations: InstallationStore
+    states: StateStore
+    webhook_ids: WebhookIdStore
+    pace: PaceCounter
+    cipher: TokenCipher
+    events: EventPublisher
+    ultracart_factory: Callable[[], UltraCartClient] | None = None
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep
+    rng: random.Random = field(default_factory=random.Random)
+
+    @property
+    def ultracart(self) -> UltraCartClient:
+        """The UltraCart client (process-wide unless a factory was injected)."""
+        if self.ultracart_factory is not None:
+            return self.ultracart_factory()
+        from ucoauth.ultracart import get_client
+
+        return get_client()
+
+    def now(self) -> int:
+        """Current time in whole epoch seconds."""
+        return int(self.clock())
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Services:
+        """Build every collaborator from settings (no AWS call happens here)."""
+        return cls(
+            settings=settings,
+            installations=InstallationStore(settings.table_name, shards=settings.due_shards),
+            states=StateStore(settings.table_name),
+            webhook_ids=WebhookIdStore(settings.table_name),
+            pace=PaceCounter(
+                settings.table_name,
+                limit=settings.refresh_pace_limit,
+                window_seconds=settings.refresh_pace_window_seconds,
+            ),
+            cipher=TokenCipher(settings.kms_key_id),
+            events=EventPublisher(settings.event_bus_name),
+        )
+
+
+_lock = threading.Lock()
+_services: Services | None = None
+
+
+def get_services() -> Services:
+    """The process-wide services, built from the environment on first use."""
+    global _services
+    if _services is None:
+        with _lock:
+            if _services is None:
+                _services = Services.from_settings(get_settings())
+    return _services
+
+
+def set_services(services: Services | None) -> None:
+    """Inject (or forget, with None) the process-wide services."""
+    global _services
+    with _lock:
+        _services = services

@@ -1,0 +1,128 @@
+"""Configuration, parsed once from the environment into a typed, frozen object."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from urllib.parse import urlsplit
+
+from ucoauth.errors import ConfigurationError
+
+DEFAULT_BASE_URL = "https://secure.ultracart.com/rest/v2"
+
+
+def _url(name: str, value: str, *, allow_empty: bool) -> str:
+    if not value:
+        if allow_empty:
+            return ""
+        raise ConfigurationError(f"{name} must not be empty")
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ConfigurationError(f"{name} must be an absolute http(s) URL")
+    if parts.query or parts.fragment:
+        raise ConfigurationError(f"{name} must not carry a query or fragment")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Everything a function reads from its environment (declared in template.yaml Globals)."""
+
+    stage: str
+    table_name: str
+    kms_key_id: str
+    ultracart_base_url: str
+    ultracart_client_id: str
+    ultracart_client_secret_arn: str
+    oauth_redirect_uri: str
+    post_install_redirect_url: str
+    event_bus_name: str
+    refresh_queue_url: str
+    revoke_queue_url: str
+    webhook_secret_arn: str
+    region: str
+    due_shards: int = 8
+    refresh_min_window_seconds: int = 900
+    refresh_window_fraction: float = 0.2
+    inline_refresh_margin_seconds: int = 300
+    refresh_pace_limit: int = 10
+    refresh_pace_window_seconds: int = 60
+    lease_seconds: int = 30
+    ultracart_connect_timeout: float = 3.05
+    ultracart_read_timeout: float = 10.0
+    state_ttl_seconds: int = 600
+    tombstone_ttl_days: int = 90
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        """Parse and validate; a missing or malformed variable raises naming it."""
+        env = os.environ if env is None else env
+
+        def required(name: str) -> str:
+            value = env.get(name, "").strip()
+            if not value:
+                raise ConfigurationError(f"environment variable {name} is missing or empty")
+            return value
+
+        def optional(name: str) -> str:
+            return env.get(name, "").strip()
+
+        def number(name: str, default: float, *, low: float, high: float) -> float:
+            raw = env.get(name, "").strip()
+            if not raw:
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ConfigurationError(f"environment variable {name} must be a number") from None
+            if not low <= value <= high:
+                raise ConfigurationError(f"environment variable {name} must be between {low} and {high}")
+            return value
+
+        def integer(name: str, default: int, *, low: int, high: int) -> int:
+            value = number(name, default, low=low, high=high)
+            if value != int(value):
+                raise ConfigurationError(f"environment variable {name} must be a whole number")
+            return int(value)
+
+        client_id = required("ULTRACART_CLIENT_ID")
+        if any(c.isspace() for c in client_id) or len(client_id) > 200:
+            raise ConfigurationError("environment variable ULTRACART_CLIENT_ID is malformed")
+        return cls(
+            stage=optional("STAGE") or "dev",
+            table_name=required("TABLE_NAME"),
+            kms_key_id=required("KMS_KEY_ID"),
+            ultracart_base_url=_url(
+                "ULTRACART_BASE_URL", optional("ULTRACART_BASE_URL") or DEFAULT_BASE_URL, allow_empty=False
+            ).rstrip("/"),
+            ultracart_client_id=client_id,
+            ultracart_client_secret_arn=optional("ULTRACART_CLIENT_SECRET_ARN"),
+            oauth_redirect_uri=_url("OAUTH_REDIRECT_URI", optional("OAUTH_REDIRECT_URI"), allow_empty=True),
+            post_install_redirect_url=_url(
+                "POST_INSTALL_REDIRECT_URL", optional("POST_INSTALL_REDIRECT_URL"), allow_empty=True
+            ),
+            event_bus_name=optional("EVENT_BUS_NAME") or "default",
+            refresh_queue_url=required("REFRESH_QUEUE_URL"),
+            revoke_queue_url=required("REVOKE_QUEUE_URL"),
+            webhook_secret_arn=required("WEBHOOK_SECRET_ARN"),
+            region=optional("AWS_REGION") or optional("AWS_DEFAULT_REGION") or "us-east-1",
+            due_shards=integer("DUE_SHARDS", 8, low=1, high=256),
+            refresh_min_window_seconds=integer("REFRESH_MIN_WINDOW_SECONDS", 900, low=0, high=86_400),
+            refresh_window_fraction=number("REFRESH_WINDOW_FRACTION", 0.2, low=0.0, high=0.9),
+            inline_refresh_margin_seconds=integer("INLINE_REFRESH_MARGIN_SECONDS", 300, low=0, high=86_400),
+            refresh_pace_limit=integer("REFRESH_PACE_LIMIT", 10, low=1, high=100_000),
+            refresh_pace_window_seconds=integer("REFRESH_PACE_WINDOW_SECONDS", 60, low=1, high=3600),
+            lease_seconds=integer("LEASE_SECONDS", 30, low=1, high=900),
+            ultracart_connect_timeout=number("ULTRACART_CONNECT_TIMEOUT", 3.05, low=0.05, high=60),
+            ultracart_read_timeout=number("ULTRACART_READ_TIMEOUT", 10.0, low=0.05, high=120),
+            state_ttl_seconds=integer("STATE_TTL_SECONDS", 600, low=30, high=3600),
+            tombstone_ttl_days=integer("TOMBSTONE_TTL_DAYS", 90, low=1, high=3650),
+        )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, parsed on first use (cold start) and cached."""
+    return Settings.from_env()

@@ -1,0 +1,255 @@
+"""UltraCart OAuth over HTTP with ``requests``: token, refresh, revoke and me.
+
+Every call has a connect and a read timeout and sends the API-version header UltraCart
+requires. Failures become :class:`PermanentUltraCartError` (do not retry) or
+:class:`TransientUltraCartError` (retry later); no message ever carries a token or code.
+The client never retries by itself: a code exchange or a rotating refresh is not idempotent,
+so retries belong to the caller (the queue), which knows whether a retry is safe.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+from ucoauth.errors import PermanentUltraCartError, TransientUltraCartError, UltraCartError
+from ucoauth.observability import redact_text
+
+API_VERSION = "2017-03-01"
+_MAX_BODY = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class TokenResponse:
+    """A successful answer of ``POST /oauth/token``. Secrets are kept out of ``repr``."""
+
+    access_token: str = field(repr=False)
+    refresh_token: str | None = field(repr=False)
+    expires_in: int | None
+    token_type: str = "bearer"
+    scope: str = ""
+    merchant_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MerchantInfo:
+    """The answer of ``GET /oauth/me``."""
+
+    merchant_id: str
+    merchant_name: str = ""
+    application_name: str = ""
+
+
+def parse_expires_in(value: Any) -> int | None:
+    """``expires_in`` arrives as a JSON string of seconds (or a number); garbage counts as absent."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        seconds = int(value)
+    elif isinstance(value, str) and value.strip().isdigit():
+        seconds = int(value.strip())
+    else:
+        return None
+    return seconds if 0 < seconds <= 10 * 365 * 86_400 else None
+
+
+def _short(text: str | None, limit: int = 200) -> str | None:
+    if not text:
+        return None
+    return redact_text(text.replace("\r", " ").replace("\n", " ")[:limit])
+
+
+class UltraCartClient:
+    """Talks to one UltraCart base URL for one application (client id)."""
+
+    def __init__(
+        self,
+        base_url: str,
+        client_id: str,
+        *,
+        client_secret: str | None = None,
+        connect_timeout: float = 3.05,
+        read_timeout: float = 10.0,
+        session: requests.Session | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.client_id = client_id
+        self._client_secret = client_secret or None
+        self._timeout = (connect_timeout, read_timeout)
+        self._session = session or requests.Session()
+        self._session.headers.update({"X-UltraCart-Api-Version": API_VERSION, "Accept": "application/json"})
+
+    def __repr__(self) -> str:
+        return f"UltraCartClient(base_url={self.base_url!r}, client_id={self.client_id!r})"
+
+    # -- public API -----------------------------------------------------------------------
+
+    def authorize_url(self, *, redirect_uri: str, state: str) -> str:
+        """The browser URL of UltraCart's consent page (not an API call)."""
+        from urllib.parse import urlencode
+
+        query = urlencode(
+            {
+                "response_type": "code",
+                "client_id": self.client_id,
+                "redirect_uri": redirect_uri,
+                "state": state,
+            }
+        )
+        return f"{self.base_url}/oauth/authorize?{query}"
+
+    def exchange_code(self, code: str, redirect_uri: str) -> TokenResponse:
+        """``grant_type=authorization_code``: a code from the callback for tokens."""
+        form = {"grant_type": "authorization_code", "code": code, "redirect_uri": redirect_uri}
+        return self._token_response(self._post("/oauth/token", form))
+
+    def refresh(self, refresh_token: str) -> TokenResponse:
+        """``grant_type=refresh_token``: a fresh access token (and maybe a rotated refresh token)."""
+        form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+        return self._token_response(self._post("/oauth/token", form))
+
+    def revoke(self, token: str) -> bool:
+        """Revoke one token. True when UltraCart revoked it; False when it was already invalid."""
+        body = self._post("/oauth/revoke", {"token": token})
+        return bool(body.get("successful"))
+
+    def me(self, access_token: str) -> MerchantInfo:
+        """Who the access token belongs to (used only when a token response lacks merchant_id)."""
+        body = self._request(
+            "GET", "/oauth/me", headers={"Authorization": f"Bearer {access_token}"}, data=None
+        )
+        merchant_id = body.get("merchant_id")
+        if not isinstance(merchant_id, str) or not merchant_id:
+            raise TransientUltraCartError("oauth/me answered without merchant_id", status=200)
+        return MerchantInfo(
+            merchant_id=merchant_id,
+            merchant_name=str(body.get("merchant_name") or ""),
+            application_name=str(body.get("application_name") or ""),
+        )
+
+    # -- transport ------------------------------------------------------------------------
+
+    def _post(self, path: str, form: dict[str, str]) -> dict[str, Any]:
+        data = {"client_id": self.client_id, **form}
+        if self._client_secret:
+            data["client_secret"] = self._client_secret
+        return self._request("POST", path, headers=None, data=data)
+
+    def _request(
+        self, method: str, path: str, *, headers: dict[str, str] | None, data: dict[str, str] | None
+    ) -> dict[str, Any]:
+        url = f"{self.base_url}{path}"
+        try:
+            response = self._session.request(
+                method, url, data=data, headers=headers, timeout=self._timeout, allow_redirects=False
+            )
+            raw = response.content[: _MAX_BODY + 1]
+        except requests.Timeout:
+            raise TransientUltraCartError(f"{path} timed out") from None
+        except requests.RequestException as exc:
+            # The exception text can contain the URL only (no body), but keep it out anyway.
+            raise TransientUltraCartError(f"{path} failed: {type(exc).__name__}") from None
+        return self._interpret(path, response, raw)
+
+    @staticmethod
+    def _interpret(path: str, response: requests.Response, raw: bytes) -> dict[str, Any]:
+        status = response.status_code
+        rest_error = _short(response.headers.get("UC-REST-ERROR"))
+        body: dict[str, Any] | None = None
+        if len(raw) <= _MAX_BODY:
+            try:
+                parsed = json.loads(raw.decode("utf-8"))
+                body = parsed if isinstance(parsed, dict) else None
+            except (ValueError, UnicodeDecodeError):
+                body = None
+        error = body.get("error") if body else None
+        error_code = _short(error, 64) if isinstance(error, str) else None
+
+        if status == 429 or status >= 500:
+            raise TransientUltraCartError(
+                f"{path} answered {status}", status=status, error=error_code, rest_error=rest_error
+            )
+        if status in (401, 410) or 400 <= status < 500:
+            raise PermanentUltraCartError(
+                f"{path} refused the request", status=status, error=error_code, rest_error=rest_error
+            )
+        if not 200 <= status < 300:
+            raise TransientUltraCartError(f"{path} answered {status}", status=status, rest_error=rest_error)
+        content_type = response.headers.get("Content-Type", "")
+        if body is None or "json" not in content_type.lower():
+            raise TransientUltraCartError(f"{path} answered a malformed body", status=status)
+        if error_code:
+            # An OAuth error inside a 2xx: still a refusal.
+            raise PermanentUltraCartError(f"{path} refused the request", status=status, error=error_code)
+        return body
+
+    @staticmethod
+    def _token_response(body: dict[str, Any]) -> TokenResponse:
+        access = body.get("access_token")
+        if not isinstance(access, str) or not access:
+            raise TransientUltraCartError("token response without access_token", status=200)
+        refresh = body.get("refresh_token")
+        merchant = body.get("merchant_id")
+        return TokenResponse(
+            access_token=access,
+            refresh_token=refresh if isinstance(refresh, str) and refresh else None,
+            expires_in=parse_expires_in(body.get("expires_in")),
+            token_type=str(body.get("token_type") or "bearer"),
+            scope=str(body.get("scope") or ""),
+            merchant_id=merchant if isinstance(merchant, str) and merchant else None,
+        )
+
+
+_client_lock = threading.Lock()
+_client: UltraCartClient | None = None
+
+
+def get_client() -> UltraCartClient:
+    """The process-wide client, built from settings on first use (one Session, reused)."""
+    global _client
+    if _client is None:
+        with _client_lock:
+            if _client is None:
+                from ucoauth.settings import get_settings
+
+                settings = get_settings()
+                secret = None
+                if settings.ultracart_client_secret_arn:
+                    from aws_lambda_powertools.utilities.parameters import SecretsProvider
+
+                    from ucoauth import aws
+
+                    provider = SecretsProvider(boto3_client=aws.secretsmanager())
+                    secret = str(provider.get(settings.ultracart_client_secret_arn, max_age=3600))
+                _client = UltraCartClient(
+                    settings.ultracart_base_url,
+                    settings.ultracart_client_id,
+                    client_secret=secret,
+                    connect_timeout=settings.ultracart_connect_timeout,
+                    read_timeout=settings.ultracart_read_timeout,
+                )
+    return _client
+
+
+def set_client(client: UltraCartClient | None) -> None:
+    """Inject (or forget, with None) the process-wide client."""
+    global _client
+    with _client_lock:
+        _client = client
+
+
+__all__ = [
+    "MerchantInfo",
+    "PermanentUltraCartError",
+    "TokenResponse",
+    "TransientUltraCartError",
+    "UltraCartClient",
+    "UltraCartError",
+    "get_client",
+    "parse_expires_in",
+    "set_client",
+]

@@ -1,0 +1,41 @@
+"""Input checks shared by the routes: ids and query parameters, length- and charset-bound."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qsl
+
+MERCHANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# OAuth codes and our own states are URL-safe tokens; UltraCart's codes are hex/base64-ish.
+OAUTH_VALUE = re.compile(r"^[A-Za-z0-9._~+/=-]{8,1024}$")
+OAUTH_ERROR = re.compile(r"^[a-z_]{1,64}$")
+MAX_QUERY = 4096
+
+
+class BadInput(ValueError):
+    """A request parameter is missing, repeated, oversize or malformed. The text is user-safe."""
+
+
+def is_merchant_id(value: str) -> bool:
+    """A merchant id we are willing to use as a key."""
+    return bool(MERCHANT_ID.match(value))
+
+
+def parse_query(raw: str, *, allowed: frozenset[str]) -> dict[str, str]:
+    """Parse a raw query string strictly: known names once each, UTF-8, no control characters."""
+    if len(raw) > MAX_QUERY:
+        raise BadInput("The address is too long.")
+    try:
+        pairs = parse_qsl(raw, keep_blank_values=True, errors="strict", max_num_fields=16)
+    except (ValueError, UnicodeDecodeError):
+        raise BadInput("The address is malformed.") from None
+    out: dict[str, str] = {}
+    for name, value in pairs:
+        if name not in allowed:
+            continue  # unknown parameters are ignored, never echoed
+        if name in out:
+            raise BadInput(f"The parameter {name} appears more than once.")
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+            raise BadInput(f"The parameter {name} contains control characters.")
+        out[name] = value
+    return out

@@ -1,0 +1,107 @@
+"""HttpApi (payload 2.0) edge helpers shared by the HTTP functions: cookies, URLs, bodies."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.shared.cookies import Cookie, SameSite
+
+from ucoauth.install import STATE_COOKIE
+from ucoauth.pages import SECURITY_HEADERS, Page
+from ucoauth.settings import Settings
+from ucoauth.validation import BadInput
+
+JSON_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+
+
+def html_response(page: Page, *, cookies: list[Cookie] | None = None) -> Response[str]:
+    """An HTML page with the browser security headers."""
+    return Response(
+        status_code=page.status,
+        content_type="text/html; charset=utf-8",
+        body=page.html,
+        headers=dict(SECURITY_HEADERS),
+        cookies=cookies,
+    )
+
+
+def redirect(location: str, *, cookies: list[Cookie] | None = None) -> Response[str]:
+    """A 302 with the browser security headers."""
+    return Response(
+        status_code=302, body="", headers={**SECURITY_HEADERS, "Location": location}, cookies=cookies
+    )
+
+
+def state_cookie(nonce: str, *, max_age: int) -> Cookie:
+    """The ``__Host-`` cookie binding the OAuth state to this browser."""
+    return Cookie(
+        name=STATE_COOKIE,
+        value=nonce,
+        path="/",
+        secure=True,
+        http_only=True,
+        same_site=SameSite.LAX_MODE,
+        max_age=max_age,
+    )
+
+
+def clear_state_cookie() -> Cookie:
+    """Expire the state cookie (after any callback, successful or not)."""
+    return state_cookie("", max_age=0)
+
+
+def read_cookie(event: dict[str, Any], name: str) -> str | None:
+    """The value of one cookie from a 2.0 event's ``cookies`` list; BadInput if it is repeated."""
+    found: list[str] = []
+    for raw in event.get("cookies") or []:
+        key, sep, value = str(raw).partition("=")
+        if sep and key.strip() == name:
+            found.append(value.strip())
+    if len(set(found)) > 1:
+        raise BadInput("Your browser sent conflicting installation cookies.")
+    return found[0] if found else None
+
+
+def redirect_uri(settings: Settings, event: dict[str, Any]) -> str:
+    """The callback URL registered with UltraCart: the parameter, else the API's own URL.
+
+    Built from the API id API Gateway puts in the request context, never from a Host header.
+    """
+    if settings.oauth_redirect_uri:
+        return settings.oauth_redirect_uri
+    api_id = str(event.get("requestContext", {}).get("apiId", ""))
+    return f"https://{api_id}.execute-api.{settings.region}.amazonaws.com/oauth/callback"
+
+
+def install_href(settings: Settings, event: dict[str, Any]) -> str:
+    """Where "start again" points: ``/install`` next to the callback URL."""
+    parts = urlsplit(redirect_uri(settings, event))
+    return urlunsplit((parts.scheme, parts.netloc, parts.path.rsplit("/oauth/", 1)[0] + "/install", "", ""))
+
+
+def with_query(url: str, **params: str) -> str:
+    """``url`` with extra query parameters (for the post-install redirect)."""
+    parts = urlsplit(url)
+    query = "&".join(q for q in (parts.query, urlencode(params)) if q)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, parts.fragment))
+
+
+def raw_body(event: dict[str, Any], *, limit: int) -> bytes:
+    """The request body as bytes; raises BadInput when malformed and OverflowError past ``limit``."""
+    body = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        if len(body) > (limit * 4) // 3 + 8:
+            raise OverflowError
+        try:
+            data = base64.b64decode(body, validate=True)
+        except (binascii.Error, ValueError):
+            raise BadInput("The body is not valid base64.") from None
+    else:
+        data = body.encode("utf-8", "surrogatepass")
+    if len(data) > limit:
+        raise OverflowError
+    return data
