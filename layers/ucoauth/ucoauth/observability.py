@@ -26,6 +26,8 @@ _SECRET_KEYS = re.compile(
 _TOKEN_SHAPED = re.compile(r"(?<![A-Za-z0-9_+/=-])[A-Za-z0-9_+/-]{24,}={0,2}")
 # Query-string style leaks: code=..., state=..., token=...
 _QUERY_SECRET = re.compile(r"((?:code|state|token|access_token|refresh_token|client_secret)=)[^&\s\"']+")
+_HAS_DIGIT = re.compile(r"[0-9]")
+_HAS_LETTER = re.compile(r"[A-Za-z]")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 
 
@@ -35,7 +37,10 @@ def redact_text(text: str) -> str:
 
     def _mask(match: re.Match[str]) -> str:
         value = match.group(0)
-        return value if _UUID.match(value) or value.startswith("arn:") else REDACTED
+        # Identifiers and paths are letters only; tokens mix letters and digits.
+        if _UUID.match(value) or not (_HAS_DIGIT.search(value) and _HAS_LETTER.search(value)):
+            return value
+        return REDACTED
 
     return _TOKEN_SHAPED.sub(_mask, text)
 
@@ -50,7 +55,10 @@ def redact(value: Any, key: str = "") -> Any:
         return {k: redact(v, str(k)) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [redact(v) for v in value]
-    return value
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    # Anything else (an exception object in a stack trace, say) is serialized as its text.
+    return redact_text(str(value))
 
 
 # Keys Powertools adds itself; their values are ids we want to keep readable.
