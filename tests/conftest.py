@@ -1,0 +1,59 @@
+"""Shared fixtures: fake AWS credentials, moto in-process and moto's server, resources from template.yaml."""
+
+from __future__ import annotations
+
+import os
+import urllib.request
+from collections.abc import Iterator
+
+import boto3
+import moto
+import pytest
+from moto.server import ThreadedMotoServer
+
+from devstack.resources import LocalResources, create_resources
+
+REGION = "us-east-1"
+
+
+@pytest.fixture
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fake credentials and region; no endpoint override, so nothing can reach a real account."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SECURITY_TOKEN", "AWS_SESSION_TOKEN"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_REGION", REGION)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/dev/null")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+    for name in [n for n in os.environ if n.startswith("AWS_ENDPOINT_URL")]:
+        monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def aws(aws_env: None) -> Iterator[LocalResources]:
+    """template.yaml's resources in moto's in-process mock (``mock_aws`` stays active during the test)."""
+    with moto.mock_aws():
+        yield create_resources(boto3.Session(region_name=REGION))
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """moto's server on 127.0.0.1 with a free port, for the whole session; yields its endpoint URL."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def aws_server(aws_env: None, moto_server: str, monkeypatch: pytest.MonkeyPatch) -> LocalResources:
+    """template.yaml's resources in a freshly reset moto server; AWS_ENDPOINT_URL points boto3 at it."""
+    request = urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        response.read()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
+    return create_resources(boto3.Session(region_name=REGION), endpoint_url=moto_server, stage="test")

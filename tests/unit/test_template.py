@@ -1,0 +1,593 @@
+"""template.yaml: lint, security scan and build pass; the contract holds; the local stack is built from it."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import boto3
+import moto
+import pytest
+
+from devstack.resources import (
+    ROOT,
+    TEMPLATE_PATH,
+    FunctionCode,
+    LocalResources,
+    Route,
+    create_resources,
+    function_handlers,
+    function_timeouts,
+    generate_secret_string,
+    http_routes,
+    load_template,
+    parameter_values,
+    resources_of_type,
+    schedules,
+    sqs_event_sources,
+)
+
+BIN = Path(sys.executable).parent
+FUNCTIONS = {
+    "OAuthBrowserFunction": "oauth_browser",
+    "TokenApiFunction": "token_api",
+    "UninstallWebhookFunction": "uninstall_webhook",
+    "RefreshPlannerFunction": "refresh_planner",
+    "RefreshWorkerFunction": "refresh_worker",
+    "RevokeWorkerFunction": "revoke_worker",
+}
+# docs/ARCHITECTURE.md, "Environment".
+ENVIRONMENT = {
+    "STAGE",
+    "TABLE_NAME",
+    "KMS_KEY_ID",
+    "ULTRACART_BASE_URL",
+    "ULTRACART_CLIENT_ID",
+    "ULTRACART_CLIENT_SECRET_ARN",
+    "OAUTH_REDIRECT_URI",
+    "POST_INSTALL_REDIRECT_URL",
+    "EVENT_BUS_NAME",
+    "REFRESH_QUEUE_URL",
+    "REVOKE_QUEUE_URL",
+    "WEBHOOK_SECRET_ARN",
+    "DUE_SHARDS",
+    "REFRESH_MIN_WINDOW_SECONDS",
+    "REFRESH_WINDOW_FRACTION",
+    "INLINE_REFRESH_MARGIN_SECONDS",
+    "REFRESH_PACE_LIMIT",
+    "REFRESH_PACE_WINDOW_SECONDS",
+    "LEASE_SECONDS",
+    "ULTRACART_CONNECT_TIMEOUT",
+    "ULTRACART_READ_TIMEOUT",
+    "TOMBSTONE_TTL_DAYS",
+    "POWERTOOLS_SERVICE_NAME",
+    "POWERTOOLS_METRICS_NAMESPACE",
+    "POWERTOOLS_LOG_LEVEL",
+    "POWERTOOLS_LOGGER_LOG_EVENT",
+}
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    return load_template()
+
+
+def _run(command: list[str], *, timeout: float, env: Mapping[str, str] | None = None) -> str:
+    """Run a tool from the repository root; fail the test with its output when it fails."""
+    result = subprocess.run(
+        command,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, f"{' '.join(command)} failed ({result.returncode}):\n{output[-6000:]}"
+    return output
+
+
+def _tool_env() -> dict[str, str]:
+    python313 = sorted(Path.home().glob(".pyenv/versions/3.13*/bin"))
+    path = os.pathsep.join([str(BIN), *(str(p) for p in python313), os.environ.get("PATH", "")])
+    return {"PATH": path, "AWS_DEFAULT_REGION": "us-east-1", "SAM_CLI_TELEMETRY": "0"}
+
+
+def _policies(template: Mapping[str, Any], logical_id: str) -> list[Any]:
+    policies: list[Any] = template["Resources"][logical_id]["Properties"].get("Policies", [])
+    return policies
+
+
+def _statement_actions(template: Mapping[str, Any], logical_id: str, prefix: str) -> set[str]:
+    """Actions starting with ``prefix`` that a function's inline statements allow."""
+    actions: set[str] = set()
+    for policy in _policies(template, logical_id):
+        for statement in policy.get("Statement", []) if isinstance(policy, dict) else []:
+            declared = statement["Action"]
+            for action in [declared] if isinstance(declared, str) else declared:
+                if action.startswith(prefix):
+                    actions.add(action)
+    return actions
+
+
+def _policy_templates(template: Mapping[str, Any], logical_id: str) -> set[str]:
+    """Names of the SAM policy templates a function uses (conditional ones included)."""
+    names: set[str] = set()
+    for policy in _policies(template, logical_id):
+        if isinstance(policy, dict) and "Fn::If" in policy:
+            policy = policy["Fn::If"][1]
+        if isinstance(policy, dict):
+            names.update(name for name in policy if name != "Statement")
+    return names
+
+
+# --------------------------------------------------------------------------------------
+# (a)-(d) the tools
+# --------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_cfn_lint_passes() -> None:
+    _run([str(BIN / "cfn-lint"), str(TEMPLATE_PATH)], timeout=180, env=_tool_env())
+
+
+@pytest.mark.slow
+def test_sam_validate_lint_passes() -> None:
+    output = _run(
+        [str(BIN / "sam"), "validate", "--lint", "--template-file", str(TEMPLATE_PATH)],
+        timeout=300,
+        env=_tool_env(),
+    )
+    assert "is a valid SAM Template" in output
+
+
+@pytest.mark.slow
+def test_checkov_passes_and_every_skip_says_why(template: dict[str, Any]) -> None:
+    # --skip-download: no call to the Bridgecrew platform; the checks themselves ship with checkov.
+    output = _run(
+        [
+            str(BIN / "checkov"),
+            "-f",
+            str(TEMPLATE_PATH),
+            "--framework",
+            "cloudformation",
+            "--quiet",
+            "--compact",
+            "--skip-download",
+        ],
+        timeout=300,
+        env=_tool_env(),
+    )
+    assert "Failed checks: 0" in output
+    for logical_id, resource in template["Resources"].items():
+        for skip in resource.get("Metadata", {}).get("checkov", {}).get("skip", []):
+            assert skip["id"].startswith("CKV"), logical_id
+            assert len(skip.get("comment", "")) > 20, f"{logical_id} skips {skip['id']} without a reason"
+
+
+@pytest.mark.slow
+def test_sam_build_packages_the_layer_with_its_dependencies(tmp_path: Path) -> None:
+    build_dir = tmp_path / "build"
+    _run(
+        [
+            str(BIN / "sam"),
+            "build",
+            "--template-file",
+            str(TEMPLATE_PATH),
+            "--build-dir",
+            str(build_dir),
+            "--cache-dir",
+            str(tmp_path / "cache"),
+        ],
+        timeout=900,
+        env=_tool_env(),
+    )
+    layer = build_dir / "SharedLayer" / "python"
+    assert (layer / "ucoauth" / "__init__.py").is_file()
+    assert (layer / "aws_lambda_powertools").is_dir()
+    for logical_id in FUNCTIONS:
+        assert (build_dir / logical_id / "app.py").is_file()
+
+
+# --------------------------------------------------------------------------------------
+# (e) the contract (DESIGN.md section 4, ARCHITECTURE.md)
+# --------------------------------------------------------------------------------------
+def test_transform_and_runtime(template: dict[str, Any]) -> None:
+    assert template["Transform"] == "AWS::Serverless-2016-10-31"
+    function_globals = template["Globals"]["Function"]
+    assert function_globals["Runtime"].startswith("python3")
+    assert function_globals["Layers"] == [{"Ref": "SharedLayer"}]
+    layer = template["Resources"]["SharedLayer"]
+    assert layer["Type"] == "AWS::Serverless::LayerVersion"
+    assert layer["Properties"]["ContentUri"] == "layers/ucoauth/"
+
+
+def test_the_http_api_has_exactly_the_four_routes(template: dict[str, Any]) -> None:
+    assert set(http_routes(template)) == {
+        Route("GET", "/install", "OAuthBrowserFunction", "NONE"),
+        Route("GET", "/oauth/callback", "OAuthBrowserFunction", "NONE"),
+        Route("POST", "/webhooks/uninstall", "UninstallWebhookFunction", "NONE"),
+        Route("GET", "/tokens/{merchant_id}", "TokenApiFunction", "AWS_IAM"),
+    }
+    assert list(resources_of_type(template, "AWS::Serverless::HttpApi")) == ["HttpApi"]
+    assert template["Resources"]["HttpApi"]["Properties"]["Auth"]["EnableIamAuthorizer"] is True
+    for function in resources_of_type(template, "AWS::Serverless::Function").values():
+        for event in function["Properties"].get("Events", {}).values():
+            if event["Type"] == "HttpApi":
+                assert event["Properties"]["PayloadFormatVersion"] == "2.0"
+
+
+def test_functions_are_the_ones_the_architecture_names(template: dict[str, Any]) -> None:
+    assert function_handlers(template) == {
+        logical_id: FunctionCode(ROOT / "functions" / directory, "app.handler")
+        for logical_id, directory in FUNCTIONS.items()
+    }
+
+
+def test_parameters_and_their_defaults(template: dict[str, Any]) -> None:
+    parameters = template["Parameters"]
+    assert "Default" not in parameters["UltraCartClientId"]
+    assert parameters["UltraCartClientId"]["MinLength"] == 1
+    defaults = {name: spec.get("Default") for name, spec in parameters.items()}
+    assert defaults["UltraCartBaseUrl"] == "https://secure.ultracart.com/rest/v2"
+    assert defaults["OAuthRedirectUri"] == ""
+    assert defaults["PostInstallRedirectUrl"] == ""
+    assert defaults["UltraCartClientSecretArn"] == ""
+    assert defaults["Stage"] == "dev"
+    assert defaults["UninstallEventBusName"] == "default"
+    assert defaults["RefreshScheduleRate"] == "rate(5 minutes)"
+    assert defaults["RefreshPaceLimit"] == 10
+    assert defaults["RefreshPaceWindowSeconds"] == 60
+    assert defaults["InlineRefreshMarginSeconds"] == 300
+    assert defaults["RefreshMinWindowSeconds"] == 900
+    assert defaults["DueShards"] == 8
+    assert defaults["AlarmTopicArn"] == ""
+
+
+@pytest.mark.parametrize(
+    ("url", "accepted"),
+    [
+        ("https://secure.ultracart.com/rest/v2", True),
+        ("http://127.0.0.1:3001/rest/v2", True),
+        ("http://localhost:3001/rest/v2", True),
+        ("http://secure.ultracart.com/rest/v2", False),
+        ("https://secure.ultracart.com/rest/v2?x=1", False),
+        ("ftp://secure.ultracart.com", False),
+    ],
+)
+def test_base_url_is_https_or_loopback(template: dict[str, Any], url: str, accepted: bool) -> None:
+    if accepted:
+        assert parameter_values(template, parameters={"UltraCartBaseUrl": url})["UltraCartBaseUrl"] == url
+    else:
+        with pytest.raises(ValueError, match="UltraCartBaseUrl"):
+            parameter_values(template, parameters={"UltraCartBaseUrl": url})
+
+
+def test_globals_declare_every_architecture_variable(template: dict[str, Any]) -> None:
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert set(variables) >= ENVIRONMENT
+    assert variables["POWERTOOLS_LOGGER_LOG_EVENT"] == "false"
+    assert variables["POWERTOOLS_SERVICE_NAME"] == "ultracart-oauth"
+    assert variables["POWERTOOLS_METRICS_NAMESPACE"] == "UltraCartOAuth"
+    assert variables["OAUTH_REDIRECT_URI"] == {"Ref": "OAuthRedirectUri"}
+
+
+def test_table_keys_index_and_ttl(template: dict[str, Any]) -> None:
+    table = template["Resources"]["InstallationsTable"]["Properties"]
+    assert table["KeySchema"] == [
+        {"AttributeName": "pk", "KeyType": "HASH"},
+        {"AttributeName": "sk", "KeyType": "RANGE"},
+    ]
+    (index,) = table["GlobalSecondaryIndexes"]
+    assert index["IndexName"] == "DueIndex"
+    assert index["KeySchema"] == [
+        {"AttributeName": "due_shard", "KeyType": "HASH"},
+        {"AttributeName": "due_at", "KeyType": "RANGE"},
+    ]
+    assert index["Projection"] == {"ProjectionType": "KEYS_ONLY"}
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+
+
+def test_the_key_requires_the_merchant_encryption_context(template: dict[str, Any]) -> None:
+    key = template["Resources"]["TokenKey"]["Properties"]
+    assert key["EnableKeyRotation"] is True
+    denials = [s for s in key["KeyPolicy"]["Statement"] if s["Effect"] == "Deny"]
+    assert any(
+        {"kms:Encrypt", "kms:Decrypt"} <= set(s["Action"])
+        and s["Condition"] == {"Null": {"kms:EncryptionContext:merchant_id": "true"}}
+        for s in denials
+    )
+
+
+def test_every_worker_is_fed_by_sqs(template: dict[str, Any]) -> None:
+    sources = sqs_event_sources(template)
+    assert {name: source.queue_logical_id for name, source in sources.items()} == {
+        "RefreshWorkerFunction": "RefreshQueue",
+        "RevokeWorkerFunction": "RevokeQueue",
+    }
+    assert all(source.report_batch_item_failures for source in sources.values())
+    assert sources["RefreshWorkerFunction"].batch_size == 5
+    assert sources["RefreshWorkerFunction"].maximum_concurrency == 2
+
+
+def test_planner_runs_on_a_schedule_with_retries_and_a_dead_letter_queue(template: dict[str, Any]) -> None:
+    (schedule,) = schedules(template)
+    assert schedule.logical_id == "RefreshPlannerFunction"
+    assert schedule.rate_seconds == 300
+    event = template["Resources"]["RefreshPlannerFunction"]["Properties"]["Events"][schedule.event_name]
+    assert event["Type"] == "ScheduleV2"
+    assert set(event["Properties"]["RetryPolicy"]) == {"MaximumRetryAttempts", "MaximumEventAgeInSeconds"}
+    assert event["Properties"]["DeadLetterConfig"] == {
+        "Arn": {"Fn::GetAtt": ["SchedulerDeadLetterQueue", "Arn"]}
+    }
+
+
+def test_the_uninstall_rule_targets_the_revoke_queue(template: dict[str, Any]) -> None:
+    rule = template["Resources"]["UninstallEventRule"]["Properties"]
+    assert rule["EventPattern"] == {
+        "detail-type": ["App Uninstalled"],
+        "detail": {"merchant_id": [{"exists": True}]},
+    }
+    assert [target["Arn"] for target in rule["Targets"]] == [{"Fn::GetAtt": ["RevokeQueue", "Arn"]}]
+    statement = template["Resources"]["RevokeQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert statement["Condition"]["ArnEquals"]["aws:SourceArn"] == {
+        "Fn::GetAtt": ["UninstallEventRule", "Arn"]
+    }
+
+
+def test_the_webhook_secret_is_a_standard_webhooks_secret(template: dict[str, Any]) -> None:
+    secret = template["Resources"]["UninstallWebhookSecret"]["Properties"]
+    generator = secret["GenerateSecretString"]
+    assert generator["PasswordLength"] == 32
+    assert generator["ExcludePunctuation"] is True
+    assert "SecretStringTemplate" not in generator
+    value = generate_secret_string(generator)
+    assert len(value) == 32
+    assert len(base64.b64decode(value, validate=True)) == 24
+
+
+def test_every_queue_has_a_dead_letter_queue_and_alarms(template: dict[str, Any]) -> None:
+    queues = resources_of_type(template, "AWS::SQS::Queue")
+    alarmed = {
+        alarm["Properties"]["Dimensions"][0]["Value"]["Fn::GetAtt"][0]
+        for alarm in resources_of_type(template, "AWS::CloudWatch::Alarm").values()
+        if alarm["Properties"]["Namespace"] == "AWS/SQS"
+    }
+    dead_letter_queues = {"SchedulerDeadLetterQueue"}
+    for logical_id in ("RefreshQueue", "RevokeQueue"):
+        redrive = queues[logical_id]["Properties"]["RedrivePolicy"]
+        assert redrive["maxReceiveCount"] == 5
+        dead_letter_queues.add(redrive["deadLetterTargetArn"]["Fn::GetAtt"][0])
+    assert dead_letter_queues | {"RefreshQueue", "RevokeQueue"} == set(queues)
+    assert alarmed == set(queues)
+    for logical_id in dead_letter_queues:
+        assert queues[logical_id]["Properties"]["MessageRetentionPeriod"] == 14 * 24 * 3600
+
+
+def test_queue_visibility_outlasts_six_worker_timeouts(template: dict[str, Any]) -> None:
+    timeouts = function_timeouts(template)
+    queues = resources_of_type(template, "AWS::SQS::Queue")
+    for function, source in sqs_event_sources(template).items():
+        visibility = queues[source.queue_logical_id]["Properties"]["VisibilityTimeout"]
+        assert visibility >= 6 * timeouts[function], function
+
+
+def test_domain_failures_are_alarmed(template: dict[str, Any]) -> None:
+    metrics = {
+        alarm["Properties"]["MetricName"]
+        for alarm in resources_of_type(template, "AWS::CloudWatch::Alarm").values()
+        if alarm["Properties"]["Namespace"] == "UltraCartOAuth"
+    }
+    assert metrics == {"TokenRefreshFailed", "ReauthorizationRequired", "RevokeFailed"}
+
+
+@pytest.mark.parametrize(
+    ("function", "dynamodb", "kms", "templates"),
+    [
+        (
+            "OAuthBrowserFunction",
+            {"GetItem", "PutItem", "UpdateItem", "DeleteItem"},
+            {"Encrypt"},
+            {"EventBridgePutEventsPolicy", "AWSSecretsManagerGetSecretValuePolicy"},
+        ),
+        (
+            "TokenApiFunction",
+            {"GetItem", "UpdateItem"},
+            {"Encrypt", "Decrypt"},
+            {"EventBridgePutEventsPolicy", "AWSSecretsManagerGetSecretValuePolicy"},
+        ),
+        (
+            "UninstallWebhookFunction",
+            {"PutItem", "DeleteItem"},
+            set(),
+            {"SQSSendMessagePolicy", "AWSSecretsManagerGetSecretValuePolicy"},
+        ),
+        ("RefreshPlannerFunction", {"Query"}, set(), {"SQSSendMessagePolicy"}),
+        (
+            "RefreshWorkerFunction",
+            {"GetItem", "UpdateItem"},
+            {"Encrypt", "Decrypt"},
+            {"EventBridgePutEventsPolicy", "AWSSecretsManagerGetSecretValuePolicy"},
+        ),
+        (
+            "RevokeWorkerFunction",
+            {"GetItem", "UpdateItem"},
+            {"Decrypt"},
+            {"EventBridgePutEventsPolicy", "AWSSecretsManagerGetSecretValuePolicy"},
+        ),
+    ],
+)
+def test_each_function_gets_only_its_rights(
+    template: dict[str, Any], function: str, dynamodb: set[str], kms: set[str], templates: set[str]
+) -> None:
+    assert _statement_actions(template, function, "dynamodb:") == {f"dynamodb:{a}" for a in dynamodb}
+    assert _statement_actions(template, function, "kms:") == {f"kms:{a}" for a in kms}
+    assert _policy_templates(template, function) == templates
+    for policy in _policies(template, function):
+        for statement in policy.get("Statement", []) if isinstance(policy, dict) else []:
+            assert statement["Resource"] != "*"
+
+
+def test_every_function_logs_to_its_own_group_with_retention(template: dict[str, Any]) -> None:
+    for logical_id, function in resources_of_type(template, "AWS::Serverless::Function").items():
+        group_id = function["Properties"]["LoggingConfig"]["LogGroup"]["Ref"]
+        group = template["Resources"][group_id]
+        assert group["Type"] == "AWS::Logs::LogGroup"
+        assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+        assert logical_id in group["Properties"]["LogGroupName"]["Fn::Sub"]
+
+
+# --------------------------------------------------------------------------------------
+# (f) the local stack is built from the template
+# --------------------------------------------------------------------------------------
+def _index_shape(indexes: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    return sorted(
+        ({key: index[key] for key in ("IndexName", "KeySchema", "Projection")} for index in indexes),
+        key=lambda index: str(index["IndexName"]),
+    )
+
+
+def test_the_local_table_is_the_templates_table(aws: LocalResources, template: dict[str, Any]) -> None:
+    declared = template["Resources"]["InstallationsTable"]["Properties"]
+    dynamodb = boto3.client("dynamodb")
+    table = dynamodb.describe_table(TableName=aws.table_name)["Table"]
+    assert table["KeySchema"] == declared["KeySchema"]
+    assert sorted(table["AttributeDefinitions"], key=str) == sorted(declared["AttributeDefinitions"], key=str)
+    assert _index_shape(table["GlobalSecondaryIndexes"]) == _index_shape(declared["GlobalSecondaryIndexes"])
+    ttl = dynamodb.describe_time_to_live(TableName=aws.table_name)["TimeToLiveDescription"]
+    assert ttl["AttributeName"] == declared["TimeToLiveSpecification"]["AttributeName"]
+
+
+def test_changing_the_template_changes_what_is_created(aws_env: None, template: dict[str, Any]) -> None:
+    # Given a template whose table has another sort key and another index name
+    changed = copy.deepcopy(template)
+    table = changed["Resources"]["InstallationsTable"]["Properties"]
+    table["AttributeDefinitions"] = [
+        {"AttributeName": "other", "AttributeType": "N"} if a["AttributeName"] == "sk" else a
+        for a in table["AttributeDefinitions"]
+    ]
+    table["KeySchema"][1]["AttributeName"] = "other"
+    table["GlobalSecondaryIndexes"][0]["IndexName"] = "OtherIndex"
+    with moto.mock_aws():
+        # When the local stack is created from it
+        resources = create_resources(boto3.Session(region_name="us-east-1"), template=changed)
+        described = boto3.client("dynamodb").describe_table(TableName=resources.table_name)["Table"]
+    # Then the table follows the template, not a second definition
+    assert described["KeySchema"] == table["KeySchema"]
+    assert _index_shape(described["GlobalSecondaryIndexes"]) == _index_shape(table["GlobalSecondaryIndexes"])
+
+
+def test_local_queues_key_and_secret_follow_the_template(
+    aws: LocalResources, template: dict[str, Any]
+) -> None:
+    sqs = boto3.client("sqs")
+    declared = template["Resources"]["RefreshQueue"]["Properties"]
+    attributes = sqs.get_queue_attributes(QueueUrl=aws.refresh_queue_url, AttributeNames=["All"])[
+        "Attributes"
+    ]
+    assert int(attributes["VisibilityTimeout"]) == declared["VisibilityTimeout"]
+    redrive = json.loads(attributes["RedrivePolicy"])
+    assert int(redrive["maxReceiveCount"]) == declared["RedrivePolicy"]["maxReceiveCount"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=aws.refresh_dlq_url, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]
+    assert redrive["deadLetterTargetArn"] == dlq_arn["QueueArn"]
+
+    kms = boto3.client("kms")
+    assert kms.get_key_rotation_status(KeyId=aws.key_id)["KeyRotationEnabled"] is True
+    policy = json.loads(kms.get_key_policy(KeyId=aws.key_id, PolicyName="default")["Policy"])
+    assert any(statement["Effect"] == "Deny" for statement in policy["Statement"])
+    aliases = {alias["AliasName"] for alias in kms.list_aliases(KeyId=aws.key_id)["Aliases"]}
+    assert aliases == {f"alias/{aws.stack_name}-tokens"}
+
+    secret = boto3.client("secretsmanager").get_secret_value(SecretId=aws.webhook_secret_arn)["SecretString"]
+    assert secret == aws.webhook_secret_value
+    assert len(base64.b64decode(secret, validate=True)) == 24
+
+
+def test_uninstall_events_reach_the_revoke_queue_and_published_events_the_observer(
+    aws: LocalResources,
+) -> None:
+    events = boto3.client("events")
+    sqs = boto3.client("sqs")
+    events.put_events(
+        Entries=[
+            {
+                "Source": "my.app",
+                "DetailType": "App Uninstalled",
+                "Detail": json.dumps({"merchant_id": "DEMO"}),
+                "EventBusName": aws.event_bus_name,
+            },
+            {
+                "Source": "ultracart.oauth",
+                "DetailType": "Installation Completed",
+                "Detail": json.dumps({"merchant_id": "DEMO", "generation": 1}),
+                "EventBusName": aws.event_bus_name,
+            },
+        ]
+    )
+    revoke = sqs.receive_message(QueueUrl=aws.revoke_queue_url, MaxNumberOfMessages=10)["Messages"]
+    assert [json.loads(m["Body"])["detail"] for m in revoke] == [{"merchant_id": "DEMO"}]
+    observed = sqs.receive_message(QueueUrl=aws.events_observer_queue_url, MaxNumberOfMessages=10)["Messages"]
+    assert [json.loads(m["Body"])["detail-type"] for m in observed] == ["Installation Completed"]
+
+
+def test_function_environment_resolves_every_variable(aws: LocalResources) -> None:
+    for logical_id in FUNCTIONS:
+        environment = aws.function_environment(logical_id)
+        assert set(environment) >= ENVIRONMENT
+        for name, value in environment.items():
+            assert isinstance(value, str), name
+            for unresolved in ("'Ref'", "${", "Fn::", "{'"):
+                assert unresolved not in value, (name, value)
+        assert environment["TABLE_NAME"] == aws.table_name
+        assert environment["KMS_KEY_ID"] == aws.key_arn
+        assert environment["REFRESH_QUEUE_URL"] == aws.refresh_queue_url
+        assert environment["REVOKE_QUEUE_URL"] == aws.revoke_queue_url
+        assert environment["WEBHOOK_SECRET_ARN"] == aws.webhook_secret_arn
+        assert environment["EVENT_BUS_NAME"] == aws.event_bus_name
+        assert environment["STAGE"] == "local"
+        assert environment["OAUTH_REDIRECT_URI"] == ""
+        assert environment["DUE_SHARDS"] == "8"
+
+
+def test_function_environment_takes_parameters_and_overrides(aws_env: None) -> None:
+    with moto.mock_aws():
+        resources = create_resources(
+            boto3.Session(region_name="us-east-1"),
+            parameters={
+                "UltraCartClientId": "sandbox-client-id",
+                "UltraCartBaseUrl": "http://127.0.0.1:3001/rest/v2",
+            },
+        )
+    environment = resources.function_environment("TokenApiFunction", overrides={"LEASE_SECONDS": "2"})
+    assert environment["ULTRACART_CLIENT_ID"] == "sandbox-client-id"
+    assert environment["ULTRACART_BASE_URL"] == "http://127.0.0.1:3001/rest/v2"
+    assert environment["LEASE_SECONDS"] == "2"
+    with pytest.raises(KeyError):
+        resources.function_environment("NoSuchFunction")
+
+
+def test_bad_parameters_are_refused_like_cloudformation_would(aws_env: None) -> None:
+    with moto.mock_aws(), pytest.raises(ValueError, match="DueShards"):
+        create_resources(boto3.Session(region_name="us-east-1"), parameters={"DueShards": "0"})
+
+
+@pytest.mark.integration
+def test_the_moto_server_gets_the_same_resources(aws_server: LocalResources) -> None:
+    # boto3 reaches the server through AWS_ENDPOINT_URL, as the handlers do locally.
+    assert aws_server.endpoint_url is not None
+    assert os.environ["AWS_ENDPOINT_URL"] == aws_server.endpoint_url
+    table = boto3.client("dynamodb").describe_table(TableName=aws_server.table_name)["Table"]
+    assert [index["IndexName"] for index in table["GlobalSecondaryIndexes"]] == ["DueIndex"]
+    environment = aws_server.function_environment("UninstallWebhookFunction")
+    secret = boto3.client("secretsmanager").get_secret_value(SecretId=environment["WEBHOOK_SECRET_ARN"])
+    assert secret["SecretString"] == aws_server.webhook_secret_value
