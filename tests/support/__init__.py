@@ -1,0 +1,1 @@
+"""Test support: shared events, handler loading and a fake Lambda context."""
