@@ -1,0 +1,137 @@
+"""The `/__sandbox/` JSON endpoints: the Python control API, over HTTP for out-of-process use.
+
+    GET    /__sandbox/health              {"ok", "base_url", "client_id"}
+    GET    /__sandbox/configure           current settings
+    POST   /__sandbox/configure           {setting: value, ...} -> new settings
+    GET    /__sandbox/faults              {"faults": [... with "remaining"]}
+    POST   /__sandbox/faults              {"endpoint", "status", "body", "uc_rest_error", "latency_ms",
+                                           "timeout", "malformed", "reset", "after_success",
+                                           "grant_type", "times"} -> 201
+    DELETE /__sandbox/faults
+    GET    /__sandbox/requests[?endpoint=]  {"requests": [RecordedRequest as JSON, ...]}
+    DELETE /__sandbox/requests
+    POST   /__sandbox/reset
+    POST   /__sandbox/codes               {"merchant_id", "redirect_uri"} -> 201 {"code"}
+    POST   /__sandbox/tokens              {"merchant_id", "expires_in"?}
+                                          -> 201 {"access_token", "refresh_token"}
+    GET    /__sandbox/tokens/valid?token= {"access_token_valid", "refresh_token_valid"}
+    POST   /__sandbox/clock               {"advance_seconds"}
+
+Bad arguments answer 400 {"error": "..."}.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ucsandbox.faults import Fault
+from ucsandbox.models import BASE_PATH, CONTROL_PATH
+from ucsandbox.replies import Reply, json_reply
+from ucsandbox.state import SandboxState
+
+
+class _BadRequest(Exception):
+    pass
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    if not body.strip():
+        return {}
+    try:
+        data = json.loads(body)
+    except ValueError as exc:
+        raise _BadRequest(f"body is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise _BadRequest("body must be a JSON object")
+    return data
+
+
+def _string(data: dict[str, Any], name: str) -> str:
+    value = data.get(name)
+    if not isinstance(value, str) or not value:
+        raise _BadRequest(f"{name} must be a non-empty string")
+    return value
+
+
+def handle(
+    state: SandboxState, root_url: str, method: str, path: str, query: dict[str, str], body: bytes
+) -> Reply:
+    """Answer one control request; never recorded in the request log and never faulted."""
+    route = path[len(CONTROL_PATH) :].strip("/")
+    try:
+        return _dispatch(state, root_url, method, route, query, body)
+    except (_BadRequest, ValueError, TypeError) as exc:
+        return json_reply(400, {"error": str(exc)})
+
+
+def _dispatch(
+    state: SandboxState, root_url: str, method: str, route: str, query: dict[str, str], body: bytes
+) -> Reply:
+    key = (method, route)
+    if route in ("", "health") and method == "GET":
+        return json_reply(200, {"ok": True, "base_url": root_url + BASE_PATH, "client_id": state.client_id})
+    if key == ("GET", "configure"):
+        return json_reply(200, state.settings.to_json())
+    if key == ("POST", "configure"):
+        return json_reply(200, state.apply_settings(_json_object(body)).to_json())
+    if key == ("GET", "faults"):
+        return json_reply(200, {"faults": state.faults.pending()})
+    if key == ("POST", "faults"):
+        state.faults.add(Fault.from_json(_json_object(body)))
+        return json_reply(201, {"ok": True})
+    if key == ("DELETE", "faults"):
+        state.clear_faults()
+        return json_reply(200, {"ok": True})
+    if key == ("GET", "requests"):
+        entries = state.requests(query.get("endpoint") or None)
+        return json_reply(200, {"requests": [entry.to_json() for entry in entries]})
+    if key == ("DELETE", "requests"):
+        state.clear_requests()
+        return json_reply(200, {"ok": True})
+    if key == ("POST", "reset"):
+        state.reset()
+        return json_reply(200, {"ok": True})
+    if key == ("POST", "codes"):
+        data = _json_object(body)
+        code = state.issue_code(_string(data, "merchant_id"), _string(data, "redirect_uri"))
+        return json_reply(201, {"code": code})
+    if key == ("POST", "tokens"):
+        data = _json_object(body)
+        expires_in = data.get("expires_in")
+        if expires_in is not None and (isinstance(expires_in, bool) or not isinstance(expires_in, int)):
+            raise _BadRequest("expires_in must be an integer number of seconds or null")
+        pair = state.issue_tokens(_string(data, "merchant_id"), expires_in)
+        return json_reply(201, {"access_token": pair.access_token, "refresh_token": pair.refresh_token})
+    if key == ("GET", "tokens/valid"):
+        token = query.get("token", "")
+        if not token:
+            raise _BadRequest("token query parameter is required")
+        return json_reply(
+            200,
+            {
+                "access_token_valid": state.token_is_valid(token),
+                "refresh_token_valid": state.refresh_token_is_valid(token),
+            },
+        )
+    if key == ("POST", "clock"):
+        seconds = _json_object(body).get("advance_seconds")
+        if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+            raise _BadRequest("advance_seconds must be a non-negative number")
+        state.advance_time(seconds)
+        return json_reply(200, {"ok": True})
+    known = {
+        "",
+        "health",
+        "configure",
+        "faults",
+        "requests",
+        "reset",
+        "codes",
+        "tokens",
+        "tokens/valid",
+        "clock",
+    }
+    if route in known:
+        return json_reply(405, {"error": f"{method} not allowed on {CONTROL_PATH}/{route}"})
+    return json_reply(404, {"error": f"no control endpoint {CONTROL_PATH}/{route}"})
