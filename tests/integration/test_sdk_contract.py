@@ -24,6 +24,7 @@ from ultracart.model.oauth_revoke_success_response import OauthRevokeSuccessResp
 from ultracart.model.oauth_token_response import OauthTokenResponse
 from ultracart.model_utils import validate_and_convert_types
 
+from ucoauth.ultracart import TokenResponse, UltraCartClient, UltraCartError
 from ucsandbox import API_VERSION, API_VERSION_HEADER, RecordedRequest, Sandbox, SandboxApi
 
 pytestmark = pytest.mark.integration
@@ -107,7 +108,47 @@ class SdkDriver:
         return {**parsed.to_dict(), "http_status": exc.status}
 
 
-DRIVERS: dict[str, Callable[[SandboxApi], Driver]] = {"sdk": SdkDriver}
+class ProjectDriver:
+    """The project's own runtime client (ucoauth.ultracart.UltraCartClient on requests)."""
+
+    def __init__(self, sandbox: SandboxApi) -> None:
+        self._client = UltraCartClient(sandbox.base_url, sandbox.client_id, connect_timeout=2, read_timeout=5)
+
+    def exchange(self, code: str, redirect_uri: str) -> dict[str, Any]:
+        return self._call(lambda: self._token(self._client.exchange_code(code, redirect_uri)))
+
+    def refresh(self, refresh_token: str) -> dict[str, Any]:
+        return self._call(lambda: self._token(self._client.refresh(refresh_token)))
+
+    def revoke(self, token: str) -> dict[str, Any]:
+        return self._call(lambda: dataclasses.asdict(self._client.revoke(token)))
+
+    def close(self) -> None:
+        pass
+
+    @staticmethod
+    def _token(answer: TokenResponse) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "access_token": answer.access_token,
+            "token_type": answer.token_type,
+            "scope": answer.scope,
+            "expires_in": answer.expires_in,
+        }
+        if answer.refresh_token is not None:
+            out["refresh_token"] = answer.refresh_token
+        if answer.merchant_id is not None:
+            out["merchant_id"] = answer.merchant_id
+        return out
+
+    @staticmethod
+    def _call(fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        try:
+            return fn()
+        except UltraCartError as exc:
+            return {"error": exc.error, "error_description": exc.description, "http_status": exc.status}
+
+
+DRIVERS: dict[str, Callable[[SandboxApi], Driver]] = {"sdk": SdkDriver, "project": ProjectDriver}
 
 
 # -- the cases ----------------------------------------------------------------------------------

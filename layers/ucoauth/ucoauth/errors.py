@@ -24,11 +24,13 @@ class UltraCartError(UcOAuthError):
         status: int | None = None,
         error: str | None = None,
         rest_error: str | None = None,
+        description: str | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.error = error
         self.rest_error = rest_error
+        self.description = description
 
     def __str__(self) -> str:
         parts = [self.args[0] if self.args else type(self).__name__]

@@ -36,6 +36,14 @@ class TokenResponse:
 
 
 @dataclass(frozen=True, slots=True)
+class RevokeResponse:
+    """The answer of ``POST /oauth/revoke``: ``successful`` is False for an already-invalid token."""
+
+    successful: bool
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class MerchantInfo:
     """The answer of ``GET /oauth/me``."""
 
@@ -112,10 +120,12 @@ class UltraCartClient:
         form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
         return self._token_response(self._post("/oauth/token", form))
 
-    def revoke(self, token: str) -> bool:
-        """Revoke one token. True when UltraCart revoked it; False when it was already invalid."""
+    def revoke(self, token: str) -> RevokeResponse:
+        """Revoke one token; ``successful`` is False when it was already invalid."""
         body = self._post("/oauth/revoke", {"token": token})
-        return bool(body.get("successful"))
+        return RevokeResponse(
+            successful=body.get("successful") is True, message=_short(str(body.get("message") or "")) or ""
+        )
 
     def me(self, access_token: str) -> MerchantInfo:
         """Who the access token belongs to (used only when a token response lacks merchant_id)."""
@@ -168,6 +178,8 @@ class UltraCartClient:
                 body = None
         error = body.get("error") if body else None
         error_code = _short(error, 64) if isinstance(error, str) else None
+        described = body.get("error_description") if body else None
+        description = _short(described) if isinstance(described, str) else None
 
         if status == 429 or status >= 500:
             raise TransientUltraCartError(
@@ -175,7 +187,11 @@ class UltraCartClient:
             )
         if status in (401, 410) or 400 <= status < 500:
             raise PermanentUltraCartError(
-                f"{path} refused the request", status=status, error=error_code, rest_error=rest_error
+                f"{path} refused the request",
+                status=status,
+                error=error_code,
+                rest_error=rest_error,
+                description=description,
             )
         if not 200 <= status < 300:
             raise TransientUltraCartError(f"{path} answered {status}", status=status, rest_error=rest_error)
@@ -184,7 +200,9 @@ class UltraCartClient:
             raise TransientUltraCartError(f"{path} answered a malformed body", status=status)
         if error_code:
             # An OAuth error inside a 2xx: still a refusal.
-            raise PermanentUltraCartError(f"{path} refused the request", status=status, error=error_code)
+            raise PermanentUltraCartError(
+                f"{path} refused the request", status=status, error=error_code, description=description
+            )
         return body
 
     @staticmethod
@@ -244,6 +262,7 @@ def set_client(client: UltraCartClient | None) -> None:
 
 __all__ = [
     "MerchantInfo",
+    "RevokeResponse",
     "PermanentUltraCartError",
     "TokenResponse",
     "TransientUltraCartError",

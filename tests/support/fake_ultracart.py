@@ -1,0 +1,105 @@
+"""An in-memory UltraCart for unit tests (no network). Integration tests use the real sandbox."""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from dataclasses import dataclass, field
+
+from ucoauth.errors import PermanentUltraCartError, TransientUltraCartError
+from ucoauth.ultracart import MerchantInfo, RevokeResponse, TokenResponse
+
+
+@dataclass
+class FakeUltraCart:
+    """Issues tokens like UltraCart: rotating refresh tokens by default, errors on demand."""
+
+    rotate: bool = True
+    expires_in: int | None = 3600
+    include_merchant_id: bool = True
+    calls: list[str] = field(default_factory=list)
+    fail_next: list[Exception] = field(default_factory=list)
+    codes: dict[str, str] = field(default_factory=dict)
+    live_refresh: dict[str, str] = field(default_factory=dict)
+    revoked: set[str] = field(default_factory=set)
+    access_owner: dict[str, str] = field(default_factory=dict)
+    _seq: itertools.count[int] = field(default_factory=itertools.count)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _token(self, kind: str) -> str:
+        return f"{kind}{next(self._seq):04d}x9Kq2Lm8Pw4Rt6Yu0Io3As5Df7Gh"
+
+    def _maybe_fail(self) -> None:
+        if self.fail_next:
+            raise self.fail_next.pop(0)
+
+    def new_code(self, merchant_id: str) -> str:
+        code = self._token("code")
+        self.codes[code] = merchant_id
+        return code
+
+    def seed(self, merchant_id: str) -> TokenResponse:
+        """Tokens for a merchant as if installed (no call recorded)."""
+        return self._issue(merchant_id)
+
+    def _issue(self, merchant_id: str, refresh: str | None = None) -> TokenResponse:
+        access = self._token("acc")
+        self.access_owner[access] = merchant_id
+        if refresh is None or self.rotate:
+            if refresh is not None:
+                self.live_refresh.pop(refresh, None)
+            refresh = self._token("ref")
+            self.live_refresh[refresh] = merchant_id
+        return TokenResponse(
+            access_token=access,
+            refresh_token=refresh,
+            expires_in=self.expires_in,
+            token_type="bearer",
+            scope="order_read",
+            merchant_id=merchant_id if self.include_merchant_id else None,
+        )
+
+    # -- the UltraCartClient interface ---------------------------------------------------
+
+    def authorize_url(self, *, redirect_uri: str, state: str) -> str:
+        return f"https://uc.example/oauth/authorize?state={state}&redirect_uri={redirect_uri}"
+
+    def exchange_code(self, code: str, redirect_uri: str) -> TokenResponse:
+        with self._lock:
+            self.calls.append("exchange")
+            self._maybe_fail()
+            merchant_id = self.codes.pop(code, None)
+            if merchant_id is None:
+                raise PermanentUltraCartError("refused", status=400, error="invalid_grant")
+            return self._issue(merchant_id)
+
+    def refresh(self, refresh_token: str) -> TokenResponse:
+        with self._lock:
+            self.calls.append("refresh")
+            self._maybe_fail()
+            merchant_id = self.live_refresh.get(refresh_token)
+            if merchant_id is None:
+                raise PermanentUltraCartError("refused", status=400, error="invalid_grant")
+            return self._issue(merchant_id, refresh_token)
+
+    def revoke(self, token: str) -> RevokeResponse:
+        with self._lock:
+            self.calls.append("revoke")
+            self._maybe_fail()
+            known = token in self.live_refresh or (token in self.access_owner and token not in self.revoked)
+            self.live_refresh.pop(token, None)
+            self.revoked.add(token)
+            return RevokeResponse(successful=known, message="revoked" if known else "Invalid token")
+
+    def me(self, access_token: str) -> MerchantInfo:
+        with self._lock:
+            self.calls.append("me")
+            self._maybe_fail()
+            if access_token not in self.access_owner:
+                raise PermanentUltraCartError("refused", status=401)
+            return MerchantInfo(merchant_id=self.access_owner[access_token])
+
+
+def transient(status: int = 500) -> TransientUltraCartError:
+    """A transient failure as the real client raises it."""
+    return TransientUltraCartError("answered", status=status)

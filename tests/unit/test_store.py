@@ -1,0 +1,148 @@
+"""InstallationStore, StateStore, WebhookIdStore and PaceCounter against moto (template's table)."""
+
+from __future__ import annotations
+
+import boto3
+import pytest
+
+from devstack.resources import LocalResources
+from ucoauth.errors import LeaseBusyError, NotInstalledError, StateInvalidError
+from ucoauth.services import Services
+from ucoauth.store import ACTIVE, StaleWriteError, TokenFields
+
+NOW = 1_800_000_000
+
+
+def fields(due_at: int | None = NOW + 3000, blob: bytes = b"ciphertext") -> TokenFields:
+    return TokenFields(
+        ciphertext=blob,
+        token_type="bearer",
+        scope="order_read",
+        access_expires_at=None if due_at is None else NOW + 3600,
+        token_lifetime=None if due_at is None else 3600,
+        due_at=due_at,
+    )
+
+
+def test_install_then_reinstall_bumps_generation_and_version(services: Services) -> None:
+    store = services.installations
+    first = store.save_installation("DEMO1", fields(), now=NOW)
+    assert (first.generation, first.version, first.status) == (1, 1, ACTIVE)
+    again = store.save_installation("DEMO1", fields(), now=NOW + 10)
+    assert (again.generation, again.version, again.installed_at) == (2, 2, NOW + 10)
+    assert store.get("DEMO1") == again
+
+
+def test_the_lease_is_exclusive_until_it_expires(services: Services) -> None:
+    store = services.installations
+    store.save_installation("DEMO1", fields(), now=NOW)
+    held = store.take_lease("DEMO1", owner="a", now=NOW, seconds=30)
+    assert held is not None and held.lease_owner == "a"
+    with pytest.raises(LeaseBusyError):
+        store.take_lease("DEMO1", owner="b", now=NOW + 29, seconds=30)
+    store.release_lease("DEMO1", owner="b")  # not the owner: no effect
+    assert store.get("DEMO1").lease_owner == "a"  # type: ignore[union-attr]
+    taken = store.take_lease("DEMO1", owner="b", now=NOW + 31, seconds=30)
+    assert taken is not None and taken.lease_owner == "b"
+    store.release_lease("DEMO1", owner="b")
+    assert store.get("DEMO1").lease_owner is None  # type: ignore[union-attr]
+
+
+def test_a_lease_for_a_refresh_is_refused_when_not_due(services: Services) -> None:
+    store = services.installations
+    store.save_installation("DEMO1", fields(due_at=NOW + 100), now=NOW)
+    assert store.take_lease("DEMO1", owner="a", now=NOW, seconds=30, due_before=NOW) is None
+    assert store.get("DEMO1").lease_owner is None  # type: ignore[union-attr]
+    assert store.take_lease("DEMO1", owner="a", now=NOW + 100, seconds=30, due_before=NOW + 100) is not None
+
+
+def test_no_lease_for_a_merchant_never_installed(services: Services) -> None:
+    with pytest.raises(NotInstalledError):
+        services.installations.take_lease("NOBODY", owner="a", now=NOW, seconds=30)
+    assert services.installations.get("NOBODY") is None
+
+
+def test_a_token_write_on_a_stale_version_is_refused(services: Services) -> None:
+    store = services.installations
+    installed = store.save_installation("DEMO1", fields(), now=NOW)
+    written = store.write_refreshed_tokens(
+        "DEMO1", expected_version=installed.version, tokens=fields(blob=b"new"), now=NOW
+    )
+    assert written.version == installed.version + 1 and written.tokens_ciphertext == b"new"
+    with pytest.raises(StaleWriteError):
+        store.write_refreshed_tokens(
+            "DEMO1", expected_version=installed.version, tokens=fields(blob=b"old"), now=NOW
+        )
+    assert store.get("DEMO1").tokens_ciphertext == b"new"  # type: ignore[union-attr]
+
+
+def test_reauthorization_and_uninstall_leave_the_due_index(services: Services, aws: LocalResources) -> None:
+    store = services.installations
+    a = store.save_installation("A1", fields(due_at=NOW - 1), now=NOW)
+    b = store.save_installation("B1", fields(due_at=NOW - 1), now=NOW)
+    assert sorted(store.due_merchants(now=NOW)) == ["A1", "B1"]
+    assert store.mark_reauthorization_required("A1", expected_version=a.version, now=NOW)
+    assert store.mark_uninstalled("B1", expected_version=b.version, reason="webhook", now=NOW, ttl=NOW + 99)
+    assert list(store.due_merchants(now=NOW)) == []
+    tombstone = store.get("B1")
+    assert tombstone is not None and tombstone.status == "uninstalled" and tombstone.tokens_ciphertext is None
+    raw = boto3.client("dynamodb").get_item(
+        TableName=aws.table_name, Key={"pk": {"S": "MERCHANT#B1"}, "sk": {"S": "INSTALLATION"}}
+    )
+    assert "tokens" not in raw["Item"] and raw["Item"]["ttl"]["N"] == str(NOW + 99)
+
+
+def test_the_planner_reads_only_what_is_due(services: Services) -> None:
+    store = services.installations
+    for i in range(60):
+        store.save_installation(f"M{i}", fields(due_at=NOW - 10 if i % 6 == 0 else NOW + 5000), now=NOW)
+    store.save_installation("NOEXPIRY", fields(due_at=None), now=NOW)
+    stats: dict[str, int] = {}
+    due = sorted(store.due_merchants(now=NOW, stats=stats))
+    assert due == sorted(f"M{i}" for i in range(0, 60, 6))
+    assert stats["scanned"] == len(due)
+    assert stats["queries"] == services.settings.due_shards
+
+
+def test_state_is_consumed_once_by_the_browser_that_started(services: Services) -> None:
+    states = services.states
+    states.put("s" * 43, browser_nonce="n" * 43, now=NOW, ttl_seconds=600)
+    with pytest.raises(StateInvalidError):
+        states.consume("s" * 43, browser_nonce="other", now=NOW)
+    states.consume("s" * 43, browser_nonce="n" * 43, now=NOW + 5)
+    with pytest.raises(StateInvalidError):
+        states.consume("s" * 43, browser_nonce="n" * 43, now=NOW + 6)
+
+
+def test_an_expired_state_is_refused_even_before_ttl_deletes_it(services: Services) -> None:
+    services.states.put("e" * 43, browser_nonce="n" * 43, now=NOW, ttl_seconds=600)
+    with pytest.raises(StateInvalidError):
+        services.states.consume("e" * 43, browser_nonce="n" * 43, now=NOW + 600)
+
+
+def test_states_are_stored_hashed(services: Services, aws: LocalResources) -> None:
+    services.states.put(
+        "visible-state-value-123456", browser_nonce="nonce-value-123456", now=NOW, ttl_seconds=600
+    )
+    items = boto3.client("dynamodb").scan(TableName=aws.table_name)["Items"]
+    dump = repr(items)
+    assert "visible-state-value-123456" not in dump and "nonce-value-123456" not in dump
+
+
+def test_a_webhook_id_is_recorded_once(services: Services) -> None:
+    ids = services.webhook_ids
+    assert ids.record("msg_1", now=NOW, ttl_seconds=60)
+    assert not ids.record("msg_1", now=NOW + 1, ttl_seconds=60)
+    assert ids.record("msg_1", now=NOW + 61, ttl_seconds=60)  # TTL passed: counts as new
+    ids.forget("msg_1")
+    assert ids.record("msg_1", now=NOW + 62, ttl_seconds=60)
+
+
+def test_the_pace_allows_limit_calls_per_window(services: Services) -> None:
+    pace = services.pace
+    window = pace.window
+    start = (NOW // window) * window
+    results = [pace.try_take(start + 0.5) for _ in range(pace.limit + 2)]
+    assert results[: pace.limit] == [0.0] * pace.limit
+    assert all(r > 0 for r in results[pace.limit :])
+    assert pace.try_take(start + window + 0.1) == 0.0
