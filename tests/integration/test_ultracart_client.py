@@ -51,7 +51,7 @@ def test_a_secret_is_sent_only_when_configured(sandbox: Sandbox) -> None:
     ("expires_in", "expected"), [("3600", 3600), (120, 120), (None, None), ("soon", None)]
 )
 def test_expires_in_as_string_number_absent_or_garbage(
-    sandbox: Sandbox, expires_in: object, expected: int | None
+    sandbox: Sandbox, expires_in: str | int | None, expected: int | None
 ) -> None:
     sandbox.configure(expires_in=expires_in)
     answer = client(sandbox).refresh(sandbox.issue_tokens("DEMO1").refresh_token)

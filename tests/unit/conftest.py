@@ -52,7 +52,7 @@ def services(
 ) -> Iterator[Services]:
     uc_aws.reset_clients()
     built = Services.from_settings(settings)
-    built.ultracart_factory = lambda: fake_uc  # type: ignore[assignment,return-value]
+    built.ultracart_factory = lambda: fake_uc  # type: ignore[assignment]
     built.clock = clock
     built.sleep = clock.sleep
     set_services(built)
