@@ -61,9 +61,6 @@ class FakeUltraCart:
 
     # -- the UltraCartClient interface ---------------------------------------------------
 
-    def authorize_url(self, *, redirect_uri: str, state: str) -> str:
-        return f"https://uc.example/oauth/authorize?state={state}&redirect_uri={redirect_uri}"
-
     def exchange_code(self, code: str, redirect_uri: str) -> TokenResponse:
         with self._lock:
             self.calls.append("exchange")

@@ -14,7 +14,8 @@ TOKEN = "Zx9-aQ3_Lm8pW2rT6yUi0oPs4dFg7hJk1lZc5vBn"  # token_urlsafe(30)-shaped
 
 
 def test_token_shaped_text_is_masked_but_ids_survive() -> None:
-    text = f"refresh for DEMO1 failed with {TOKEN} at 2026-11-27T20:00:00Z req 0d5f1d9e-2b6a-4c7e-9d3f-8a1b2c3d4e5f"
+    text = f"refresh for DEMO1 failed with {TOKEN} at 2026-11-27T20:00:00Z"
+    text += " req 0d5f1d9e-2b6a-4c7e-9d3f-8a1b2c3d4e5f"
     out = redact_text(text)
     assert TOKEN not in out
     assert "DEMO1" in out

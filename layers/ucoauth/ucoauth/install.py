@@ -11,6 +11,7 @@ from ucoauth.errors import TransientUltraCartError
 from ucoauth.events import INSTALLATION_COMPLETED
 from ucoauth.observability import logger, metrics
 from ucoauth.tokens import token_fields
+from ucoauth.ultracart import authorize_url
 from ucoauth.validation import is_merchant_id
 
 if TYPE_CHECKING:
@@ -43,7 +44,10 @@ def begin_install(services: Services, *, redirect_uri: str) -> InstallStart:
     services.states.put(
         state, browser_nonce=nonce, now=services.now(), ttl_seconds=services.settings.state_ttl_seconds
     )
-    url = services.ultracart.authorize_url(redirect_uri=redirect_uri, state=state)
+    settings = services.settings
+    url = authorize_url(
+        settings.ultracart_base_url, settings.ultracart_client_id, redirect_uri=redirect_uri, state=state
+    )
     metrics.add_metric(name="InstallStarted", unit="Count", value=1)
     return InstallStart(authorize_url=url, browser_nonce=nonce)
 

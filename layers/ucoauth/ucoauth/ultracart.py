@@ -13,6 +13,7 @@ import json
 import threading
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 import requests
 
@@ -65,6 +66,14 @@ def parse_expires_in(value: Any) -> int | None:
     return seconds if 0 < seconds <= 10 * 365 * 86_400 else None
 
 
+def authorize_url(base_url: str, client_id: str, *, redirect_uri: str, state: str) -> str:
+    """The browser URL of UltraCart's consent page (a page, not an API call; no scope, no PKCE)."""
+    query = urlencode(
+        {"response_type": "code", "client_id": client_id, "redirect_uri": redirect_uri, "state": state}
+    )
+    return f"{base_url.rstrip('/')}/oauth/authorize?{query}"
+
+
 def _short(text: str | None, limit: int = 200) -> str | None:
     if not text:
         return None
@@ -95,20 +104,6 @@ class UltraCartClient:
         return f"UltraCartClient(base_url={self.base_url!r}, client_id={self.client_id!r})"
 
     # -- public API -----------------------------------------------------------------------
-
-    def authorize_url(self, *, redirect_uri: str, state: str) -> str:
-        """The browser URL of UltraCart's consent page (not an API call)."""
-        from urllib.parse import urlencode
-
-        query = urlencode(
-            {
-                "response_type": "code",
-                "client_id": self.client_id,
-                "redirect_uri": redirect_uri,
-                "state": state,
-            }
-        )
-        return f"{self.base_url}/oauth/authorize?{query}"
 
     def exchange_code(self, code: str, redirect_uri: str) -> TokenResponse:
         """``grant_type=authorization_code``: a code from the callback for tokens."""
@@ -262,12 +257,13 @@ def set_client(client: UltraCartClient | None) -> None:
 
 __all__ = [
     "MerchantInfo",
-    "RevokeResponse",
     "PermanentUltraCartError",
+    "RevokeResponse",
     "TokenResponse",
     "TransientUltraCartError",
     "UltraCartClient",
     "UltraCartError",
+    "authorize_url",
     "get_client",
     "parse_expires_in",
     "set_client",
