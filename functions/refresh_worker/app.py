@@ -16,7 +16,9 @@ from ucoauth.services import get_services
 from ucoauth.tokens import Refresher
 from ucoauth.validation import is_merchant_id
 
-processor = BatchProcessor(event_type=EventType.SQS)
+# A batch whose records all failed still answers per record (no exception), so the event source
+# mapping retries exactly those records with their own backoff.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
 def record_handler(record: SQSRecord) -> str:

@@ -1,0 +1,234 @@
+"""Uninstall: the signed webhook (real standardwebhooks library) and the revoke worker."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import boto3
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from devstack.resources import LocalResources
+from tests.support.fake_ultracart import FakeUltraCart, transient
+from tests.support.lambdas import invoke, load_event
+from tests.unit.conftest import Clock, published_events
+from tests.unit.test_refresh import install
+from ucoauth.services import Services
+from ucoauth.uninstall import REVOKE_ATTEMPTS
+
+FN = "UninstallWebhookFunction"
+
+
+def body_for(
+    merchant_id: str = "DEMO1", *, kind: str = "app.uninstalled", when: datetime | None = None
+) -> str:
+    when = when or datetime.now(UTC)
+    stamp = when.isoformat().replace("+00:00", "Z")
+    return json.dumps({"type": kind, "timestamp": stamp, "data": {"merchant_id": merchant_id}})
+
+
+def signed(
+    secret: str, body: str, *, msg_id: str | None = None, at: datetime | None = None
+) -> dict[str, Any]:
+    msg_id = msg_id or f"msg_{uuid.uuid4().hex}"
+    at = at or datetime.now(UTC)
+    event = load_event("webhook-uninstall.json")
+    event["body"] = body
+    event["headers"]["webhook-id"] = msg_id
+    event["headers"]["webhook-timestamp"] = str(int(at.timestamp()))
+    event["headers"]["webhook-signature"] = Webhook(secret).sign(msg_id, at, body)
+    return event
+
+
+def queued(aws: LocalResources) -> list[dict[str, Any]]:
+    sqs = boto3.client("sqs", region_name=aws.region)
+    answer = sqs.receive_message(
+        QueueUrl=aws.revoke_queue_url, MaxNumberOfMessages=10, AttributeNames=["All"]
+    )
+    return answer.get("Messages", [])
+
+
+def post(event: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    response = invoke(FN, event)
+    return response["statusCode"], json.loads(response["body"])
+
+
+def test_a_signed_uninstall_is_queued_once(services: Services, aws: LocalResources) -> None:
+    event = signed(aws.webhook_secret_value, body_for())
+    assert post(event) == (202, {"status": "queued"})
+    assert post(event) == (202, {"status": "duplicate"})
+    messages = queued(aws)
+    assert len(messages) == 1
+    message = json.loads(messages[0]["Body"])
+    assert message["detail-type"] == "App Uninstalled" and message["detail"] == {"merchant_id": "DEMO1"}
+
+
+@pytest.mark.parametrize(
+    ("mutate", "status"),
+    [
+        (lambda e, s: e.update(body=e["body"].replace("DEMO1", "DEMO2")), 401),  # tampered body
+        (lambda e, s: e.update(signed("d2hhdGV2ZXJ3aGF0ZXZlcndoYXRldmVy", e["body"])), 401),  # wrong secret
+        (lambda e, s: e["headers"].pop("webhook-signature"), 401),
+        (lambda e, s: e["headers"].pop("webhook-id"), 401),
+        (lambda e, s: e["headers"].pop("webhook-timestamp"), 401),
+        (lambda e, s: e["headers"].update({"webhook-signature": "garbage"}), 401),
+        (lambda e, s: e["headers"].update({"webhook-timestamp": "not-a-number"}), 401),
+    ],
+)
+def test_bad_signatures_are_401_and_nothing_is_queued(
+    services: Services, aws: LocalResources, mutate: Any, status: int
+) -> None:
+    event = signed(aws.webhook_secret_value, body_for())
+    mutate(event, aws.webhook_secret_value)
+    assert post(event)[0] == status
+    assert queued(aws) == []
+
+
+@pytest.mark.parametrize("offset", [timedelta(minutes=-6), timedelta(minutes=6)])
+def test_stale_and_future_timestamps_are_401(
+    services: Services, aws: LocalResources, offset: timedelta
+) -> None:
+    at = datetime.now(UTC) + offset
+    assert post(signed(aws.webhook_secret_value, body_for(), at=at))[0] == 401
+    assert queued(aws) == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "not json at all",
+        json.dumps(
+            {"type": "app.installed", "timestamp": "2026-11-27T20:00:00Z", "data": {"merchant_id": "X1"}}
+        ),
+        json.dumps({"type": "app.uninstalled", "timestamp": "yesterday", "data": {"merchant_id": "X1"}}),
+        json.dumps(
+            {"type": "app.uninstalled", "timestamp": "2026-11-27T20:00:00Z", "data": {"merchant_id": "<x>"}}
+        ),
+        json.dumps({"type": "app.uninstalled", "timestamp": "2026-11-27T20:00:00Z"}),
+        json.dumps(["app.uninstalled"]),
+    ],
+)
+def test_signed_but_bad_bodies_are_400(services: Services, aws: LocalResources, body: str) -> None:
+    assert post(signed(aws.webhook_secret_value, body))[0] == 400
+    assert queued(aws) == []
+
+
+def test_an_oversize_body_is_413(services: Services, aws: LocalResources) -> None:
+    body = json.dumps({"type": "app.uninstalled", "pad": "x" * 9000})
+    assert post(signed(aws.webhook_secret_value, body)) == (413, {"error": "body_too_large"})
+    assert queued(aws) == []
+
+
+def test_the_shared_bad_signature_and_stale_events_are_401(services: Services, aws: LocalResources) -> None:
+    assert post(load_event("webhook-bad-signature.json"))[0] == 401
+    assert post(load_event("webhook-stale.json"))[0] == 401
+
+
+# -- revoke worker --------------------------------------------------------------------------
+
+
+def sqs_event(message: dict[str, Any], receive_count: int = 1) -> dict[str, Any]:
+    event = load_event("sqs-revoke-webhook.json")
+    event["Records"][0]["body"] = json.dumps(message)
+    event["Records"][0]["attributes"]["ApproximateReceiveCount"] = str(receive_count)
+    return event
+
+
+def uninstall_message(merchant_id: str = "DEMO1", when: float | None = None) -> dict[str, Any]:
+    stamp = datetime.fromtimestamp(when or time.time(), tz=UTC).isoformat().replace("+00:00", "Z")
+    return {
+        "id": "x",
+        "source": "webhook",
+        "detail-type": "App Uninstalled",
+        "time": stamp,
+        "detail": {"merchant_id": merchant_id},
+    }
+
+
+def test_revoke_then_shred_then_tombstone(
+    services: Services, fake_uc: FakeUltraCart, aws: LocalResources, clock: Clock
+) -> None:
+    install(services, fake_uc)
+    published_events(aws)
+    tokens = set(fake_uc.access_owner) | set(fake_uc.live_refresh)
+    result = invoke("RevokeWorkerFunction", sqs_event(uninstall_message(when=clock.now + 5)))
+    assert result == {"batchItemFailures": []}
+    assert fake_uc.calls.count("revoke") == 2 and fake_uc.revoked == tokens
+    installation = services.installations.get("DEMO1")
+    assert installation is not None and installation.status == "uninstalled"
+    assert installation.tokens_ciphertext is None and installation.uninstall_reason == "webhook"
+    assert [e["detail-type"] for e in published_events(aws)] == ["Installation Removed"]
+    status = invoke("TokenApiFunction", load_event("tokens-get.json"))["statusCode"]
+    assert status == 404
+    # idempotent: a second delivery changes nothing and calls nobody
+    assert invoke("RevokeWorkerFunction", sqs_event(uninstall_message(when=clock.now + 6))) == {
+        "batchItemFailures": []
+    }
+    assert fake_uc.calls.count("revoke") == 2
+
+
+def test_a_late_uninstall_never_deletes_a_reinstall(
+    services: Services, fake_uc: FakeUltraCart, clock: Clock
+) -> None:
+    install(services, fake_uc)
+    old = clock.now - 60
+    assert invoke("RevokeWorkerFunction", sqs_event(uninstall_message(when=old))) == {"batchItemFailures": []}
+    assert services.installations.get("DEMO1").status == "active"  # type: ignore[union-attr]
+    assert "revoke" not in fake_uc.calls
+
+
+def test_an_uninstall_for_a_merchant_never_installed_is_a_no_op(
+    services: Services, fake_uc: FakeUltraCart, aws: LocalResources
+) -> None:
+    assert invoke("RevokeWorkerFunction", sqs_event(uninstall_message("NOBODY"))) == {"batchItemFailures": []}
+    assert fake_uc.calls == [] and services.installations.get("NOBODY") is None
+
+
+def test_a_failing_revoke_retries_then_shreds_anyway(
+    services: Services, fake_uc: FakeUltraCart, clock: Clock
+) -> None:
+    install(services, fake_uc)
+    message = uninstall_message(when=clock.now + 1)
+    fake_uc.fail_next.append(transient(500))
+    failed = invoke("RevokeWorkerFunction", sqs_event(message, receive_count=1))
+    assert len(failed["batchItemFailures"]) == 1
+    installation = services.installations.get("DEMO1")
+    assert installation is not None and installation.status == "active" and installation.lease_owner is None
+    fake_uc.fail_next.extend([transient(500)])
+    done = invoke("RevokeWorkerFunction", sqs_event(message, receive_count=REVOKE_ATTEMPTS))
+    assert done == {"batchItemFailures": []}
+    installation = services.installations.get("DEMO1")
+    assert (
+        installation is not None
+        and installation.status == "uninstalled"
+        and installation.tokens_ciphertext is None
+    )
+    assert installation.uninstall_reason == "webhook;revoke_failed_transient"
+
+
+def test_reinstall_after_uninstall_starts_a_new_generation(
+    services: Services, fake_uc: FakeUltraCart, clock: Clock
+) -> None:
+    install(services, fake_uc)
+    invoke("RevokeWorkerFunction", sqs_event(uninstall_message(when=clock.now + 1)))
+    clock.now += 10
+    install(services, fake_uc)
+    installation = services.installations.get("DEMO1")
+    assert installation is not None and installation.status == "active" and installation.generation == 2
+    assert installation.uninstalled_at is None
+
+
+def test_an_eventbridge_uninstall_is_handled_the_same_way(
+    services: Services, fake_uc: FakeUltraCart, clock: Clock
+) -> None:
+    install(services, fake_uc)
+    event = load_event("sqs-revoke-eventbridge.json")
+    message = json.loads(event["Records"][0]["body"])
+    message["time"] = datetime.fromtimestamp(clock.now + 1, tz=UTC).isoformat()
+    event["Records"][0]["body"] = json.dumps(message)
+    assert invoke("RevokeWorkerFunction", event) == {"batchItemFailures": []}
+    assert services.installations.get("DEMO1").uninstall_reason == "com.example.app"  # type: ignore[union-attr]
