@@ -49,7 +49,7 @@ def queued(aws: LocalResources) -> list[dict[str, Any]]:
     answer = sqs.receive_message(
         QueueUrl=aws.revoke_queue_url, MaxNumberOfMessages=10, AttributeNames=["All"]
     )
-    return answer.get("Messages", [])
+    return [dict(m) for m in answer.get("Messages", [])]
 
 
 def post(event: dict[str, Any]) -> tuple[int, dict[str, Any]]:
