@@ -311,7 +311,7 @@ class InstallationStore:
         :class:`NotInstalledError` when there is no installation.
         """
         condition = (
-            "attribute_exists(pk) AND (attribute_not_exists(lease_expires_at) OR lease_expires_at < :now)"
+            "attribute_exists(pk) AND (attribute_not_exists(lease_expires_at) OR lease_expires_at <= :now)"
         )
         values: dict[str, Any] = {
             ":owner": {"S": owner},

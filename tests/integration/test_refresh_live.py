@@ -1,0 +1,171 @@
+"""Refresh over real HTTP: moto's server + the UltraCart sandbox, threads and processes racing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+
+from devstack.resources import LocalResources
+from tests.integration.conftest import observed_events, seed_installation, stored_tokens
+from ucoauth.services import Services
+from ucoauth.store import REAUTHORIZATION_REQUIRED
+from ucoauth.tokens import Refresher
+from ucsandbox import Sandbox
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def start_processes(
+    env: dict[str, str], merchant_id: str, count: int, start_at: float, mode: str = "normal"
+) -> list[subprocess.Popen[str]]:
+    proc_env = {**env, "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("layers/ucoauth", "local", "."))}
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.support.refresh_process", merchant_id, str(start_at), mode],
+            cwd=ROOT,
+            env=proc_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        for _ in range(count)
+    ]
+
+
+def results_of(processes: list[subprocess.Popen[str]]) -> list[str]:
+    out = []
+    for process in processes:
+        stdout, _ = process.communicate(timeout=60)
+        lines = [line for line in stdout.splitlines() if line.startswith('{"result"')]
+        out.append(json.loads(lines[-1])["result"] if lines else f"exit:{process.returncode}")
+    return out
+
+
+@pytest.mark.parametrize("rotate", [True, False])
+def test_a_due_token_is_refreshed_with_rotation_on_and_off(
+    live: Services, sandbox: Sandbox, rotate: bool
+) -> None:
+    sandbox.configure(rotate=rotate)
+    _, old_refresh = seed_installation(live, sandbox, "ROT1")
+    assert Refresher(live).refresh_due("ROT1") == "refreshed"
+    tokens = stored_tokens(live, "ROT1")
+    assert sandbox.token_is_valid(tokens.access_token)
+    assert sandbox.refresh_token_is_valid(tokens.refresh_token or "")
+    assert (tokens.refresh_token == old_refresh) is (not rotate)
+    assert [r.grant_type for r in sandbox.requests("token")] == ["refresh_token"]
+
+
+def test_a_refresh_that_omits_the_refresh_token_keeps_the_old_one(live: Services, sandbox: Sandbox) -> None:
+    sandbox.configure(rotate="omit")
+    _, old_refresh = seed_installation(live, sandbox, "OMIT1")
+    assert Refresher(live).refresh_due("OMIT1") == "refreshed"
+    assert stored_tokens(live, "OMIT1").refresh_token == old_refresh
+
+
+@pytest.mark.xdist_group("processes")
+def test_eight_workers_threads_and_processes_make_one_ultracart_call(
+    live: Services, live_env: dict[str, str], sandbox: Sandbox
+) -> None:
+    sandbox.configure(rotate=True, latency_ms=200)  # a slow UltraCart widens the race window
+    seed_installation(live, sandbox, "RACE1")
+    start_at = time.time() + 2.5
+    processes = start_processes(live_env, "RACE1", 4, start_at)
+    thread_results: list[str] = []
+
+    def worker() -> None:
+        time.sleep(max(0.0, start_at - time.time()))
+        thread_results.append(Refresher(live).refresh_due("RACE1"))
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    results = thread_results + results_of(processes)
+    assert len(results) == 8
+    assert results.count("refreshed") == 1, results
+    assert set(results) <= {"refreshed", "busy", "not_due"}, results
+    assert len(sandbox.requests("token")) == 1
+    tokens = stored_tokens(live, "RACE1")
+    assert sandbox.refresh_token_is_valid(tokens.refresh_token or "")
+    assert stored_tokens(live, "RACE1").access_token == tokens.access_token
+
+
+@pytest.mark.parametrize("status", [429, 500])
+def test_429_and_500_keep_the_stored_tokens(live: Services, sandbox: Sandbox, status: int) -> None:
+    access, refresh = seed_installation(live, sandbox, "FAIL1")
+    sandbox.add_fault("token", status=status, uc_rest_error="try later")
+    with pytest.raises(Exception, match=str(status)):
+        Refresher(live).refresh_due("FAIL1")
+    tokens = stored_tokens(live, "FAIL1")
+    assert (tokens.access_token, tokens.refresh_token) == (access, refresh)
+    assert live.installations.get("FAIL1").lease_owner is None  # type: ignore[union-attr]
+    assert Refresher(live).refresh_due("FAIL1") == "refreshed"  # the retry succeeds
+
+
+@pytest.mark.xdist_group("processes")
+@pytest.mark.parametrize("rotate", [False, True])
+def test_a_worker_killed_after_ultracart_answered(
+    live: Services, live_env: dict[str, str], sandbox: Sandbox, aws_server: LocalResources, rotate: bool
+) -> None:
+    sandbox.configure(rotate=rotate)
+    seed_installation(live, sandbox, "KILL1")
+    env = {**live_env, "LEASE_SECONDS": "1"}
+    (result,) = results_of(start_processes(env, "KILL1", 1, time.time(), mode="die_before_write"))
+    assert result == "exit:9"
+    assert len(sandbox.requests("token")) == 1  # UltraCart did the work; the answer died with the worker
+    time.sleep(2.1)  # the dead worker's lease expires by itself (no TTL involved)
+    outcome = Refresher(live).refresh_due("KILL1")
+    installation = live.installations.get("KILL1")
+    assert installation is not None
+    if rotate:
+        # The rotated refresh token died with the worker: the installation says so, loudly.
+        assert outcome == "reauthorization"
+        assert installation.status == REAUTHORIZATION_REQUIRED
+        events = [e for e in observed_events(aws_server) if e["detail-type"] == "Reauthorization Required"]
+        assert [e["detail"]["merchant_id"] for e in events] == ["KILL1"]
+    else:
+        # Nothing was lost: the retry refreshes with the same refresh token.
+        assert outcome == "refreshed"
+        assert sandbox.token_is_valid(stored_tokens(live, "KILL1").access_token)
+
+
+def test_the_planner_reads_only_the_due_items(live: Services, aws_server: LocalResources) -> None:
+    ddb = boto3.client("dynamodb", region_name=aws_server.region, endpoint_url=aws_server.endpoint_url)
+    now = live.now()
+    from ucoauth.store import due_shard
+
+    items = []
+    for i in range(10_000):
+        merchant = f"P{i:05d}"
+        due = now - 5 if i % 100 == 0 else now + 10_000 + i
+        items.append(
+            {
+                "PutRequest": {
+                    "Item": {
+                        "pk": {"S": f"MERCHANT#{merchant}"},
+                        "sk": {"S": "INSTALLATION"},
+                        "merchant_id": {"S": merchant},
+                        "status": {"S": "active"},
+                        "due_at": {"N": str(due)},
+                        "due_shard": {"S": due_shard(merchant, live.settings.due_shards)},
+                    }
+                }
+            }
+        )
+    for start in range(0, len(items), 25):
+        ddb.batch_write_item(RequestItems={aws_server.table_name: items[start : start + 25]})
+    stats: dict[str, int] = {}
+    due = list(Refresher(live).plan(stats=stats))
+    assert len(due) == 100
+    assert stats["scanned"] == 100  # items read == items due, not 10,000
+    assert stats["queries"] == live.settings.due_shards
