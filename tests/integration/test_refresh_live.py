@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -144,10 +145,10 @@ def test_the_planner_reads_only_the_due_items(live: Services, aws_server: LocalR
     now = live.now()
     from ucoauth.store import due_shard
 
-    items = []
+    items: list[Any] = []
     for i in range(10_000):
         merchant = f"P{i:05d}"
-        due = now - 5 if i % 100 == 0 else now + 10_000 + i
+        due_at = now - 5 if i % 100 == 0 else now + 10_000 + i
         items.append(
             {
                 "PutRequest": {
@@ -156,7 +157,7 @@ def test_the_planner_reads_only_the_due_items(live: Services, aws_server: LocalR
                         "sk": {"S": "INSTALLATION"},
                         "merchant_id": {"S": merchant},
                         "status": {"S": "active"},
-                        "due_at": {"N": str(due)},
+                        "due_at": {"N": str(due_at)},
                         "due_shard": {"S": due_shard(merchant, live.settings.due_shards)},
                     }
                 }

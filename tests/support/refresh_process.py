@@ -30,6 +30,7 @@ def main() -> None:
 
         store.InstallationStore.write_refreshed_tokens = die  # type: ignore[method-assign]
     time.sleep(max(0.0, start_at - time.time()))
+    result: str
     try:
         result = Refresher(services).refresh_due(merchant_id)
     except Exception as exc:
