@@ -10,6 +10,7 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from ucoauth.errors import PaceExceededError
 from ucoauth.observability import logger, metrics
 from ucoauth.queues import back_off
 from ucoauth.services import get_services
@@ -32,6 +33,9 @@ def record_handler(record: SQSRecord) -> str:
     services = get_services()
     try:
         result = Refresher(services).refresh_due(merchant_id)
+    except PaceExceededError as exc:
+        back_off(services.settings.refresh_queue_url, record, not_before=exc.retry_after)
+        raise
     except Exception:
         back_off(services.settings.refresh_queue_url, record)
         raise

@@ -136,7 +136,7 @@ def test_transient_failures_keep_the_tokens_and_raise(
 
 
 def test_a_spent_pace_sends_the_message_back_without_calling(
-    services: Services, fake_uc: FakeUltraCart
+    services: Services, fake_uc: FakeUltraCart, clock: Clock
 ) -> None:
     fake_uc.expires_in = 60
     install(services, fake_uc)
@@ -146,6 +146,16 @@ def test_a_spent_pace_sends_the_message_back_without_calling(
         Refresher(services).refresh_due("DEMO1")
     assert fake_uc.calls == ["exchange"]
     assert services.installations.get("DEMO1").lease_owner is None  # type: ignore[union-attr]
+    # The rest of the window is known to be spent: the next message is refused without AWS calls.
+    calls: list[str] = []
+    services.installations._ddb().meta.events.register(
+        "before-call.dynamodb", lambda **kw: calls.append(kw["event_name"])
+    )
+    with pytest.raises(PaceExceededError):
+        Refresher(services).refresh_due("DEMO1")
+    assert calls == []
+    clock.now += services.settings.refresh_pace_window_seconds
+    assert Refresher(services).refresh_due("DEMO1") == "refreshed"
 
 
 def test_token_access_serves_a_fresh_token_without_calling(

@@ -38,6 +38,8 @@ class Services:
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
     rng: random.Random = field(default_factory=random.Random)
+    # Until when (epoch seconds) this process knows the global refresh pace is spent.
+    pace_blocked_until: float = 0.0
 
     @property
     def ultracart(self) -> UltraCartClient:

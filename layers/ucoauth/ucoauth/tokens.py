@@ -138,6 +138,9 @@ class Refresher:
         Raises :class:`TransientUltraCartError` / :class:`PaceExceededError` / AWS errors so
         the message goes back to the queue; everything else ends in a result.
         """
+        if self.s.clock() < self.s.pace_blocked_until:
+            # The window's budget is known to be spent: no lease, no counter read, no call.
+            raise PaceExceededError(self.s.pace_blocked_until - self.s.clock())
         owner = f"worker:{uuid.uuid4()}"
         now = self.s.now()
         try:
@@ -156,6 +159,7 @@ class Refresher:
         try:
             wait = self.s.pace.try_take(self.s.clock())
             if wait > 0:
+                self.s.pace_blocked_until = self.s.clock() + wait
                 raise PaceExceededError(wait)
             result = self._refresh_under_lease(installation, owner)[0]
         except BaseException:
