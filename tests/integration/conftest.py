@@ -17,6 +17,7 @@ from ucoauth.services import Services, set_services
 from ucoauth.settings import Settings
 from ucoauth.tokens import token_fields
 from ucoauth.ultracart import TokenResponse, set_client
+from ucoauth.uninstall import reset_webhook_secret_cache
 from ucsandbox import Sandbox
 
 
@@ -62,6 +63,7 @@ def live(live_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[
         monkeypatch.setenv(name, value)
     uc_aws.reset_clients()
     set_client(None)
+    reset_webhook_secret_cache()
     services = Services.from_settings(Settings.from_env(live_env))
     set_services(services)
     yield services

@@ -14,6 +14,7 @@ from tests.support.fake_ultracart import FakeUltraCart
 from ucoauth import aws as uc_aws
 from ucoauth.services import Services, set_services
 from ucoauth.settings import Settings
+from ucoauth.uninstall import reset_webhook_secret_cache
 
 
 class Clock:
@@ -51,6 +52,7 @@ def services(
     aws: LocalResources, settings: Settings, fake_uc: FakeUltraCart, clock: Clock
 ) -> Iterator[Services]:
     uc_aws.reset_clients()
+    reset_webhook_secret_cache()
     built = Services.from_settings(settings)
     built.ultracart_factory = lambda: fake_uc  # type: ignore[assignment]
     built.clock = clock

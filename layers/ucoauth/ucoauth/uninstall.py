@@ -76,23 +76,39 @@ def parse_uninstall_message(body: Any) -> UninstallRequest | None:
 # -- webhook --------------------------------------------------------------------------------
 
 _secret_lock = threading.Lock()
+_provider: Any = None
 _verifier: tuple[str, Any] | None = None
+SECRET_MAX_AGE = 300
 
 
 def _webhook_verifier(services: Services) -> Any:
-    """A cached ``standardwebhooks.Webhook`` for the secret (re-read at most every 5 minutes)."""
-    global _verifier
-    from aws_lambda_powertools.utilities.parameters import SecretsProvider
+    """A ``standardwebhooks.Webhook`` for the secret, read through Powertools' cached provider.
+
+    The provider (and its cache) lives for the whole process, so a warm invocation makes no
+    Secrets Manager call; a rotated secret is picked up within ``SECRET_MAX_AGE`` seconds.
+    """
+    global _provider, _verifier
     from standardwebhooks.webhooks import Webhook
 
-    from ucoauth import aws
-
-    provider = SecretsProvider(boto3_client=aws.secretsmanager())
-    secret = str(provider.get(services.settings.webhook_secret_arn, max_age=300))
     with _secret_lock:
+        if _provider is None:
+            from aws_lambda_powertools.utilities.parameters import SecretsProvider
+
+            from ucoauth import aws
+
+            _provider = SecretsProvider(boto3_client=aws.secretsmanager())
+        secret = str(_provider.get(services.settings.webhook_secret_arn, max_age=SECRET_MAX_AGE))
         if _verifier is None or _verifier[0] != secret:
             _verifier = (secret, Webhook(secret))
         return _verifier[1]
+
+
+def reset_webhook_secret_cache() -> None:
+    """Forget the cached secret and provider (tests, or after rotating the secret by hand)."""
+    global _provider, _verifier
+    with _secret_lock:
+        _provider = None
+        _verifier = None
 
 
 def accept_webhook(
@@ -175,29 +191,24 @@ def process_uninstall(services: Services, body: Any, *, receive_count: int = 1) 
     merchant_id = request.merchant_id
     requested = int(request.requested_at.timestamp())
     store = services.installations
-    current = store.get(merchant_id)
-    if current is None:
-        logger.info("uninstall for a merchant never installed", merchant_id=merchant_id)
-        return "not_installed"
-    if current.status == UNINSTALLED:
-        return "already_uninstalled"
-    if requested < current.installed_at:
-        logger.info("late uninstall ignored: the merchant installed again since", merchant_id=merchant_id)
-        metrics.add_metric(name="LateUninstallIgnored", unit="Count", value=1)
-        return "late"
-
     owner = f"revoke:{uuid.uuid4()}"
     try:
+        # The lease comes back with the item: no separate read (and no refresh can start now).
         leased = store.take_lease(
             merchant_id, owner=owner, now=services.now(), seconds=services.settings.lease_seconds
         )
     except NotInstalledError:
+        logger.info("uninstall for a merchant never installed", merchant_id=merchant_id)
         return "not_installed"
     except LeaseBusyError:
         raise  # a refresh is in flight; the queue brings us back after it
     assert leased is not None
+    if leased.status == UNINSTALLED:
+        store.release_lease(merchant_id, owner=owner)
+        return "already_uninstalled"
     if requested < leased.installed_at:
         store.release_lease(merchant_id, owner=owner)
+        logger.info("late uninstall ignored: the merchant installed again since", merchant_id=merchant_id)
         metrics.add_metric(name="LateUninstallIgnored", unit="Count", value=1)
         return "late"
 

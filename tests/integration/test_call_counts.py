@@ -1,0 +1,138 @@
+"""Calls per operation (deterministic counts; the budget in issue "Benchmarks" is a CI assertion).
+
+AWS calls are counted with botocore event hooks on the package's own clients, UltraCart calls
+with the sandbox's request log; everything runs over real HTTP (moto's server, the sandbox).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import UTC, datetime
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from devstack.resources import LocalResources
+from tests.integration.conftest import seed_installation
+from tests.support.calls import AwsCallCounter
+from tests.support.lambdas import invoke, load_event
+from ucoauth.services import Services
+from ucoauth.tokens import clear_token_cache, get_access_token
+from ucsandbox import Sandbox
+
+pytestmark = pytest.mark.integration
+REDIRECT = "http://localhost:3000/oauth/callback"
+
+
+def install_via_handlers(sandbox: Sandbox, merchant_id: str) -> dict[str, object]:
+    start = invoke("OAuthBrowserFunction", load_event("install.json"))
+    state = parse_qs(urlsplit(start["headers"]["Location"]).query)["state"][0]
+    nonce = start["cookies"][0].split(";")[0].split("=", 1)[1]
+    code = sandbox.issue_code(merchant_id, REDIRECT)
+    return invoke(  # type: ignore[no-any-return]
+        "OAuthBrowserFunction", load_event("callback-success.json", code=code, state=state, nonce=nonce)
+    )
+
+
+@pytest.mark.parametrize(("include_merchant_id", "uc_calls"), [(True, 1), (False, 2)])
+def test_callback_costs_4_aws_calls_and_1_ultracart_call(
+    live: Services, sandbox: Sandbox, include_merchant_id: bool, uc_calls: int
+) -> None:
+    sandbox.configure(include_merchant_id=include_merchant_id)
+    counter = AwsCallCounter()
+    start = invoke("OAuthBrowserFunction", load_event("install.json"))
+    assert counter.calls == ["dynamodb.PutItem"]
+    state = parse_qs(urlsplit(start["headers"]["Location"]).query)["state"][0]
+    nonce = start["cookies"][0].split(";")[0].split("=", 1)[1]
+    counter.reset()
+    sandbox.clear_requests()
+    code = sandbox.issue_code("COUNT1", REDIRECT)
+    response = invoke(
+        "OAuthBrowserFunction", load_event("callback-success.json", code=code, state=state, nonce=nonce)
+    )
+    assert response["statusCode"] == 200
+    assert counter.count <= 4, counter.calls
+    assert counter.by_operation() == {
+        "dynamodb.DeleteItem": 1,
+        "kms.Encrypt": 1,
+        "dynamodb.UpdateItem": 1,
+        "events.PutEvents": 1,
+    }
+    assert len(sandbox.requests()) == uc_calls
+
+
+def test_refresh_costs_at_most_5_aws_calls_and_1_ultracart_call(live: Services, sandbox: Sandbox) -> None:
+    seed_installation(live, sandbox, "COUNT2", expires_in=60)
+    counter = AwsCallCounter()
+    sandbox.clear_requests()
+    event = load_event("sqs-refresh.json")
+    event["Records"][0]["body"] = json.dumps({"merchant_id": "COUNT2"})
+    assert invoke("RefreshWorkerFunction", event) == {"batchItemFailures": []}
+    assert counter.count <= 5, counter.calls
+    assert counter.by_operation() == {"dynamodb.UpdateItem": 3, "kms.Decrypt": 1, "kms.Encrypt": 1}
+    assert [r.grant_type for r in sandbox.requests()] == ["refresh_token"]
+
+
+def test_token_access_costs_2_aws_calls_and_0_from_the_cache(live: Services, sandbox: Sandbox) -> None:
+    seed_installation(live, sandbox, "COUNT3", expires_in=3600)
+    counter = AwsCallCounter()
+    sandbox.clear_requests()
+    event = load_event("tokens-get.json")
+    event["rawPath"] = "/tokens/COUNT3"
+    event["pathParameters"] = {"merchant_id": "COUNT3"}
+    assert invoke("TokenApiFunction", event)["statusCode"] == 200
+    assert counter.by_operation() == {"dynamodb.GetItem": 1, "kms.Decrypt": 1}
+    clear_token_cache()
+    get_access_token("COUNT3")
+    counter.reset()
+    get_access_token("COUNT3")
+    assert counter.count == 0
+    assert sandbox.requests() == []
+
+
+def test_a_warm_webhook_costs_2_aws_calls(live: Services, aws_server: LocalResources) -> None:
+    def signed_event() -> dict[str, object]:
+        body = json.dumps(
+            {
+                "type": "app.uninstalled",
+                "timestamp": datetime.now(UTC).isoformat(),
+                "data": {"merchant_id": "X1"},
+            }
+        )
+        msg_id = f"msg_{uuid.uuid4().hex}"
+        event = load_event("webhook-uninstall.json")
+        event["body"] = body
+        now = datetime.now(UTC)
+        event["headers"].update(
+            {
+                "webhook-id": msg_id,
+                "webhook-timestamp": str(int(now.timestamp())),
+                "webhook-signature": Webhook(aws_server.webhook_secret_value).sign(msg_id, now, body),
+            }
+        )
+        return event
+
+    counter = AwsCallCounter()
+    assert invoke("UninstallWebhookFunction", signed_event())["statusCode"] == 202  # cold: reads the secret
+    assert "secretsmanager.GetSecretValue" in counter.calls
+    counter.reset()
+    assert invoke("UninstallWebhookFunction", signed_event())["statusCode"] == 202
+    assert counter.by_operation() == {"dynamodb.PutItem": 1, "sqs.SendMessage": 1}
+
+
+def test_revoke_costs_at_most_4_aws_calls_and_2_ultracart_calls(live: Services, sandbox: Sandbox) -> None:
+    seed_installation(live, sandbox, "COUNT5", expires_in=3600)
+    counter = AwsCallCounter()
+    sandbox.clear_requests()
+    event = load_event("sqs-revoke-webhook.json")
+    body = json.loads(event["Records"][0]["body"])
+    body["detail"]["merchant_id"] = "COUNT5"
+    body["time"] = datetime.fromtimestamp(time.time() + 1, tz=UTC).isoformat()
+    event["Records"][0]["body"] = json.dumps(body)
+    assert invoke("RevokeWorkerFunction", event) == {"batchItemFailures": []}
+    assert counter.count <= 4, counter.calls
+    assert counter.by_operation() == {"dynamodb.UpdateItem": 2, "kms.Decrypt": 1, "events.PutEvents": 1}
+    assert [r.endpoint for r in sandbox.requests()] == ["revoke", "revoke"]
