@@ -389,51 +389,7 @@ def test_domain_failures_are_alarmed(template: dict[str, Any]) -> None:
     assert metrics == {"TokenRefreshFailed", "ReauthorizationRequired", "RevokeFailed"}
 
 
-@pytest.mark.parametrize(
-    ("function", "dynamodb", "kms", "templates"),
-    [
-        (
-            "OAuthBrowserFunction",
-            {"GetItem", "PutItem", "UpdateItem", "DeleteItem"},
-            {"Encrypt"},
-            {"EventBridgePutEventsPolicy", "AWSSecretsManagerGetSecretValuePolicy"},
-        ),
-        (
-            "TokenApiFunction",
-            {"GetItem", "UpdateItem"},
-            {"Encrypt", "Decrypt"},
-            {"EventBridgePutEventsPolicy", "AWSSecretsManagerGetSecretValuePolicy"},
-        ),
-        (
-            "UninstallWebhookFunction",
-            {"PutItem", "DeleteItem"},
-            set(),
-            {"SQSSendMessagePolicy", "AWSSecretsManagerGetSecretValuePolicy"},
-        ),
-        ("RefreshPlannerFunction", {"Query"}, set(), {"SQSSendMessagePolicy"}),
-        (
-            "RefreshWorkerFunction",
-            {"GetItem", "UpdateItem"},
-            {"Encrypt", "Decrypt"},
-            {"EventBridgePutEventsPolicy", "AWSSecretsManagerGetSecretValuePolicy"},
-        ),
-        (
-            "RevokeWorkerFunction",
-            {"GetItem", "UpdateItem"},
-            {"Decrypt"},
-            {"EventBridgePutEventsPolicy", "AWSSecretsManagerGetSecretValuePolicy"},
-        ),
-    ],
-)
-def test_each_function_gets_only_its_rights(
-    template: dict[str, Any], function: str, dynamodb: set[str], kms: set[str], templates: set[str]
-) -> None:
-    assert _statement_actions(template, function, "dynamodb:") == {f"dynamodb:{a}" for a in dynamodb}
-    assert _statement_actions(template, function, "kms:") == {f"kms:{a}" for a in kms}
-    assert _policy_templates(template, function) == templates
-    for policy in _policies(template, function):
-        for statement in policy.get("Statement", []) if isinstance(policy, dict) else []:
-            assert statement["Resource"] != "*"
+# Each function's rights: tests/unit/test_least_privilege.py (one table, with conditions).
 
 
 def test_every_function_logs_to_its_own_group_with_retention(template: dict[str, Any]) -> None:
