@@ -101,34 +101,6 @@ def _tool_env() -> dict[str, str]:
     return {"PATH": path, "AWS_DEFAULT_REGION": "us-east-1", "SAM_CLI_TELEMETRY": "0"}
 
 
-def _policies(template: Mapping[str, Any], logical_id: str) -> list[Any]:
-    policies: list[Any] = template["Resources"][logical_id]["Properties"].get("Policies", [])
-    return policies
-
-
-def _statement_actions(template: Mapping[str, Any], logical_id: str, prefix: str) -> set[str]:
-    """Actions starting with ``prefix`` that a function's inline statements allow."""
-    actions: set[str] = set()
-    for policy in _policies(template, logical_id):
-        for statement in policy.get("Statement", []) if isinstance(policy, dict) else []:
-            declared = statement["Action"]
-            for action in [declared] if isinstance(declared, str) else declared:
-                if action.startswith(prefix):
-                    actions.add(action)
-    return actions
-
-
-def _policy_templates(template: Mapping[str, Any], logical_id: str) -> set[str]:
-    """Names of the SAM policy templates a function uses (conditional ones included)."""
-    names: set[str] = set()
-    for policy in _policies(template, logical_id):
-        if isinstance(policy, dict) and "Fn::If" in policy:
-            policy = policy["Fn::If"][1]
-        if isinstance(policy, dict):
-            names.update(name for name in policy if name != "Statement")
-    return names
-
-
 # --------------------------------------------------------------------------------------
 # (a)-(d) the tools
 # --------------------------------------------------------------------------------------
