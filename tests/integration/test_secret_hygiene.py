@@ -1,0 +1,179 @@
+"""Secret hygiene: the whole story at DEBUG, then every output is scanned for every secret.
+
+Install (browser handlers), refresh (worker, once failing), token access (handler), uninstall
+(signed webhook + revoke worker). Scanned: every log line and EMF metric the functions printed,
+every published event, every HTML page and API body, every DynamoDB item, every exception text.
+Secrets: the OAuth code, state and cookie nonce, every access and refresh token UltraCart issued,
+the client secret and the webhook secret. Expected hits: zero.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from urllib.parse import parse_qs, urlsplit
+
+import boto3
+import pytest
+from standardwebhooks.webhooks import Webhook
+
+from devstack.resources import LocalResources
+from tests.integration.conftest import observed_events, stored_tokens
+from tests.support.lambdas import invoke, load_event
+from ucoauth import aws as uc_aws
+from ucoauth.observability import logger
+from ucoauth.services import Services, set_services
+from ucoauth.settings import Settings
+from ucoauth.ultracart import set_client
+from ucoauth.uninstall import reset_webhook_secret_cache
+from ucsandbox import Sandbox
+
+pytestmark = pytest.mark.integration
+CLIENT_SECRET = "client-secret-Zq81Lm4Xw9Rt2Vb7"
+REDIRECT = "http://localhost:3000/oauth/callback"
+LOG_BUFFER = io.StringIO()
+
+
+@pytest.fixture
+def story(aws_server: LocalResources, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Services, Sandbox]]:
+    """The stack with a client secret configured (in Secrets Manager) and DEBUG logging."""
+    secrets = boto3.client(
+        "secretsmanager", region_name=aws_server.region, endpoint_url=aws_server.endpoint_url
+    )
+    arn = secrets.create_secret(Name="ultracart-client-secret", SecretString=CLIENT_SECRET)["ARN"]
+    with Sandbox(client_secret=CLIENT_SECRET) as sandbox:
+        env = aws_server.function_environment(
+            "RefreshWorkerFunction",
+            overrides={
+                "ULTRACART_BASE_URL": sandbox.base_url,
+                "ULTRACART_CLIENT_ID": sandbox.client_id,
+                "ULTRACART_CLIENT_SECRET_ARN": arn,
+                "OAUTH_REDIRECT_URI": REDIRECT,
+                "POWERTOOLS_LOG_LEVEL": "DEBUG",
+            },
+        )
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        uc_aws.reset_clients()
+        set_client(None)
+        reset_webhook_secret_cache()
+        services = Services.from_settings(Settings.from_env({**env, "AWS_REGION": aws_server.region}))
+        set_services(services)
+        level = logger.log_level
+        logger.setLevel("DEBUG")
+        handler = logger.registered_handler
+        stream = handler.setStream(LOG_BUFFER)  # type: ignore[attr-defined]
+        try:
+            yield services, sandbox
+        finally:
+            handler.setStream(stream)  # type: ignore[attr-defined]
+            logger.setLevel(level)
+            set_services(None)
+            set_client(None)
+            uc_aws.reset_clients()
+
+
+def test_no_secret_reaches_any_output(
+    story: tuple[Services, Sandbox], aws_server: LocalResources, capfd: pytest.CaptureFixture[str]
+) -> None:
+    services, sandbox = story
+    outputs: list[str] = []
+    secrets: set[str] = {CLIENT_SECRET, aws_server.webhook_secret_value}
+
+    # install
+    start = invoke("OAuthBrowserFunction", load_event("install.json"))
+    state = parse_qs(urlsplit(start["headers"]["Location"]).query)["state"][0]
+    nonce = start["cookies"][0].split(";")[0].split("=", 1)[1]
+    code = sandbox.issue_code("HYG1", REDIRECT)
+    secrets |= {state, nonce, code}
+    page = invoke(
+        "OAuthBrowserFunction", load_event("callback-success.json", code=code, state=state, nonce=nonce)
+    )
+    assert page["statusCode"] == 200
+    outputs.append(json.dumps(page))
+    replay = invoke(
+        "OAuthBrowserFunction", load_event("callback-success.json", code=code, state=state, nonce=nonce)
+    )
+    assert replay["statusCode"] == 400
+    outputs.append(json.dumps(replay))
+    first = stored_tokens(services, "HYG1")
+    secrets |= {first.access_token, first.refresh_token or ""}
+
+    # refresh: once failing (exception path), then for real
+    item = services.installations.get("HYG1")
+    assert item is not None
+    ddb = boto3.client("dynamodb", region_name=aws_server.region, endpoint_url=aws_server.endpoint_url)
+    ddb.update_item(
+        TableName=aws_server.table_name,
+        Key={"pk": {"S": "MERCHANT#HYG1"}, "sk": {"S": "INSTALLATION"}},
+        UpdateExpression="SET due_at = :d",
+        ExpressionAttributeValues={":d": {"N": str(int(time.time()) - 1)}},
+    )
+    event = load_event("sqs-refresh.json")
+    event["Records"][0]["body"] = json.dumps({"merchant_id": "HYG1"})
+    sandbox.add_fault("token", status=500, uc_rest_error=f"upstream echoed {first.refresh_token}")
+    failed = invoke("RefreshWorkerFunction", event)
+    assert len(failed["batchItemFailures"]) == 1
+    assert invoke("RefreshWorkerFunction", event) == {"batchItemFailures": []}
+    second = stored_tokens(services, "HYG1")
+    secrets |= {second.access_token, second.refresh_token or ""}
+
+    # token access
+    tokens_event = load_event("tokens-get.json")
+    tokens_event["rawPath"] = "/tokens/HYG1"
+    tokens_event["pathParameters"] = {"merchant_id": "HYG1"}
+    served = invoke("TokenApiFunction", tokens_event)
+    assert served["statusCode"] == 200
+    assert json.loads(served["body"])["access_token"] == second.access_token  # the one place it belongs
+
+    # uninstall: signed webhook, then the revoke worker
+    body = json.dumps(
+        {
+            "type": "app.uninstalled",
+            "timestamp": datetime.now(UTC).isoformat(),
+            "data": {"merchant_id": "HYG1"},
+        }
+    )
+    msg_id = f"msg_{uuid.uuid4().hex}"
+    now = datetime.now(UTC)
+    hook = load_event("webhook-uninstall.json")
+    hook["body"] = body
+    hook["headers"].update(
+        {
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": Webhook(aws_server.webhook_secret_value).sign(msg_id, now, body),
+        }
+    )
+    accepted = invoke("UninstallWebhookFunction", hook)
+    assert accepted["statusCode"] == 202
+    outputs.append(json.dumps(accepted))
+    sqs = boto3.client("sqs", region_name=aws_server.region, endpoint_url=aws_server.endpoint_url)
+    messages = sqs.receive_message(QueueUrl=aws_server.revoke_queue_url, MaxNumberOfMessages=10)["Messages"]
+    revoke_event = load_event("sqs-revoke-webhook.json")
+    revoke_event["Records"][0]["body"] = messages[0]["Body"]
+    outputs.append(messages[0]["Body"])
+    assert invoke("RevokeWorkerFunction", revoke_event) == {"batchItemFailures": []}
+    revoked = {r.form["token"] for r in sandbox.requests("revoke")}
+    assert revoked == {second.access_token, second.refresh_token}
+
+    # collect every output
+    captured = capfd.readouterr()
+    logs = LOG_BUFFER.getvalue()
+    outputs += [captured.out, captured.err, logs]
+    outputs += [json.dumps(e) for e in observed_events(aws_server)]
+    outputs.append(repr(ddb.scan(TableName=aws_server.table_name)["Items"]))
+    assert '"level":"INFO"' in logs  # the logs were captured
+    assert '"level":"WARNING"' in logs
+    assert "TokenRefreshFailed" in captured.out  # and the EMF metrics
+
+    secrets.discard("")
+    leaks = {
+        secret[:6] + "...": [i for i, text in enumerate(outputs) if secret in text] for secret in secrets
+    }
+    assert {k: v for k, v in leaks.items() if v} == {}, "secrets found in outputs"
+    assert len(secrets) >= 9
