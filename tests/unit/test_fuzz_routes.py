@@ -1,0 +1,182 @@
+"""Fuzzing every route with hypothesis: no 5xx, no unhandled exception, nothing stored when rejected.
+
+The number of examples per route comes from ``FUZZ_EXAMPLES`` (CI runs a reduced size;
+``make reliability`` runs more and reports the count in docs/RELIABILITY.md).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import string
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from standardwebhooks.webhooks import Webhook
+
+from devstack.resources import LocalResources
+from tests.support.lambdas import invoke, load_event
+from ucoauth.services import Services
+
+EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    derandomize=os.environ.get("FUZZ_DERANDOMIZE", "1") == "1",
+)
+TRIED: dict[str, int] = {}
+
+query_chars = st.sampled_from(
+    [*string.printable, "%", "%00", "%ff", "%e2%82", "&", "=", "+", "\u00e9", "\ud83d"]
+)
+raw_query = st.lists(query_chars, max_size=80).map("".join) | st.builds(
+    lambda k, v: f"{k}={v}",
+    st.sampled_from(["code", "state", "error", "error_description", "x"]),
+    st.text(max_size=600),
+)
+header_values = st.text(max_size=200)
+cookies = st.lists(st.text(max_size=120), max_size=4)
+
+
+def stored(aws: LocalResources) -> int:
+    return len(boto3.client("dynamodb").scan(TableName=aws.table_name)["Items"])
+
+
+def queued(aws: LocalResources) -> int:
+    sqs = boto3.client("sqs")
+    attrs = sqs.get_queue_attributes(
+        QueueUrl=aws.revoke_queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+    )
+    return int(attrs["Attributes"]["ApproximateNumberOfMessages"])
+
+
+def count(route: str) -> None:
+    TRIED[route] = TRIED.get(route, 0) + 1
+
+
+@FUZZ
+@given(query=raw_query, jar=cookies, agent=header_values)
+def test_fuzz_callback(
+    services: Services, aws: LocalResources, query: str, jar: list[str], agent: str
+) -> None:
+    count("GET /oauth/callback")
+    event = load_event("callback-unknown-state.json")
+    event["rawQueryString"] = query
+    event["cookies"] = jar
+    event["headers"]["user-agent"] = agent
+    before = stored(aws)
+    response = invoke("OAuthBrowserFunction", event)
+    assert response["statusCode"] in (200, 400), response["statusCode"]
+    assert response["headers"]["Content-Security-Policy"].startswith("default-src 'none'")
+    assert "<script" not in response["body"].lower()
+    assert stored(aws) == before
+
+
+@FUZZ
+@given(query=raw_query, jar=cookies)
+def test_fuzz_install(services: Services, aws: LocalResources, query: str, jar: list[str]) -> None:
+    count("GET /install")
+    event = load_event("install.json")
+    event["rawQueryString"] = query
+    event["cookies"] = jar
+    response = invoke("OAuthBrowserFunction", event)
+    assert response["statusCode"] == 302
+    assert response["headers"]["Location"].startswith(
+        services.settings.ultracart_base_url + "/oauth/authorize?"
+    )
+
+
+@FUZZ
+@given(merchant_id=st.text(max_size=300))
+def test_fuzz_token_api(services: Services, aws: LocalResources, merchant_id: str) -> None:
+    count("GET /tokens/{merchant_id}")
+    event = load_event("tokens-get.json")
+    event["rawPath"] = f"/tokens/{merchant_id}"
+    event["pathParameters"] = {"merchant_id": merchant_id}
+    response = invoke("TokenApiFunction", event)
+    assert response["statusCode"] in (400, 404), response
+    assert json.loads(response["body"])["error"] in ("invalid_merchant_id", "not_installed", "not_found")
+    assert stored(aws) == 0
+
+
+webhook_headers = st.dictionaries(
+    st.sampled_from(["webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "x-other"]),
+    st.text(max_size=120),
+)
+
+
+@FUZZ
+@given(body=st.binary(max_size=10_000), headers=webhook_headers, b64=st.booleans())
+def test_fuzz_webhook_unsigned(
+    services: Services, aws: LocalResources, body: bytes, headers: dict[str, str], b64: bool
+) -> None:
+    count("POST /webhooks/uninstall (unsigned)")
+    event = load_event("webhook-uninstall.json")
+    event["headers"] = {"content-type": "application/json", **headers}
+    if b64:
+        event["body"], event["isBase64Encoded"] = base64.b64encode(body).decode(), True
+    else:
+        event["body"] = body.decode("utf-8", "replace")
+    response = invoke("UninstallWebhookFunction", event)
+    assert response["statusCode"] in (400, 401, 413), response
+    assert stored(aws) == 0
+    assert queued(aws) == 0
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=10), inner, max_size=3),
+    max_leaves=8,
+)
+payloads = st.fixed_dictionaries(
+    {},
+    optional={
+        "type": st.sampled_from(["app.uninstalled", "app.installed", ""]) | st.text(max_size=20),
+        "timestamp": st.sampled_from(["2026-11-27T20:00:00Z", "yesterday", ""]) | st.text(max_size=30),
+        "data": st.fixed_dictionaries({}, optional={"merchant_id": st.text(max_size=70) | json_values})
+        | json_values,
+    },
+)
+
+
+@FUZZ
+@given(payload=payloads)
+def test_fuzz_webhook_signed_payloads(
+    services: Services, aws: LocalResources, payload: dict[str, Any]
+) -> None:
+    count("POST /webhooks/uninstall (signed)")
+    body = json.dumps(payload)
+    now = datetime.now(UTC)
+    msg_id = f"msg_{TRIED['POST /webhooks/uninstall (signed)']}_{now.timestamp()}"
+    event = load_event("webhook-uninstall.json")
+    event["body"] = body
+    event["headers"].update(
+        {
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": Webhook(aws.webhook_secret_value).sign(msg_id, now, body),
+        }
+    )
+    before_items, before_queue = stored(aws), queued(aws)
+    response = invoke("UninstallWebhookFunction", event)
+    assert response["statusCode"] in (202, 400), response
+    if response["statusCode"] == 400:
+        assert (stored(aws), queued(aws)) == (before_items, before_queue)
+    else:
+        assert queued(aws) == before_queue + 1
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report_counts() -> Any:
+    yield
+    path = os.environ.get("FUZZ_REPORT")
+    if path:
+        with open(path, "a") as handle:
+            for route, tried in sorted(TRIED.items()):
+                handle.write(json.dumps({"route": route, "inputs": tried}) + "\n")
