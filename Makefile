@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements-dev.txt constraints.txt lay
 PY313 := $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin) /usr/bin)
 export PATH := $(abspath $(VENV)/bin):$(PY313):$(PATH)
 
-.PHONY: dev test lint typecheck invoke clean system-deps venv
+.PHONY: dev test lint typecheck invoke reliability clean system-deps venv
 
 $(STAMP):
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -40,6 +40,10 @@ typecheck: $(STAMP)
 ## test: every check: ruff, mypy --strict, template lint and build, all tests
 test: $(STAMP) system-deps lint typecheck
 	pytest -n 2 --dist loadgroup
+
+## reliability: fault matrix, fuzzing and races at full size; regenerates docs/RELIABILITY.md
+reliability: $(STAMP)
+	$(PY) -m bench.reliability
 
 clean:
 	rm -rf $(VENV) .aws-sam .mypy_cache .ruff_cache .pytest_cache artifacts
