@@ -74,7 +74,8 @@ def redirect_uri(settings: Settings, event: dict[str, Any]) -> str:
     if settings.oauth_redirect_uri:
         return settings.oauth_redirect_uri
     api_id = str(event.get("requestContext", {}).get("apiId", ""))
-    return f"https://{api_id}.execute-api.{settings.region}.amazonaws.com/oauth/callback"
+    suffix = "amazonaws.com.cn" if settings.region.startswith("cn-") else "amazonaws.com"
+    return f"https://{api_id}.execute-api.{settings.region}.{suffix}/oauth/callback"
 
 
 def install_href(settings: Settings, event: dict[str, Any]) -> str:
