@@ -1,0 +1,336 @@
+"""The whole system on loopback: moto with template.yaml's resources, the UltraCart sandbox and the
+local HttpApi gateway, with the functions' environment in this process.
+
+>>> with LocalStack() as stack:                       # every port 0: free ports (tests)
+...     requests.get(f"{stack.gateway_url}/install", allow_redirects=False)
+
+One process runs every handler, so the functions' environment goes into ``os.environ``; the
+template gives every function the same (Globals) environment, which :meth:`LocalStack.start`
+checks. Browser-facing URLs use ``localhost``: Chromium treats ``http://localhost`` as a secure
+context, so the ``__Host-`` state cookie (``Secure``) works without TLS. Sockets bind 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import boto3
+from moto.server import ThreadedMotoServer
+
+from devstack.gateway import Gateway
+from devstack.invoke import (
+    LOCAL_ACCESS_KEY_ID,
+    LOCAL_SECRET_ACCESS_KEY,
+    Invoker,
+    apply_environment,
+    aws_environment,
+    ensure_layer_importable,
+    restore_environment,
+    template_invoker,
+)
+from devstack.resources import (
+    DEFAULT_REGION,
+    LocalResources,
+    create_resources,
+    http_routes,
+    load_template,
+    resources_of_type,
+)
+from devstack.runner import Runner
+
+HOST = "127.0.0.1"
+PUBLIC_HOST = "localhost"
+
+
+class StackError(RuntimeError):
+    """The local stack cannot start as configured."""
+
+
+class _MotoServer(ThreadedMotoServer):
+    """ThreadedMotoServer that reports a bind failure instead of waiting for it forever."""
+
+    error: BaseException | None = None
+
+    def _server_entry(self) -> None:
+        try:
+            super()._server_entry()
+        except BaseException as exc:
+            self.error = exc
+            self._server_ready_event.set()
+
+
+def shared_environment(resources: LocalResources) -> dict[str, str]:
+    """The one environment of every function; StackError when the template gives them different ones."""
+    functions = list(resources_of_type(resources.template, "AWS::Serverless::Function"))
+    if not functions:
+        raise StackError("template.yaml has no AWS::Serverless::Function")
+    first = functions[0]
+    expected = resources.function_environment(first)
+    for logical_id in functions[1:]:
+        other = resources.function_environment(logical_id)
+        if other != expected:
+            differing = sorted(
+                name for name in set(expected) | set(other) if expected.get(name) != other.get(name)
+            )
+            raise StackError(
+                f"{logical_id} and {first} have different environments ({', '.join(differing)}); "
+                "the local stack runs every handler in one process and needs one environment: "
+                "declare variables in the template's Globals"
+            )
+    return expected
+
+
+class LocalStack:
+    """moto + resources + UltraCart sandbox + gateway on 127.0.0.1; ``start()``/``stop()`` or ``with``.
+
+    Ports 0 pick free ports. ``ULTRACART_BASE_URL`` in the environment (with
+    ``ULTRACART_CLIENT_ID``) points the stack at that UltraCart instead of starting the sandbox.
+    """
+
+    _active_lock = threading.Lock()
+    _active: LocalStack | None = None
+
+    def __init__(
+        self,
+        *,
+        moto_port: int = 0,
+        gateway_port: int = 0,
+        sandbox_port: int = 0,
+        stage: str = "local",
+        parameters: Mapping[str, str] | None = None,
+        environ: Mapping[str, str] | None = None,
+        schedule_seconds: float | None = None,
+    ) -> None:
+        self.moto_port = moto_port
+        self.gateway_port = gateway_port
+        self.sandbox_port = sandbox_port
+        self.stage = stage
+        self.schedule_seconds = schedule_seconds
+        self._parameters = dict(parameters or {})
+        # What decides sandbox or real UltraCart: read once, before the stack changes os.environ.
+        source = os.environ if environ is None else environ
+        self._external_base_url = source.get("ULTRACART_BASE_URL", "").strip() or None
+        self._external_client_id = source.get("ULTRACART_CLIENT_ID", "").strip() or None
+
+        self.template: dict[str, Any] = load_template()
+        self.sandbox: Any = None  # ucsandbox.Sandbox, or None against a real UltraCart
+        self._moto: _MotoServer | None = None
+        self._gateway: Gateway | None = None
+        self._resources: LocalResources | None = None
+        self._runner: Runner | None = None
+        self._invoker: Invoker | None = None
+        self._previous_env: dict[str, str | None] | None = None
+        self.environment: dict[str, str] = {}
+        self.moto_url = ""
+
+    # -- what tests and tools use -------------------------------------------------------------
+
+    @property
+    def resources(self) -> LocalResources:
+        if self._resources is None:
+            raise RuntimeError("local stack not started")
+        return self._resources
+
+    @property
+    def runner(self) -> Runner:
+        if self._runner is None:
+            raise RuntimeError("local stack not started")
+        return self._runner
+
+    @property
+    def invoker(self) -> Invoker:
+        if self._invoker is None:
+            raise RuntimeError("local stack not started")
+        return self._invoker
+
+    @property
+    def gateway(self) -> Gateway:
+        if self._gateway is None:
+            raise RuntimeError("local stack not started")
+        return self._gateway
+
+    @property
+    def gateway_url(self) -> str:
+        """``http://localhost:PORT``."""
+        return self.gateway.url
+
+    @property
+    def ultracart_base_url(self) -> str:
+        return self.environment["ULTRACART_BASE_URL"]
+
+    def session(self) -> boto3.Session:
+        """A boto3 session with the local fake credentials (use ``endpoint_url=stack.moto_url``)."""
+        return boto3.Session(
+            aws_access_key_id=LOCAL_ACCESS_KEY_ID,
+            aws_secret_access_key=LOCAL_SECRET_ACCESS_KEY,
+            region_name=DEFAULT_REGION,
+        )
+
+    def client(self, service: str) -> Any:
+        """A boto3 client of the local AWS."""
+        return self.session().client(service, endpoint_url=self.moto_url)  # type: ignore[call-overload]
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    def start(self) -> LocalStack:
+        with LocalStack._active_lock:
+            if LocalStack._active is not None:
+                raise StackError("a local stack is already running in this process (os.environ is shared)")
+            LocalStack._active = self
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        ensure_layer_importable()
+        # 1. AWS: moto's server and the template's resources in it.
+        moto = _MotoServer(ip_address=HOST, port=self.moto_port, verbose=False)
+        self._moto = moto
+        moto.start()
+        if moto.error is not None:
+            self._moto = None
+            # werkzeug exits (SystemExit) when the port is taken, after printing why.
+            reason = "address already in use" if isinstance(moto.error, SystemExit) else moto.error
+            raise StackError(f"moto could not listen on {HOST}:{self.moto_port}: {reason}") from moto.error
+        host, port = moto.get_host_and_port()
+        self.moto_url = f"http://{host}:{port}"
+
+        # 2. UltraCart: the sandbox, unless the environment names a real one.
+        if self._external_base_url is None:
+            from ucsandbox import Sandbox
+
+            client_id = self._parameters.get("UltraCartClientId", "sandbox-client-id")
+            sandbox = Sandbox(host=HOST, port=self.sandbox_port, client_id=client_id)
+            try:
+                sandbox.start()
+            except OSError as exc:
+                raise StackError(
+                    f"the UltraCart sandbox could not listen on {HOST}:{self.sandbox_port}: {exc}"
+                ) from exc
+            self.sandbox = sandbox
+            base_url, client_id = sandbox.base_url, sandbox.client_id
+        else:
+            if self._external_client_id is None:
+                raise StackError(
+                    "ULTRACART_BASE_URL is set: set ULTRACART_CLIENT_ID to your app's client id too"
+                )
+            base_url, client_id = self._external_base_url.rstrip("/"), self._external_client_id
+        parameters = {**self._parameters, "UltraCartBaseUrl": base_url, "UltraCartClientId": client_id}
+        try:
+            resources = create_resources(
+                self.session(), endpoint_url=self.moto_url, stage=self.stage, parameters=parameters
+            )
+        except ValueError as exc:  # a parameter the template refuses (e.g. a non-https UltraCart)
+            raise StackError(str(exc)) from exc
+        self._resources = resources
+        base_env = shared_environment(resources)
+
+        # 3. The gateway (bound now: the redirect URI names its port).
+        invoker = template_invoker(self.template, region=resources.region, account_id=resources.account_id)
+        self._invoker = invoker
+        try:
+            gateway = Gateway(
+                http_routes(self.template),
+                invoker.invoke,
+                credentials={LOCAL_ACCESS_KEY_ID: LOCAL_SECRET_ACCESS_KEY},
+                host=HOST,
+                port=self.gateway_port,
+                region=resources.region,
+                account_id=resources.account_id,
+                public_host=PUBLIC_HOST,
+            )
+        except OSError as exc:
+            raise StackError(f"the gateway could not listen on {HOST}:{self.gateway_port}: {exc}") from exc
+        self._gateway = gateway
+
+        # 4. The functions' environment, in this process.
+        self.environment = {
+            **base_env,
+            "ULTRACART_BASE_URL": base_url,
+            "ULTRACART_CLIENT_ID": client_id,
+            "OAUTH_REDIRECT_URI": f"{gateway.url}/oauth/callback",
+        }
+        self._previous_env = apply_environment(
+            {**self.environment, **aws_environment(self.moto_url, resources.region)}
+        )
+        # Imported with the environment in place, as Lambda imports them (Powertools reads it then).
+        invoker.loader.load_all()
+        self._runner = Runner(resources, invoker.invoke, schedule_seconds=self.schedule_seconds)
+        gateway.start()
+
+    def stop(self) -> None:
+        """Stop everything that was started, restore the environment (idempotent)."""
+        try:
+            if self._runner is not None:
+                self._runner.stop()
+            if self._gateway is not None:
+                self._gateway.stop()
+                self._gateway = None
+            if self.sandbox is not None:
+                self.sandbox.stop()
+            if self._moto is not None:
+                self._moto.stop()
+                self._moto = None
+        finally:
+            if self._previous_env is not None:
+                restore_environment(self._previous_env)
+                self._previous_env = None
+            with LocalStack._active_lock:
+                if LocalStack._active is self:
+                    LocalStack._active = None
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- the state file (python -m devstack.invoke / sign_webhook read it) -----------------------
+
+    def state(self) -> dict[str, Any]:
+        """URLs, ports, resource names and the functions' environment (no secret values)."""
+        resources = self.resources
+        queues = resources_of_type(resources.template, "AWS::SQS::Queue")
+        return {
+            "pid": os.getpid(),
+            "gateway_url": self.gateway_url,
+            "install_url": f"{self.gateway_url}/install",
+            "ultracart_base_url": self.ultracart_base_url,
+            "sandbox_url": None if self.sandbox is None else self.sandbox.url,
+            "moto_url": self.moto_url,
+            "ports": {
+                "gateway": self.gateway.port,
+                "sandbox": None if self.sandbox is None else self.sandbox.port,
+                "moto": int(self.moto_url.rsplit(":", 1)[1]),
+            },
+            "region": resources.region,
+            "account_id": resources.account_id,
+            "stack_name": resources.stack_name,
+            "table_name": resources.table_name,
+            "queue_urls": {logical_id: resources.queue_url(logical_id) for logical_id in queues},
+            "events_observer_queue_url": resources.events_observer_queue_url,
+            "webhook_secret_arn": resources.webhook_secret_arn,
+            "environment": dict(self.environment),
+        }
+
+    def write_state(self, path: Path) -> None:
+        """Write :meth:`state` as JSON (readable by the owner only)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(self.state(), indent=2) + "\n", encoding="utf-8")
+        temporary.chmod(0o600)
+        temporary.replace(path)

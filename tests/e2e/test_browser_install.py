@@ -1,0 +1,137 @@
+"""A merchant installs the app in a real (headless) Chromium against the local stack.
+
+Chromium opens ``http://localhost:PORT/install``, lands on the UltraCart sandbox's consent page,
+approves (or denies) and comes back to our page. Screenshots go to ``docs/screenshots/``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from devstack.invoke import LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY
+from devstack.stack import LocalStack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("devstack_e2e")]
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+STATE_COOKIE = "__Host-ucoauth_state"
+VIEWPORT = {"width": 900, "height": 600}
+TIMEOUT_MS = 10_000
+
+
+def _is_callback(response: Any) -> bool:
+    return bool(urlsplit(response.url).path == "/oauth/callback")
+
+
+def _open_consent_page(stack: LocalStack, context: Any) -> Any:
+    """Open /install and land on the sandbox's consent page with the state cookie set."""
+    assert stack.sandbox is not None
+    page = context.new_page()
+    page.goto(f"{stack.gateway_url}/install")
+    assert page.url.startswith(f"{stack.sandbox.base_url}/oauth/authorize?")
+    assert page.title() == "Authorize application - UltraCart"
+    cookies = {cookie["name"]: cookie for cookie in context.cookies(stack.gateway_url)}
+    # Chromium accepted the __Host- cookie: http://localhost is a secure context.
+    cookie = cookies[STATE_COOKIE]
+    assert cookie["secure"] is True
+    assert cookie["httpOnly"] is True
+    assert cookie["sameSite"] == "Lax"
+    assert cookie["path"] == "/"
+    return page
+
+
+def _assert_browser_headers(headers: dict[str, str]) -> None:
+    assert "default-src 'none'" in headers["content-security-policy"]
+    assert "frame-ancestors 'none'" in headers["content-security-policy"]
+    assert headers["cache-control"] == "no-store"
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["x-frame-options"] == "DENY"
+    assert headers["referrer-policy"] == "no-referrer"
+
+
+def _access_token(stack: LocalStack, merchant_id: str) -> str:
+    url = f"{stack.gateway_url}/tokens/{merchant_id}"
+    request = AWSRequest(method="GET", url=url)
+    SigV4Auth(Credentials(LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY), "execute-api", "us-east-1").add_auth(
+        request
+    )
+    response = requests.get(url, headers=dict(request.headers.items()), timeout=10)
+    assert response.status_code == 200, response.text
+    return str(response.json()["access_token"])
+
+
+def test_merchant_approves_and_sees_the_success_page(stack: LocalStack, chromium: Any) -> None:
+    browser = chromium.get()
+    sandbox = stack.sandbox
+    assert sandbox is not None
+    context = browser.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        page = _open_consent_page(stack, context)
+        nonce = next(c["value"] for c in context.cookies(stack.gateway_url) if c["name"] == STATE_COOKIE)
+        page.fill("#merchant_id", "E2E1")
+        with page.expect_response(_is_callback) as callback:
+            page.click("#approve")
+        page.wait_for_load_state()
+        response = callback.value
+        assert response.status == 200
+        _assert_browser_headers(response.headers)
+
+        assert urlsplit(page.url).netloc == urlsplit(stack.gateway_url).netloc
+        assert page.title() == "App installed"
+        assert page.locator("h1").inner_text() == "App installed"
+        assert "E2E1" in page.locator("main").inner_text()
+
+        # Nothing secret reached the page: not the code, the state, the cookie nonce or a token.
+        html = page.content()
+        codes = [r.form["code"] for r in sandbox.requests("token") if r.merchant_id == "E2E1"]
+        states = [
+            r.form["state"]
+            for r in sandbox.requests("authorize")
+            if r.method == "POST" and r.merchant_id == "E2E1"
+        ]
+        assert len(codes) == 1
+        assert len(states) == 1
+        for secret in [*codes, *states, nonce, _access_token(stack, "E2E1")]:
+            assert secret not in html
+        assert re.search(r"[0-9a-f]{32,}", html) is None
+        # The state cookie was spent and cleared.
+        assert STATE_COOKIE not in {c["name"] for c in context.cookies(stack.gateway_url)}
+
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "install-success.png"))
+    finally:
+        context.close()
+
+
+def test_merchant_denies_and_sees_the_cancelled_page(stack: LocalStack, chromium: Any) -> None:
+    browser = chromium.get()
+    context = browser.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        page = _open_consent_page(stack, context)
+        page.fill("#merchant_id", "E2E2")
+        with page.expect_response(_is_callback) as callback:
+            page.click("#deny")
+        page.wait_for_load_state()
+        response = callback.value
+        assert response.status == 200
+        _assert_browser_headers(response.headers)
+        assert page.title() == "Installation cancelled"
+        assert page.locator("h1").inner_text() == "Installation cancelled"
+        assert page.locator("#retry").get_attribute("href") == f"{stack.gateway_url}/install"
+        assert STATE_COOKIE not in {c["name"] for c in context.cookies(stack.gateway_url)}
+
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "install-declined.png"))
+    finally:
+        context.close()
