@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements-dev.txt constraints.txt lay
 PY313 := $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin) /usr/bin)
 export PATH := $(abspath $(VENV)/bin):$(PY313):$(PATH)
 
-.PHONY: dev test lint typecheck invoke reliability clean system-deps venv
+.PHONY: dev test lint typecheck invoke webhook reliability bench clean system-deps venv
 
 $(STAMP):
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -16,6 +16,13 @@ $(STAMP):
 
 venv: $(STAMP)
 
+# The venv's python finds the layer package, the local stack and the tests without PYTHONPATH
+# (so `.venv/bin/python -m devstack.sign_webhook DEMO1` works from anywhere).
+PTH := $(VENV)/.paths-$(shell echo $(CURDIR) | sha1sum | cut -c1-12)
+$(PTH): $(STAMP)
+	$(PY) -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()['purelib'], 'ultracart_oauth_dev.pth').write_text('\n'.join(['$(CURDIR)/layers/ucoauth', '$(CURDIR)/local', '$(CURDIR)']) + '\n')"
+	@rm -f $(VENV)/.paths-*; touch $@
+
 ## system-deps: Debian's chromium for the browser test (installed when missing and we are root)
 system-deps:
 	@command -v chromium >/dev/null || { \
@@ -23,11 +30,11 @@ system-deps:
 	  else echo "Install Debian's chromium package (sudo apt-get install chromium)"; exit 1; fi; }
 
 ## dev: the whole system on 127.0.0.1 (moto, UltraCart sandbox, local gateway)
-dev: $(STAMP)
+dev: $(STAMP) $(PTH)
 	$(PY) -m devstack
 
 ## invoke: run one handler against the running local stack: make invoke FN=TokenApiFunction EVENT=events/x.json
-invoke: $(STAMP)
+invoke: $(STAMP) $(PTH)
 	$(PY) -m devstack.invoke $(FN) $(EVENT)
 
 lint: $(STAMP)
@@ -38,11 +45,15 @@ typecheck: $(STAMP)
 	mypy
 
 ## test: every check: ruff, mypy --strict, template lint and build, all tests
-test: $(STAMP) system-deps lint typecheck
+test: $(STAMP) $(PTH) system-deps lint typecheck
 	pytest -n 2 --dist loadgroup
 
+## webhook: sign an uninstall webhook for the running local stack and send it: make webhook MERCHANT=DEMO1
+webhook: $(STAMP) $(PTH)
+	$(PY) -m devstack.sign_webhook $(or $(MERCHANT),DEMO1) --send
+
 ## reliability: fault matrix, fuzzing and races at full size; regenerates docs/RELIABILITY.md
-reliability: $(STAMP)
+reliability: $(STAMP) $(PTH)
 	$(PY) -m bench.reliability
 
 clean:

@@ -7,6 +7,7 @@ purpose, but an exception text or a careless extra must not leak one either.
 from __future__ import annotations
 
 import re
+import warnings
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -72,6 +73,9 @@ class RedactingFormatter(LambdaPowertoolsFormatter):
         clean = {k: (v if k in _TRUSTED_KEYS else redact(v, k)) for k, v in dict(log).items()}
         return super().serialize(clean)
 
+
+# Powertools warns on every invocation that records no metric; that is normal here.
+warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
 
 logger = Logger(service=SERVICE, logger_formatter=RedactingFormatter())
 metrics = Metrics(namespace=NAMESPACE, service=SERVICE)

@@ -48,7 +48,7 @@ class Services:
             return self.ultracart_factory()
         from ucoauth.ultracart import get_client
 
-        return get_client()
+        return get_client(self.settings)
 
     def now(self) -> int:
         """Current time in whole epoch seconds."""

@@ -12,10 +12,13 @@ from __future__ import annotations
 import json
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import requests
+
+if TYPE_CHECKING:
+    from ucoauth.settings import Settings
 
 from ucoauth.errors import PermanentUltraCartError, TransientUltraCartError, UltraCartError
 from ucoauth.observability import redact_text
@@ -218,41 +221,61 @@ class UltraCartClient:
 
 
 _client_lock = threading.Lock()
-_client: UltraCartClient | None = None
+_clients: dict[tuple[object, ...], UltraCartClient] = {}
+_injected: UltraCartClient | None = None
 
 
-def get_client() -> UltraCartClient:
-    """The process-wide client, built from settings on first use (one Session, reused)."""
-    global _client
-    if _client is None:
-        with _client_lock:
-            if _client is None:
-                from ucoauth.settings import get_settings
+def get_client(settings: Settings | None = None) -> UltraCartClient:
+    """The client for ``settings`` (default: the process settings), built once and reused.
 
-                settings = get_settings()
-                secret = None
-                if settings.ultracart_client_secret_arn:
-                    from aws_lambda_powertools.utilities.parameters import SecretsProvider
+    One ``requests`` Session per configuration, so a warm Lambda reuses its connections. The
+    optional client secret is read from Secrets Manager once, when the client is built.
+    """
+    if _injected is not None:
+        return _injected
+    if settings is None:
+        from ucoauth.settings import get_settings
 
-                    from ucoauth import aws
+        settings = get_settings()
+    key = (
+        settings.ultracart_base_url,
+        settings.ultracart_client_id,
+        settings.ultracart_client_secret_arn,
+        settings.ultracart_connect_timeout,
+        settings.ultracart_read_timeout,
+    )
+    found = _clients.get(key)
+    if found is not None:
+        return found
+    with _client_lock:
+        found = _clients.get(key)
+        if found is None:
+            secret = None
+            if settings.ultracart_client_secret_arn:
+                from aws_lambda_powertools.utilities.parameters import SecretsProvider
 
-                    provider = SecretsProvider(boto3_client=aws.secretsmanager())
-                    secret = str(provider.get(settings.ultracart_client_secret_arn, max_age=3600))
-                _client = UltraCartClient(
-                    settings.ultracart_base_url,
-                    settings.ultracart_client_id,
-                    client_secret=secret,
-                    connect_timeout=settings.ultracart_connect_timeout,
-                    read_timeout=settings.ultracart_read_timeout,
-                )
-    return _client
+                from ucoauth import aws
+
+                provider = SecretsProvider(boto3_client=aws.secretsmanager())
+                secret = str(provider.get(settings.ultracart_client_secret_arn, max_age=3600))
+            found = UltraCartClient(
+                settings.ultracart_base_url,
+                settings.ultracart_client_id,
+                client_secret=secret,
+                connect_timeout=settings.ultracart_connect_timeout,
+                read_timeout=settings.ultracart_read_timeout,
+            )
+            _clients[key] = found
+        return found
 
 
 def set_client(client: UltraCartClient | None) -> None:
-    """Inject (or forget, with None) the process-wide client."""
-    global _client
+    """Inject a client for every configuration, or with None forget injected and cached ones."""
+    global _injected
     with _client_lock:
-        _client = client
+        _injected = client
+        if client is None:
+            _clients.clear()
 
 
 __all__ = [
