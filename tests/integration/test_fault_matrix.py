@@ -1,0 +1,993 @@
+"""The fault matrix, over real HTTP: every operation x every fault, then recovery, then the invariant.
+
+Operations (each through its Lambda handler, with moto's server and the UltraCart sandbox):
+``callback`` (a real /install, then the callback with a code the sandbox issued), ``refresh``
+(RefreshWorkerFunction fed from the real refresh queue), ``token`` (TokenApiFunction) and
+``revoke`` (RevokeWorkerFunction fed from the real revoke queue, ``ApproximateReceiveCount``
+included). Faults: UltraCart failing every way it can (status codes, refused and reset
+connections, read timeouts, unreadable bodies, a garbage ``expires_in``), DynamoDB and KMS
+errors injected on the package's own clients (tests/support/faults.py), and the refresh
+worker killed at each step under its lease (tests/support/refresh_process.py).
+
+Each cell:
+1. injects the fault and runs the operation; asserts what the user (merchant, app, queue) sees;
+2. removes the fault and recovers the way the real system would: the queue redelivers after
+   the worker's backoff (modelled by moving the package's clock past any lease left behind,
+   as a backoff of seconds to minutes would), the DLQ is redriven, the planner runs again,
+   the merchant starts the install again;
+3. asserts the invariant for every installation touched: active with tokens the sandbox accepts
+   now *and an hour later* (planner and token API keep it alive), or
+   ``reauthorization_required`` with its event (after which the merchant reinstalls), or, for
+   revoke, ``uninstalled`` with no ciphertext. Never "active but broken", never lost.
+
+Every cell appends a row to the JSON-lines file named by ``RELIABILITY_REPORT`` (if set).
+``FAULT_MERCHANTS`` installations are touched per cell (CI: 1; ``make reliability``: more).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import boto3
+import pytest
+
+from devstack.resources import LocalResources, create_resources, load_template
+from tests.integration.conftest import seed_installation
+from tests.integration.test_refresh_live import results_of, start_processes
+from tests.support import faults
+from tests.support.lambdas import invoke, load_event
+from ucoauth import aws as uc_aws
+from ucoauth.crypto import TokenCipher, TokenSet
+from ucoauth.services import Services
+from ucoauth.store import ACTIVE, REAUTHORIZATION_REQUIRED, UNINSTALLED, Installation, InstallationStore
+from ucoauth.uninstall import REVOKE_ATTEMPTS
+from ucsandbox import Sandbox
+from ucsandbox.models import EndpointName
+
+pytestmark = pytest.mark.integration
+
+MERCHANTS = int(os.environ.get("FAULT_MERCHANTS", "1"))
+REDIRECT = "http://localhost:3000/oauth/callback"
+READ_TIMEOUT = 1.0  # the UltraCart client's read timeout in this module
+HANG = READ_TIMEOUT + 0.5  # a sandbox `timeout` fault holds the answer longer than the client waits
+LEASE_SECONDS = 1  # so a dead worker's lease (and a failed shred's) expires quickly
+LATER = 3700  # "an hour later": past the sandbox's 3600 s token lifetime
+MAX_RECEIVES = 5  # the queues' maxReceiveCount in template.yaml
+DEFAULT_EXPIRES_IN = "3600"  # the sandbox's default `expires_in`
+
+# What each fault injects (the report's legend).
+DESCRIPTIONS = {
+    "uc_500": "UltraCart answers 500 with a UC-REST-ERROR header",
+    "uc_502": "UltraCart answers 502",
+    "uc_429": "UltraCart answers 429 (rate limited) with a UC-REST-ERROR header",
+    "uc_refused": "UltraCart answers 400 invalid_grant",
+    "uc_conn_refused": "connection refused (the client points at a closed loopback port)",
+    "uc_conn_reset": "connection reset (TCP RST, no answer)",
+    "uc_read_timeout": f"UltraCart holds the answer {HANG}s, past the client's {READ_TIMEOUT}s read timeout",
+    "uc_truncated": "200 with its JSON body cut in half",
+    "uc_not_json": "200 with a text/plain body",
+    "uc_html": "200 with an HTML error page",
+    "uc_expires_garbage": 'token answers carry `expires_in: "soon"`',
+    "uc_refused_events_throttled": "UltraCart answers 400 invalid_grant; EventBridge PutEvents throttles",
+    "ddb_throttled": "ProvisionedThroughputExceededException on the first DynamoDB call "
+    "(callback: state consume; refresh, revoke: lease; token: GetItem)",
+    "ddb_throttled_write": "ThrottlingException on every write of the result "
+    "(installation, refreshed tokens, shred)",
+    "ddb_throttled_write_x2": "ThrottlingException on the first 2 writes of the result per merchant",
+    "ddb_retried_by_sdk": "ThrottlingException answered twice over HTTP on the first DynamoDB call "
+    "(botocore's standard retries see it)",
+    "ddb_conditional": "ConditionalCheckFailedException (callback: state consume; refresh: token write; "
+    "token: inline lease, old item returned; revoke: shred)",
+    "kms_throttled": "KMS ThrottlingException on Encrypt and Decrypt",
+    "kms_disabled": "KMS DisabledException on Encrypt and Decrypt",
+    "kms_key_disabled": "the key disabled in moto (kms.disable_key; KMS's refusal enforced by a hook)",
+    "kms_invalid_ciphertext": "KMS InvalidCiphertextException on Decrypt",
+    "kill_after_lease": "refresh worker process killed (os._exit) right after taking the lease",
+    "kill_after_ultracart": "refresh worker killed when UltraCart answered (rotated), before the write",
+    "kill_after_write": "refresh worker killed right after the new tokens were stored",
+}
+
+REAUTH_EVENT = "Reauthorization Required"
+REMOVED_EVENT = "Installation Removed"
+
+
+# -- fixtures: the conftest's, made cheap enough for ~80 cells -------------------------------------
+
+_package_clients: dict[tuple[str, str], Any] = {}
+
+
+@functools.cache
+def boto_session() -> boto3.Session:
+    return boto3.Session(region_name="us-east-1")
+
+
+@functools.cache
+def template() -> dict[str, Any]:
+    return load_template()
+
+
+@pytest.fixture
+def aws_server(aws_env: None, moto_server: str, monkeypatch: pytest.MonkeyPatch) -> LocalResources:
+    """The conftest's ``aws_server`` (moto reset, template.yaml's resources created), with one
+    boto3 session and one parsed template per process instead of new ones per test."""
+    request = urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        response.read()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
+    return create_resources(boto_session(), endpoint_url=moto_server, stage="test", template=template())
+
+
+def reuse_package_clients(endpoint: str) -> None:
+    """The package's clients, built by the package on the first test and handed back to it on the
+    next ones (building a boto3 client costs ~0.1 s; ``live`` forgets them after every test)."""
+    for service in ("dynamodb", "kms", "sqs", "events"):
+        key = (service, endpoint)
+        if key in _package_clients:
+            uc_aws.set_client(service, _package_clients[key])
+        else:
+            _package_clients[key] = uc_aws.client(service)
+
+
+@pytest.fixture
+def live_env(live_env: dict[str, str]) -> dict[str, str]:
+    """The conftest's environment with a short read timeout and lease, and no pacing in the way."""
+    return {
+        **live_env,
+        "ULTRACART_READ_TIMEOUT": str(READ_TIMEOUT),
+        "LEASE_SECONDS": str(LEASE_SECONDS),
+        "REFRESH_PACE_LIMIT": "1000",
+    }
+
+
+# -- the queues, fed to the workers the way Lambda's event source mapping does ---------------------
+
+
+@dataclass
+class Delivery:
+    """One worker invocation: which merchants' records were received, and which failed."""
+
+    received: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    raised: str | None = None
+
+
+class Queue:
+    """A queue in moto's server; ``deliver`` is one invocation of its worker with what is visible."""
+
+    def __init__(
+        self, res: LocalResources, url: str, dlq_url: str, function: str, merchant_of: Callable[[Any], str]
+    ) -> None:
+        self.sqs: Any = faults.own_client("sqs")
+        self.url, self.dlq_url, self.function = url, dlq_url, function
+        self.region = res.region
+        self.merchant_of = merchant_of
+        self.arn = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+
+    def send(self, body: dict[str, Any]) -> None:
+        self.sqs.send_message(QueueUrl=self.url, MessageBody=json.dumps(body))
+
+    def _record(self, message: dict[str, Any]) -> dict[str, Any]:
+        attributes = message.get("Attributes", {})
+        return {
+            "messageId": message["MessageId"],
+            "receiptHandle": message["ReceiptHandle"],
+            "body": message["Body"],
+            "attributes": {
+                "ApproximateReceiveCount": attributes.get("ApproximateReceiveCount", "1"),
+                "SentTimestamp": attributes.get("SentTimestamp", "0"),
+                "SenderId": attributes.get("SenderId", "local"),
+                "ApproximateFirstReceiveTimestamp": attributes.get("ApproximateFirstReceiveTimestamp", "0"),
+            },
+            "messageAttributes": {},
+            "md5OfBody": message.get("MD5OfBody", ""),
+            "eventSource": "aws:sqs",
+            "eventSourceARN": self.arn,
+            "awsRegion": self.region,
+        }
+
+    def deliver(self) -> Delivery:
+        """Receive what is visible (≤ 10), invoke the worker; delete successes, make failures
+        visible again at once (their backoff is taken as elapsed)."""
+        messages = self.sqs.receive_message(
+            QueueUrl=self.url,
+            MaxNumberOfMessages=10,
+            VisibilityTimeout=120,
+            WaitTimeSeconds=0,
+            AttributeNames=["All"],
+        ).get("Messages", [])
+        delivery = Delivery()
+        if not messages:
+            return delivery
+        records = [self._record(m) for m in messages]
+        try:
+            answer = invoke(self.function, {"Records": records})
+            failed_ids = {f["itemIdentifier"] for f in answer["batchItemFailures"]}
+        except Exception as exc:  # the whole batch comes back; and it is a finding
+            delivery.raised = f"{type(exc).__name__}: {exc}"
+            failed_ids = {m["MessageId"] for m in messages}
+        for message in messages:
+            merchant = self.merchant_of(json.loads(message["Body"]))
+            delivery.received.append(merchant)
+            if message["MessageId"] in failed_ids:
+                delivery.failed.append(merchant)
+                self.sqs.change_message_visibility(
+                    QueueUrl=self.url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0
+                )
+            else:
+                self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=message["ReceiptHandle"])
+        return delivery
+
+    def _count(self, url: str) -> int:
+        attributes = self.sqs.get_queue_attributes(
+            QueueUrl=url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return int(attributes["ApproximateNumberOfMessages"]) + int(
+            attributes["ApproximateNumberOfMessagesNotVisible"]
+        )
+
+    def pending(self) -> int:
+        return self._count(self.url)
+
+    def dead(self) -> int:
+        return self._count(self.dlq_url)
+
+    def redrive(self) -> int:
+        """What ``aws sqs start-message-move-task`` does: the DLQ's messages back to the queue."""
+        moved = 0
+        while True:
+            messages = self.sqs.receive_message(
+                QueueUrl=self.dlq_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+            ).get("Messages", [])
+            if not messages:
+                return moved
+            for message in messages:
+                self.sqs.send_message(QueueUrl=self.url, MessageBody=message["Body"])
+                self.sqs.delete_message(QueueUrl=self.dlq_url, ReceiptHandle=message["ReceiptHandle"])
+                moved += 1
+
+
+# -- the world of one cell --------------------------------------------------------------------------
+
+
+@dataclass
+class World:
+    live: Services
+    sandbox: Sandbox
+    res: LocalResources
+    env: dict[str, str]
+    refresh_queue: Queue
+    revoke_queue: Queue
+    merchants: list[str]
+    seeded: dict[str, TokenSet] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    package_offset: float = 0.0
+
+    def __post_init__(self) -> None:
+        # The test's own view of the table and the key: no injected fault applies to it.
+        self.store = InstallationStore(self.res.table_name, client=lambda: faults.own_client("dynamodb"))
+        self.cipher = TokenCipher(self.res.key_id, kms_client=lambda: faults.own_client("kms"))
+
+    def get(self, merchant_id: str) -> Installation | None:
+        return self.store.get(merchant_id)
+
+    def advance(self, seconds: float, *, ultracart: bool = True) -> None:
+        """Time passes (without waiting): the package's clock, and UltraCart's unless told not to."""
+        self.package_offset += seconds
+        offset = self.package_offset
+        self.live.clock = lambda: time.time() + offset
+        if ultracart:
+            self.sandbox.advance_time(seconds)
+
+    def event_count(self, detail_type: str, merchant_id: str) -> int:
+        """Events published on the bus (seen through the local observer queue)."""
+        sqs = faults.own_client("sqs")
+        while messages := sqs.receive_message(
+            QueueUrl=self.res.events_observer_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+        ).get("Messages", []):
+            for message in messages:
+                self.events.append(json.loads(message["Body"]))
+                sqs.delete_message(
+                    QueueUrl=self.res.events_observer_queue_url, ReceiptHandle=message["ReceiptHandle"]
+                )
+        return sum(
+            1
+            for e in self.events
+            if e["detail-type"] == detail_type and e["detail"].get("merchant_id") == merchant_id
+        )
+
+    def let_backoff_pass(self) -> None:
+        """A retry comes back after its backoff (≥ 1 s, up to minutes), by then any lease a failed
+        or dead worker left has expired: move the package's clock past the leases still held."""
+        now = self.live.now()
+        installations = [inst for m in self.merchants if (inst := self.get(m)) is not None]
+        held = [i.lease_expires_at for i in installations if i.lease_expires_at and i.lease_held(now)]
+        if held:
+            self.advance(max(held) - now + 1, ultracart=False)
+
+    def tokens(self, merchant_id: str) -> TokenSet | None:
+        inst = self.get(merchant_id)
+        if inst is None or inst.tokens_ciphertext is None:
+            return None
+        return self.cipher.decrypt(merchant_id, inst.tokens_ciphertext)
+
+    def refresh_dead(self, merchant_id: str) -> bool:
+        tokens = self.tokens(merchant_id)
+        return tokens is not None and not self.sandbox.refresh_token_is_valid(tokens.refresh_token or "")
+
+
+@pytest.fixture
+def world(live: Services, sandbox: Sandbox, aws_server: LocalResources, live_env: dict[str, str]) -> World:
+    assert aws_server.endpoint_url is not None
+    reuse_package_clients(aws_server.endpoint_url)
+    refresh = Queue(
+        aws_server,
+        aws_server.refresh_queue_url,
+        aws_server.refresh_dlq_url,
+        "RefreshWorkerFunction",
+        lambda body: str(body["merchant_id"]),
+    )
+    revoke = Queue(
+        aws_server,
+        aws_server.revoke_queue_url,
+        aws_server.revoke_dlq_url,
+        "RevokeWorkerFunction",
+        lambda body: str(body["detail"]["merchant_id"]),
+    )
+    merchants = [f"FM{i}" for i in range(1, MERCHANTS + 1)]
+    return World(live, sandbox, aws_server, live_env, refresh, revoke, merchants)
+
+
+# -- the handlers, as their callers use them --------------------------------------------------------
+
+
+def assert_no_traceback(response: dict[str, Any]) -> None:
+    body = str(response.get("body", ""))
+    assert response["statusCode"] != 500, response
+    assert "Traceback" not in body and 'File "' not in body, body[:500]
+
+
+def install(world: World, merchant_id: str) -> dict[str, Any]:
+    """The merchant's browser: GET /install, Approve at UltraCart (the sandbox), the callback."""
+    start = invoke("OAuthBrowserFunction", load_event("install.json"))
+    assert start["statusCode"] == 302, start
+    state = parse_qs(urlsplit(start["headers"]["Location"]).query)["state"][0]
+    nonce = start["cookies"][0].split(";")[0].split("=", 1)[1]
+    code = world.sandbox.issue_code(merchant_id, REDIRECT)
+    response: dict[str, Any] = invoke(
+        "OAuthBrowserFunction", load_event("callback-success.json", code=code, state=state, nonce=nonce)
+    )
+    assert_no_traceback(response)
+    headers = {k.lower(): v for k, v in response.get("headers", {}).items()}
+    assert headers.get("content-type", "").startswith("text/html"), headers
+    assert headers.get("cache-control") == "no-store", headers
+    return response
+
+
+def token_call(merchant_id: str) -> tuple[int, dict[str, Any]]:
+    """GET /tokens/{merchant_id}."""
+    event = load_event("tokens-get.json")
+    event["rawPath"] = event["requestContext"]["http"]["path"] = f"/tokens/{merchant_id}"
+    event["pathParameters"] = {"merchant_id": merchant_id}
+    response = invoke("TokenApiFunction", event)
+    assert_no_traceback(response)
+    return int(response["statusCode"]), json.loads(response["body"])
+
+
+def uninstall_message(merchant_id: str) -> dict[str, Any]:
+    return {
+        "id": f"webhook:msg_{merchant_id}",
+        "source": "webhook",
+        "detail-type": "App Uninstalled",
+        "time": datetime.fromtimestamp(time.time() + 1, tz=UTC).isoformat().replace("+00:00", "Z"),
+        "detail": {"merchant_id": merchant_id},
+    }
+
+
+def run_planner(world: World) -> int:
+    planned: dict[str, int] = invoke("RefreshPlannerFunction", load_event("schedule-refresh.json"))
+    return planned["planned"]
+
+
+def drain_refreshes(world: World, rounds: int = 3) -> None:
+    """Deliver refresh messages until the queue is empty (bounded)."""
+    for _ in range(rounds):
+        if world.refresh_queue.pending() == 0:
+            return
+        world.let_backoff_pass()
+        world.refresh_queue.deliver()
+
+
+# -- faults -----------------------------------------------------------------------------------------
+
+UC_FAULTS: dict[str, dict[str, Any]] = {
+    "uc_500": {"status": 500, "uc_rest_error": "Internal Server Error"},
+    "uc_502": {"status": 502},
+    "uc_429": {"status": 429, "uc_rest_error": "Rate limit exceeded: 1000 requests per hour"},
+    "uc_refused": {
+        "status": 400,
+        "body": {"error": "invalid_grant", "error_description": "The grant is invalid or was revoked."},
+    },
+    "uc_conn_reset": {"reset": True},
+    "uc_read_timeout": {"timeout": HANG},
+    "uc_truncated": {"malformed": "truncated"},
+    "uc_not_json": {"malformed": "not_json"},
+    "uc_html": {"malformed": "html"},
+}
+UC_TRANSIENT = [
+    "uc_500",
+    "uc_502",
+    "uc_429",
+    "uc_conn_refused",
+    "uc_conn_reset",
+    "uc_read_timeout",
+    "uc_truncated",
+    "uc_not_json",
+    "uc_html",
+]
+Matcher = Callable[[faults.Params], bool] | None
+# The DynamoDB call each operation makes first, the one that stores its result, and the one
+# chosen for ConditionalCheckFailedException.
+FIRST: dict[str, tuple[str, Matcher]] = {
+    "callback": ("DeleteItem", faults.is_state_consume),
+    "refresh": ("UpdateItem", faults.is_lease_take),
+    "token": ("GetItem", None),
+    "revoke": ("UpdateItem", faults.is_lease_take),
+}
+WRITE: dict[str, tuple[str, Matcher]] = {
+    "callback": ("UpdateItem", faults.is_token_write),
+    "refresh": ("UpdateItem", faults.is_token_write),
+    "token": ("UpdateItem", faults.is_token_write),
+    "revoke": ("UpdateItem", faults.is_shred),
+}
+CONDITIONAL: dict[str, tuple[str, Matcher]] = {
+    "callback": FIRST["callback"],  # the state consume: the state looks used
+    "refresh": WRITE["refresh"],  # the token write: the version looks moved
+    "token": FIRST["refresh"],  # the inline lease: not free (the old item comes back)
+    "revoke": WRITE["revoke"],  # the shred: the version looks moved
+}
+
+
+def wait_until_ultracart_idle(sandbox: Sandbox, timeout: float = 2 * HANG) -> None:
+    """Until the sandbox has let go of the calls it held (as UltraCart still works on a call the
+    client gave up on, it answers the merchant's next call with 429 until then)."""
+    deadline = time.monotonic() + timeout
+    while sandbox.in_flight._busy and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def inject(world: World, operation: str, fault: str) -> Callable[[], None]:
+    """Apply ``fault`` for ``operation``; returns what removes it."""
+    endpoint: EndpointName = "revoke" if operation == "revoke" else "token"
+    live, sandbox = world.live, world.sandbox
+    if fault in UC_FAULTS:
+        sandbox.add_fault(endpoint, times=-1, **UC_FAULTS[fault])
+
+        def clear() -> None:
+            sandbox.clear_faults()
+            if fault == "uc_read_timeout":
+                wait_until_ultracart_idle(sandbox)
+
+        return clear
+    if fault == "uc_conn_refused":
+        closed = faults.ClosedPort()
+        faults.point_ultracart_at(live, closed.port, sandbox.client_id)
+
+        def reconnect() -> None:
+            faults.restore_ultracart(live)
+            closed.close()
+
+        return reconnect
+    if fault == "uc_expires_garbage":
+        sandbox.configure(expires_in="soon")
+
+        def sane_expiry() -> None:
+            sandbox.configure(expires_in=DEFAULT_EXPIRES_IN)
+
+        return sane_expiry
+
+    injected: list[faults.AwsFault]
+    if fault == "uc_refused_events_throttled":
+        sandbox.add_fault(endpoint, times=-1, **UC_FAULTS["uc_refused"])
+        injected = [faults.throttle("events", "PutEvents")]
+    elif fault == "ddb_throttled":
+        op, match = FIRST[operation]
+        injected = [faults.throttle("dynamodb", op, match=match)]
+    elif fault == "ddb_throttled_write":
+        op, match = WRITE[operation]
+        injected = [faults.ddb_throttling(op, match=match)]
+    elif fault == "ddb_throttled_write_x2":
+        op, match = WRITE[operation]
+        injected = [faults.ddb_throttling(op, match=match, times=2, per=faults.item_key)]
+    elif fault == "ddb_retried_by_sdk":
+        op, match = FIRST[operation]
+        injected = [faults.throttle("dynamodb", op, match=match, times=2, via="send", per=faults.item_key)]
+    elif fault == "ddb_conditional":
+        op, match = CONDITIONAL[operation]
+        injected = [faults.conditional_failure(op, match=match, times=-1)]
+    elif fault == "kms_throttled":
+        injected = [faults.throttle("kms", op) for op in ("Encrypt", "Decrypt")]
+    elif fault == "kms_disabled":
+        injected = [faults.kms_disabled(op) for op in ("Encrypt", "Decrypt")]
+    elif fault == "kms_key_disabled":
+        injected = faults.kms_key_state_enforced(world.res.key_id)
+        faults.own_client("kms").disable_key(KeyId=world.res.key_id)
+    elif fault == "kms_invalid_ciphertext":
+        injected = [faults.kms_invalid_ciphertext()]
+    else:  # pragma: no cover - a typo in a table below
+        raise AssertionError(f"unknown fault {fault}")
+    for one in injected:
+        one.install()
+
+    def remove() -> None:
+        sandbox.clear_faults()
+        for one in injected:
+            one.remove()
+        if fault == "kms_key_disabled":
+            faults.own_client("kms").enable_key(KeyId=world.res.key_id)
+
+    return remove
+
+
+# -- the invariant ----------------------------------------------------------------------------------
+
+
+def reinstall_if_refused(world: World, steps: list[str]) -> dict[str, str]:
+    """Merchants whose grant UltraCart refused: their event must be out; then they install again."""
+    problems: dict[str, str] = {}
+    for merchant in world.merchants:
+        inst = world.get(merchant)
+        if inst is None or inst.status != REAUTHORIZATION_REQUIRED:
+            continue
+        if world.event_count(REAUTH_EVENT, merchant) < 1:
+            problems[merchant] = "reauthorization_required without its event"
+            continue
+        response = install(world, merchant)
+        if response["statusCode"] != 200:
+            problems[merchant] = f"reinstall answered {response['statusCode']}"
+        elif "merchant reinstalled" not in steps:
+            steps.append("merchant reinstalled")
+    return problems
+
+
+def active_problems(world: World) -> dict[str, str]:
+    """Every merchant active with tokens the sandbox accepts, now and an hour later."""
+    problems: dict[str, str] = {}
+
+    def check(when: str) -> None:
+        for merchant in world.merchants:
+            if merchant in problems:
+                continue
+            inst = world.get(merchant)
+            if inst is None:
+                problems[merchant] = f"{when}: installation lost"
+                continue
+            if inst.status != ACTIVE:
+                problems[merchant] = f"{when}: status {inst.status}"
+                continue
+            status, body = token_call(merchant)
+            if status != 200:
+                problems[merchant] = f"{when}: token API answered {status} {body}"
+            elif not world.sandbox.token_is_valid(body["access_token"]):
+                problems[merchant] = (
+                    f"{when}: active, but UltraCart refuses the access token it serves "
+                    f"(expires_at {body['expires_at']}, due_at {inst.due_at})"
+                )
+            elif world.refresh_dead(merchant):
+                problems[merchant] = f"{when}: active, but UltraCart refuses its refresh token"
+
+    check("now")
+    # An hour later: the planner runs, the queue drains, and the token API must still serve a
+    # token UltraCart accepts.
+    world.advance(LATER)
+    run_planner(world)
+    drain_refreshes(world)
+    check("an hour later")
+    return problems
+
+
+def removed_problems(world: World) -> dict[str, str]:
+    problems: dict[str, str] = {}
+    for merchant in world.merchants:
+        inst = world.get(merchant)
+        if inst is None:
+            problems[merchant] = "tombstone lost"
+        elif inst.status != UNINSTALLED or inst.tokens_ciphertext is not None:
+            problems[merchant] = (
+                f"status {inst.status}, ciphertext kept: {inst.tokens_ciphertext is not None}"
+            )
+        elif world.event_count(REMOVED_EVENT, merchant) < 1:
+            problems[merchant] = "uninstalled without its event"
+        elif token_call(merchant) != (404, {"error": "not_installed"}):
+            problems[merchant] = "token API still answers for an uninstalled merchant"
+    if world.revoke_queue.pending() or world.revoke_queue.dead():
+        problems["queue"] = "uninstall messages left behind"
+    return problems
+
+
+# -- the report -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Cell:
+    operation: str
+    fault: str
+    expected: str
+    outcome: str = "not run"
+    recovery: list[str] = field(default_factory=list)
+    problems: dict[str, str] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+    completed: bool = False
+
+    @property
+    def lost(self) -> int:
+        """Installations not in a good final state (a message left behind counts as one)."""
+        merchants = [m for m in self.problems if m != "queue"]
+        return len(merchants) or (1 if self.problems else 0)
+
+    def note(self, problems: dict[str, str]) -> None:
+        """Add problems; the first one found for a merchant is the one that counts."""
+        for key, problem in problems.items():
+            self.problems.setdefault(key, problem)
+
+    def record(self) -> None:
+        path = os.environ.get("RELIABILITY_REPORT")
+        if not path:
+            return
+        row = {
+            "operation": self.operation,
+            "fault": self.fault,
+            "injected": DESCRIPTIONS[self.fault],
+            "rank": list(DESCRIPTIONS).index(self.fault),
+            "outcome": self.outcome,
+            "expected": self.expected,
+            "recovery": " → ".join(self.recovery) or "none needed",
+            "completed": self.completed,
+            "recovered": self.completed and not self.problems,
+            "lost": self.lost,
+            "problems": self.problems,
+            "merchants": MERCHANTS,
+            "seconds": round(time.monotonic() - self.started, 2),
+        }
+        with open(path, "a") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+
+@pytest.fixture
+def cell(request: pytest.FixtureRequest) -> Iterator[Cell]:
+    operation, fault = request.node.callspec.id.split("-", 1)
+    expected = request.node.callspec.params["expected"]
+    one = Cell(operation, fault, expected)
+    yield one
+    one.record()
+
+
+def conclude(cell: Cell) -> None:
+    cell.completed = True
+    assert cell.outcome == cell.expected, f"{cell.operation} x {cell.fault}: saw {cell.outcome!r}"
+    assert not cell.problems, f"{cell.operation} x {cell.fault}, after recovery: {cell.problems}"
+
+
+def summarize(labels: dict[str, str]) -> str:
+    distinct = sorted(set(labels.values()))
+    return distinct[0] if len(distinct) == 1 else " | ".join(f"{m}: {labels[m]}" for m in sorted(labels))
+
+
+# -- callback ---------------------------------------------------------------------------------------
+
+CALLBACK = {
+    **dict.fromkeys(UC_TRANSIENT, "502 page, nothing stored"),
+    "uc_read_timeout": "504 page, nothing stored",
+    "uc_refused": "400 page, nothing stored",
+    "uc_expires_garbage": "200 page, installed, expiry unknown",
+    "ddb_throttled": "503 page, nothing stored",
+    "ddb_throttled_write": "503 page, nothing stored",
+    "ddb_throttled_write_x2": "503 page, nothing stored",
+    "ddb_retried_by_sdk": "200 page, installed",
+    "ddb_conditional": "400 page, nothing stored",
+    "kms_throttled": "503 page, nothing stored",
+    "kms_disabled": "503 page, nothing stored",
+    "kms_key_disabled": "503 page, nothing stored",
+}
+
+
+def callback_label(world: World, merchant: str, response: dict[str, Any]) -> str:
+    inst = world.get(merchant)
+    label = f"{response['statusCode']} page, " + ("nothing stored" if inst is None else "installed")
+    if inst is not None and inst.access_expires_at is None:
+        label += ", expiry unknown"
+    return label
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"), [pytest.param(f, e, id=f"callback-{f}") for f, e in CALLBACK.items()]
+)
+def test_callback(world: World, cell: Cell, fault: str, expected: str) -> None:
+    remove = inject(world, "callback", fault)
+    try:
+        responses = {m: install(world, m) for m in world.merchants}
+    finally:
+        remove()
+    cell.outcome = summarize({m: callback_label(world, m, responses[m]) for m in world.merchants})
+    failed = [m for m in world.merchants if world.get(m) is None]
+    if failed:
+        cell.recovery.append("merchant started again")
+        for merchant in failed:
+            response = install(world, merchant)
+            if response["statusCode"] != 200:
+                cell.problems[merchant] = f"starting again answered {response['statusCode']}"
+    cell.note(active_problems(world))
+    conclude(cell)
+
+
+# -- refresh ----------------------------------------------------------------------------------------
+
+ROTATED_LOST = "stored refresh token dead (rotated answer lost)"
+REFRESH = {
+    **dict.fromkeys(UC_TRANSIENT, "back to queue, tokens untouched"),
+    "uc_refused": "acked, reauthorization_required + event",
+    "uc_expires_garbage": "acked, refreshed, expiry unknown",
+    "ddb_throttled": "back to queue, tokens untouched",
+    "ddb_throttled_write": f"back to queue, {ROTATED_LOST}",
+    "ddb_throttled_write_x2": "acked, refreshed",
+    "ddb_retried_by_sdk": "acked, refreshed",
+    "ddb_conditional": f"acked, {ROTATED_LOST}",
+    "kms_throttled": "back to queue, tokens untouched",
+    "kms_disabled": "back to queue, tokens untouched",
+    "kms_key_disabled": "back to queue, tokens untouched",
+    "kms_invalid_ciphertext": "acked, reauthorization_required + event",
+    # UltraCart refuses the grant while EventBridge throttles: is the merchant still told?
+    "uc_refused_events_throttled": "acked, reauthorization_required, NO event",
+}
+
+
+def installation_facts(world: World, merchant: str) -> list[str]:
+    """What is stored for a merchant, relative to what was seeded."""
+    inst = world.get(merchant)
+    if inst is None:
+        return ["installation lost"]
+    facts: list[str] = []
+    if inst.status == REAUTHORIZATION_REQUIRED:
+        event = world.event_count(REAUTH_EVENT, merchant) > 0
+        facts.append("reauthorization_required + event" if event else "reauthorization_required, NO event")
+    elif inst.status != ACTIVE:
+        facts.append(inst.status)
+    else:
+        tokens = world.tokens(merchant)
+        if tokens is None:
+            facts.append("active without tokens")
+        elif tokens.access_token != world.seeded[merchant].access_token:
+            facts.append("refreshed" + (", expiry unknown" if inst.access_expires_at is None else ""))
+        elif world.refresh_dead(merchant):
+            facts.append(ROTATED_LOST)
+        else:
+            facts.append("tokens untouched")
+    if inst.lease_owner is not None:  # nobody released it (held or expired: time decides)
+        facts.insert(0, "lease left behind")
+    return facts
+
+
+def seed(world: World, expires_in: int) -> None:
+    for merchant in world.merchants:
+        access, refresh = seed_installation(world.live, world.sandbox, merchant, expires_in=expires_in)
+        world.seeded[merchant] = TokenSet(access, refresh)
+
+
+def recover_refresh(world: World, cell: Cell) -> None:
+    """The queue redelivers what failed, the next planner run queues what is still due."""
+    if world.refresh_queue.pending():
+        cell.recovery.append("redelivered")
+        drain_refreshes(world)
+    world.let_backoff_pass()
+    if run_planner(world):
+        cell.recovery.append("planner re-queued")
+        drain_refreshes(world)
+    refused = [m for m in world.merchants if (i := world.get(m)) and i.status == REAUTHORIZATION_REQUIRED]
+    if refused:
+        told = all(world.event_count(REAUTH_EVENT, m) for m in refused)
+        cell.recovery.append("reauthorization_required" + (" + event" if told else ", no event"))
+    cell.note(reinstall_if_refused(world, cell.recovery))
+    cell.note(active_problems(world))
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"), [pytest.param(f, e, id=f"refresh-{f}") for f, e in REFRESH.items()]
+)
+def test_refresh(world: World, cell: Cell, fault: str, expected: str) -> None:
+    seed(world, expires_in=60)
+    for merchant in world.merchants:
+        world.refresh_queue.send({"merchant_id": merchant})
+    remove = inject(world, "refresh", fault)
+    try:
+        delivery = world.refresh_queue.deliver()
+    finally:
+        remove()
+    assert delivery.raised is None, delivery.raised
+    labels = {
+        m: ", ".join(["back to queue" if m in delivery.failed else "acked", *installation_facts(world, m)])
+        for m in world.merchants
+    }
+    cell.outcome = summarize(labels)
+    recover_refresh(world, cell)
+    conclude(cell)
+
+
+KILLS = {
+    "kill_after_lease": "worker died, lease left behind, tokens untouched",
+    "kill_after_ultracart": f"worker died, lease left behind, {ROTATED_LOST}",
+    "kill_after_write": "worker died, refreshed",
+}
+
+
+@pytest.mark.xdist_group("processes")
+@pytest.mark.parametrize(
+    ("fault", "expected"), [pytest.param(f, e, id=f"refresh-{f}") for f, e in KILLS.items()]
+)
+def test_refresh_worker_killed(world: World, cell: Cell, fault: str, expected: str) -> None:
+    seed(world, expires_in=60)
+    for merchant in world.merchants:
+        # The dying worker's messages stay in the queue: nobody deleted them.
+        world.refresh_queue.send({"merchant_id": merchant})
+    processes = [
+        process
+        for merchant in world.merchants
+        for process in start_processes(
+            world.env, merchant, 1, time.time(), mode=fault.replace("kill_", "die_")
+        )
+    ]
+    exits = results_of(processes)
+    assert set(exits) == {"exit:9"}, exits
+    labels = {m: ", ".join(["worker died", *installation_facts(world, m)]) for m in world.merchants}
+    cell.outcome = summarize(labels)
+    cell.recovery.append("lease expired")
+    recover_refresh(world, cell)
+    conclude(cell)
+
+
+# -- token access -----------------------------------------------------------------------------------
+
+TOKEN = {
+    **dict.fromkeys(UC_TRANSIENT, "200 stored token; once expired: 503 upstream_unavailable"),
+    "uc_refused": "409 reauthorization_required, reauthorization_required + event",
+    "uc_expires_garbage": "200 new token, expiry unknown",
+    "ddb_throttled": "503 temporarily_unavailable",
+    "ddb_throttled_write": f"200 stored token, {ROTATED_LOST}",
+    "ddb_throttled_write_x2": "200 new token",
+    "ddb_retried_by_sdk": "200 new token",
+    "ddb_conditional": "200 stored token",
+    "kms_throttled": "503 temporarily_unavailable",
+    "kms_disabled": "503 temporarily_unavailable",
+    "kms_key_disabled": "503 temporarily_unavailable",
+    "kms_invalid_ciphertext": "409 reauthorization_required, reauthorization_required + event",
+}
+
+
+def token_label(world: World, merchant: str, status: int, body: dict[str, Any]) -> str:
+    if status != 200:
+        label = f"{status} {body.get('error')}"
+        facts = [f for f in installation_facts(world, merchant) if f.startswith("reauthorization")]
+        return ", ".join([label, *facts])
+    if body["access_token"] == world.seeded[merchant].access_token:
+        label = "200 stored token"
+        if world.refresh_dead(merchant):
+            label += f", {ROTATED_LOST}"
+        return label
+    return "200 new token" + (", expiry unknown" if body["expires_at"] is None else "")
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"), [pytest.param(f, e, id=f"token-{f}") for f, e in TOKEN.items()]
+)
+def test_token_access(world: World, cell: Cell, fault: str, expected: str) -> None:
+    seed(world, expires_in=60)  # inside the inline refresh margin: every call refreshes
+    remove = inject(world, "token", fault)
+    try:
+        answers = {m: token_call(m) for m in world.merchants}
+        expired: dict[str, tuple[int, dict[str, Any]]] = {}
+        if fault in UC_TRANSIENT:
+            world.advance(120, ultracart=False)  # the stored token has expired; UltraCart still fails
+            expired = {m: token_call(m) for m in world.merchants}
+    finally:
+        remove()
+    labels = {m: token_label(world, m, *answers[m]) for m in world.merchants}
+    for merchant, (status, body) in expired.items():
+        labels[merchant] += f"; once expired: {status} {body.get('error', 'token')}"
+    cell.outcome = summarize(labels)
+    world.let_backoff_pass()
+    cell.recovery.append("next call")
+    for merchant in world.merchants:
+        status, body = token_call(merchant)
+        if status == 409 and "409 reauthorization_required" not in cell.recovery:
+            cell.recovery.append("409 reauthorization_required")
+    cell.note(reinstall_if_refused(world, cell.recovery))
+    cell.note(active_problems(world))
+    conclude(cell)
+
+
+# -- revoke -----------------------------------------------------------------------------------------
+
+NOT_REVOKED = "tokens not revoked at UltraCart"
+REVOKED = "tokens revoked at UltraCart"
+RETRIED_THEN_SHRED = f"retried {REVOKE_ATTEMPTS - 1} times, shredded on attempt {REVOKE_ATTEMPTS}"
+REVOKE = {
+    **dict.fromkeys(UC_TRANSIENT, f"{RETRIED_THEN_SHRED} (webhook;revoke_failed_transient), {NOT_REVOKED}"),
+    "uc_refused": f"shredded on attempt 1 (webhook;revoke_refused_400), {NOT_REVOKED}",
+    "ddb_throttled": f"retried {MAX_RECEIVES} times, in the DLQ, still active, {NOT_REVOKED}",
+    "ddb_throttled_write": f"retried {MAX_RECEIVES} times, in the DLQ, still active, {REVOKED}",
+    "ddb_throttled_write_x2": f"retried 2 times, shredded on attempt 3 (webhook), {REVOKED}",
+    "ddb_retried_by_sdk": f"shredded on attempt 1 (webhook), {REVOKED}",
+    "ddb_conditional": f"retried {MAX_RECEIVES} times, in the DLQ, still active, {REVOKED}",
+    "kms_throttled": f"retried {MAX_RECEIVES} times, in the DLQ, still active, {NOT_REVOKED}",
+    "kms_disabled": f"retried {MAX_RECEIVES} times, in the DLQ, still active, {NOT_REVOKED}",
+    "kms_key_disabled": f"retried {MAX_RECEIVES} times, in the DLQ, still active, {NOT_REVOKED}",
+    "kms_invalid_ciphertext": f"shredded on attempt 1 (webhook;undecryptable), {NOT_REVOKED}",
+}
+
+
+def revoke_label(world: World, merchant: str, failures: int, dead: bool) -> str:
+    inst = world.get(merchant)
+    assert inst is not None
+    seeded = world.seeded[merchant]
+    revoked = not world.sandbox.refresh_token_is_valid(seeded.refresh_token or "") and not (
+        world.sandbox.token_is_valid(seeded.access_token)
+    )
+    tail = REVOKED if revoked else NOT_REVOKED
+    if inst.status == UNINSTALLED:
+        head = f"retried {failures} times, " if failures else ""
+        return f"{head}shredded on attempt {failures + 1} ({inst.uninstall_reason}), {tail}"
+    where = "in the DLQ" if dead else "still queued"
+    return f"retried {failures} times, {where}, still {inst.status}, {tail}"
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"), [pytest.param(f, e, id=f"revoke-{f}") for f, e in REVOKE.items()]
+)
+def test_revoke(world: World, cell: Cell, fault: str, expected: str) -> None:
+    seed(world, expires_in=3600)
+    for merchant in world.merchants:
+        world.revoke_queue.send(uninstall_message(merchant))
+    failures = dict.fromkeys(world.merchants, 0)
+    remove = inject(world, "revoke", fault)
+    try:
+        for _ in range(MAX_RECEIVES):
+            world.let_backoff_pass()
+            delivery = world.revoke_queue.deliver()
+            assert delivery.raised is None, delivery.raised
+            for merchant in delivery.failed:
+                failures[merchant] += 1
+            if not delivery.failed:
+                break
+        world.revoke_queue.deliver()  # past maxReceiveCount, SQS moves the message to the DLQ
+    finally:
+        remove()
+    dead = world.revoke_queue.dead() > 0
+    cell.outcome = summarize({m: revoke_label(world, m, failures[m], dead) for m in world.merchants})
+
+    if dead:
+        world.let_backoff_pass()
+        cell.recovery.append("DLQ redriven")
+        world.revoke_queue.redrive()
+        for _ in range(3):
+            if not world.revoke_queue.deliver().failed:
+                break
+            world.let_backoff_pass()
+    else:
+        cell.recovery.append("duplicate uninstall acknowledged")
+        for merchant in world.merchants:
+            world.revoke_queue.send(uninstall_message(merchant))
+        delivery = world.revoke_queue.deliver()
+        if delivery.failed:
+            cell.problems["queue"] = f"a repeated uninstall failed for {delivery.failed}"
+    cell.note(removed_problems(world))
+    conclude(cell)
