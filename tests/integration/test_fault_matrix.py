@@ -693,7 +693,7 @@ CALLBACK = {
     "uc_expires_garbage": "200 page, installed, expiry unknown",
     "ddb_throttled": "503 page, nothing stored",
     "ddb_throttled_write": "503 page, nothing stored",
-    "ddb_throttled_write_x2": "503 page, nothing stored",
+    "ddb_throttled_write_x2": "200 page, installed",  # the write is retried: the spent code is not lost
     "ddb_retried_by_sdk": "200 page, installed",
     "ddb_conditional": "400 page, nothing stored",
     "kms_throttled": "503 page, nothing stored",
@@ -705,7 +705,7 @@ CALLBACK = {
 def callback_label(world: World, merchant: str, response: dict[str, Any]) -> str:
     inst = world.get(merchant)
     label = f"{response['statusCode']} page, " + ("nothing stored" if inst is None else "installed")
-    if inst is not None and inst.access_expires_at is None:
+    if inst is not None and inst.expiry_assumed:
         label += ", expiry unknown"
     return label
 
@@ -768,7 +768,7 @@ def installation_facts(world: World, merchant: str) -> list[str]:
         if tokens is None:
             facts.append("active without tokens")
         elif tokens.access_token != world.seeded[merchant].access_token:
-            facts.append("refreshed" + (", expiry unknown" if inst.access_expires_at is None else ""))
+            facts.append("refreshed" + (", expiry unknown" if inst.expiry_assumed else ""))
         elif world.refresh_dead(merchant):
             facts.append(ROTATED_LOST)
         else:

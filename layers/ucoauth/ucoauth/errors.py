@@ -87,6 +87,10 @@ class PaceExceededError(UcOAuthError):
         self.retry_after = retry_after
 
 
+class EventRelayError(UcOAuthError):
+    """A parked event still could not be published; the queue will bring the merchant back."""
+
+
 class TokenDecryptError(UcOAuthError):
     """A stored ciphertext did not decrypt for this merchant (wrong context, key or data)."""
 

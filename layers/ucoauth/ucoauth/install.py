@@ -10,6 +10,8 @@ from ucoauth.crypto import TokenSet
 from ucoauth.errors import TransientUltraCartError
 from ucoauth.events import INSTALLATION_COMPLETED
 from ucoauth.observability import logger, metrics
+from ucoauth.outbox import announce
+from ucoauth.retry import retry_write
 from ucoauth.tokens import token_fields
 from ucoauth.ultracart import authorize_url
 from ucoauth.validation import is_merchant_id
@@ -69,8 +71,11 @@ def complete_install(
     if not is_merchant_id(merchant_id):
         raise TransientUltraCartError("UltraCart answered a malformed merchant id")
     tokens = TokenSet(access_token=answer.access_token, refresh_token=answer.refresh_token)
-    fields = token_fields(services, merchant_id, tokens, answer)
-    installation = services.installations.save_installation(merchant_id, fields, now=services.now())
+    # The code is spent at UltraCart now: a failed write would lose the grant, so retry it.
+    fields = retry_write(services, lambda: token_fields(services, merchant_id, tokens, answer))
+    installation = retry_write(
+        services, lambda: services.installations.save_installation(merchant_id, fields, now=services.now())
+    )
     reinstall = installation.generation > 1
     metrics.add_metric(name="InstallCompleted", unit="Count", value=1)
     logger.info(
@@ -79,7 +84,9 @@ def complete_install(
         generation=installation.generation,
         reinstall=reinstall,
     )
-    services.events.publish(
+    announce(
+        services,
+        merchant_id,
         INSTALLATION_COMPLETED,
         {
             "merchant_id": merchant_id,
@@ -88,5 +95,7 @@ def complete_install(
             "reinstall": reinstall,
             "scope": installation.scope,
         },
+        version=installation.version,
+        active=True,
     )
     return InstallResult(merchant_id=merchant_id, generation=installation.generation, reinstall=reinstall)

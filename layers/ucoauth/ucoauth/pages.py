@@ -105,12 +105,15 @@ def bad_request(reason: str, retry_href: str) -> Page:
 
 
 def upstream_failed(status: int, retry_href: str) -> Page:
-    """UltraCart (or AWS) failed, was too slow, or answered something unreadable."""
-    slow = status == 504
+    """UltraCart failed (502), was too slow (504), or our own storage was unavailable (503)."""
+    titles = {
+        504: "UltraCart did not answer in time",
+        503: "The installation service is temporarily unavailable",
+    }
     return render(
         status,
         "err",
-        "UltraCart did not answer in time" if slow else "UltraCart is not responding correctly",
+        titles.get(status, "UltraCart is not responding correctly"),
         "Nothing was installed. This is usually temporary: wait a minute, then start the installation again.",
         retry_href=retry_href,
     )

@@ -54,6 +54,7 @@ class Settings:
     ultracart_read_timeout: float = 10.0
     state_ttl_seconds: int = 600
     tombstone_ttl_days: int = 90
+    assumed_token_lifetime_seconds: int = 3600
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -119,6 +120,9 @@ class Settings:
             ultracart_read_timeout=number("ULTRACART_READ_TIMEOUT", 10.0, low=0.05, high=120),
             state_ttl_seconds=integer("STATE_TTL_SECONDS", 600, low=30, high=3600),
             tombstone_ttl_days=integer("TOMBSTONE_TTL_DAYS", 90, low=1, high=3650),
+            assumed_token_lifetime_seconds=integer(
+                "ASSUMED_TOKEN_LIFETIME_SECONDS", 3600, low=300, high=30 * 86_400
+            ),
         )
 
 

@@ -76,6 +76,8 @@ class Installation:
     refreshed_at: int | None
     uninstalled_at: int | None
     uninstall_reason: str | None
+    expiry_assumed: bool = False
+    pending_event: str | None = None
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> Installation:
@@ -98,6 +100,8 @@ class Installation:
             refreshed_at=_n(item, "refreshed_at"),
             uninstalled_at=_n(item, "uninstalled_at"),
             uninstall_reason=_s(item, "uninstall_reason"),
+            expiry_assumed=bool(item.get("expiry_assumed", {}).get("BOOL", False)),
+            pending_event=_s(item, "pending_event"),
         )
 
     def lease_held(self, now: float) -> bool:
@@ -115,6 +119,7 @@ class TokenFields:
     access_expires_at: int | None
     token_lifetime: int | None
     due_at: int | None
+    expiry_assumed: bool = False
 
 
 class StaleWriteError(Exception):
@@ -229,6 +234,12 @@ class InstallationStore:
             sets.append("access_expires_at = :exp")
         else:
             removes.append("access_expires_at")
+        if tokens.expiry_assumed:
+            # UltraCart did not say when the token expires: the schedule uses an assumed lifetime.
+            values[":assumed"] = {"BOOL": True}
+            sets.append("expiry_assumed = :assumed")
+        else:
+            removes.append("expiry_assumed")
         if tokens.token_lifetime is not None:
             values[":life"] = {"N": str(tokens.token_lifetime)}
             sets.append("token_lifetime = :life")
@@ -242,10 +253,15 @@ class InstallationStore:
         else:
             removes += ["due_at", "due_shard"]
 
-    def mark_reauthorization_required(self, merchant_id: str, *, expected_version: int, now: int) -> bool:
-        """UltraCart refused the grant: out of the due index, lease released. False if stale."""
+    def mark_reauthorization_required(
+        self, merchant_id: str, *, expected_version: int, now: int
+    ) -> int | None:
+        """UltraCart refused the grant: out of the due index, lease released.
+
+        Returns the new version, or None when the installation changed since ``expected_version``.
+        """
         try:
-            self._ddb().update_item(
+            answer = self._ddb().update_item(
                 TableName=self.table_name,
                 Key=merchant_key(merchant_id),
                 UpdateExpression=(
@@ -261,19 +277,23 @@ class InstallationStore:
                     ":one": {"N": "1"},
                     ":now": {"N": str(now)},
                 },
+                ReturnValues="UPDATED_NEW",
             )
         except ClientError as exc:
             if _is_conditional_failure(exc):
-                return False
+                return None
             raise
-        return True
+        return _n(answer["Attributes"], "version")
 
     def mark_uninstalled(
         self, merchant_id: str, *, expected_version: int, reason: str, now: int, ttl: int
-    ) -> bool:
-        """Crypto-shred: delete the ciphertext, keep a tombstone with a TTL. False if stale."""
+    ) -> int | None:
+        """Crypto-shred: delete the ciphertext, keep a tombstone with a TTL.
+
+        Returns the new version, or None when the installation changed since ``expected_version``.
+        """
         try:
-            self._ddb().update_item(
+            answer = self._ddb().update_item(
                 TableName=self.table_name,
                 Key=merchant_key(merchant_id),
                 UpdateExpression=(
@@ -291,12 +311,58 @@ class InstallationStore:
                     ":why": {"S": reason},
                     ":ttl": {"N": str(ttl)},
                 },
+                ReturnValues="UPDATED_NEW",
+            )
+        except ClientError as exc:
+            if _is_conditional_failure(exc):
+                return None
+            raise
+        return _n(answer["Attributes"], "version")
+
+    # -- events that could not be published (a small outbox on the item) -------------------
+
+    def park_event(self, merchant_id: str, *, event: str, version: int, active: bool, now: int) -> bool:
+        """Keep an event EventBridge refused on the item, for the refresh worker to publish later.
+
+        An inactive installation is put back in the due index (due now) so the planner brings
+        it to a worker; an active one is relayed at its next refresh. False if the state moved on.
+        """
+        sets = ["pending_event = :e"]
+        values: dict[str, Any] = {":e": {"S": event}, ":v": {"N": str(version)}}
+        if not active:
+            sets += ["due_at = :now", "due_shard = :shard"]
+            values[":now"] = {"N": str(now)}
+            values[":shard"] = {"S": due_shard(merchant_id, self.shards)}
+        try:
+            self._ddb().update_item(
+                TableName=self.table_name,
+                Key=merchant_key(merchant_id),
+                UpdateExpression="SET " + ", ".join(sets),
+                ConditionExpression="version = :v",
+                ExpressionAttributeValues=values,
             )
         except ClientError as exc:
             if _is_conditional_failure(exc):
                 return False
             raise
         return True
+
+    def clear_event(self, merchant_id: str, *, version: int, active: bool) -> None:
+        """The parked event was published: forget it (and, when inactive, the due entry and lease)."""
+        removes = ["pending_event"]
+        if not active:
+            removes += ["due_at", "due_shard", "lease_owner", "lease_expires_at"]
+        try:
+            self._ddb().update_item(
+                TableName=self.table_name,
+                Key=merchant_key(merchant_id),
+                UpdateExpression="REMOVE " + ", ".join(removes),
+                ConditionExpression="version = :v",
+                ExpressionAttributeValues={":v": {"N": str(version)}},
+            )
+        except ClientError as exc:
+            if not _is_conditional_failure(exc):
+                raise
 
     # -- refresh lease --------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ucoauth.crypto import TokenSet
 from ucoauth.errors import (
+    EventRelayError,
     LeaseBusyError,
     NotInstalledError,
     PaceExceededError,
@@ -31,6 +32,8 @@ from ucoauth.errors import (
 )
 from ucoauth.events import REAUTHORIZATION_REQUIRED as REAUTH_EVENT
 from ucoauth.observability import logger, metrics
+from ucoauth.outbox import announce, relay
+from ucoauth.retry import is_transient_aws_error, retry_write
 from ucoauth.store import (
     ACTIVE,
     REAUTHORIZATION_REQUIRED,
@@ -43,7 +46,6 @@ if TYPE_CHECKING:
     from ucoauth.services import Services
     from ucoauth.ultracart import TokenResponse
 
-_WRITE_ATTEMPTS = 5
 _LEASE_WAIT_SECONDS = 6.0
 
 
@@ -89,33 +91,21 @@ def token_fields(
     """Encrypt the tokens and compute expiry and the next due time (with jitter)."""
     settings = services.settings
     now = services.now()
-    expires_at = now + answer.expires_in if answer.expires_in else None
-    due_at = None
-    if answer.expires_in:
-        window = refresh_window(
-            settings.refresh_min_window_seconds, settings.refresh_window_fraction, answer.expires_in
-        )
-        # Jitter spreads a wave of installs made at the same moment over later planner runs.
-        jitter = int(services.rng.uniform(0, window * 0.1))
-        due_at = now + answer.expires_in - window - jitter
+    # UltraCart may omit expires_in (or send garbage): the token still expires, so it is
+    # scheduled on an assumed lifetime rather than never refreshed. The API reports null.
+    lifetime = answer.expires_in or settings.assumed_token_lifetime_seconds
+    window = refresh_window(settings.refresh_min_window_seconds, settings.refresh_window_fraction, lifetime)
+    # Jitter spreads a wave of installs made at the same moment over later planner runs.
+    jitter = int(services.rng.uniform(0, window * 0.1))
     return TokenFields(
         ciphertext=services.cipher.encrypt(merchant_id, tokens),
         token_type=answer.token_type,
         scope=answer.scope,
-        access_expires_at=expires_at,
-        token_lifetime=answer.expires_in,
-        due_at=due_at,
+        access_expires_at=now + lifetime,
+        token_lifetime=lifetime,
+        due_at=now + lifetime - window - jitter,
+        expiry_assumed=answer.expires_in is None,
     )
-
-
-def _aws_transient(exc: Exception) -> bool:
-    if isinstance(exc, BotoCoreError):
-        return True
-    if isinstance(exc, ClientError):
-        code = exc.response.get("Error", {}).get("Code", "")
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        return status >= 500 or "Throttl" in code or code in ("ProvisionedThroughputExceededException",)
-    return False
 
 
 class Refresher:
@@ -153,8 +143,12 @@ class Refresher:
             return "not_installed"
         if installation is None:
             return "not_due"
-        if installation.status != ACTIVE or installation.tokens_ciphertext is None:
+        if installation.pending_event and not relay(self.s, installation) and installation.status != ACTIVE:
             self.s.installations.release_lease(merchant_id, owner=owner)
+            raise EventRelayError(merchant_id)  # the message comes back; the event stays parked
+        if installation.status != ACTIVE or installation.tokens_ciphertext is None:
+            if installation.status == ACTIVE or not installation.pending_event:
+                self.s.installations.release_lease(merchant_id, owner=owner)
             return "inactive"
         try:
             wait = self.s.pace.try_take(self.s.clock())
@@ -176,7 +170,12 @@ class Refresher:
         installation = self._active(merchant_id)
         margin = self.s.settings.inline_refresh_margin_seconds
         if not self._expiring(installation, margin):
-            return self._serve(installation)
+            try:
+                return self._serve(installation)
+            except TokenDecryptError:
+                # The row is broken for good: say so now (state + event), not at the next refresh.
+                self._reauthorize(installation, reason="undecryptable")
+                raise ReauthorizationRequiredError(merchant_id) from None
         owner = f"api:{uuid.uuid4()}"
         try:
             leased = self.s.installations.take_lease(
@@ -201,7 +200,7 @@ class Refresher:
             result, fresh = self._refresh_under_lease(leased, owner)
         except (TransientUltraCartError, PermanentUltraCartError, ClientError, BotoCoreError) as exc:
             self._release_quietly(merchant_id, owner)
-            if isinstance(exc, ClientError | BotoCoreError) and not _aws_transient(exc):
+            if isinstance(exc, ClientError | BotoCoreError) and not is_transient_aws_error(exc):
                 raise
             if not self._expired(leased):
                 logger.warning("inline refresh failed; serving the stored token", merchant_id=merchant_id)
@@ -255,7 +254,7 @@ class Refresher:
             merchant_id=installation.merchant_id,
             access_token=tokens.access_token,
             token_type=installation.token_type,
-            expires_at=installation.access_expires_at,
+            expires_at=None if installation.expiry_assumed else installation.access_expires_at,
             scope=installation.scope,
         )
 
@@ -336,40 +335,39 @@ class Refresher:
     ) -> Installation | None:
         """Write the new tokens; on a transient failure retry the write (never the refresh)."""
         merchant_id = installation.merchant_id
-        fields: TokenFields | None = None
-        delay = 0.1
-        for attempt in range(1, _WRITE_ATTEMPTS + 1):
-            try:
-                if fields is None:
-                    fields = token_fields(self.s, merchant_id, tokens, answer)
-                return self.s.installations.write_refreshed_tokens(
+        fields = retry_write(self.s, lambda: token_fields(self.s, merchant_id, tokens, answer))
+        try:
+            return retry_write(
+                self.s,
+                lambda: self.s.installations.write_refreshed_tokens(
                     merchant_id, expected_version=installation.version, tokens=fields, now=self.s.now()
-                )
-            except StaleWriteError:
-                # Only an install, uninstall or reauthorization moves the version while we hold
-                # the lease; their state wins and these tokens are orphaned.
-                logger.warning("refreshed tokens not stored: installation changed", merchant_id=merchant_id)
-                return None
-            except (ClientError, BotoCoreError) as exc:
-                if attempt == _WRITE_ATTEMPTS or not _aws_transient(exc):
-                    logger.error("refreshed tokens could not be stored", merchant_id=merchant_id)
-                    raise
-                self.s.sleep(self.s.rng.uniform(0, delay))
-                delay *= 2
-        return None  # pragma: no cover - the loop returns or raises
+                ),
+            )
+        except StaleWriteError:
+            # Only an install, uninstall or reauthorization moves the version while we hold
+            # the lease; their state wins and these tokens are orphaned.
+            logger.warning("refreshed tokens not stored: installation changed", merchant_id=merchant_id)
+            return None
+        except (ClientError, BotoCoreError):
+            logger.error("refreshed tokens could not be stored", merchant_id=merchant_id)
+            raise
 
     def _reauthorize(self, installation: Installation, *, reason: str) -> RefreshResult:
         merchant_id = installation.merchant_id
-        changed = self.s.installations.mark_reauthorization_required(
+        version = self.s.installations.mark_reauthorization_required(
             merchant_id, expected_version=installation.version, now=self.s.now()
         )
-        if not changed:
+        if version is None:
             return "lost_race"
         metrics.add_metric(name="ReauthorizationRequired", unit="Count", value=1)
         logger.warning("installation needs reauthorization", merchant_id=merchant_id, reason=reason)
-        self.s.events.publish(
+        announce(
+            self.s,
+            merchant_id,
             REAUTH_EVENT,
             {"merchant_id": merchant_id, "generation": installation.generation, "reason": reason},
+            version=version,
+            active=False,
         )
         return "reauthorization"
 

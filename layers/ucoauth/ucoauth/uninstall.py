@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from ucoauth.errors import (
     LeaseBusyError,
     NotInstalledError,
@@ -23,6 +25,7 @@ from ucoauth.errors import (
 )
 from ucoauth.events import INSTALLATION_REMOVED
 from ucoauth.observability import logger, metrics
+from ucoauth.outbox import announce
 from ucoauth.store import UNINSTALLED
 from ucoauth.validation import is_merchant_id
 
@@ -236,16 +239,21 @@ def process_uninstall(services: Services, body: Any, *, receive_count: int = 1) 
 
     reason = f"{request.source}" + (f";{revoke_failure}" if revoke_failure else "")
     now = services.now()
-    shredded = store.mark_uninstalled(
-        merchant_id,
-        expected_version=leased.version,
-        reason=reason,
-        now=now,
-        ttl=now + services.settings.tombstone_ttl_days * 86_400,
-    )
-    if not shredded:
+    try:
+        version = store.mark_uninstalled(
+            merchant_id,
+            expected_version=leased.version,
+            reason=reason,
+            now=now,
+            ttl=now + services.settings.tombstone_ttl_days * 86_400,
+        )
+    except BaseException:
+        _release_quietly(services, merchant_id, owner)  # the redelivery must not find it busy
+        raise
+    if version is None:
         # Only a reinstall moves the version under our lease: it is newer than this uninstall
         # if it installed after the request; otherwise retry against the new version.
+        _release_quietly(services, merchant_id, owner)
         latest = store.get(merchant_id)
         if latest is not None and requested < latest.installed_at:
             metrics.add_metric(name="LateUninstallIgnored", unit="Count", value=1)
@@ -258,7 +266,9 @@ def process_uninstall(services: Services, body: Any, *, receive_count: int = 1) 
         )
     metrics.add_metric(name="InstallationRemoved", unit="Count", value=1)
     logger.info("installation removed", merchant_id=merchant_id, generation=leased.generation)
-    services.events.publish(
+    announce(
+        services,
+        merchant_id,
         INSTALLATION_REMOVED,
         {
             "merchant_id": merchant_id,
@@ -266,5 +276,14 @@ def process_uninstall(services: Services, body: Any, *, receive_count: int = 1) 
             "source": request.source,
             "revoked": not revoke_failure,
         },
+        version=version,
+        active=False,
     )
     return "removed"
+
+
+def _release_quietly(services: Services, merchant_id: str, owner: str) -> None:
+    try:
+        services.installations.release_lease(merchant_id, owner=owner)
+    except (ClientError, BotoCoreError):
+        logger.warning("lease not released; it will expire", merchant_id=merchant_id)
