@@ -358,7 +358,7 @@ def test_domain_failures_are_alarmed(template: dict[str, Any]) -> None:
         for alarm in resources_of_type(template, "AWS::CloudWatch::Alarm").values()
         if alarm["Properties"]["Namespace"] == "UltraCartOAuth"
     }
-    assert metrics == {"TokenRefreshFailed", "ReauthorizationRequired", "RevokeFailed"}
+    assert metrics == {"TokenRefreshFailed", "ReauthorizationRequired", "RevokeFailed", "EventLost"}
 
 
 # Each function's rights: tests/unit/test_least_privilege.py (one table, with conditions).
