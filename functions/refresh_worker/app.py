@@ -33,9 +33,11 @@ def record_handler(record: SQSRecord) -> str:
     services = get_services()
     try:
         result = Refresher(services).refresh_due(merchant_id)
-    except PaceExceededError as exc:
-        back_off(services.settings.refresh_queue_url, record, not_before=exc.retry_after)
-        raise
+    except PaceExceededError:
+        # Acknowledged, not retried: the installation is still in the due index and the next
+        # planner run queues it again. Retrying here would only spend receives toward the DLQ.
+        metrics.add_metric(name="RefreshDeferred", unit="Count", value=1)
+        return "deferred"
     except Exception:
         back_off(services.settings.refresh_queue_url, record)
         raise

@@ -104,6 +104,13 @@ def test_the_planner_reads_only_what_is_due(services: Services) -> None:
     assert stats["queries"] == services.settings.due_shards
 
 
+def test_a_limited_plan_takes_the_most_overdue_first(services: Services) -> None:
+    store = services.installations
+    for i in range(12):
+        store.save_installation(f"L{i}", fields(due_at=NOW - 100 + i), now=NOW)
+    assert store.due_merchants(now=NOW, limit=3) == ["L0", "L1", "L2"]
+
+
 def test_state_is_consumed_once_by_the_browser_that_started(services: Services) -> None:
     states = services.states
     states.put("s" * 43, browser_nonce="n" * 43, now=NOW, ttl_seconds=600)

@@ -55,19 +55,14 @@ def receive_count(record: Any) -> int:
         return 1
 
 
-def back_off(queue_url: str, record: Any, *, not_before: float | None = None) -> None:
+def back_off(queue_url: str, record: Any) -> None:
     """Delay the record's next delivery with capped exponential backoff and full jitter.
 
     UltraCart gives no Retry-After; without this every failed message would come back after
-    the same visibility timeout, in a herd. ``not_before`` (seconds) is used instead when the
-    wait is known, e.g. until the next pacing window, spread a little so windows start smoothly.
+    the same visibility timeout, in a herd.
     """
-    if not_before is not None:
-        delay = int(not_before + random.uniform(1, 1 + max(1.0, not_before) / 2))
-    else:
-        attempt = receive_count(record)
-        delay = int(random.uniform(1, min(_MAX_BACKOFF, _BASE_BACKOFF * 2 ** (attempt - 1))))
-    delay = min(delay, _MAX_BACKOFF)
+    attempt = receive_count(record)
+    delay = int(random.uniform(1, min(_MAX_BACKOFF, _BASE_BACKOFF * 2 ** (attempt - 1))))
     try:
         aws.sqs().change_message_visibility(
             QueueUrl=queue_url, ReceiptHandle=record.receipt_handle, VisibilityTimeout=delay

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -24,6 +25,20 @@ def _url(name: str, value: str, *, allow_empty: bool) -> str:
     if parts.query or parts.fragment:
         raise ConfigurationError(f"{name} must not carry a query or fragment")
     return value
+
+
+_RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")
+_UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86_400}
+
+
+def _rate_seconds(expression: str) -> int:
+    """Seconds between planner runs from a ``rate(...)`` schedule; 300 for empty or cron."""
+    if not expression or expression.startswith("cron("):
+        return 300
+    match = _RATE.match(expression)
+    if match is None:
+        raise ConfigurationError("REFRESH_SCHEDULE_RATE must be rate(N minutes|hours|days) or cron(...)")
+    return int(match.group(1)) * _UNIT_SECONDS[match.group(2).rstrip("s")]
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +70,7 @@ class Settings:
     state_ttl_seconds: int = 600
     tombstone_ttl_days: int = 90
     assumed_token_lifetime_seconds: int = 3600
+    planner_interval_seconds: int = 300
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -120,6 +136,7 @@ class Settings:
             ultracart_read_timeout=number("ULTRACART_READ_TIMEOUT", 10.0, low=0.05, high=120),
             state_ttl_seconds=integer("STATE_TTL_SECONDS", 600, low=30, high=3600),
             tombstone_ttl_days=integer("TOMBSTONE_TTL_DAYS", 90, low=1, high=3650),
+            planner_interval_seconds=_rate_seconds(optional("REFRESH_SCHEDULE_RATE")),
             assumed_token_lifetime_seconds=integer(
                 "ASSUMED_TOKEN_LIFETIME_SECONDS", 3600, low=300, high=30 * 86_400
             ),

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -425,11 +425,16 @@ class InstallationStore:
 
     # -- planner --------------------------------------------------------------------------
 
-    def due_merchants(self, *, now: int, stats: dict[str, int] | None = None) -> Iterator[str]:
-        """Merchants whose refresh is due, read from the sparse sharded ``DueIndex``.
+    def due_merchants(
+        self, *, now: int, limit: int | None = None, stats: dict[str, int] | None = None
+    ) -> list[str]:
+        """Merchants whose refresh is due, most overdue first, read from the sparse ``DueIndex``.
 
-        Reads are proportional to the due items: each shard is queried for ``due_at <= now``.
+        Each shard is queried for ``due_at <= now`` (in due order, at most ``limit`` items), so
+        reads are proportional to what is due, never to all installations; with ``limit`` the
+        earliest ``limit`` over all shards are returned and the rest stay in the index.
         """
+        found: list[tuple[int, str]] = []
         for shard in range(self.shards):
             kwargs: dict[str, Any] = {
                 "TableName": self.table_name,
@@ -437,7 +442,10 @@ class InstallationStore:
                 "KeyConditionExpression": "due_shard = :s AND due_at <= :now",
                 "ExpressionAttributeValues": {":s": {"S": str(shard)}, ":now": {"N": str(now)}},
             }
-            while True:
+            taken = 0
+            while limit is None or taken < limit:
+                if limit is not None:
+                    kwargs["Limit"] = limit - taken
                 page = self._ddb().query(**kwargs)
                 if stats is not None:
                     stats["queries"] = stats.get("queries", 0) + 1
@@ -445,11 +453,14 @@ class InstallationStore:
                 for item in page.get("Items", []):
                     pk = _s(item, "pk") or ""
                     if pk.startswith("MERCHANT#"):
-                        yield pk.removeprefix("MERCHANT#")
+                        found.append((_n(item, "due_at") or 0, pk.removeprefix("MERCHANT#")))
+                        taken += 1
                 last = page.get("LastEvaluatedKey")
                 if not last:
                     break
                 kwargs["ExclusiveStartKey"] = dict(last)
+        found.sort()
+        return [merchant for _, merchant in (found if limit is None else found[:limit])]
 
 
 class StateStore:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
@@ -116,9 +115,18 @@ class Refresher:
 
     # -- planner -----------------------------------------------------------------------
 
-    def plan(self, *, stats: dict[str, int] | None = None) -> Iterator[str]:
-        """Merchants due for a refresh now (sparse index, reads proportional to what is due)."""
-        return self.s.installations.due_merchants(now=self.s.now(), stats=stats)
+    def plan(self, *, stats: dict[str, int] | None = None) -> list[str]:
+        """Merchants due for a refresh now, at most what the pace allows before the next run.
+
+        Queueing more than the workers may send to UltraCart before the planner runs again would
+        only bounce messages between the queue and the pace (each bounce a receive, the fifth a
+        dead letter); the rest stays in the sparse index, in due order, for the next run.
+        """
+        settings = self.s.settings
+        budget = settings.refresh_pace_limit * max(
+            1, settings.planner_interval_seconds // settings.refresh_pace_window_seconds
+        )
+        return self.s.installations.due_merchants(now=self.s.now(), limit=budget, stats=stats)
 
     # -- worker --------------------------------------------------------------------------
 
