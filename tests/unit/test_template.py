@@ -163,6 +163,12 @@ def test_sam_build_packages_the_layer_with_its_dependencies(tmp_path: Path) -> N
     layer = build_dir / "SharedLayer" / "python"
     assert (layer / "ucoauth" / "__init__.py").is_file()
     assert (layer / "aws_lambda_powertools").is_dir()
+    # Bytecode ships with the layer (it is read-only in Lambda), compiled for python3.13.
+    assert list((layer / "ucoauth" / "__pycache__").glob("tokens.cpython-313.pyc"))
+    assert list((layer / "aws_lambda_powertools" / "__pycache__").glob("*.cpython-313.pyc"))
+    # The arm64 wheel of charset_normalizer, not the build machine's.
+    compiled = [p.name for p in (layer / "charset_normalizer").glob("*.so")]
+    assert all("aarch64" in name for name in compiled), compiled
     for logical_id in FUNCTIONS:
         assert (build_dir / logical_id / "app.py").is_file()
 
