@@ -56,5 +56,9 @@ webhook: $(STAMP) $(PTH)
 reliability: $(STAMP) $(PTH)
 	$(PY) -m bench.reliability
 
+## bench: cold start, calls per operation, planner reads, refresh pacing, memory -> docs/BENCHMARKS.md
+bench: $(STAMP)
+	$(PY) -m bench
+
 clean:
 	rm -rf $(VENV) .aws-sam .mypy_cache .ruff_cache .pytest_cache artifacts

@@ -1,0 +1,185 @@
+"""Calls per operation: AWS calls (botocore hooks on the package's clients) and UltraCart calls
+(the sandbox's request log), over real HTTP to moto's server and the sandbox.
+
+The same counting as tests/integration/test_call_counts.py (which asserts the budgets in CI);
+here every operation is listed with its calls by operation name.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from bench import scenarios
+from bench.common import Live, wire_process
+
+
+@dataclass
+class CallRow:
+    operation: str
+    aws: Counter[str]
+    ultracart: list[str]
+    aws_budget: int | None
+    ultracart_budget: int | None
+    budget_text: str
+    outcome: str
+
+    @property
+    def ok(self) -> bool | None:
+        if self.aws_budget is None or self.ultracart_budget is None:
+            return None
+        return sum(self.aws.values()) <= self.aws_budget and len(self.ultracart) <= self.ultracart_budget
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "operation": self.operation,
+            "aws": dict(self.aws),
+            "aws_total": sum(self.aws.values()),
+            "ultracart": self.ultracart,
+            "budget": self.budget_text,
+            "ok": self.ok,
+            "outcome": self.outcome,
+        }
+
+
+def _uc_calls(live: Live) -> list[str]:
+    names = []
+    for request in live.sandbox.requests():
+        name = request.endpoint or request.path
+        if request.grant_type:
+            name += f"({request.grant_type})"
+        names.append(name)
+    return names
+
+
+def measure(live: Live) -> list[CallRow]:
+    from tests.support.calls import AwsCallCounter
+    from tests.support.lambdas import invoke
+    from ucoauth.tokens import clear_token_cache, get_access_token
+
+    live.reset()
+    services = wire_process(live.function_env("RefreshWorkerFunction"))
+    counter = AwsCallCounter()
+    rows: list[CallRow] = []
+
+    def step(
+        operation: str, budget: tuple[int, int] | None, budget_text: str, run: Any, *, count: bool = True
+    ) -> None:
+        counter.reset()
+        live.sandbox.clear_requests()
+        outcome = run()
+        rows.append(
+            CallRow(
+                operation=operation,
+                aws=counter.by_operation() if count else Counter(),
+                ultracart=_uc_calls(live),
+                aws_budget=None if budget is None else budget[0],
+                ultracart_budget=None if budget is None else budget[1],
+                budget_text=budget_text,
+                outcome=str(outcome),
+            )
+        )
+
+    # -- browser: /install, then the callback with and without merchant_id in the token answer
+    for include_merchant_id, merchant_id in ((True, "CALLS1"), (False, "CALLS2")):
+        live.sandbox.configure(include_merchant_id=include_merchant_id)
+        start: dict[str, Any] = {}
+
+        def install(start: dict[str, Any] = start) -> Any:
+            start.update(invoke("OAuthBrowserFunction", scenarios.install_event()))
+            return start["statusCode"]
+
+        if include_merchant_id:
+            step("install (GET /install)", (1, 0), "1 + 0", install)
+        else:
+            install()
+        state = parse_qs(urlsplit(start["headers"]["Location"]).query)["state"][0]
+        nonce = start["cookies"][0].split(";")[0].split("=", 1)[1]
+        code = live.sandbox.issue_code(merchant_id, scenarios.REDIRECT)
+        event = scenarios.callback_event(code, state, nonce)
+        if include_merchant_id:
+            step(
+                "callback (token answer has merchant_id)",
+                (4, 1),
+                "≤ 4 + 1",
+                lambda e=event: invoke("OAuthBrowserFunction", e)["statusCode"],
+            )
+        else:
+            step(
+                "callback (no merchant_id: + GET /oauth/me)",
+                (4, 2),
+                "≤ 4 + 1 (+1 me)",
+                lambda e=event: invoke("OAuthBrowserFunction", e)["statusCode"],
+            )
+    live.sandbox.configure(include_merchant_id=True)
+
+    # -- refresh worker: one due record
+    scenarios.seed_installation(services, live, "CALLS3", expires_in=60)
+    step(
+        "refresh (worker, 1 due record)",
+        (5, 1),
+        "≤ 5 + 1",
+        lambda: invoke("RefreshWorkerFunction", scenarios.refresh_event("CALLS3")),
+    )
+
+    # -- token access: the API, the in-memory cache of get_access_token, an inline refresh
+    scenarios.seed_installation(services, live, "CALLS4", expires_in=3600)
+    step(
+        "token access, fresh (GET /tokens)",
+        (2, 0),
+        "≤ 2 + 0",
+        lambda: invoke("TokenApiFunction", scenarios.tokens_event("CALLS4"))["statusCode"],
+    )
+    clear_token_cache()
+    get_access_token("CALLS4")
+    step(
+        "token access, cached (get_access_token)",
+        (0, 0),
+        "0 + 0",
+        lambda: get_access_token("CALLS4").merchant_id,
+    )
+    scenarios.seed_installation(services, live, "CALLS5", expires_in=120)
+    step(
+        "token access, inline refresh (expires in 2 min)",
+        None,
+        "(not budgeted)",
+        lambda: invoke("TokenApiFunction", scenarios.tokens_event("CALLS5"))["statusCode"],
+    )
+
+    # -- uninstall webhook: the first call of a process reads the secret, later ones do not
+    secret = live.resources.webhook_secret_value
+    step(
+        "webhook, cold (reads the secret once)",
+        None,
+        "(not budgeted)",
+        lambda: invoke("UninstallWebhookFunction", scenarios.webhook_event(secret, "CALLS6"))["statusCode"],
+    )
+    step(
+        "webhook, warm",
+        (2, 0),
+        "≤ 2 + 0",
+        lambda: invoke("UninstallWebhookFunction", scenarios.webhook_event(secret, "CALLS6"))["statusCode"],
+    )
+
+    # -- revoke worker: both tokens revoked at UltraCart, ciphertext shredded
+    scenarios.seed_installation(services, live, "CALLS7", expires_in=3600)
+    step(
+        "revoke (worker, 1 record)",
+        (4, 2),
+        "≤ 4 + 2",
+        lambda: invoke("RevokeWorkerFunction", scenarios.revoke_event("CALLS7")),
+    )
+
+    # -- planner: 10 due installations (one Query per shard, one SendMessageBatch per 10)
+    for index in range(10):
+        scenarios.seed_installation(services, live, f"CALLP{index}", expires_in=60)
+    shards = services.settings.due_shards
+    step(
+        "planner (10 due installations)",
+        (shards + 1, 0),
+        f"≤ {shards} Query + 1 batch",
+        lambda: invoke("RefreshPlannerFunction", scenarios.schedule_event()),
+    )
+    return rows

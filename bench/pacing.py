@@ -1,0 +1,345 @@
+"""Refresh pacing: N due installations refreshed by the real worker at its real concurrency.
+
+The sandbox answers one call at a time per merchant (``concurrency_scope="merchant"``) and leaks
+``rate`` calls per second (429 beyond), each taking ``latency_ms``. The pace is set to the same
+rate (``REFRESH_PACE_LIMIT`` = rate per ``REFRESH_PACE_WINDOW_SECONDS`` = 1). The planner queues
+every due installation; as many worker processes as the template allows (the smaller of
+``ReservedConcurrentExecutions`` and the SQS ``ScalingConfig.MaximumConcurrency``) drain the refresh
+queue in moto's server in batches of the template's ``BatchSize``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench import scenarios
+from bench.common import (
+    PYTHONPATH,
+    ROOT,
+    Live,
+    child_env,
+    median,
+    process_cpu_seconds,
+    progress,
+    wire_process,
+)
+
+TARGET_FRACTION = 0.9
+WORKER = "RefreshWorkerFunction"
+
+
+@dataclass
+class PacingResult:
+    requested: int
+    seeded: int
+    planned: int
+    refreshed: int
+    rate: float
+    latency_ms: int
+    concurrency: int
+    batch_size: int
+    reserved: int
+    maximum_concurrency: int | None
+    end_to_end_seconds: float
+    steady_seconds: float
+    too_many_requests: int
+    other_failures: int
+    dead_lettered: int
+    left_in_queue: int
+    per_window: list[int]
+    planner_interval: float = 300.0
+    cpu: dict[str, float] = field(default_factory=dict)
+    workers: list[dict[str, Any]] = field(default_factory=list)
+    timed_out: bool = False
+    seed_seconds: float = 0.0
+
+    @property
+    def deferred(self) -> int:
+        """Queued, not refreshed, not dead-lettered, not left: acknowledged without a refresh."""
+        return max(0, self.planned - self.refreshed - self.dead_lettered - self.left_in_queue)
+
+    @property
+    def sustained_seconds(self) -> float:
+        """Time the refreshes took: to the last one when every due installation got refreshed;
+        otherwise at least one planner interval, since the rest waits for the planner's next run."""
+        if self.refreshed >= self.seeded:
+            return self.end_to_end_seconds
+        return max(self.end_to_end_seconds, self.planner_interval)
+
+    @property
+    def throughput(self) -> float:
+        """Sustained refreshes per second (see ``sustained_seconds``)."""
+        return self.refreshed / self.sustained_seconds if self.sustained_seconds > 0 else 0.0
+
+    @property
+    def steady_throughput(self) -> float:
+        """Refreshes per second between the first and the last refresh."""
+        return (self.refreshed - 1) / self.steady_seconds if self.steady_seconds > 0 else 0.0
+
+    @property
+    def fraction(self) -> float:
+        return self.throughput / self.rate
+
+    def aws_calls(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for worker in self.workers:
+            total.update(worker.get("aws_calls", {}))
+        return total
+
+    def worker_total(self, key: str) -> float:
+        return float(sum(worker.get(key, 0) for worker in self.workers))
+
+    @property
+    def sent_back(self) -> int:
+        """Records the pace refused: batch item failures, plus any re-sent as new messages."""
+        return int(self.worker_total("failed_records")) + self.aws_calls().get("sqs.SendMessage", 0)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            **{k: v for k, v in self.__dict__.items() if k != "per_window"},
+            "throughput": self.throughput,
+            "deferred": self.deferred,
+            "sustained_seconds": self.sustained_seconds,
+            "steady_throughput": self.steady_throughput,
+            "fraction": self.fraction,
+            "window_counts": {
+                "windows": len(self.per_window),
+                "min": min(self.per_window, default=0),
+                "median": median(self.per_window),
+                "max": max(self.per_window, default=0),
+            },
+            "aws_calls": dict(self.aws_calls()),
+        }
+
+
+def worker_concurrency(template: dict[str, Any]) -> tuple[int, int, int | None, int]:
+    """(concurrency, ReservedConcurrentExecutions, MaximumConcurrency, BatchSize) from the template."""
+    from devstack.resources import sqs_event_sources
+
+    source = sqs_event_sources(template)[WORKER]
+    reserved = int(template["Resources"][WORKER]["Properties"].get("ReservedConcurrentExecutions", 1000))
+    maximum = source.maximum_concurrency
+    concurrency = min(reserved, int(maximum)) if maximum is not None else reserved
+    return concurrency, reserved, maximum, source.batch_size
+
+
+def _seed(services: Any, live: Live, count: int) -> int:
+    def one(index: int) -> None:
+        scenarios.seed_installation(services, live, f"PACE{index:05d}", expires_in=60)
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        list(pool.map(one, range(count)))
+    return count
+
+
+@dataclass
+class Prepared:
+    """Installations seeded and queued, ready for the workers."""
+
+    count: int
+    planned: int
+    rate: float
+    latency_ms: int
+    concurrency: int
+    reserved: int
+    maximum_concurrency: int | None
+    batch_size: int
+    env: dict[str, str]
+    seed_seconds: float
+    plan_seconds: float
+    planner_interval: float
+
+
+def prepare(live: Live, *, count: int, rate: float, latency_ms: int) -> Prepared:
+    """Fresh stack, sandbox limits set, ``count`` due installations seeded, the planner run once."""
+    from tests.support.lambdas import invoke
+
+    live.reset()
+    live.sandbox.configure(concurrency_scope="merchant", rate_per_second=rate, latency_ms=latency_ms)
+    concurrency, reserved, maximum, batch_size = worker_concurrency(dict(live.resources.template))
+    pace = {"REFRESH_PACE_LIMIT": str(int(rate)), "REFRESH_PACE_WINDOW_SECONDS": "1"}
+    env = live.function_env(WORKER, **pace)
+    services = wire_process(env)
+    progress(f"pacing: seeding {count:,} due installations")
+    clock = time.perf_counter()
+    _seed(services, live, count)
+    seed_seconds = time.perf_counter() - clock
+    clock = time.perf_counter()
+    planned = int(invoke("RefreshPlannerFunction", scenarios.schedule_event())["planned"])
+    plan_seconds = time.perf_counter() - clock
+    progress(
+        f"pacing: seeded in {seed_seconds:.0f} s; the planner queued {planned:,} in {plan_seconds:.1f} s"
+    )
+    interval = _planner_interval(live)
+    return Prepared(
+        count=count,
+        planned=planned,
+        rate=rate,
+        latency_ms=latency_ms,
+        concurrency=concurrency,
+        reserved=reserved,
+        maximum_concurrency=maximum,
+        batch_size=batch_size,
+        env=env,
+        seed_seconds=seed_seconds,
+        plan_seconds=plan_seconds,
+        planner_interval=interval,
+    )
+
+
+def _planner_interval(live: Live) -> float:
+    """Seconds between planner runs: the template's schedule (``RefreshScheduleRate``)."""
+    from devstack.resources import schedules
+
+    parameters = {k: v for k, v in live.resources.parameters.items() if k != "Stage"}
+    for schedule in schedules(dict(live.resources.template), parameters=parameters):
+        if schedule.logical_id == "RefreshPlannerFunction" and schedule.rate_seconds:
+            return float(schedule.rate_seconds)
+    return 300.0
+
+
+def run(
+    live: Live, prepared: Prepared, *, time_budget: float, profile_dir: Path | None = None
+) -> PacingResult:
+    """Start the workers, wait until the refresh queue is empty (or the budget is spent)."""
+    live.sandbox.clear_requests()
+    queue_url = live.resources.refresh_queue_url
+    concurrency, planned = prepared.concurrency, prepared.planned
+    progress(f"pacing: {concurrency} worker(s), batches of {prepared.batch_size}, pace {prepared.rate:g}/s")
+
+    with tempfile.TemporaryDirectory(prefix="bench-pacing-") as scratch:
+        work = Path(scratch)
+        (work / "resources.pickle").write_bytes(pickle.dumps(live.resources))
+        config = {
+            "pythonpath": PYTHONPATH,
+            "resources": str(work / "resources.pickle"),
+            "stop_file": str(work / "stop"),
+            "queue_logical_id": "RefreshQueue",
+            "profile_dir": str(profile_dir) if profile_dir else "",
+        }
+        (work / "config.json").write_text(json.dumps(config))
+        moto_cpu, own_cpu = process_cpu_seconds(live.moto_pid), process_cpu_seconds(os.getpid())
+        started = time.time()
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-m", "bench.pacing_worker", str(work / "config.json"), str(index)],
+                cwd=ROOT,
+                env=child_env(prepared.env),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for index in range(concurrency)
+        ]
+        deadline = time.monotonic() + time_budget
+        timed_out, last_report = False, time.monotonic()
+        while True:
+            time.sleep(0.5)
+            # Done when the queue holds nothing, visible, in flight or delayed: every message was
+            # handled and deleted, or moved to the dead-letter queue after maxReceiveCount receives.
+            if _depth(live, queue_url) == 0:
+                break
+            if time.monotonic() > deadline:
+                timed_out = True
+                break
+            if any(worker.poll() is not None for worker in workers):
+                break
+            if time.monotonic() - last_report > 20:
+                refreshed = sum(1 for r in live.sandbox.requests("token") if r.status == 200)
+                progress(f"pacing: {refreshed:,}/{planned:,} refreshed")
+                last_report = time.monotonic()
+        (work / "stop").touch()
+        cpu = {
+            "wall": time.time() - started,
+            "moto": process_cpu_seconds(live.moto_pid) - moto_cpu,
+            "sandbox_and_harness": process_cpu_seconds(os.getpid()) - own_cpu,
+        }
+        errors = []
+        for worker in workers:
+            try:
+                _, stderr = worker.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+                _, stderr = worker.communicate()
+            if worker.returncode != 0:
+                errors.append(stderr[-2000:])
+        if errors:
+            raise RuntimeError("a pacing worker failed:\n" + "\n".join(errors))
+        stats = [json.loads((work / f"stats-{i}.json").read_text()) for i in range(concurrency)]
+        cpu["workers"] = sum(float(worker["cpu_seconds"]) for worker in stats)
+
+    dead_lettered = _depth(live, live.resources.refresh_dlq_url)
+    left = _depth(live, queue_url)
+    log = live.sandbox.requests("token")
+    ok_times = sorted(r.time for r in log if r.status == 200)
+    too_many = sum(1 for r in log if r.status == 429)
+    other = sum(1 for r in log if r.status not in (200, 429))
+    per_window: list[int] = []
+    if ok_times:
+        first = math.floor(ok_times[0])
+        buckets = Counter(math.floor(t) - first for t in ok_times)
+        per_window = [buckets.get(i, 0) for i in range(max(buckets) + 1)]
+    return PacingResult(
+        requested=prepared.count,
+        seeded=prepared.count,
+        planned=planned,
+        refreshed=len(ok_times),
+        rate=prepared.rate,
+        latency_ms=prepared.latency_ms,
+        concurrency=concurrency,
+        batch_size=prepared.batch_size,
+        reserved=prepared.reserved,
+        maximum_concurrency=prepared.maximum_concurrency,
+        end_to_end_seconds=(ok_times[-1] - started) if ok_times else 0.0,
+        steady_seconds=(ok_times[-1] - ok_times[0]) if len(ok_times) > 1 else 0.0,
+        too_many_requests=too_many,
+        other_failures=other,
+        dead_lettered=dead_lettered,
+        left_in_queue=left,
+        per_window=per_window,
+        planner_interval=prepared.planner_interval,
+        cpu=cpu,
+        workers=stats,
+        timed_out=timed_out,
+        seed_seconds=prepared.seed_seconds,
+    )
+
+
+def _depth(live: Live, queue_url: str) -> int:
+    """Messages in a queue: visible, in flight or delayed."""
+    import boto3
+
+    sqs = boto3.client("sqs", region_name=live.resources.region, endpoint_url=live.endpoint_url)
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=queue_url,
+        AttributeNames=[
+            "ApproximateNumberOfMessages",
+            "ApproximateNumberOfMessagesNotVisible",
+            "ApproximateNumberOfMessagesDelayed",
+        ],
+    )["Attributes"]
+    return sum(int(value) for value in attributes.values())
+
+
+# Seeding one installation costs ~17-24 ms here (two moto calls, next to the planner's load);
+# a paced run takes N / rate.
+SEED_SECONDS_EACH = 0.024
+
+
+def affordable_count(requested: int, rate: float, seconds_left: float) -> int:
+    """The largest N (at most ``requested``, in hundreds) whose seeding and paced run fit ``seconds_left``."""
+    per_item = SEED_SECONDS_EACH + 1.1 / rate
+    fits = int(max(0.0, seconds_left - 15) / per_item)
+    return max(100, min(requested, fits // 100 * 100))
