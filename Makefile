@@ -57,7 +57,7 @@ reliability: $(STAMP) $(PTH)
 	$(PY) -m bench.reliability
 
 ## bench: cold start, calls per operation, planner reads, refresh pacing, memory -> docs/BENCHMARKS.md
-bench: $(STAMP)
+bench: $(STAMP) $(PTH)
 	$(PY) -m bench
 
 clean:
