@@ -46,6 +46,16 @@ def _is_conditional_failure(exc: ClientError) -> bool:
     return exc.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
 
 
+def _if_condition_holds(write: Callable[[], Any]) -> Any | None:
+    """Run a conditional write; None when its condition failed (someone else got there first)."""
+    try:
+        return write()
+    except ClientError as exc:
+        if _is_conditional_failure(exc):
+            return None
+        raise
+
+
 def _n(item: dict[str, Any], name: str) -> int | None:
     value = item.get(name)
     return int(value["N"]) if value and "N" in value else None
@@ -200,8 +210,8 @@ class InstallationStore:
         sets = ["version = version + :one", "refreshed_at = :now"]
         removes = ["lease_owner", "lease_expires_at"]
         self._token_updates(merchant_id, tokens, sets, removes, values, names)
-        try:
-            answer = self._ddb().update_item(
+        answer = _if_condition_holds(
+            lambda: self._ddb().update_item(
                 TableName=self.table_name,
                 Key=merchant_key(merchant_id),
                 UpdateExpression=f"SET {', '.join(sets)} REMOVE {', '.join(removes)}",
@@ -210,10 +220,9 @@ class InstallationStore:
                 ExpressionAttributeValues=values,
                 ReturnValues="ALL_NEW",
             )
-        except ClientError as exc:
-            if _is_conditional_failure(exc):
-                raise StaleWriteError(merchant_id) from None
-            raise
+        )
+        if answer is None:
+            raise StaleWriteError(merchant_id)
         return Installation.from_item(answer["Attributes"])
 
     def _token_updates(
@@ -260,8 +269,8 @@ class InstallationStore:
 
         Returns the new version, or None when the installation changed since ``expected_version``.
         """
-        try:
-            answer = self._ddb().update_item(
+        answer = _if_condition_holds(
+            lambda: self._ddb().update_item(
                 TableName=self.table_name,
                 Key=merchant_key(merchant_id),
                 UpdateExpression=(
@@ -279,10 +288,9 @@ class InstallationStore:
                 },
                 ReturnValues="UPDATED_NEW",
             )
-        except ClientError as exc:
-            if _is_conditional_failure(exc):
-                return None
-            raise
+        )
+        if answer is None:
+            return None
         return _n(answer["Attributes"], "version")
 
     def mark_uninstalled(
@@ -292,8 +300,8 @@ class InstallationStore:
 
         Returns the new version, or None when the installation changed since ``expected_version``.
         """
-        try:
-            answer = self._ddb().update_item(
+        answer = _if_condition_holds(
+            lambda: self._ddb().update_item(
                 TableName=self.table_name,
                 Key=merchant_key(merchant_id),
                 UpdateExpression=(
@@ -313,10 +321,9 @@ class InstallationStore:
                 },
                 ReturnValues="UPDATED_NEW",
             )
-        except ClientError as exc:
-            if _is_conditional_failure(exc):
-                return None
-            raise
+        )
+        if answer is None:
+            return None
         return _n(answer["Attributes"], "version")
 
     # -- events that could not be published (a small outbox on the item) -------------------
@@ -333,36 +340,31 @@ class InstallationStore:
             sets += ["due_at = :now", "due_shard = :shard"]
             values[":now"] = {"N": str(now)}
             values[":shard"] = {"S": due_shard(merchant_id, self.shards)}
-        try:
-            self._ddb().update_item(
+        answer = _if_condition_holds(
+            lambda: self._ddb().update_item(
                 TableName=self.table_name,
                 Key=merchant_key(merchant_id),
                 UpdateExpression="SET " + ", ".join(sets),
                 ConditionExpression="version = :v",
                 ExpressionAttributeValues=values,
             )
-        except ClientError as exc:
-            if _is_conditional_failure(exc):
-                return False
-            raise
-        return True
+        )
+        return answer is not None
 
     def clear_event(self, merchant_id: str, *, version: int, active: bool) -> None:
         """The parked event was published: forget it (and, when inactive, the due entry and lease)."""
         removes = ["pending_event"]
         if not active:
             removes += ["due_at", "due_shard", "lease_owner", "lease_expires_at"]
-        try:
-            self._ddb().update_item(
+        _if_condition_holds(
+            lambda: self._ddb().update_item(
                 TableName=self.table_name,
                 Key=merchant_key(merchant_id),
                 UpdateExpression="REMOVE " + ", ".join(removes),
                 ConditionExpression="version = :v",
                 ExpressionAttributeValues={":v": {"N": str(version)}},
             )
-        except ClientError as exc:
-            if not _is_conditional_failure(exc):
-                raise
+        )
 
     # -- refresh lease --------------------------------------------------------------------
 
@@ -411,17 +413,15 @@ class InstallationStore:
 
     def release_lease(self, merchant_id: str, *, owner: str) -> None:
         """Release the lease if we still own it (a no-op otherwise)."""
-        try:
-            self._ddb().update_item(
+        _if_condition_holds(
+            lambda: self._ddb().update_item(
                 TableName=self.table_name,
                 Key=merchant_key(merchant_id),
                 UpdateExpression="REMOVE lease_owner, lease_expires_at",
                 ConditionExpression="lease_owner = :owner",
                 ExpressionAttributeValues={":owner": {"S": owner}},
             )
-        except ClientError as exc:
-            if not _is_conditional_failure(exc):
-                raise
+        )
 
     # -- planner --------------------------------------------------------------------------
 
@@ -492,17 +492,16 @@ class StateStore:
 
         Raises :class:`StateInvalidError` for an unknown, expired, replayed or foreign state.
         """
-        try:
-            self._ddb().delete_item(
+        answer = _if_condition_holds(
+            lambda: self._ddb().delete_item(
                 TableName=self.table_name,
                 Key=self._key(state),
                 ConditionExpression="attribute_exists(pk) AND expires_at > :now AND browser = :b",
                 ExpressionAttributeValues={":now": {"N": str(now)}, ":b": {"S": digest(browser_nonce)}},
             )
-        except ClientError as exc:
-            if _is_conditional_failure(exc):
-                raise StateInvalidError("unknown, expired, used or foreign state") from None
-            raise
+        )
+        if answer is None:
+            raise StateInvalidError("unknown, expired, used or foreign state")
 
 
 class WebhookIdStore:
@@ -518,8 +517,8 @@ class WebhookIdStore:
 
     def record(self, webhook_id: str, *, now: int, ttl_seconds: int) -> bool:
         """True the first time an id is seen; False for a repeat (one conditional write)."""
-        try:
-            self._ddb().put_item(
+        answer = _if_condition_holds(
+            lambda: self._ddb().put_item(
                 TableName=self.table_name,
                 Item={**self._key(webhook_id), "ttl": {"N": str(now + ttl_seconds)}},
                 # TTL deletion is lazy: an expired record counts as absent.
@@ -527,11 +526,8 @@ class WebhookIdStore:
                 ExpressionAttributeNames={"#ttl": "ttl"},
                 ExpressionAttributeValues={":now": {"N": str(now)}},
             )
-        except ClientError as exc:
-            if _is_conditional_failure(exc):
-                return False
-            raise
-        return True
+        )
+        return answer is not None
 
     def forget(self, webhook_id: str) -> None:
         """Undo :meth:`record` when the uninstall could not be queued, so a retry acts."""
@@ -560,8 +556,8 @@ class PaceCounter:
         """Take one call from the current window: 0.0 on success, else seconds until the next."""
         now = time.time() if now is None else now
         start = int(now // self.window) * self.window
-        try:
-            self._ddb().update_item(
+        answer = _if_condition_holds(
+            lambda: self._ddb().update_item(
                 TableName=self.table_name,
                 Key={"pk": {"S": f"PACE#{self.name}"}, "sk": {"S": str(start)}},
                 UpdateExpression="ADD used :one SET #ttl = :ttl",
@@ -573,8 +569,7 @@ class PaceCounter:
                     ":ttl": {"N": str(start + self.window + 3600)},
                 },
             )
-        except ClientError as exc:
-            if _is_conditional_failure(exc):
-                return max(0.01, start + self.window - now)
-            raise
+        )
+        if answer is None:
+            return max(0.01, start + self.window - now)
         return 0.0
