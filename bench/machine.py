@@ -37,8 +37,10 @@ def describe() -> dict[str, str]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
     return {
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "load": f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}",
         "cpu": cpu_model(),
         "cores": str(os.cpu_count()),
         "os": f"{platform.system()} {platform.release()} ({platform.machine()})",

@@ -174,7 +174,8 @@ def _machine(results: Results) -> str:
     packages = ", ".join(f"{k.removeprefix('pkg:')} {v}" for k, v in m.items() if k.startswith("pkg:"))
     return (
         f"Measured {m['date']} on {m['cpu']} ({m['cores']} cores), {m['os']}, Python {m['python']} "
-        f"(the venv's). Packages: {packages}."
+        f"(the venv's); load average at the start {m['load']} (1/5/15 min: other work on the machine "
+        f"makes the cold-start medians noisier, the interleaved ratios less so). Packages: {packages}."
     )
 
 
@@ -540,9 +541,10 @@ def _reading(results: Results) -> str:
             f"acknowledged every record the spent window refused ({p.deferred:,}), so the queue was "
             f"empty after {p.end_to_end_seconds:.0f} s with {p.seeded - p.refreshed:,} due installations "
             f"left for the planner's next run, {p.planner_interval:.0f} s later: {p.refreshed:,} "
-            f"refreshes per interval. Spreading the planned messages over the interval at the pace "
-            "(`DelaySeconds` = i x window / limit per SendMessageBatch entry, at most 900 s) would let "
-            "the workers find each window's share when the window opens instead of all of them at once."
+            "refreshes per interval. A refused record is best re-queued as a new message delayed to "
+            "the next window (`SendMessage` with `DelaySeconds`): a new message starts at receive "
+            "count zero, so it is neither dropped until the planner's next run nor counted toward "
+            "maxReceiveCount, and the workers keep taking R per window until the plan is done."
         )
     if p.dead_lettered:
         text += (
