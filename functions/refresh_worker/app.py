@@ -12,7 +12,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ucoauth.errors import PaceExceededError
 from ucoauth.observability import logger, metrics
-from ucoauth.queues import back_off
+from ucoauth.queues import back_off, defer
 from ucoauth.services import get_services
 from ucoauth.tokens import Refresher
 from ucoauth.validation import is_merchant_id
@@ -33,11 +33,14 @@ def record_handler(record: SQSRecord) -> str:
     services = get_services()
     try:
         result = Refresher(services).refresh_due(merchant_id)
-    except PaceExceededError:
-        # Acknowledged, not retried: the installation is still in the due index and the next
-        # planner run queues it again. Retrying here would only spend receives toward the DLQ.
+    except PaceExceededError as exc:
+        # Not attempted: re-queued as a new message for the next window. A batch item failure
+        # would spend one of its receives toward the DLQ; acknowledging it would leave it for the
+        # planner's next run, minutes away.
         metrics.add_metric(name="RefreshDeferred", unit="Count", value=1)
-        return "deferred"
+        if defer(services.settings.refresh_queue_url, record, not_before=exc.retry_after):
+            return "deferred"
+        raise  # not re-queued: the record comes back after its visibility timeout
     except Exception:
         back_off(services.settings.refresh_queue_url, record)
         raise

@@ -44,6 +44,7 @@ CALLS: dict[str, set[str]] = {
         "kms:Decrypt",
         "events:PutEvents",
         "sqs:ChangeMessageVisibility",
+        "sqs:SendMessage",  # re-queue what the pace refused, delayed to the next window
         "secretsmanager:GetSecretValue?",
     },
     "RevokeWorkerFunction": {

@@ -212,3 +212,28 @@ def test_token_access_waits_for_a_sibling_holding_the_lease(
 def test_unknown_merchants_are_not_installed(services: Services) -> None:
     with pytest.raises(NotInstalledError):
         Refresher(services).access_token("NOBODY")
+
+
+def test_the_worker_requeues_what_the_pace_refused_for_the_next_window(
+    services: Services, fake_uc: FakeUltraCart, aws: LocalResources
+) -> None:
+    import json
+
+    import boto3
+
+    from tests.support.lambdas import invoke, load_event
+
+    fake_uc.expires_in = 60
+    install(services, fake_uc)
+    for _ in range(services.settings.refresh_pace_limit):
+        services.pace.try_take(services.clock())
+    event = load_event("sqs-refresh.json")
+    event["Records"][0]["attributes"]["ApproximateReceiveCount"] = "4"
+    assert invoke("RefreshWorkerFunction", event) == {"batchItemFailures": []}  # no receive spent
+    assert fake_uc.calls == ["exchange"]
+    sqs = boto3.client("sqs")
+    attributes = sqs.get_queue_attributes(QueueUrl=aws.refresh_queue_url, AttributeNames=["All"])[
+        "Attributes"
+    ]
+    assert attributes["ApproximateNumberOfMessagesDelayed"] == "1"  # a fresh message, for the next window
+    assert json.loads(event["Records"][0]["body"]) == {"merchant_id": "DEMO1"}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections.abc import Iterable
 from typing import Any
@@ -15,6 +16,7 @@ from ucoauth.observability import logger
 _BATCH = 10
 _BASE_BACKOFF = 30
 _MAX_BACKOFF = 900
+_MAX_DELAY = 900  # SQS's DelaySeconds limit
 
 
 def send_refresh_requests(queue_url: str, merchant_ids: Iterable[str]) -> int:
@@ -53,6 +55,22 @@ def receive_count(record: Any) -> int:
         return int(record.attributes.approximate_receive_count)
     except (AttributeError, TypeError, ValueError):
         return 1
+
+
+def defer(queue_url: str, record: Any, *, not_before: float) -> bool:
+    """Re-queue a record the pace refused as a new message, delayed to the next window.
+
+    Returned as a batch item failure, a refusal would spend one of the message's receives (the
+    queue dead-letters it after maxReceiveCount); acknowledged, it would wait for the planner's
+    next run. A new message starts at receive count zero. False when the send failed.
+    """
+    delay = min(_MAX_DELAY, max(1, math.ceil(not_before)))
+    try:
+        aws.sqs().send_message(QueueUrl=queue_url, MessageBody=record.body, DelaySeconds=delay)
+    except (ClientError, BotoCoreError) as exc:
+        logger.warning("could not re-queue a paced refresh", error=type(exc).__name__)
+        return False
+    return True
 
 
 def back_off(queue_url: str, record: Any) -> None:

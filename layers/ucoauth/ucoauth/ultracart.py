@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-import requests
-
 if TYPE_CHECKING:
+    import requests
+
     from ucoauth.settings import Settings
 
 from ucoauth.errors import PermanentUltraCartError, TransientUltraCartError, UltraCartError
@@ -100,7 +100,11 @@ class UltraCartClient:
         self.client_id = client_id
         self._client_secret = client_secret or None
         self._timeout = (connect_timeout, read_timeout)
-        self._session = session or requests.Session()
+        if session is None:
+            import requests  # deferred: a function that never calls UltraCart never loads it
+
+            session = requests.Session()
+        self._session = session
         self._session.headers.update({"X-UltraCart-Api-Version": API_VERSION, "Accept": "application/json"})
 
     def __repr__(self) -> str:
@@ -150,6 +154,8 @@ class UltraCartClient:
     def _request(
         self, method: str, path: str, *, headers: dict[str, str] | None, data: dict[str, str] | None
     ) -> dict[str, Any]:
+        import requests
+
         url = f"{self.base_url}{path}"
         try:
             response = self._session.request(
