@@ -14,8 +14,10 @@ def main() -> None:
     from moto.server import ThreadedMotoServer
 
     from bench.common import patch_moto_sqs_scans, quiet_servers
+    from devstack.motolock import serialize_dynamodb
 
     quiet_servers()
+    serialize_dynamodb()
     patch_moto_sqs_scans()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()

@@ -1,7 +1,7 @@
 """Planner read cost: 100,000 installations, 1 % due, in moto's in-process mock.
 
 Items read are the sum of ``ScannedCount`` over the queries. Two reads of the same table: the
-planner itself (``Refresher.plan(stats=)``, which may queue fewer than are due when the pace
+planner itself (``ucoauth.refresh.plan(stats=)``, which may queue fewer than are due when the pace
 allows fewer before its next run) and every due installation
 (``InstallationStore.due_merchants(stats=)``). Reads proportional to what is due keep
 items read / items due near 1, whatever the number of installations.
@@ -24,7 +24,7 @@ _BATCH = 25
 class PlannerResult:
     installations: int
     due: int
-    planned: int  # what Refresher.plan returned (the planner queues these)
+    planned: int  # what ucoauth.refresh.plan returned (the planner queues these)
     scanned: int  # its items read
     queries: int
     plan_seconds: float
@@ -73,7 +73,7 @@ def measure(installations: int = 100_000, due_fraction: float = 0.01) -> Planner
     import moto
 
     from devstack.resources import create_resources
-    from ucoauth.tokens import Refresher
+    from ucoauth.refresh import plan
 
     set_process_aws_env()
     with moto.mock_aws():
@@ -110,7 +110,7 @@ def measure(installations: int = 100_000, due_fraction: float = 0.01) -> Planner
         loaded = time.perf_counter() - started
         stats: dict[str, int] = {}
         started = time.perf_counter()
-        planned = list(Refresher(services).plan(stats=stats))
+        planned = list(plan(services, stats=stats))
         plan_seconds = time.perf_counter() - started
         every_due: dict[str, int] = {}
         found = list(services.installations.due_merchants(now=services.now(), stats=every_due))

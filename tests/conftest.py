@@ -11,6 +11,7 @@ import moto
 import pytest
 from moto.server import ThreadedMotoServer
 
+from devstack.motolock import serialize_dynamodb
 from devstack.resources import LocalResources, create_resources
 
 REGION = "us-east-1"
@@ -40,6 +41,7 @@ def aws(aws_env: None) -> Iterator[LocalResources]:
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[str]:
     """moto's server on 127.0.0.1 with a free port, for the whole session; yields its endpoint URL."""
+    serialize_dynamodb()  # DynamoDB's one-write-at-a-time per item, which moto's threads lack
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

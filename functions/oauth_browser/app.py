@@ -9,10 +9,17 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ucoauth import pages, web
-from ucoauth.errors import PermanentUltraCartError, StateInvalidError, TransientUltraCartError
+from ucoauth.errors import (
+    KeyUnavailableError,
+    PermanentUltraCartError,
+    RetryLaterError,
+    StateInvalidError,
+    TransientUltraCartError,
+)
 from ucoauth.install import STATE_COOKIE, begin_install, complete_install
 from ucoauth.observability import logger, metrics
 from ucoauth.services import get_services
+from ucoauth.timing import Deadline
 from ucoauth.validation import OAUTH_ERROR, OAUTH_VALUE, BadInput, parse_query
 
 app = APIGatewayHttpResolver()
@@ -58,6 +65,7 @@ def callback() -> Response[str]:
         state=state,
         browser_nonce=nonce,
         redirect_uri=web.redirect_uri(services.settings, event),
+        deadline=Deadline.of_context(app.lambda_context, services.clock),
     )
     cookies = [web.clear_state_cookie()]
     if services.settings.post_install_redirect_url:
@@ -92,6 +100,15 @@ def upstream(exc: TransientUltraCartError) -> Response[str]:
     return web.html_response(pages.upstream_failed(status, _retry_href()), cookies=[web.clear_state_cookie()])
 
 
+@app.exception_handler(RetryLaterError)
+def busy(exc: RetryLaterError) -> Response[str]:
+    # Nothing was sent to UltraCart (its budget is spent, or too little time is left): the
+    # state is consumed, so the merchant starts again, later.
+    logger.warning("install not attempted", error=str(exc))
+    return web.html_response(pages.upstream_failed(503, _retry_href()), cookies=[web.clear_state_cookie()])
+
+
+@app.exception_handler(KeyUnavailableError)
 @app.exception_handler(ClientError)
 @app.exception_handler(BotoCoreError)
 def aws_failed(exc: Exception) -> Response[str]:

@@ -8,8 +8,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ucoauth.observability import logger, metrics
 from ucoauth.queues import send_refresh_requests
+from ucoauth.refresh import plan
 from ucoauth.services import get_services
-from ucoauth.tokens import Refresher
 
 
 @logger.inject_lambda_context(clear_state=True)
@@ -17,9 +17,7 @@ from ucoauth.tokens import Refresher
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, int]:
     services = get_services()
     stats: dict[str, int] = {}
-    planned = send_refresh_requests(
-        services.settings.refresh_queue_url, Refresher(services).plan(stats=stats)
-    )
+    planned = send_refresh_requests(services.settings.refresh_queue_url, plan(services, stats=stats))
     metrics.add_metric(name="RefreshPlanned", unit="Count", value=planned)
     logger.info("refresh planned", extra={"planned": planned, **stats})
     return {"planned": planned, **stats}

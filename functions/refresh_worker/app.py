@@ -10,11 +10,12 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from ucoauth.errors import PaceExceededError
+from ucoauth.errors import RetryLaterError
 from ucoauth.observability import logger, metrics
 from ucoauth.queues import back_off, defer
+from ucoauth.refresh import apply_recovery_message, refresh_due
 from ucoauth.services import get_services
-from ucoauth.tokens import Refresher
+from ucoauth.timing import Deadline
 from ucoauth.validation import is_merchant_id
 
 # A batch whose records all failed still answers per record (no exception), so the event source
@@ -22,23 +23,28 @@ from ucoauth.validation import is_merchant_id
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
-def record_handler(record: SQSRecord) -> str:
+def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> str:
     try:
-        merchant_id = json.loads(record.body)["merchant_id"]
+        body = json.loads(record.body)
+        merchant_id = body["merchant_id"]
     except (ValueError, KeyError, TypeError):
-        merchant_id = None
+        body, merchant_id = None, None
     if not isinstance(merchant_id, str) or not is_merchant_id(merchant_id):
         logger.warning("malformed refresh message dropped")
         return "invalid"
     services = get_services()
+    deadline = Deadline.of_context(lambda_context, services.clock)
     try:
-        result = Refresher(services).refresh_due(merchant_id)
-    except PaceExceededError as exc:
-        # Not attempted: re-queued as a new message for the next window. A batch item failure
-        # would spend one of its receives toward the DLQ; acknowledging it would leave it for the
-        # planner's next run, minutes away.
+        if "recovery" in body:
+            result = apply_recovery_message(services, body, deadline=deadline)
+        else:
+            result = refresh_due(services, merchant_id, deadline=deadline)
+    except RetryLaterError as exc:
+        # Not attempted (pace, budget, too little time left, an unsettled grant): re-queued as a
+        # new message for later. A batch item failure would spend one of its receives toward
+        # the DLQ; acknowledging it would leave it for the planner's next run.
         metrics.add_metric(name="RefreshDeferred", unit="Count", value=1)
-        if defer(services.settings.refresh_queue_url, record, not_before=exc.retry_after):
+        if defer(services.settings.refresh_queue_url, record.body, not_before=exc.retry_after):
             return "deferred"
         raise  # not re-queued: the record comes back after its visibility timeout
     except Exception:

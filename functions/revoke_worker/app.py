@@ -10,9 +10,11 @@ from aws_lambda_powertools.utilities.batch.types import PartialItemFailureRespon
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from ucoauth.errors import RetryLaterError, RevokePendingError
 from ucoauth.observability import logger, metrics
-from ucoauth.queues import back_off, receive_count
+from ucoauth.queues import back_off, defer
 from ucoauth.services import get_services
+from ucoauth.timing import Deadline
 from ucoauth.uninstall import process_uninstall
 
 # A batch whose records all failed still answers per record (no exception), so the event source
@@ -20,14 +22,24 @@ from ucoauth.uninstall import process_uninstall
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
-def record_handler(record: SQSRecord) -> str:
+def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> str:
     try:
         body = json.loads(record.body)
     except ValueError:
         body = None
     services = get_services()
+    deadline = Deadline.of_context(lambda_context, services.clock)
     try:
-        result = process_uninstall(services, body, receive_count=receive_count(record))
+        result = process_uninstall(services, body, deadline=deadline)
+    except RetryLaterError as exc:
+        # UltraCart could not confirm the revoke (or nothing was attempted): the request comes back
+        # as a new, delayed message, so an outage of hours never walks it into the DLQ.
+        if isinstance(exc, RevokePendingError):
+            body = {**body, "retry_since": exc.retry_since}
+            metrics.add_metric(name="RevokeRetried", unit="Count", value=1)
+        if defer(services.settings.revoke_queue_url, json.dumps(body), not_before=exc.retry_after):
+            return "deferred"
+        raise
     except Exception:
         back_off(services.settings.revoke_queue_url, record)
         raise

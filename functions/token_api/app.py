@@ -9,6 +9,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ucoauth.errors import (
+    KeyUnavailableError,
     NotInstalledError,
     ReauthorizationRequiredError,
     TokenDecryptError,
@@ -16,16 +17,20 @@ from ucoauth.errors import (
 )
 from ucoauth.observability import logger, metrics
 from ucoauth.services import get_services
-from ucoauth.tokens import Refresher
+from ucoauth.timing import Deadline
+from ucoauth.tokens import access_token
 from ucoauth.validation import is_merchant_id
 from ucoauth.web import JSON_HEADERS
 
 app = APIGatewayHttpResolver()
 
 
-def _error(status: int, error: str) -> Response[dict[str, str]]:
+def _error(status: int, error: str, *, retry_after: float | None = None) -> Response[dict[str, str]]:
+    headers = dict(JSON_HEADERS)
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, int(retry_after + 0.999)))
     return Response(
-        status_code=status, content_type="application/json", body={"error": error}, headers=JSON_HEADERS
+        status_code=status, content_type="application/json", body={"error": error}, headers=headers
     )
 
 
@@ -33,7 +38,9 @@ def _error(status: int, error: str) -> Response[dict[str, str]]:
 def get_token(merchant_id: str) -> Response[Any]:
     if not is_merchant_id(merchant_id):
         return _error(400, "invalid_merchant_id")
-    token = Refresher(get_services()).access_token(merchant_id)
+    services = get_services()
+    deadline = Deadline.of_context(app.lambda_context, services.clock)
+    token = access_token(services, merchant_id, deadline=deadline)
     return Response(
         status_code=200, content_type="application/json", body=token.as_json(), headers=JSON_HEADERS
     )
@@ -51,8 +58,14 @@ def reauthorization(_: Exception) -> Response[dict[str, str]]:
 
 
 @app.exception_handler(UpstreamUnavailableError)
-def upstream(_: UpstreamUnavailableError) -> Response[dict[str, str]]:
-    return _error(503, "upstream_unavailable")
+def upstream(exc: UpstreamUnavailableError) -> Response[dict[str, str]]:
+    return _error(503, "upstream_unavailable", retry_after=exc.retry_after)
+
+
+@app.exception_handler(KeyUnavailableError)
+def key_unavailable(_: KeyUnavailableError) -> Response[dict[str, str]]:
+    # KMS refused to work (alarmed where it happened): a fault of ours, never the merchant's.
+    return _error(503, "temporarily_unavailable", retry_after=30)
 
 
 @app.exception_handler(ClientError)

@@ -34,6 +34,7 @@ from devstack.invoke import (
     restore_environment,
     template_invoker,
 )
+from devstack.motolock import serialize_dynamodb
 from devstack.resources import (
     DEFAULT_REGION,
     LocalResources,
@@ -193,6 +194,7 @@ class LocalStack:
     def _start(self) -> None:
         ensure_layer_importable()
         # 1. AWS: moto's server and the template's resources in it.
+        serialize_dynamodb()  # one write at a time per item, as DynamoDB does
         moto = _MotoServer(ip_address=HOST, port=self.moto_port, verbose=False)
         self._moto = moto
         moto.start()

@@ -22,6 +22,7 @@ from ucsandbox.models import (
     Unset,
     settings_changes,
 )
+from ucsandbox.state import LiveGrants
 
 TIMEOUT = (3.05, 10.0)
 
@@ -185,6 +186,14 @@ class SandboxControl:
 
     def refresh_token_is_valid(self, token: str) -> bool:
         return self._validity(token)["refresh_token_valid"]
+
+    def live_grants(self, merchant_id: str) -> LiveGrants:
+        """The merchant's grants UltraCart still honours."""
+        data = self._call("GET", "grants", params={"merchant_id": merchant_id})
+        return LiveGrants(
+            refresh_tokens=[str(t) for t in data["refresh_tokens"]],
+            access_tokens=[str(t) for t in data["access_tokens"]],
+        )
 
     def advance_time(self, seconds: float) -> None:
         self._call("POST", "clock", json={"advance_seconds": seconds})

@@ -15,6 +15,7 @@
     POST   /__sandbox/tokens              {"merchant_id", "expires_in"?}
                                           -> 201 {"access_token", "refresh_token"}
     GET    /__sandbox/tokens/valid?token= {"access_token_valid", "refresh_token_valid"}
+    GET    /__sandbox/grants?merchant_id= {"refresh_tokens", "access_tokens"}: what UltraCart honours
     POST   /__sandbox/clock               {"advance_seconds"}
 
 Bad arguments answer 400 {"error": "..."}.
@@ -114,6 +115,14 @@ def _dispatch(
                 "refresh_token_valid": state.refresh_token_is_valid(token),
             },
         )
+    if key == ("GET", "grants"):
+        merchant_id = query.get("merchant_id", "")
+        if not merchant_id:
+            raise _BadRequest("merchant_id query parameter is required")
+        grants = state.live_grants(merchant_id)
+        return json_reply(
+            200, {"refresh_tokens": grants.refresh_tokens, "access_tokens": grants.access_tokens}
+        )
     if key == ("POST", "clock"):
         seconds = _json_object(body).get("advance_seconds")
         if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
@@ -130,6 +139,7 @@ def _dispatch(
         "codes",
         "tokens",
         "tokens/valid",
+        "grants",
         "clock",
     }
     if route in known:

@@ -85,6 +85,19 @@ class _RefreshGrant:
 
 
 @dataclasses.dataclass(frozen=True)
+class LiveGrants:
+    """A merchant's live grants at UltraCart: the refresh tokens it would accept now, and the
+    access tokens it would accept now. A grant nobody holds is live until revoked."""
+
+    refresh_tokens: list[str]
+    access_tokens: list[str]
+
+    @property
+    def any(self) -> bool:
+        return bool(self.refresh_tokens or self.access_tokens)
+
+
+@dataclasses.dataclass(frozen=True)
 class IssuedTokens:
     """The result of a successful token request; `refresh_token` is None when it is left out."""
 
@@ -194,6 +207,39 @@ class TokenStore:
     def refresh_token_is_valid(self, token: str) -> bool:
         with self._lock:
             return token in self._refresh
+
+    def remove_app(self, client_id: str, merchant_id: str) -> int:
+        """The merchant removed the app in UltraCart: every token of that grant dies. Returns how many."""
+        with self._lock:
+            refresh = [
+                t
+                for t, g in self._refresh.items()
+                if (g.merchant_id, g.client_id) == (merchant_id, client_id)
+            ]
+            access = [
+                t for t, g in self._access.items() if (g.merchant_id, g.client_id) == (merchant_id, client_id)
+            ]
+            for token in refresh:
+                del self._refresh[token]
+            for token in access:
+                del self._access[token]
+        return len(refresh) + len(access)
+
+    def live_grants(self, client_id: str, merchant_id: str) -> LiveGrants:
+        """What UltraCart still honours for a merchant: refresh tokens, and unexpired access tokens."""
+        now = self._clock.now()
+        with self._lock:
+            refresh = sorted(
+                t
+                for t, g in self._refresh.items()
+                if g.merchant_id == merchant_id and g.client_id == client_id
+            )
+            access = sorted(
+                t
+                for t, g in self._access.items()
+                if g.merchant_id == merchant_id and g.client_id == client_id and g.expires_at > now
+            )
+        return LiveGrants(refresh_tokens=refresh, access_tokens=access)
 
     def merchant_of(self, *, code: str | None = None, token: str | None = None) -> str | None:
         """The merchant a code or token belongs to, live or not yet cleaned up; None if unknown."""
@@ -443,6 +489,15 @@ class SandboxState:
     def refresh_token_is_valid(self, token: str) -> bool:
         """Whether a refresh token would be accepted now."""
         return self.tokens.refresh_token_is_valid(token)
+
+    def remove_app(self, merchant_id: str) -> int:
+        """The merchant removes the app in UltraCart's admin: its grant dies (refreshes answer
+        invalid_grant from now on). Returns how many tokens died."""
+        return self.tokens.remove_app(self._client_id, merchant_id)
+
+    def live_grants(self, merchant_id: str) -> LiveGrants:
+        """The merchant's grants UltraCart still honours (the judge of "lost", not our own table)."""
+        return self.tokens.live_grants(self._client_id, merchant_id)
 
     def advance_time(self, seconds: float) -> None:
         """Move the sandbox's clock forward (expires codes and access tokens without waiting)."""

@@ -15,10 +15,11 @@ import pytest
 
 from tests.integration.conftest import seed_installation, stored_tokens
 from tests.integration.test_refresh_live import results_of, start_processes
+from tests.support.deadlines import a_deadline
 from ucoauth.install import begin_install, complete_install
+from ucoauth.refresh import refresh_due
 from ucoauth.services import Services
 from ucoauth.store import ACTIVE
-from ucoauth.tokens import Refresher
 from ucoauth.uninstall import process_uninstall
 from ucsandbox import Sandbox
 
@@ -39,7 +40,7 @@ def test_many_concurrent_refreshes_make_one_ultracart_call(
 
     def worker() -> None:
         time.sleep(max(0.0, start_at - time.time()))
-        results.append(Refresher(live).refresh_due("MANY1"))
+        results.append(refresh_due(live, "MANY1", deadline=a_deadline(live)))
 
     threads = [threading.Thread(target=worker) for _ in range(WORKERS - processes_count)]
     for thread in threads:
@@ -72,7 +73,14 @@ def test_two_installs_of_one_merchant_at_once_leave_one_consistent_installation(
     def complete(state: str, nonce: str, code: str) -> None:
         barrier.wait(timeout=10)
         try:
-            complete_install(live, code=code, state=state, browser_nonce=nonce, redirect_uri=REDIRECT)
+            complete_install(
+                live,
+                code=code,
+                state=state,
+                browser_nonce=nonce,
+                redirect_uri=REDIRECT,
+                deadline=a_deadline(live),
+            )
         except Exception as exc:
             errors.append(repr(exc))
 
@@ -104,7 +112,14 @@ def test_an_install_racing_a_late_uninstall_stays_installed(live: Services, sand
     outcomes: list[str] = []
 
     def install() -> None:
-        complete_install(live, code=code, state=state, browser_nonce=nonce, redirect_uri=REDIRECT)
+        complete_install(
+            live,
+            code=code,
+            state=state,
+            browser_nonce=nonce,
+            redirect_uri=REDIRECT,
+            deadline=a_deadline(live),
+        )
 
     def late_uninstall() -> None:
         message = {
@@ -114,9 +129,9 @@ def test_an_install_racing_a_late_uninstall_stays_installed(live: Services, sand
             "time": datetime.fromtimestamp(sent_at, tz=UTC).isoformat(),
             "detail": {"merchant_id": "LATE1"},
         }
-        for attempt in range(1, 20):
+        for _ in range(1, 20):
             try:
-                outcomes.append(process_uninstall(live, message, receive_count=attempt))
+                outcomes.append(process_uninstall(live, message, deadline=a_deadline(live)))
                 return
             except Exception:
                 time.sleep(0.1)

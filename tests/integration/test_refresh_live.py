@@ -17,9 +17,12 @@ import pytest
 
 from devstack.resources import LocalResources
 from tests.integration.conftest import observed_events, seed_installation, stored_tokens
+from tests.support.deadlines import a_deadline
+from ucoauth.errors import GrantUnsettledError
+from ucoauth.refresh import plan, refresh_due
+from ucoauth.rotation import RECOVERY_GRACE
 from ucoauth.services import Services
 from ucoauth.store import REAUTHORIZATION_REQUIRED
-from ucoauth.tokens import Refresher
 from ucsandbox import Sandbox
 
 pytestmark = pytest.mark.integration
@@ -58,7 +61,7 @@ def test_a_due_token_is_refreshed_with_rotation_on_and_off(
 ) -> None:
     sandbox.configure(rotate=rotate)
     _, old_refresh = seed_installation(live, sandbox, "ROT1")
-    assert Refresher(live).refresh_due("ROT1") == "refreshed"
+    assert refresh_due(live, "ROT1", deadline=a_deadline(live)) == "refreshed"
     tokens = stored_tokens(live, "ROT1")
     assert sandbox.token_is_valid(tokens.access_token)
     assert sandbox.refresh_token_is_valid(tokens.refresh_token or "")
@@ -69,7 +72,7 @@ def test_a_due_token_is_refreshed_with_rotation_on_and_off(
 def test_a_refresh_that_omits_the_refresh_token_keeps_the_old_one(live: Services, sandbox: Sandbox) -> None:
     sandbox.configure(rotate="omit")
     _, old_refresh = seed_installation(live, sandbox, "OMIT1")
-    assert Refresher(live).refresh_due("OMIT1") == "refreshed"
+    assert refresh_due(live, "OMIT1", deadline=a_deadline(live)) == "refreshed"
     assert stored_tokens(live, "OMIT1").refresh_token == old_refresh
 
 
@@ -85,7 +88,7 @@ def test_eight_workers_threads_and_processes_make_one_ultracart_call(
 
     def worker() -> None:
         time.sleep(max(0.0, start_at - time.time()))
-        thread_results.append(Refresher(live).refresh_due("RACE1"))
+        thread_results.append(refresh_due(live, "RACE1", deadline=a_deadline(live)))
 
     threads = [threading.Thread(target=worker) for _ in range(4)]
     for thread in threads:
@@ -107,11 +110,11 @@ def test_429_and_500_keep_the_stored_tokens(live: Services, sandbox: Sandbox, st
     access, refresh = seed_installation(live, sandbox, "FAIL1")
     sandbox.add_fault("token", status=status, uc_rest_error="try later")
     with pytest.raises(Exception, match=str(status)):
-        Refresher(live).refresh_due("FAIL1")
+        refresh_due(live, "FAIL1", deadline=a_deadline(live))
     tokens = stored_tokens(live, "FAIL1")
     assert (tokens.access_token, tokens.refresh_token) == (access, refresh)
     assert live.installations.get("FAIL1").lease_owner is None  # type: ignore[union-attr]
-    assert Refresher(live).refresh_due("FAIL1") == "refreshed"  # the retry succeeds
+    assert refresh_due(live, "FAIL1", deadline=a_deadline(live)) == "refreshed"  # the retry succeeds
 
 
 @pytest.mark.xdist_group("processes")
@@ -121,23 +124,29 @@ def test_a_worker_killed_after_ultracart_answered(
 ) -> None:
     sandbox.configure(rotate=rotate)
     seed_installation(live, sandbox, "KILL1")
-    env = {**live_env, "LEASE_SECONDS": "1"}
-    (result,) = results_of(start_processes(env, "KILL1", 1, time.time(), mode="die_before_write"))
+    (result,) = results_of(start_processes(live_env, "KILL1", 1, time.time(), mode="die_before_write"))
     assert result == "exit:9"
     assert len(sandbox.requests("token")) == 1  # UltraCart did the work; the answer died with the worker
-    time.sleep(2.1)  # the dead worker's lease expires by itself (no TTL involved)
-    outcome = Refresher(live).refresh_due("KILL1")
-    installation = live.installations.get("KILL1")
-    assert installation is not None
+    # The dead worker's lease lasts past its invocation's deadline (120 s + skew), no TTL involved.
+    assert refresh_due(live, "KILL1", deadline=a_deadline(live)) == "busy"
+    live.clock = lambda: time.time() + 130
     if rotate:
-        # The rotated refresh token died with the worker: the installation says so, loudly.
-        assert outcome == "reauthorization"
-        assert installation.status == REAUTHORIZATION_REQUIRED
+        # The rotated refresh token died with the worker's memory (a crash, not a timeout: a
+        # timeout never comes between UltraCart's answer and the write). A dead holder might have
+        # sent the tokens to the queue, so nobody declares the grant dead before they could arrive.
+        with pytest.raises(GrantUnsettledError) as unsettled:
+            refresh_due(live, "KILL1", deadline=a_deadline(live))
+        assert unsettled.value.retry_after >= RECOVERY_GRACE - 130
+        assert live.installations.get("KILL1").status == "active"  # type: ignore[union-attr]
+        live.clock = lambda: time.time() + 130 + RECOVERY_GRACE + 5
+        assert refresh_due(live, "KILL1", deadline=a_deadline(live)) == "reauthorization"
+        installation = live.installations.get("KILL1")
+        assert installation is not None and installation.status == REAUTHORIZATION_REQUIRED
         events = [e for e in observed_events(aws_server) if e["detail-type"] == "Reauthorization Required"]
         assert [e["detail"]["merchant_id"] for e in events] == ["KILL1"]
     else:
         # Nothing was lost: the retry refreshes with the same refresh token.
-        assert outcome == "refreshed"
+        assert refresh_due(live, "KILL1", deadline=a_deadline(live)) == "refreshed"
         assert sandbox.token_is_valid(stored_tokens(live, "KILL1").access_token)
 
 
@@ -168,14 +177,14 @@ def test_the_planner_reads_only_the_due_items(live: Services, aws_server: LocalR
         ddb.batch_write_item(RequestItems={aws_server.table_name: items[start : start + 25]})
     stats: dict[str, int] = {}
     roomy = dataclasses.replace(live, settings=dataclasses.replace(live.settings, refresh_pace_limit=1000))
-    due = Refresher(roomy).plan(stats=stats)
+    due = plan(roomy, stats=stats)
     assert len(due) == 100
     assert stats["scanned"] == 100  # items read == items due, not 10,000
     assert stats["queries"] == live.settings.due_shards
     # With the default pace (10 per minute, planner every 5 minutes) it queues only the 50 most
     # overdue; the other 50 stay in the index for the next run. Still no more than 100 read.
     stats = {}
-    capped = Refresher(live).plan(stats=stats)
+    capped = plan(live, stats=stats)
     assert len(capped) == 50
     assert set(capped) <= set(due)
     assert stats["scanned"] <= 100

@@ -9,10 +9,12 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.integration.conftest import seed_installation
+from tests.support.deadlines import a_deadline
+from ucoauth.errors import RevokePendingError
+from ucoauth.refresh import refresh_due
 from ucoauth.services import Services
 from ucoauth.store import UNINSTALLED
-from ucoauth.tokens import Refresher
-from ucoauth.uninstall import REVOKE_ATTEMPTS, process_uninstall
+from ucoauth.uninstall import process_uninstall
 from ucsandbox import Sandbox
 
 pytestmark = pytest.mark.integration
@@ -31,7 +33,7 @@ def message(merchant_id: str, *, at: float | None = None) -> dict[str, object]:
 
 def test_revoked_tokens_are_refused_by_ultracart_afterwards(live: Services, sandbox: Sandbox) -> None:
     access, refresh = seed_installation(live, sandbox, "UN1", expires_in=3600)
-    assert process_uninstall(live, message("UN1")) == "removed"
+    assert process_uninstall(live, message("UN1"), deadline=a_deadline(live)) == "removed"
     revokes = sandbox.requests("revoke")
     assert sorted(r.form["token"] for r in revokes) == sorted([access, refresh])
     assert all(r.form["client_id"] == sandbox.client_id for r in revokes)
@@ -44,20 +46,25 @@ def test_revoked_tokens_are_refused_by_ultracart_afterwards(live: Services, sand
 
 
 @pytest.mark.parametrize("fault", [{"status": 500}, {"timeout": 3.0}])
-def test_revoke_failures_retry_then_shred(live: Services, sandbox: Sandbox, fault: dict[str, object]) -> None:
-    seed_installation(live, sandbox, "UN2", expires_in=3600)
+def test_revoke_failures_keep_the_grant_for_the_retries_then_revoke(
+    live: Services, sandbox: Sandbox, fault: dict[str, object]
+) -> None:
+    access, refresh = seed_installation(live, sandbox, "UN2", expires_in=3600)
     sandbox.add_fault("revoke", times=-1, **fault)  # type: ignore[arg-type]
-    with pytest.raises(Exception):  # noqa: B017 - the queue retries whatever it is
-        process_uninstall(live, message("UN2"), receive_count=1)
+    with pytest.raises(RevokePendingError) as pending:
+        process_uninstall(live, message("UN2"), deadline=a_deadline(live))
     still = live.installations.get("UN2")
-    assert still is not None
-    assert still.status == "active"
-    assert still.lease_owner is None
-    assert process_uninstall(live, message("UN2"), receive_count=REVOKE_ATTEMPTS) == "removed"
+    assert still is not None and still.status == "uninstalling" and still.lease_owner is None
+    assert still.tokens_ciphertext is not None  # kept only to revoke them
+    sandbox.clear_faults()
+    deadline = time.monotonic() + 10
+    while sandbox.in_flight._busy and time.monotonic() < deadline:
+        time.sleep(0.05)  # UltraCart still works on the call the client gave up on (429 until then)
+    retried = {**message("UN2"), "retry_since": pending.value.retry_since}
+    assert process_uninstall(live, retried, deadline=a_deadline(live)) == "removed"
     gone = live.installations.get("UN2")
-    assert gone is not None
-    assert gone.tokens_ciphertext is None  # crypto-shredded even though UltraCart never confirmed
-    assert gone.uninstall_reason == "webhook;revoke_failed_transient"
+    assert gone is not None and gone.tokens_ciphertext is None and gone.revoke_confirmed is True
+    assert not sandbox.token_is_valid(access) and not sandbox.refresh_token_is_valid(refresh)
 
 
 def test_refresh_racing_an_uninstall_ends_uninstalled_and_revoked(live: Services, sandbox: Sandbox) -> None:
@@ -67,14 +74,14 @@ def test_refresh_racing_an_uninstall_ends_uninstalled_and_revoked(live: Services
 
     def refresh() -> None:
         try:
-            outcomes["refresh"] = Refresher(live).refresh_due("UN3")
+            outcomes["refresh"] = refresh_due(live, "UN3", deadline=a_deadline(live))
         except Exception as exc:
             outcomes["refresh"] = type(exc).__name__
 
     def uninstall() -> None:
-        for attempt in range(1, 20):
+        for _ in range(1, 20):
             try:
-                outcomes["uninstall"] = process_uninstall(live, message("UN3"), receive_count=attempt)
+                outcomes["uninstall"] = process_uninstall(live, message("UN3"), deadline=a_deadline(live))
                 return
             except Exception:
                 time.sleep(0.2)  # the lease is busy: the queue would bring the message back
@@ -102,6 +109,6 @@ def test_refresh_racing_an_uninstall_ends_uninstalled_and_revoked(live: Services
 
 def test_an_uninstall_older_than_the_install_is_ignored(live: Services, sandbox: Sandbox) -> None:
     seed_installation(live, sandbox, "UN4", expires_in=3600)
-    assert process_uninstall(live, message("UN4", at=time.time() - 3600)) == "late"
+    assert process_uninstall(live, message("UN4", at=time.time() - 3600), deadline=a_deadline(live)) == "late"
     assert live.installations.get("UN4").status == "active"  # type: ignore[union-attr]
     assert sandbox.requests("revoke") == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ucoauth.errors import PermanentUltraCartError, TransientUltraCartError
@@ -23,6 +24,9 @@ class FakeUltraCart:
     live_refresh: dict[str, str] = field(default_factory=dict)
     revoked: set[str] = field(default_factory=set)
     access_owner: dict[str, str] = field(default_factory=dict)
+    # Run once, after UltraCart has processed a refresh and before its answer reaches the caller
+    # (a slow network, a paused process): what others do in that window.
+    during_refresh: Callable[[], None] | None = None
     _seq: itertools.count[int] = field(default_factory=itertools.count)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -77,7 +81,16 @@ class FakeUltraCart:
             merchant_id = self.live_refresh.get(refresh_token)
             if merchant_id is None:
                 raise PermanentUltraCartError("refused", status=400, error="invalid_grant")
-            return self._issue(merchant_id, refresh_token)
+            answer = self._issue(merchant_id, refresh_token)
+        hook, self.during_refresh = self.during_refresh, None
+        if hook is not None:
+            hook()
+        return answer
+
+    def live_grants(self, merchant_id: str) -> list[str]:
+        """The refresh tokens UltraCart would still accept for a merchant (its live grants)."""
+        with self._lock:
+            return [token for token, owner in self.live_refresh.items() if owner == merchant_id]
 
     def revoke(self, token: str) -> RevokeResponse:
         with self._lock:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from devstack.invoke import Invoker, template_invoker
+from devstack.invoke import Invoker, LambdaContext, template_invoker
 from devstack.resources import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,7 +25,21 @@ def load_event(name: str, **replace: str) -> dict[str, Any]:
 
 def invoke(logical_id: str, event: dict[str, Any]) -> Any:
     """Run one handler (code dir and Handler read from template.yaml) with a fresh context."""
+    return _the_invoker().invoke(logical_id, event)
+
+
+def _the_invoker() -> Invoker:
     global _invoker
     if _invoker is None:
         _invoker = template_invoker(load_template())
-    return _invoker.invoke(logical_id, event)
+    return _invoker
+
+
+def call_handler(logical_id: str, event: dict[str, Any], *, timeout_seconds: float | None = None) -> Any:
+    """Run one handler directly (no invoker lock: callable from inside another invocation), with a
+    context whose remaining time is ``timeout_seconds`` (default: the template's Timeout)."""
+    invoker = _the_invoker()
+    context: LambdaContext = invoker.context(logical_id)
+    if timeout_seconds is not None:
+        context.timeout_seconds = timeout_seconds
+    return invoker.loader.handler(logical_id)(event, context)

@@ -46,7 +46,7 @@ def install_crash(mode: str) -> None:
 
     installations = store.InstallationStore
     if mode == "die_after_lease":
-        installations.take_lease = _exit_after(installations.take_lease)  # type: ignore[method-assign]
+        installations.lease = _exit_after(installations.lease)  # type: ignore[method-assign]
     elif mode == "die_after_ultracart":
         client = ultracart.UltraCartClient
         client.refresh = _exit_after(client.refresh)  # type: ignore[method-assign]
@@ -63,8 +63,9 @@ def install_crash(mode: str) -> None:
 def main() -> None:
     merchant_id, start_at = sys.argv[1], float(sys.argv[2])
     mode = sys.argv[3] if len(sys.argv) > 3 else "normal"
+    from tests.support.deadlines import a_deadline
+    from ucoauth.refresh import refresh_due
     from ucoauth.services import get_services
-    from ucoauth.tokens import Refresher
 
     services = get_services()
     services.installations.get(merchant_id)  # warm the clients so every process starts together
@@ -72,7 +73,7 @@ def main() -> None:
     time.sleep(max(0.0, start_at - time.time()))
     result: str
     try:
-        result = Refresher(services).refresh_due(merchant_id)
+        result = refresh_due(services, merchant_id, deadline=a_deadline(services))
     except Exception as exc:
         result = f"error:{type(exc).__name__}"
     print(json.dumps({"result": result}), flush=True)

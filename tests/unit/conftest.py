@@ -54,7 +54,7 @@ def services(
     uc_aws.reset_clients()
     reset_webhook_secret_cache()
     built = Services.from_settings(settings)
-    built.ultracart_factory = lambda: fake_uc  # type: ignore[assignment]
+    built.ultracart_factory = lambda: fake_uc
     built.clock = clock
     built.sleep = clock.sleep
     set_services(built)

@@ -17,26 +17,30 @@ CALLS: dict[str, set[str]] = {
     "OAuthBrowserFunction": {
         "dynamodb:PutItem",  # state
         "dynamodb:DeleteItem",  # consume state
-        "dynamodb:UpdateItem",  # save installation
+        "dynamodb:UpdateItem",  # save installation, UltraCart budget
         "kms:Encrypt",
         "events:PutEvents",
         "secretsmanager:GetSecretValue?",  # only with UltraCartClientSecretArn
     },
     "TokenApiFunction": {
         "dynamodb:GetItem",
-        "dynamodb:UpdateItem",  # lease, pace, token write, reauthorization
+        "dynamodb:UpdateItem",  # lease, budget, token write, recovery record, reauthorization
         "kms:Encrypt",
         "kms:Decrypt",
         "events:PutEvents",
         "secretsmanager:GetSecretValue?",
     },
     "UninstallWebhookFunction": {
-        "dynamodb:PutItem",  # webhook id
-        "dynamodb:DeleteItem",  # forget the id when queueing failed
+        "dynamodb:GetItem",  # was this webhook id queued already?
+        "dynamodb:PutItem",  # webhook id, recorded after the uninstall is queued
         "sqs:SendMessage",
         "secretsmanager:GetSecretValue",  # the webhook secret
     },
-    "RefreshPlannerFunction": {"dynamodb:Query", "sqs:SendMessage"},
+    "RefreshPlannerFunction": {
+        "dynamodb:Query",
+        "dynamodb:GetItem",  # what is left of the UltraCart budget
+        "sqs:SendMessage",
+    },
     "RefreshWorkerFunction": {
         "dynamodb:GetItem",
         "dynamodb:UpdateItem",
@@ -44,7 +48,7 @@ CALLS: dict[str, set[str]] = {
         "kms:Decrypt",
         "events:PutEvents",
         "sqs:ChangeMessageVisibility",
-        "sqs:SendMessage",  # re-queue what the pace refused, delayed to the next window
+        "sqs:SendMessage",  # re-queue what was not attempted (pace, budget, time); recovery message
         "secretsmanager:GetSecretValue?",
     },
     "RevokeWorkerFunction": {
@@ -53,6 +57,7 @@ CALLS: dict[str, set[str]] = {
         "kms:Decrypt",
         "events:PutEvents",
         "sqs:ChangeMessageVisibility",
+        "sqs:SendMessage",  # a revoke UltraCart could not confirm comes back as a delayed message
         "secretsmanager:GetSecretValue?",
     },
 }

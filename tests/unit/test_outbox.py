@@ -7,13 +7,15 @@ from typing import Any
 import pytest
 
 from devstack.resources import LocalResources
+from tests.support.deadlines import a_deadline
 from tests.support.fake_ultracart import FakeUltraCart
 from tests.unit.conftest import Clock, published_events
 from tests.unit.test_refresh import install
 from ucoauth.errors import ReauthorizationRequiredError
 from ucoauth.events import EventPublisher
+from ucoauth.refresh import plan, refresh_due
 from ucoauth.services import Services
-from ucoauth.tokens import Refresher
+from ucoauth.tokens import access_token
 from ucoauth.uninstall import process_uninstall
 
 
@@ -32,7 +34,7 @@ class FlakyPublisher(EventPublisher):
 
 
 def relay_due(services: Services) -> list[str]:
-    return [Refresher(services).refresh_due(m) for m in list(Refresher(services).plan())]
+    return [refresh_due(services, m, deadline=a_deadline(services)) for m in list(plan(services))]
 
 
 def test_a_refused_reauthorization_event_is_relayed_by_the_planner_and_worker(
@@ -43,7 +45,7 @@ def test_a_refused_reauthorization_event_is_relayed_by_the_planner_and_worker(
     published_events(aws)
     fake_uc.live_refresh.clear()
     services.events = FlakyPublisher(services.events, failures=1)
-    assert Refresher(services).refresh_due("DEMO1") == "reauthorization"
+    assert refresh_due(services, "DEMO1", deadline=a_deadline(services)) == "reauthorization"
     assert published_events(aws) == []
     parked = services.installations.get("DEMO1")
     assert parked is not None and parked.pending_event is not None
@@ -53,7 +55,7 @@ def test_a_refused_reauthorization_event_is_relayed_by_the_planner_and_worker(
     cleared = services.installations.get("DEMO1")
     assert cleared is not None
     assert cleared.pending_event is None and cleared.due_at is None and cleared.lease_owner is None
-    assert list(Refresher(services).plan()) == []  # nothing left to relay
+    assert list(plan(services)) == []  # nothing left to relay
 
 
 def test_a_refused_removal_event_is_relayed_from_the_tombstone(
@@ -69,7 +71,7 @@ def test_a_refused_removal_event_is_relayed_from_the_tombstone(
         "time": "2100-01-01T00:00:00Z",
         "detail": {"merchant_id": "DEMO1"},
     }
-    assert process_uninstall(services, message) == "removed"
+    assert process_uninstall(services, message, deadline=a_deadline(services)) == "removed"
     assert published_events(aws) == []
     assert relay_due(services) == ["inactive"]
     assert [e["detail-type"] for e in published_events(aws)] == ["Installation Removed"]
@@ -84,7 +86,7 @@ def test_a_refused_install_event_goes_out_with_the_next_refresh(
     services.events = FlakyPublisher(services.events, failures=1)
     install(services, fake_uc)
     assert published_events(aws) == []
-    assert Refresher(services).refresh_due("DEMO1") == "refreshed"
+    assert refresh_due(services, "DEMO1", deadline=a_deadline(services)) == "refreshed"
     assert [e["detail-type"] for e in published_events(aws)] == ["Installation Completed"]
     assert services.installations.get("DEMO1").pending_event is None  # type: ignore[union-attr]
 
@@ -108,6 +110,6 @@ def test_an_undecryptable_row_is_marked_at_once_by_the_token_api(
         ExpressionAttributeValues={":t": other["Item"]["tokens"]},
     )
     with pytest.raises(ReauthorizationRequiredError):
-        Refresher(services).access_token("DEMO1")
+        access_token(services, "DEMO1", deadline=a_deadline(services, 29))
     assert services.installations.get("DEMO1").status == "reauthorization_required"  # type: ignore[union-attr]
     assert [e["detail"]["reason"] for e in published_events(aws)] == ["undecryptable"]

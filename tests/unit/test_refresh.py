@@ -7,6 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from devstack.resources import LocalResources
+from tests.support.deadlines import a_deadline
 from tests.support.fake_ultracart import FakeUltraCart, transient
 from tests.unit.conftest import Clock, published_events
 from ucoauth.errors import (
@@ -17,9 +18,10 @@ from ucoauth.errors import (
     UpstreamUnavailableError,
 )
 from ucoauth.install import begin_install, complete_install
+from ucoauth.refresh import plan, refresh_due
 from ucoauth.services import Services
 from ucoauth.store import REAUTHORIZATION_REQUIRED
-from ucoauth.tokens import Refresher, refresh_window
+from ucoauth.tokens import access_token, refresh_window
 
 REDIRECT = "https://api.example/oauth/callback"
 
@@ -33,6 +35,7 @@ def install(services: Services, uc: FakeUltraCart, merchant_id: str = "DEMO1") -
         state=state,
         browser_nonce=start.browser_nonce,
         redirect_uri=REDIRECT,
+        deadline=a_deadline(services, 29),
     )
 
 
@@ -55,7 +58,7 @@ def test_a_token_that_expires_in_60s_is_due_and_one_that_lasts_a_day_is_not(
     install(services, fake_uc, "SHORT")
     fake_uc.expires_in = 86_400
     install(services, fake_uc, "LONG")
-    assert list(Refresher(services).plan()) == ["SHORT"]
+    assert list(plan(services)) == ["SHORT"]
 
 
 def test_a_due_installation_is_refreshed_once_and_leaves_the_window(
@@ -66,19 +69,19 @@ def test_a_due_installation_is_refreshed_once_and_leaves_the_window(
     before = services.installations.get("DEMO1")
     old_refresh = stored_refresh_token(services)
     fake_uc.expires_in = 86_400  # the refreshed token lasts a day: no longer due
-    assert Refresher(services).refresh_due("DEMO1") == "refreshed"
+    assert refresh_due(services, "DEMO1", deadline=a_deadline(services)) == "refreshed"
     after = services.installations.get("DEMO1")
     assert before is not None and after is not None
     assert after.version == before.version + 1 and after.lease_owner is None
     assert stored_refresh_token(services) != old_refresh and fake_uc.calls == ["exchange", "refresh"]
-    assert Refresher(services).refresh_due("DEMO1") == "not_due"
+    assert refresh_due(services, "DEMO1", deadline=a_deadline(services)) == "not_due"
     assert fake_uc.calls == ["exchange", "refresh"]
 
 
 def test_a_refresh_that_is_not_due_calls_nobody(services: Services, fake_uc: FakeUltraCart) -> None:
     fake_uc.expires_in = 86_400
     install(services, fake_uc)
-    assert Refresher(services).refresh_due("DEMO1") == "not_due"
+    assert refresh_due(services, "DEMO1", deadline=a_deadline(services)) == "not_due"
     assert fake_uc.calls == ["exchange"]
 
 
@@ -87,7 +90,7 @@ def test_without_rotation_the_old_refresh_token_is_kept(services: Services, fake
     install(services, fake_uc)
     old = stored_refresh_token(services)
     fake_uc.rotate = False
-    assert Refresher(services).refresh_due("DEMO1") == "refreshed"
+    assert refresh_due(services, "DEMO1", deadline=a_deadline(services)) == "refreshed"
     assert stored_refresh_token(services) == old
 
 
@@ -98,7 +101,7 @@ def test_invalid_grant_marks_reauthorization_with_an_event(
     install(services, fake_uc)
     published_events(aws)
     fake_uc.live_refresh.clear()  # the merchant removed the app at UltraCart
-    assert Refresher(services).refresh_due("DEMO1") == "reauthorization"
+    assert refresh_due(services, "DEMO1", deadline=a_deadline(services)) == "reauthorization"
     installation = services.installations.get("DEMO1")
     assert installation is not None and installation.status == REAUTHORIZATION_REQUIRED
     assert installation.due_at is None and installation.lease_owner is None
@@ -106,8 +109,8 @@ def test_invalid_grant_marks_reauthorization_with_an_event(
     assert [e["detail-type"] for e in events] == ["Reauthorization Required"]
     assert events[0]["detail"]["merchant_id"] == "DEMO1"
     with pytest.raises(ReauthorizationRequiredError):
-        Refresher(services).access_token("DEMO1")
-    assert list(Refresher(services).plan()) == []
+        access_token(services, "DEMO1", deadline=a_deadline(services, 29))
+    assert list(plan(services)) == []
 
 
 @pytest.mark.parametrize("status", [401, 410])
@@ -115,7 +118,7 @@ def test_401_and_410_mean_reauthorization(services: Services, fake_uc: FakeUltra
     fake_uc.expires_in = 60
     install(services, fake_uc)
     fake_uc.fail_next.append(PermanentUltraCartError("refused", status=status))
-    assert Refresher(services).refresh_due("DEMO1") == "reauthorization"
+    assert refresh_due(services, "DEMO1", deadline=a_deadline(services)) == "reauthorization"
 
 
 @pytest.mark.parametrize("status", [429, 500, 502])
@@ -127,12 +130,12 @@ def test_transient_failures_keep_the_tokens_and_raise(
     before = services.installations.get("DEMO1")
     fake_uc.fail_next.append(transient(status))
     with pytest.raises(Exception, match="answered"):
-        Refresher(services).refresh_due("DEMO1")
+        refresh_due(services, "DEMO1", deadline=a_deadline(services))
     after = services.installations.get("DEMO1")
     assert before is not None and after is not None
     assert after.tokens_ciphertext == before.tokens_ciphertext and after.version == before.version
     assert after.lease_owner is None  # released for the retry
-    assert Refresher(services).refresh_due("DEMO1") == "refreshed"
+    assert refresh_due(services, "DEMO1", deadline=a_deadline(services)) == "refreshed"
 
 
 def test_a_spent_pace_sends_the_message_back_without_calling(
@@ -143,7 +146,7 @@ def test_a_spent_pace_sends_the_message_back_without_calling(
     for _ in range(services.settings.refresh_pace_limit):
         services.pace.try_take(services.clock())
     with pytest.raises(PaceExceededError):
-        Refresher(services).refresh_due("DEMO1")
+        refresh_due(services, "DEMO1", deadline=a_deadline(services))
     assert fake_uc.calls == ["exchange"]
     assert services.installations.get("DEMO1").lease_owner is None  # type: ignore[union-attr]
     # The rest of the window is known to be spent: the next message is refused without AWS calls.
@@ -152,17 +155,17 @@ def test_a_spent_pace_sends_the_message_back_without_calling(
         "before-call.dynamodb", lambda **kw: calls.append(kw["event_name"])
     )
     with pytest.raises(PaceExceededError):
-        Refresher(services).refresh_due("DEMO1")
+        refresh_due(services, "DEMO1", deadline=a_deadline(services))
     assert calls == []
     clock.now += services.settings.refresh_pace_window_seconds
-    assert Refresher(services).refresh_due("DEMO1") == "refreshed"
+    assert refresh_due(services, "DEMO1", deadline=a_deadline(services)) == "refreshed"
 
 
 def test_token_access_serves_a_fresh_token_without_calling(
     services: Services, fake_uc: FakeUltraCart
 ) -> None:
     install(services, fake_uc)
-    token = Refresher(services).access_token("DEMO1")
+    token = access_token(services, "DEMO1", deadline=a_deadline(services, 29))
     assert token.access_token in fake_uc.access_owner and fake_uc.calls == ["exchange"]
     body = token.as_json()
     assert body["merchant_id"] == "DEMO1" and str(body["expires_at"]).endswith("Z")
@@ -172,9 +175,9 @@ def test_token_access_refreshes_inline_near_expiry(
     services: Services, fake_uc: FakeUltraCart, clock: Clock
 ) -> None:
     install(services, fake_uc)
-    first = Refresher(services).access_token("DEMO1")
+    first = access_token(services, "DEMO1", deadline=a_deadline(services, 29))
     clock.now += 3600 - 200  # within the 300 s margin
-    second = Refresher(services).access_token("DEMO1")
+    second = access_token(services, "DEMO1", deadline=a_deadline(services, 29))
     assert second.access_token != first.access_token and fake_uc.calls == ["exchange", "refresh"]
 
 
@@ -182,10 +185,12 @@ def test_token_access_serves_the_stored_token_when_ultracart_fails_before_expiry
     services: Services, fake_uc: FakeUltraCart, clock: Clock
 ) -> None:
     install(services, fake_uc)
-    first = Refresher(services).access_token("DEMO1")
+    first = access_token(services, "DEMO1", deadline=a_deadline(services, 29))
     clock.now += 3600 - 200
     fake_uc.fail_next.append(transient(503))
-    assert Refresher(services).access_token("DEMO1").access_token == first.access_token
+    assert (
+        access_token(services, "DEMO1", deadline=a_deadline(services, 29)).access_token == first.access_token
+    )
 
 
 def test_token_access_is_upstream_unavailable_when_expired_and_failing(
@@ -195,7 +200,7 @@ def test_token_access_is_upstream_unavailable_when_expired_and_failing(
     clock.now += 3601
     fake_uc.fail_next.append(transient(500))
     with pytest.raises(UpstreamUnavailableError):
-        Refresher(services).access_token("DEMO1")
+        access_token(services, "DEMO1", deadline=a_deadline(services, 29))
 
 
 def test_token_access_waits_for_a_sibling_holding_the_lease(
@@ -203,15 +208,16 @@ def test_token_access_waits_for_a_sibling_holding_the_lease(
 ) -> None:
     install(services, fake_uc)
     clock.now += 3600 - 200
-    services.installations.take_lease("DEMO1", owner="other", now=int(clock.now), seconds=30)
-    token = Refresher(services).access_token("DEMO1")  # the lease never moves: serve the stored token
+    services.installations.lease("DEMO1", owner="other", now=int(clock.now), until=int(clock.now) + 30)
+    # the lease never moves: serve the stored token
+    token = access_token(services, "DEMO1", deadline=a_deadline(services, 29))
     assert token.access_token in fake_uc.access_owner
     assert fake_uc.calls == ["exchange"] and sum(clock.slept) >= 5
 
 
 def test_unknown_merchants_are_not_installed(services: Services) -> None:
     with pytest.raises(NotInstalledError):
-        Refresher(services).access_token("NOBODY")
+        access_token(services, "NOBODY", deadline=a_deadline(services, 29))
 
 
 def test_the_worker_requeues_what_the_pace_refused_for_the_next_window(

@@ -6,9 +6,9 @@ import boto3
 import pytest
 
 from devstack.resources import LocalResources
-from ucoauth.errors import LeaseBusyError, NotInstalledError, StateInvalidError
+from ucoauth.errors import LeaseBusyError, NotDueError, NotInstalledError, StaleWriteError, StateInvalidError
 from ucoauth.services import Services
-from ucoauth.store import ACTIVE, StaleWriteError, TokenFields
+from ucoauth.store import ACTIVE, TokenFields
 
 NOW = 1_800_000_000
 
@@ -36,29 +36,53 @@ def test_install_then_reinstall_bumps_generation_and_version(services: Services)
 def test_the_lease_is_exclusive_until_it_expires(services: Services) -> None:
     store = services.installations
     store.save_installation("DEMO1", fields(), now=NOW)
-    held = store.take_lease("DEMO1", owner="a", now=NOW, seconds=30)
-    assert held is not None and held.lease_owner == "a"
+    held = store.lease("DEMO1", owner="a", now=NOW, until=NOW + 30)
+    assert held.installation.lease_owner == "a" and held.installation.previous_lease_until is None
     with pytest.raises(LeaseBusyError):
-        store.take_lease("DEMO1", owner="b", now=NOW + 29, seconds=30)
+        store.lease("DEMO1", owner="b", now=NOW + 29, until=NOW + 60)
     store.release_lease("DEMO1", owner="b")  # not the owner: no effect
     assert store.get("DEMO1").lease_owner == "a"  # type: ignore[union-attr]
-    taken = store.take_lease("DEMO1", owner="b", now=NOW + 31, seconds=30)
-    assert taken is not None and taken.lease_owner == "b"
+    # "a" never released it: the next holder learns until when "a" could have written.
+    taken = store.lease("DEMO1", owner="b", now=NOW + 31, until=NOW + 61)
+    assert taken.installation.lease_owner == "b"
+    assert (taken.installation.previous_lease_owner, taken.installation.previous_lease_until) == (
+        "a",
+        NOW + 30,
+    )
     store.release_lease("DEMO1", owner="b")
     assert store.get("DEMO1").lease_owner is None  # type: ignore[union-attr]
+
+
+def test_the_lease_is_a_scope_released_on_exit_unless_a_write_cleared_it(services: Services) -> None:
+    store = services.installations
+    store.save_installation("DEMO1", fields(), now=NOW)
+    with pytest.raises(RuntimeError), store.lease("DEMO1", owner="a", now=NOW, until=NOW + 30):
+        raise RuntimeError("whatever failed inside")
+    assert store.get("DEMO1").lease_owner is None  # type: ignore[union-attr]
+    with store.lease("DEMO1", owner="a", now=NOW, until=NOW + 30) as lease:
+        version = lease.installation.version
+        store.write_refreshed_tokens("DEMO1", expected_version=version, tokens=fields(), now=NOW + 1)
+        lease.cleared()
+    after = store.get("DEMO1")
+    assert after is not None and after.lease_owner is None and after.version == version + 1
+    # a clean exit leaves nothing behind for the next holder to wonder about
+    with store.lease("DEMO1", owner="b", now=NOW + 2, until=NOW + 32) as again:
+        assert again.installation.previous_lease_until is None
 
 
 def test_a_lease_for_a_refresh_is_refused_when_not_due(services: Services) -> None:
     store = services.installations
     store.save_installation("DEMO1", fields(due_at=NOW + 100), now=NOW)
-    assert store.take_lease("DEMO1", owner="a", now=NOW, seconds=30, due_before=NOW) is None
+    with pytest.raises(NotDueError):
+        store.lease("DEMO1", owner="a", now=NOW, until=NOW + 30, due_before=NOW)
     assert store.get("DEMO1").lease_owner is None  # type: ignore[union-attr]
-    assert store.take_lease("DEMO1", owner="a", now=NOW + 100, seconds=30, due_before=NOW + 100) is not None
+    with store.lease("DEMO1", owner="a", now=NOW + 100, until=NOW + 130, due_before=NOW + 100) as lease:
+        assert lease.installation.lease_owner == "a"
 
 
 def test_no_lease_for_a_merchant_never_installed(services: Services) -> None:
     with pytest.raises(NotInstalledError):
-        services.installations.take_lease("NOBODY", owner="a", now=NOW, seconds=30)
+        services.installations.lease("NOBODY", owner="a", now=NOW, until=NOW + 30)
     assert services.installations.get("NOBODY") is None
 
 
@@ -82,7 +106,9 @@ def test_reauthorization_and_uninstall_leave_the_due_index(services: Services, a
     b = store.save_installation("B1", fields(due_at=NOW - 1), now=NOW)
     assert sorted(store.due_merchants(now=NOW)) == ["A1", "B1"]
     assert store.mark_reauthorization_required("A1", expected_version=a.version, now=NOW)
-    assert store.mark_uninstalled("B1", expected_version=b.version, reason="webhook", now=NOW, ttl=NOW + 99)
+    assert store.mark_uninstalled(
+        "B1", expected_version=b.version, reason="webhook", revoke_confirmed=True, now=NOW, ttl=NOW + 99
+    )
     assert list(store.due_merchants(now=NOW)) == []
     tombstone = store.get("B1")
     assert tombstone is not None and tombstone.status == "uninstalled" and tombstone.tokens_ciphertext is None
@@ -138,11 +164,12 @@ def test_states_are_stored_hashed(services: Services, aws: LocalResources) -> No
 
 def test_a_webhook_id_is_recorded_once(services: Services) -> None:
     ids = services.webhook_ids
+    assert not ids.seen("msg_1", now=NOW)
     assert ids.record("msg_1", now=NOW, ttl_seconds=60)
+    assert ids.seen("msg_1", now=NOW + 1)
     assert not ids.record("msg_1", now=NOW + 1, ttl_seconds=60)
-    assert ids.record("msg_1", now=NOW + 61, ttl_seconds=60)  # TTL passed: counts as new
-    ids.forget("msg_1")
-    assert ids.record("msg_1", now=NOW + 62, ttl_seconds=60)
+    assert not ids.seen("msg_1", now=NOW + 61)  # TTL passed: counts as new
+    assert ids.record("msg_1", now=NOW + 61, ttl_seconds=60)
 
 
 def test_the_pace_allows_limit_calls_per_window(services: Services) -> None:

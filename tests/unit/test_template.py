@@ -63,7 +63,10 @@ ENVIRONMENT = {
     "INLINE_REFRESH_MARGIN_SECONDS",
     "REFRESH_PACE_LIMIT",
     "REFRESH_PACE_WINDOW_SECONDS",
-    "LEASE_SECONDS",
+    "ULTRACART_HOURLY_LIMIT",
+    "ULTRACART_DAILY_LIMIT",
+    "ULTRACART_CALLBACK_RESERVE",
+    "REVOKE_RETRY_SECONDS",
     "ULTRACART_CONNECT_TIMEOUT",
     "ULTRACART_READ_TIMEOUT",
     "TOMBSTONE_TTL_DAYS",
@@ -364,7 +367,16 @@ def test_domain_failures_are_alarmed(template: dict[str, Any]) -> None:
         for alarm in resources_of_type(template, "AWS::CloudWatch::Alarm").values()
         if alarm["Properties"]["Namespace"] == "UltraCartOAuth"
     }
-    assert metrics == {"TokenRefreshFailed", "ReauthorizationRequired", "RevokeFailed", "EventLost"}
+    assert metrics == {
+        "TokenRefreshFailed",
+        "ReauthorizationRequired",
+        "RevokeFailed",
+        "EventLost",
+        "KeyUnavailable",
+        "TokensUndecryptable",
+        "TokensLost",
+        "RefreshBacklog",
+    }
 
 
 # Each function's rights: tests/unit/test_least_privilege.py (one table, with conditions).
@@ -502,10 +514,12 @@ def test_function_environment_takes_parameters_and_overrides(aws_env: None) -> N
                 "UltraCartBaseUrl": "http://127.0.0.1:3001/rest/v2",
             },
         )
-    environment = resources.function_environment("TokenApiFunction", overrides={"LEASE_SECONDS": "2"})
+    environment = resources.function_environment(
+        "TokenApiFunction", overrides={"ULTRACART_HOURLY_LIMIT": "2"}
+    )
     assert environment["ULTRACART_CLIENT_ID"] == "sandbox-client-id"
     assert environment["ULTRACART_BASE_URL"] == "http://127.0.0.1:3001/rest/v2"
-    assert environment["LEASE_SECONDS"] == "2"
+    assert environment["ULTRACART_HOURLY_LIMIT"] == "2"
     with pytest.raises(KeyError):
         resources.function_environment("NoSuchFunction")
 

@@ -18,7 +18,6 @@ from tests.support.lambdas import invoke, load_event
 from tests.unit.conftest import Clock, published_events
 from tests.unit.test_refresh import install
 from ucoauth.services import Services
-from ucoauth.uninstall import REVOKE_ATTEMPTS
 
 FN = "UninstallWebhookFunction"
 
@@ -188,26 +187,37 @@ def test_an_uninstall_for_a_merchant_never_installed_is_a_no_op(
     assert fake_uc.calls == [] and services.installations.get("NOBODY") is None
 
 
-def test_a_failing_revoke_retries_then_shreds_anyway(
-    services: Services, fake_uc: FakeUltraCart, clock: Clock
+def test_a_failing_revoke_stops_serving_retries_for_the_period_then_shreds_unconfirmed(
+    services: Services, fake_uc: FakeUltraCart, clock: Clock, aws: LocalResources
 ) -> None:
     install(services, fake_uc)
+    published_events(aws)
     message = uninstall_message(when=clock.now + 1)
     fake_uc.fail_next.append(transient(500))
-    failed = invoke("RevokeWorkerFunction", sqs_event(message, receive_count=1))
-    assert len(failed["batchItemFailures"]) == 1
-    installation = services.installations.get("DEMO1")
-    assert installation is not None and installation.status == "active" and installation.lease_owner is None
-    fake_uc.fail_next.extend([transient(500)])
-    done = invoke("RevokeWorkerFunction", sqs_event(message, receive_count=REVOKE_ATTEMPTS))
-    assert done == {"batchItemFailures": []}
+    # Not a batch item failure (no receive spent toward the DLQ): re-sent as a delayed message.
+    assert invoke("RevokeWorkerFunction", sqs_event(message)) == {"batchItemFailures": []}
+    sqs = boto3.client("sqs", region_name=aws.region)
+    attributes = sqs.get_queue_attributes(QueueUrl=aws.revoke_queue_url, AttributeNames=["All"])["Attributes"]
+    assert attributes["ApproximateNumberOfMessagesDelayed"] == "1"
     installation = services.installations.get("DEMO1")
     assert (
         installation is not None
-        and installation.status == "uninstalled"
-        and installation.tokens_ciphertext is None
+        and installation.status == "uninstalling"
+        and installation.lease_owner is None
     )
-    assert installation.uninstall_reason == "webhook;revoke_failed_transient"
+    assert installation.tokens_ciphertext is not None and installation.due_at is None
+    assert invoke("TokenApiFunction", load_event("tokens-get.json"))["statusCode"] == 404
+    # Past the retry period with UltraCart still failing: shredded, and the tombstone says so.
+    clock.now += services.settings.revoke_retry_seconds + 1
+    fake_uc.fail_next.extend([transient(500)])
+    retried = {**message, "retry_since": int(clock.now - services.settings.revoke_retry_seconds - 1)}
+    assert invoke("RevokeWorkerFunction", sqs_event(retried)) == {"batchItemFailures": []}
+    installation = services.installations.get("DEMO1")
+    assert installation is not None and installation.status == "uninstalled"
+    assert installation.tokens_ciphertext is None and installation.revoke_confirmed is False
+    assert installation.uninstall_reason == "webhook;revoke_unconfirmed"
+    removed = [e for e in published_events(aws) if e["detail-type"] == "Installation Removed"]
+    assert [e["detail"]["revoke_confirmed"] for e in removed] == [False]
 
 
 def test_reinstall_after_uninstall_starts_a_new_generation(

@@ -38,6 +38,9 @@ def test_malformed_queries_are_rejected(raw: str) -> None:
         ("a" * 65, False),
         ("<script>", False),
         ("DEMO 1", False),
+        # A trailing newline passes a `$`-anchored pattern; a merchant id must match in full.
+        ("DEMO1\n", False),
+        ("DEMO1\r\n", False),
     ],
 )
 def test_merchant_ids(value: str, ok: bool) -> None:

@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 _lock = threading.Lock()
 _clients: dict[str, Any] = {}
 _session: Any = None
-_TOTAL_ATTEMPTS = 3  # the first call and two retries
 
 
 def _make(service: str) -> Any:
@@ -32,10 +31,14 @@ def _make(service: str) -> Any:
         # One session for every client: each new session loads botocore's endpoint and
         # partition data again (about 50 ms per client on a cold start).
         _session = boto3.session.Session()
+    from ucoauth.timing import AWS_ATTEMPTS, AWS_CONNECT_TIMEOUT, AWS_READ_TIMEOUT
+
+    # Bounded so that the longest call is known (ucoauth.timing.AWS_CALL_MAX): leases and
+    # write reserves are computed from it.
     config = Config(
-        retries={"mode": "standard", "total_max_attempts": _TOTAL_ATTEMPTS},
-        connect_timeout=2,
-        read_timeout=5,
+        retries={"mode": "standard", "total_max_attempts": AWS_ATTEMPTS},
+        connect_timeout=AWS_CONNECT_TIMEOUT,
+        read_timeout=AWS_READ_TIMEOUT,
         tcp_keepalive=True,
     )
     return _session.client(service, config=config)

@@ -12,15 +12,30 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from ucoauth import aws
-from ucoauth.errors import TokenDecryptError
+from ucoauth.errors import KeyUnavailableError, TokenDecryptError
+from ucoauth.observability import logger, metrics
 
 if TYPE_CHECKING:
     from mypy_boto3_kms import KMSClient
 
 PURPOSE = "ultracart-oauth-tokens"
+_PROBE = b"ucoauth key probe"
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _key_unavailable(exc: ClientError | BotoCoreError, merchant_id: str) -> KeyUnavailableError:
+    """KMS refused to work (key id, permissions, key state, throttling, an outage): a fault of the
+    key or its configuration, alarmed, never a reason to change a merchant's state."""
+    code = _code(exc) if isinstance(exc, ClientError) else type(exc).__name__
+    metrics.add_metric(name="KeyUnavailable", unit="Count", value=1)
+    logger.error("KMS refused to use the token key", merchant_id=merchant_id, error=code)
+    return KeyUnavailableError(f"KMS refused to use the token key ({code})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,27 +58,57 @@ class TokenCipher:
         self._key_id = key_id
         self._kms = kms_client
 
-    def encrypt(self, merchant_id: str, tokens: TokenSet) -> bytes:
-        """Ciphertext of both tokens, bound to ``merchant_id``."""
-        plaintext = json.dumps({"a": tokens.access_token, "r": tokens.refresh_token}, separators=(",", ":"))
-        answer = self._kms().encrypt(
-            KeyId=self._key_id,
-            Plaintext=plaintext.encode(),
-            EncryptionContext=encryption_context(merchant_id),
-        )
+    def _encrypt(self, merchant_id: str, plaintext: bytes) -> bytes:
+        try:
+            answer = self._kms().encrypt(
+                KeyId=self._key_id, Plaintext=plaintext, EncryptionContext=encryption_context(merchant_id)
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise _key_unavailable(exc, merchant_id) from None
         return answer["CiphertextBlob"]
 
+    def _decrypt(self, merchant_id: str, blob: bytes) -> bytes:
+        answer = self._kms().decrypt(
+            CiphertextBlob=blob, EncryptionContext=encryption_context(merchant_id), KeyId=self._key_id
+        )
+        return answer["Plaintext"]
+
+    def encrypt(self, merchant_id: str, tokens: TokenSet) -> bytes:
+        """Ciphertext of both tokens, bound to ``merchant_id``; KeyUnavailableError if KMS refuses."""
+        plaintext = json.dumps({"a": tokens.access_token, "r": tokens.refresh_token}, separators=(",", ":"))
+        return self._encrypt(merchant_id, plaintext.encode())
+
     def decrypt(self, merchant_id: str, blob: bytes) -> TokenSet:
-        """The tokens inside ``blob``; :class:`TokenDecryptError` if it is not this merchant's."""
+        """The tokens inside ``blob``.
+
+        :class:`KeyUnavailableError` when KMS refuses to work (wrong key id, access denied, a
+        disabled or pending key, throttling, an outage): no state may change because of it.
+        :class:`TokenDecryptError` only on evidence that the blob itself is damaged: KMS answers
+        ``InvalidCiphertextException`` for it while a fresh probe, encrypted and decrypted with
+        the same key and this merchant's context, succeeds (so key, rights and context work).
+        """
         try:
-            answer = self._kms().decrypt(
-                CiphertextBlob=blob, EncryptionContext=encryption_context(merchant_id), KeyId=self._key_id
-            )
+            plaintext = self._decrypt(merchant_id, blob)
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code in ("InvalidCiphertextException", "IncorrectKeyException"):
-                raise TokenDecryptError(f"stored tokens do not decrypt for this merchant ({code})") from None
-            raise
-        data = json.loads(answer["Plaintext"])
+            if _code(exc) != "InvalidCiphertextException":
+                raise _key_unavailable(exc, merchant_id) from None
+            self._probe(merchant_id)
+            metrics.add_metric(name="TokensUndecryptable", unit="Count", value=1)
+            logger.error(
+                "stored tokens are damaged: KMS rejects them, the key works", merchant_id=merchant_id
+            )
+            raise TokenDecryptError("stored tokens do not decrypt for this merchant") from None
+        except BotoCoreError as exc:
+            raise _key_unavailable(exc, merchant_id) from None
+        data = json.loads(plaintext)
         refresh = data.get("r")
         return TokenSet(access_token=str(data["a"]), refresh_token=str(refresh) if refresh else None)
+
+    def _probe(self, merchant_id: str) -> None:
+        """Encrypt and decrypt a probe for this merchant: raises KeyUnavailableError unless both work."""
+        blob = self._encrypt(merchant_id, _PROBE)
+        try:
+            if self._decrypt(merchant_id, blob) != _PROBE:  # pragma: no cover - KMS returns what it got
+                raise KeyUnavailableError("KMS returned a different probe")
+        except (ClientError, BotoCoreError) as exc:
+            raise _key_unavailable(exc, merchant_id) from None

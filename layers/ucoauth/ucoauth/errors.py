@@ -72,19 +72,78 @@ class ReauthorizationRequiredError(UcOAuthError):
 
 
 class UpstreamUnavailableError(UcOAuthError):
-    """UltraCart is failing transiently and no valid stored token can be served."""
+    """No valid stored token can be served and UltraCart cannot be asked for one now (it is
+    failing, or the budget, the time or an unsettled grant stand in the way). ``retry_after``
+    (seconds) when known."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class LeaseBusyError(UcOAuthError):
     """Another worker holds this merchant's refresh lease."""
 
 
-class PaceExceededError(UcOAuthError):
-    """The global UltraCart call budget for the current window is spent."""
+class NotDueError(UcOAuthError):
+    """The lease was asked for a due installation, and it is no longer due (a sibling refreshed)."""
+
+
+class StaleWriteError(UcOAuthError):
+    """A conditional write lost: the item changed since it was read."""
+
+
+class RetryLaterError(UcOAuthError):
+    """Nothing was attempted; the same request can succeed after ``retry_after`` seconds."""
+
+    reason = "retry later"
 
     def __init__(self, retry_after: float) -> None:
-        super().__init__(f"refresh pace exceeded, retry after {retry_after:.1f}s")
-        self.retry_after = retry_after
+        super().__init__(f"{self.reason}, retry after {retry_after:.1f}s")
+        self.retry_after = max(1.0, retry_after)
+
+
+class PaceExceededError(RetryLaterError):
+    """Background refreshes are smoothed to a pace; the current pace window is spent."""
+
+    reason = "refresh pace exceeded"
+
+
+class BudgetExhaustedError(RetryLaterError):
+    """The UltraCart budget (hourly or daily window) is spent for this kind of call."""
+
+    reason = "UltraCart budget spent"
+
+
+class DeadlineTooCloseError(RetryLaterError):
+    """The invocation has too little time left to make an UltraCart call and store its answer."""
+
+    reason = "too little time left in this invocation"
+
+
+class GrantUnsettledError(RetryLaterError):
+    """UltraCart refused a refresh token while a previous holder's rotated tokens may still arrive."""
+
+    reason = "a previous holder's tokens may still be recovered"
+
+
+class RevokePendingError(RetryLaterError):
+    """UltraCart could not confirm a revoke yet; the uninstall is retried until the revoke period
+    that started at ``retry_since`` (epoch seconds) ends."""
+
+    reason = "revoke not confirmed yet"
+
+    def __init__(self, retry_after: float, *, retry_since: int) -> None:
+        super().__init__(retry_after)
+        self.retry_since = retry_since
+
+
+class KeyUnavailableError(UcOAuthError):
+    """KMS refused to use the key (configuration, permissions, key state or throttling).
+
+    A fault of the key or its configuration, never evidence about the stored data: no state
+    changes because of it.
+    """
 
 
 class EventRelayError(UcOAuthError):
@@ -92,7 +151,7 @@ class EventRelayError(UcOAuthError):
 
 
 class TokenDecryptError(UcOAuthError):
-    """A stored ciphertext did not decrypt for this merchant (wrong context, key or data)."""
+    """A stored ciphertext is damaged: KMS rejects it while the key works for this merchant."""
 
 
 class WebhookRejectedError(UcOAuthError):

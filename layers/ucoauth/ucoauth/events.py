@@ -18,6 +18,9 @@ SOURCE = "ultracart.oauth"
 INSTALLATION_COMPLETED = "Installation Completed"
 REAUTHORIZATION_REQUIRED = "Reauthorization Required"
 INSTALLATION_REMOVED = "Installation Removed"
+# Tokens an earlier holder could not store were recovered after a reauthorization was announced:
+# the merchant does not have to install again after all.
+INSTALLATION_RESTORED = "Installation Restored"
 
 
 class EventPublisher:

@@ -6,18 +6,23 @@ import secrets
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from botocore.exceptions import BotoCoreError, ClientError
+
 from ucoauth.crypto import TokenSet
-from ucoauth.errors import TransientUltraCartError
+from ucoauth.errors import DeadlineTooCloseError, KeyUnavailableError, TransientUltraCartError
 from ucoauth.events import INSTALLATION_COMPLETED
 from ucoauth.observability import logger, metrics
 from ucoauth.outbox import announce
-from ucoauth.retry import retry_write
+from ucoauth.retry import retry_within
+from ucoauth.rotation import revoke_tokens
+from ucoauth.timing import AWS_CALL_MAX, call_needs
 from ucoauth.tokens import token_fields
 from ucoauth.ultracart import authorize_url
 from ucoauth.validation import is_merchant_id
 
 if TYPE_CHECKING:
     from ucoauth.services import Services
+    from ucoauth.timing import Deadline
 
 STATE_COOKIE = "__Host-ucoauth_state"
 
@@ -55,27 +60,50 @@ def begin_install(services: Services, *, redirect_uri: str) -> InstallStart:
 
 
 def complete_install(
-    services: Services, *, code: str, state: str, browser_nonce: str, redirect_uri: str
+    services: Services,
+    *,
+    code: str,
+    state: str,
+    browser_nonce: str,
+    redirect_uri: str,
+    deadline: Deadline,
 ) -> InstallResult:
     """Consume the state, exchange the code, encrypt and store the tokens, announce it.
 
-    Raises StateInvalidError (nothing called), PermanentUltraCartError (code refused) or
-    TransientUltraCartError (UltraCart down, slow or malformed).
+    Raises StateInvalidError (nothing called), PermanentUltraCartError (code refused),
+    TransientUltraCartError (UltraCart down, slow or malformed), BudgetExhaustedError and
+    DeadlineTooCloseError (nothing sent to UltraCart).
     """
+    if not deadline.allows(call_needs(services.settings)):
+        raise DeadlineTooCloseError(deadline.remaining())
     services.states.consume(state, browser_nonce=browser_nonce, now=services.now())
-    client = services.ultracart
+    # A merchant is waiting in the browser: these calls may use the budget's reserve.
+    client = services.ultracart_for("callback", deadline)
     answer = client.exchange_code(code, redirect_uri)
+    tokens = TokenSet(access_token=answer.access_token, refresh_token=answer.refresh_token)
     merchant_id = answer.merchant_id
     if merchant_id is None:
         merchant_id = client.me(answer.access_token).merchant_id
     if not is_merchant_id(merchant_id):
         raise TransientUltraCartError("UltraCart answered a malformed merchant id")
-    tokens = TokenSet(access_token=answer.access_token, refresh_token=answer.refresh_token)
-    # The code is spent at UltraCart now: a failed write would lose the grant, so retry it.
-    fields = retry_write(services, lambda: token_fields(services, merchant_id, tokens, answer))
-    installation = retry_write(
-        services, lambda: services.installations.save_installation(merchant_id, fields, now=services.now())
-    )
+    # The code is spent at UltraCart now: a failed write would lose the grant, so retry it
+    # while the invocation has time; if it still fails, revoke the grant rather than orphan it.
+    try:
+        fields = retry_within(
+            services,
+            deadline,
+            lambda: token_fields(services, merchant_id, tokens, answer),
+            keep_back=AWS_CALL_MAX,
+        )
+        installation = retry_within(
+            services,
+            deadline,
+            lambda: services.installations.save_installation(merchant_id, fields, now=services.now()),
+            keep_back=0.0,
+        )
+    except (ClientError, BotoCoreError, KeyUnavailableError):
+        _give_back(services, deadline, merchant_id, tokens)
+        raise
     reinstall = installation.generation > 1
     metrics.add_metric(name="InstallCompleted", unit="Count", value=1)
     logger.info(
@@ -97,5 +125,16 @@ def complete_install(
         },
         version=installation.version,
         active=True,
+        parked=installation.pending_event,
     )
     return InstallResult(merchant_id=merchant_id, generation=installation.generation, reinstall=reinstall)
+
+
+def _give_back(services: Services, deadline: Deadline, merchant_id: str, tokens: TokenSet) -> None:
+    """Tokens from a code exchange that cannot be stored: revoke them, so no grant is left
+    live at UltraCart that nobody holds (the merchant starts the install again)."""
+    if revoke_tokens(services, deadline, merchant_id, tokens):
+        logger.warning("unstored install tokens revoked", merchant_id=merchant_id)
+    else:
+        metrics.add_metric(name="TokensLost", unit="Count", value=1)
+        logger.error("install tokens neither stored nor revoked", merchant_id=merchant_id)

@@ -57,18 +57,19 @@ def receive_count(record: Any) -> int:
         return 1
 
 
-def defer(queue_url: str, record: Any, *, not_before: float) -> bool:
-    """Re-queue a record the pace refused as a new message, delayed to the next window.
+def defer(queue_url: str, body: str, *, not_before: float) -> bool:
+    """Re-queue a message that was not attempted (or must be tried again much later) as a new
+    message, delayed by ``not_before`` seconds (at most SQS's 15 minutes).
 
-    Returned as a batch item failure, a refusal would spend one of the message's receives (the
-    queue dead-letters it after maxReceiveCount); acknowledged, it would wait for the planner's
-    next run. A new message starts at receive count zero. False when the send failed.
+    Returned as a batch item failure, it would spend one of the message's receives (the queue
+    dead-letters it after maxReceiveCount). A new message starts at receive count zero. False
+    when the send failed (the caller then fails the record, which comes back on its own).
     """
     delay = min(_MAX_DELAY, max(1, math.ceil(not_before)))
     try:
-        aws.sqs().send_message(QueueUrl=queue_url, MessageBody=record.body, DelaySeconds=delay)
+        aws.sqs().send_message(QueueUrl=queue_url, MessageBody=body, DelaySeconds=delay)
     except (ClientError, BotoCoreError) as exc:
-        logger.warning("could not re-queue a paced refresh", error=type(exc).__name__)
+        logger.warning("could not re-queue a message for later", error=type(exc).__name__)
         return False
     return True
 

@@ -1,4 +1,4 @@
-"""Retrying a write that must not be lost (tokens UltraCart already issued), with full jitter."""
+"""Retrying a write that must not be lost (tokens UltraCart already issued), within the deadline."""
 
 from __future__ import annotations
 
@@ -7,10 +7,15 @@ from typing import TYPE_CHECKING, TypeVar
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ucoauth.errors import KeyUnavailableError
+from ucoauth.timing import AWS_CALL_MAX
+
 if TYPE_CHECKING:
     from ucoauth.services import Services
+    from ucoauth.timing import Deadline
 
 T = TypeVar("T")
+# Attempts per write, on top of botocore's own: past these the caller's fallback takes over.
 WRITE_ATTEMPTS = 5
 
 
@@ -25,19 +30,27 @@ def is_transient_aws_error(exc: BaseException) -> bool:
     return False
 
 
-def retry_write(services: Services, write: Callable[[], T], *, attempts: int = WRITE_ATTEMPTS) -> T:
-    """Call ``write`` until it succeeds, on top of botocore's own retries.
+def retry_within(services: Services, deadline: Deadline, write: Callable[[], T], *, keep_back: float) -> T:
+    """Call ``write`` until it succeeds, with full-jitter backoff, at most ``WRITE_ATTEMPTS`` times
+    and while the deadline leaves one more attempt plus ``keep_back`` seconds (for what the
+    caller must still do if it fails: keep the tokens for recovery).
 
-    Used only after UltraCart answered: at that point a failed write loses tokens nobody can
-    get back (a rotated refresh token, a consumed code), so it is worth a few more seconds.
+    Used only after UltraCart answered: a failed write then loses tokens nobody can get back
+    (a rotated refresh token, a spent code), so it is worth every second the invocation has.
+    Non-transient errors raise at once.
     """
     delay = 0.1
-    for attempt in range(1, attempts + 1):
+    for attempt in range(1, WRITE_ATTEMPTS + 1):
         try:
             return write()
-        except (ClientError, BotoCoreError) as exc:
-            if attempt == attempts or not is_transient_aws_error(exc):
+        except (ClientError, BotoCoreError, KeyUnavailableError) as exc:
+            transient = isinstance(exc, KeyUnavailableError) or is_transient_aws_error(exc)
+            if (
+                not transient
+                or attempt == WRITE_ATTEMPTS
+                or not deadline.allows(keep_back + 2 * AWS_CALL_MAX)
+            ):
                 raise
             services.sleep(services.rng.uniform(0, delay))
-            delay *= 2
+            delay = min(delay * 2, 1.0)
     raise AssertionError("unreachable")  # pragma: no cover

@@ -14,13 +14,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ucoauth.budget import BudgetedUltraCart, Tier, UltraCartBudget
 from ucoauth.crypto import TokenCipher
 from ucoauth.events import EventPublisher
 from ucoauth.settings import Settings, get_settings
 from ucoauth.store import InstallationStore, PaceCounter, StateStore, WebhookIdStore
 
 if TYPE_CHECKING:
-    from ucoauth.ultracart import UltraCartClient
+    from ucoauth.timing import Deadline
+    from ucoauth.ultracart import UltraCartApi
 
 
 @dataclass
@@ -32,9 +34,10 @@ class Services:
     states: StateStore
     webhook_ids: WebhookIdStore
     pace: PaceCounter
+    budget: UltraCartBudget
     cipher: TokenCipher
     events: EventPublisher
-    ultracart_factory: Callable[[], UltraCartClient] | None = None
+    ultracart_factory: Callable[[], UltraCartApi] | None = None
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
     rng: random.Random = field(default_factory=random.Random)
@@ -42,13 +45,19 @@ class Services:
     pace_blocked_until: float = 0.0
 
     @property
-    def ultracart(self) -> UltraCartClient:
-        """The UltraCart client (process-wide unless a factory was injected)."""
+    def ultracart(self) -> UltraCartApi:
+        """The UltraCart client (process-wide unless a factory was injected), without the budget."""
         if self.ultracart_factory is not None:
             return self.ultracart_factory()
         from ucoauth.ultracart import get_client
 
         return get_client(self.settings)
+
+    def ultracart_for(self, tier: Tier, deadline: Deadline) -> BudgetedUltraCart:
+        """The UltraCart client for a kind of work before ``deadline``: every call takes from the
+        shared budget first, and waits no longer than leaves time to store its answer
+        (:class:`~ucoauth.errors.DeadlineTooCloseError`, nothing sent, when there is no such time)."""
+        return BudgetedUltraCart(self.ultracart, self.budget, self.clock, tier, self.settings, deadline)
 
     def now(self) -> int:
         """Current time in whole epoch seconds."""
@@ -66,6 +75,12 @@ class Services:
                 settings.table_name,
                 limit=settings.refresh_pace_limit,
                 window_seconds=settings.refresh_pace_window_seconds,
+            ),
+            budget=UltraCartBudget(
+                settings.table_name,
+                hourly=settings.ultracart_hourly_limit,
+                daily=settings.ultracart_daily_limit,
+                callback_reserve=settings.ultracart_callback_reserve,
             ),
             cipher=TokenCipher(settings.kms_key_id),
             events=EventPublisher(settings.event_bus_name),

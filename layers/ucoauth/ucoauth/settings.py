@@ -64,7 +64,10 @@ class Settings:
     inline_refresh_margin_seconds: int = 300
     refresh_pace_limit: int = 10
     refresh_pace_window_seconds: int = 60
-    lease_seconds: int = 30
+    ultracart_hourly_limit: int = 900
+    ultracart_daily_limit: int = 9000
+    ultracart_callback_reserve: float = 0.1
+    revoke_retry_seconds: int = 86_400
     ultracart_connect_timeout: float = 3.05
     ultracart_read_timeout: float = 10.0
     state_ttl_seconds: int = 600
@@ -131,7 +134,10 @@ class Settings:
             inline_refresh_margin_seconds=integer("INLINE_REFRESH_MARGIN_SECONDS", 300, low=0, high=86_400),
             refresh_pace_limit=integer("REFRESH_PACE_LIMIT", 10, low=1, high=100_000),
             refresh_pace_window_seconds=integer("REFRESH_PACE_WINDOW_SECONDS", 60, low=1, high=3600),
-            lease_seconds=integer("LEASE_SECONDS", 30, low=1, high=900),
+            ultracart_hourly_limit=integer("ULTRACART_HOURLY_LIMIT", 900, low=1, high=1_000_000),
+            ultracart_daily_limit=integer("ULTRACART_DAILY_LIMIT", 9000, low=1, high=10_000_000),
+            ultracart_callback_reserve=number("ULTRACART_CALLBACK_RESERVE", 0.1, low=0.0, high=0.9),
+            revoke_retry_seconds=integer("REVOKE_RETRY_SECONDS", 86_400, low=3600, high=14 * 86_400),
             ultracart_connect_timeout=number("ULTRACART_CONNECT_TIMEOUT", 3.05, low=0.05, high=60),
             ultracart_read_timeout=number("ULTRACART_READ_TIMEOUT", 10.0, low=0.05, high=120),
             state_ttl_seconds=integer("STATE_TTL_SECONDS", 600, low=30, high=3600),

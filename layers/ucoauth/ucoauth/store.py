@@ -6,24 +6,36 @@ low-level client is used so each call is exactly one request and nothing is hidd
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from ucoauth import aws
-from ucoauth.errors import LeaseBusyError, NotInstalledError, StateInvalidError
+from ucoauth.errors import (
+    LeaseBusyError,
+    NotDueError,
+    NotInstalledError,
+    StaleWriteError,
+    StateInvalidError,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 ACTIVE = "active"
 REAUTHORIZATION_REQUIRED = "reauthorization_required"
+# Uninstalled by the merchant; the revoke at UltraCart is still being retried (tokens kept only
+# for that, the token API answers not_installed).
+UNINSTALLING = "uninstalling"
 UNINSTALLED = "uninstalled"
 DUE_INDEX = "DueIndex"
+HOLD_PREFIX = "hold:"
 _INSTALLATION_SK = "INSTALLATION"
 
 
@@ -67,6 +79,48 @@ def _s(item: dict[str, Any], name: str) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
+class Recovery:
+    """Tokens UltraCart issued that could not be written to the installation, kept encrypted.
+
+    ``generation`` is the installation they belong to: the next lease holder adopts them when
+    it is still the current generation, and revokes them at UltraCart otherwise.
+    """
+
+    ciphertext: bytes = field(repr=False)
+    generation: int
+    issued_at: int
+    expires_in: int | None
+    token_type: str
+    scope: str
+
+    def as_attribute(self) -> dict[str, Any]:
+        value: dict[str, Any] = {
+            "tokens": {"B": self.ciphertext},
+            "generation": {"N": str(self.generation)},
+            "issued_at": {"N": str(self.issued_at)},
+            "token_type": {"S": self.token_type},
+            "scope": {"S": self.scope},
+        }
+        if self.expires_in is not None:
+            value["expires_in"] = {"N": str(self.expires_in)}
+        return {"M": value}
+
+    @classmethod
+    def from_attribute(cls, attribute: Any) -> Recovery | None:
+        if not attribute or "M" not in attribute:
+            return None
+        value = attribute["M"]
+        return cls(
+            ciphertext=bytes(value["tokens"]["B"]),
+            generation=_n(value, "generation") or 0,
+            issued_at=_n(value, "issued_at") or 0,
+            expires_in=_n(value, "expires_in"),
+            token_type=_s(value, "token_type") or "bearer",
+            scope=_s(value, "scope") or "",
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class Installation:
     """A merchant's installation as stored (the tokens stay encrypted)."""
 
@@ -88,6 +142,13 @@ class Installation:
     uninstall_reason: str | None
     expiry_assumed: bool = False
     pending_event: str | None = None
+    recovery: Recovery | None = None
+    revoke_confirmed: bool | None = None
+    revoke_pending_since: int | None = None
+    # Set only on the installation a lease take returns: the horizon and owner of a lease the
+    # previous holder never released (it died, ran out of time, or could not write), else None.
+    previous_lease_until: int | None = None
+    previous_lease_owner: str | None = None
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> Installation:
@@ -112,6 +173,9 @@ class Installation:
             uninstall_reason=_s(item, "uninstall_reason"),
             expiry_assumed=bool(item.get("expiry_assumed", {}).get("BOOL", False)),
             pending_event=_s(item, "pending_event"),
+            recovery=Recovery.from_attribute(item.get("recovery")),
+            revoke_confirmed=item["revoke_confirmed"]["BOOL"] if "revoke_confirmed" in item else None,
+            revoke_pending_since=_n(item, "revoke_pending_since"),
         )
 
     def lease_held(self, now: float) -> bool:
@@ -132,8 +196,50 @@ class TokenFields:
     expiry_assumed: bool = False
 
 
-class StaleWriteError(Exception):
-    """A conditional write lost: the item changed since it was read."""
+class Lease:
+    """A merchant's lease, held for a ``with`` block.
+
+    On exit it is released, unless a write already cleared it (a token write, a reauthorization
+    or an uninstall removes the lease in the same request) or it was deliberately held on.
+    A failed release is only logged: the lease expires by itself, past the holder's deadline.
+    """
+
+    def __init__(self, store: InstallationStore, installation: Installation, owner: str) -> None:
+        self.store = store
+        self.installation = installation
+        self.owner = owner
+        self.done = False
+
+    @property
+    def merchant_id(self) -> str:
+        return self.installation.merchant_id
+
+    def cleared(self) -> None:
+        """A write removed the lease with its own request: nothing to release on exit."""
+        self.done = True
+
+    def hold_until(self, until: int) -> None:
+        """Keep the lease (not released on exit) until ``until``."""
+        self.done = self.store.hold_lease(self.merchant_id, owner=self.owner, until=until)
+
+    def __enter__(self) -> Lease:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self.done:
+            return
+        try:
+            self.store.release_lease(self.merchant_id, owner=self.owner)
+        except (ClientError, BotoCoreError):
+            # Never hide the original failure behind this one; the lease expires by itself.
+            from ucoauth.observability import logger
+
+            logger.warning("lease not released; it will expire", merchant_id=self.merchant_id)
 
 
 class InstallationStore:
@@ -193,12 +299,19 @@ class InstallationStore:
         return Installation.from_item(answer["Attributes"])
 
     def write_refreshed_tokens(
-        self, merchant_id: str, *, expected_version: int, tokens: TokenFields, now: int
+        self,
+        merchant_id: str,
+        *,
+        expected_version: int,
+        tokens: TokenFields,
+        now: int,
+        recovered_generation: int | None = None,
     ) -> Installation:
         """Store refreshed tokens if nobody wrote since ``expected_version``; releases the lease.
 
-        The condition is on the version, not on the lease owner: if our lease ran out while
-        UltraCart answered, we still hold the newest tokens and they must be kept.
+        With ``recovered_generation`` the tokens come from a recovery record: the condition is
+        on that generation instead of the status (a live grant UltraCart issued beats a
+        reauthorization someone marked meanwhile), and the record is removed with the write.
         """
         names = {"#status": "status", "#scope": "scope"}
         values: dict[str, Any] = {
@@ -209,13 +322,20 @@ class InstallationStore:
         }
         sets = ["version = version + :one", "refreshed_at = :now"]
         removes = ["lease_owner", "lease_expires_at"]
+        condition = "version = :v AND #status = :active"
+        if recovered_generation is not None:
+            values[":g"] = {"N": str(recovered_generation)}
+            values[":reauth"] = {"S": REAUTHORIZATION_REQUIRED}
+            sets.append("#status = :active")
+            removes.append("recovery")
+            condition = "version = :v AND generation = :g AND #status IN (:active, :reauth)"
         self._token_updates(merchant_id, tokens, sets, removes, values, names)
         answer = _if_condition_holds(
             lambda: self._ddb().update_item(
                 TableName=self.table_name,
                 Key=merchant_key(merchant_id),
                 UpdateExpression=f"SET {', '.join(sets)} REMOVE {', '.join(removes)}",
-                ConditionExpression="version = :v AND #status = :active",
+                ConditionExpression=condition,
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
                 ReturnValues="ALL_NEW",
@@ -294,10 +414,18 @@ class InstallationStore:
         return _n(answer["Attributes"], "version")
 
     def mark_uninstalled(
-        self, merchant_id: str, *, expected_version: int, reason: str, now: int, ttl: int
+        self,
+        merchant_id: str,
+        *,
+        expected_version: int,
+        reason: str,
+        revoke_confirmed: bool,
+        now: int,
+        ttl: int,
     ) -> int | None:
-        """Crypto-shred: delete the ciphertext, keep a tombstone with a TTL.
+        """Crypto-shred: delete the ciphertext (and any recovery record), keep a tombstone with a TTL.
 
+        ``revoke_confirmed`` says whether UltraCart confirmed the revoke of every token it held.
         Returns the new version, or None when the installation changed since ``expected_version``.
         """
         answer = _if_condition_holds(
@@ -306,8 +434,9 @@ class InstallationStore:
                 Key=merchant_key(merchant_id),
                 UpdateExpression=(
                     "SET #status = :gone, version = version + :one, uninstalled_at = :now, "
-                    "uninstall_reason = :why, #ttl = :ttl "
-                    "REMOVE tokens, due_at, due_shard, lease_owner, lease_expires_at"
+                    "uninstall_reason = :why, revoke_confirmed = :confirmed, #ttl = :ttl "
+                    "REMOVE tokens, recovery, due_at, due_shard, lease_owner, lease_expires_at, "
+                    "revoke_pending_since"
                 ),
                 ConditionExpression="version = :v",
                 ExpressionAttributeNames={"#status": "status", "#ttl": "ttl"},
@@ -317,6 +446,7 @@ class InstallationStore:
                     ":one": {"N": "1"},
                     ":now": {"N": str(now)},
                     ":why": {"S": reason},
+                    ":confirmed": {"BOOL": revoke_confirmed},
                     ":ttl": {"N": str(ttl)},
                 },
                 ReturnValues="UPDATED_NEW",
@@ -326,16 +456,78 @@ class InstallationStore:
             return None
         return _n(answer["Attributes"], "version")
 
+    def mark_uninstalling(self, merchant_id: str, *, expected_version: int, now: int) -> int | None:
+        """The merchant uninstalled and UltraCart could not be reached to revoke: stop serving and
+        refreshing the tokens (out of the due index), keep them only for the revoke retries.
+
+        Returns the new version, or None when the installation changed since ``expected_version``.
+        """
+        answer = _if_condition_holds(
+            lambda: self._ddb().update_item(
+                TableName=self.table_name,
+                Key=merchant_key(merchant_id),
+                UpdateExpression=(
+                    "SET #status = :uninstalling, version = version + :one, "
+                    "revoke_pending_since = if_not_exists(revoke_pending_since, :now) "
+                    "REMOVE due_at, due_shard"
+                ),
+                ConditionExpression="version = :v",
+                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeValues={
+                    ":uninstalling": {"S": UNINSTALLING},
+                    ":v": {"N": str(expected_version)},
+                    ":one": {"N": "1"},
+                    ":now": {"N": str(now)},
+                },
+                ReturnValues="UPDATED_NEW",
+            )
+        )
+        if answer is None:
+            return None
+        return _n(answer["Attributes"], "version")
+
+    # -- tokens that could not be written (recovery record) --------------------------------
+
+    def keep_recovery(self, merchant_id: str, recovery: Recovery, *, now: int) -> None:
+        """Keep tokens UltraCart issued beside the installation (no version condition: it is a
+        side slot that the next lease holder reconciles). The item is put back in the due index
+        (due now), so the planner brings it to a worker soon. Raises AWS errors."""
+        self._ddb().update_item(
+            TableName=self.table_name,
+            Key=merchant_key(merchant_id),
+            UpdateExpression="SET recovery = :r, due_at = :now, due_shard = :shard",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={
+                ":r": recovery.as_attribute(),
+                ":now": {"N": str(now)},
+                ":shard": {"S": due_shard(merchant_id, self.shards)},
+            },
+        )
+
+    def clear_recovery(self, merchant_id: str, *, issued_at: int, active: bool) -> None:
+        """Forget a recovery record once it was adopted or revoked (only that one); an inactive
+        installation also leaves the due index it was put in for the record."""
+        removes = "REMOVE recovery" + ("" if active else ", due_at, due_shard")
+        _if_condition_holds(
+            lambda: self._ddb().update_item(
+                TableName=self.table_name,
+                Key=merchant_key(merchant_id),
+                UpdateExpression=removes,
+                ConditionExpression="recovery.issued_at = :t",
+                ExpressionAttributeValues={":t": {"N": str(issued_at)}},
+            )
+        )
+
     # -- events that could not be published (a small outbox on the item) -------------------
 
-    def park_event(self, merchant_id: str, *, event: str, version: int, active: bool, now: int) -> bool:
-        """Keep an event EventBridge refused on the item, for the refresh worker to publish later.
+    def park_events(self, merchant_id: str, *, events: str, version: int, active: bool, now: int) -> bool:
+        """Keep events EventBridge refused (a JSON list, oldest first) on the item, for a later relay.
 
         An inactive installation is put back in the due index (due now) so the planner brings
         it to a worker; an active one is relayed at its next refresh. False if the state moved on.
         """
         sets = ["pending_event = :e"]
-        values: dict[str, Any] = {":e": {"S": event}, ":v": {"N": str(version)}}
+        values: dict[str, Any] = {":e": {"S": events}, ":v": {"N": str(version)}}
         if not active:
             sets += ["due_at = :now", "due_shard = :shard"]
             values[":now"] = {"N": str(now)}
@@ -366,17 +558,19 @@ class InstallationStore:
             )
         )
 
-    # -- refresh lease --------------------------------------------------------------------
+    # -- refresh lease ----------------------------------------------------------------------
 
-    def take_lease(
-        self, merchant_id: str, *, owner: str, now: int, seconds: int, due_before: int | None = None
-    ) -> Installation | None:
-        """Take the merchant's lease (conditional write; owner + expiry, never TTL).
+    def lease(
+        self, merchant_id: str, *, owner: str, now: int, until: int, due_before: int | None = None
+    ) -> Lease:
+        """Take the merchant's lease until ``until`` (conditional write; owner + expiry, never TTL).
 
-        Returns the installation as written (the re-read comes with the write), or None when
-        ``due_before`` is given and the installation is no longer due (a sibling refreshed).
-        Raises :class:`LeaseBusyError` when another owner holds an unexpired lease and
-        :class:`NotInstalledError` when there is no installation.
+        ``until`` lies past the holder's invocation deadline, so nobody takes the lease while the
+        holder could still write. Use the result as a scope: ``with store.lease(...) as lease:``
+        releases it on exit unless a write already cleared it. The installation comes back with
+        the take (no separate read). Raises :class:`LeaseBusyError` when another owner holds an
+        unexpired lease, :class:`NotInstalledError` when there is no installation and, when
+        ``due_before`` is given, :class:`NotDueError` when it is no longer due.
         """
         condition = (
             "attribute_exists(pk) AND (attribute_not_exists(lease_expires_at) OR lease_expires_at <= :now)"
@@ -384,19 +578,21 @@ class InstallationStore:
         values: dict[str, Any] = {
             ":owner": {"S": owner},
             ":now": {"N": str(now)},
-            ":until": {"N": str(now + seconds)},
+            ":until": {"N": str(until)},
         }
         if due_before is not None:
             condition += " AND due_at <= :due"
             values[":due"] = {"N": str(due_before)}
         try:
+            # ALL_OLD: the item as it was, which also tells whether a previous holder left its
+            # lease behind (it died, ran out of time or could not write) and until when.
             answer = self._ddb().update_item(
                 TableName=self.table_name,
                 Key=merchant_key(merchant_id),
                 UpdateExpression="SET lease_owner = :owner, lease_expires_at = :until",
                 ConditionExpression=condition,
                 ExpressionAttributeValues=values,
-                ReturnValues="ALL_NEW",
+                ReturnValues="ALL_OLD",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
@@ -405,11 +601,18 @@ class InstallationStore:
             old: Any = exc.response.get("Item")
             if not old:
                 raise NotInstalledError(merchant_id) from None
-            current = Installation.from_item(old)
-            if current.lease_held(now):
+            if due_before is None or Installation.from_item(old).lease_held(now):
                 raise LeaseBusyError(merchant_id) from None
-            return None  # not due any more
-        return Installation.from_item(answer["Attributes"])
+            raise NotDueError(merchant_id) from None
+        before = Installation.from_item(answer["Attributes"])
+        installation = dataclasses.replace(
+            before,
+            lease_owner=owner,
+            lease_expires_at=until,
+            previous_lease_until=before.lease_expires_at if before.lease_owner else None,
+            previous_lease_owner=before.lease_owner,
+        )
+        return Lease(self, installation, owner)
 
     def release_lease(self, merchant_id: str, *, owner: str) -> None:
         """Release the lease if we still own it (a no-op otherwise)."""
@@ -422,6 +625,24 @@ class InstallationStore:
                 ExpressionAttributeValues={":owner": {"S": owner}},
             )
         )
+
+    def hold_lease(self, merchant_id: str, *, owner: str, until: int) -> bool:
+        """Keep our lease until ``until`` under a ``hold:`` owner (nobody else acts on the merchant
+        meanwhile, and whoever takes it next knows it was a deliberate hold, not a dead holder)."""
+        answer = _if_condition_holds(
+            lambda: self._ddb().update_item(
+                TableName=self.table_name,
+                Key=merchant_key(merchant_id),
+                UpdateExpression="SET lease_owner = :hold, lease_expires_at = :until",
+                ConditionExpression="lease_owner = :owner",
+                ExpressionAttributeValues={
+                    ":owner": {"S": owner},
+                    ":hold": {"S": HOLD_PREFIX + owner},
+                    ":until": {"N": str(until)},
+                },
+            )
+        )
+        return answer is not None
 
     # -- planner --------------------------------------------------------------------------
 
@@ -515,8 +736,17 @@ class WebhookIdStore:
     def _key(webhook_id: str) -> dict[str, Any]:
         return {"pk": {"S": f"WEBHOOK#{digest(webhook_id)}"}, "sk": {"S": "WEBHOOK"}}
 
+    def seen(self, webhook_id: str, *, now: int) -> bool:
+        """Whether an uninstall with this id was already queued (an expired record counts as absent)."""
+        item = (
+            self._ddb()
+            .get_item(TableName=self.table_name, Key=self._key(webhook_id), ConsistentRead=True)
+            .get("Item")
+        )
+        return item is not None and int(item.get("ttl", {}).get("N", "0")) >= now
+
     def record(self, webhook_id: str, *, now: int, ttl_seconds: int) -> bool:
-        """True the first time an id is seen; False for a repeat (one conditional write)."""
+        """Remember an id whose uninstall is queued; False if it was already recorded."""
         answer = _if_condition_holds(
             lambda: self._ddb().put_item(
                 TableName=self.table_name,
@@ -528,10 +758,6 @@ class WebhookIdStore:
             )
         )
         return answer is not None
-
-    def forget(self, webhook_id: str) -> None:
-        """Undo :meth:`record` when the uninstall could not be queued, so a retry acts."""
-        self._ddb().delete_item(TableName=self.table_name, Key=self._key(webhook_id))
 
 
 class PaceCounter:

@@ -9,10 +9,11 @@ so retries belong to the caller (the queue), which knows whether a retry is safe
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlencode
 
 if TYPE_CHECKING:
@@ -54,6 +55,19 @@ class MerchantInfo:
     merchant_id: str
     merchant_name: str = ""
     application_name: str = ""
+
+
+class UltraCartApi(Protocol):
+    """The four UltraCart OAuth calls the stack makes. The real client, the budgeted wrapper and
+    the tests' fakes all have this shape (mypy checks them against it)."""
+
+    def exchange_code(self, code: str, redirect_uri: str) -> TokenResponse: ...
+
+    def refresh(self, refresh_token: str) -> TokenResponse: ...
+
+    def revoke(self, token: str) -> RevokeResponse: ...
+
+    def me(self, access_token: str) -> MerchantInfo: ...
 
 
 def parse_expires_in(value: Any) -> int | None:
@@ -109,6 +123,12 @@ class UltraCartClient:
 
     def __repr__(self) -> str:
         return f"UltraCartClient(base_url={self.base_url!r}, client_id={self.client_id!r})"
+
+    def with_read_timeout(self, read_timeout: float) -> UltraCartClient:
+        """The same client (same session and connections) waiting at most ``read_timeout`` to read."""
+        clone = copy.copy(self)
+        clone._timeout = (self._timeout[0], read_timeout)
+        return clone
 
     # -- public API -----------------------------------------------------------------------
 
@@ -290,6 +310,7 @@ __all__ = [
     "RevokeResponse",
     "TokenResponse",
     "TransientUltraCartError",
+    "UltraCartApi",
     "UltraCartClient",
     "UltraCartError",
     "authorize_url",

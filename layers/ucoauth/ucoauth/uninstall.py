@@ -1,7 +1,7 @@
 """Uninstall: accept a signed webhook (or an EventBridge event), then revoke and crypto-shred.
 
-The webhook function only verifies, records the webhook id and queues; the revoke worker does
-the slow part (UltraCart revoke under the merchant's lease), so a sender gets a fast 202.
+The webhook function only verifies, queues and then records the webhook id; the revoke worker
+does the slow part (UltraCart revoke under the merchant's lease), so a sender gets a fast 202.
 """
 
 from __future__ import annotations
@@ -13,30 +13,30 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from ucoauth.errors import (
-    LeaseBusyError,
     NotInstalledError,
-    PermanentUltraCartError,
+    RevokePendingError,
+    StaleWriteError,
     TokenDecryptError,
-    TransientUltraCartError,
     WebhookRejectedError,
 )
 from ucoauth.events import INSTALLATION_REMOVED
 from ucoauth.observability import logger, metrics
 from ucoauth.outbox import announce
-from ucoauth.store import UNINSTALLED
+from ucoauth.retry import retry_within
+from ucoauth.rotation import reconcile, revoke_tokens
+from ucoauth.store import UNINSTALLED, UNINSTALLING, Installation
 from ucoauth.validation import is_merchant_id
 
 if TYPE_CHECKING:
     from ucoauth.services import Services
+    from ucoauth.store import Lease
+    from ucoauth.timing import Deadline
 
 UNINSTALL_DETAIL_TYPE = "App Uninstalled"
 WEBHOOK_TYPE = "app.uninstalled"
 MAX_WEBHOOK_BODY = 8 * 1024
 WEBHOOK_ID_TTL_SECONDS = 7 * 86_400  # far beyond the 5-minute signature tolerance
-REVOKE_ATTEMPTS = 4  # below the queue's maxReceiveCount (5): shred before the DLQ
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +117,7 @@ def reset_webhook_secret_cache() -> None:
 def accept_webhook(
     services: Services, body: bytes, headers: dict[str, str]
 ) -> Literal["queued", "duplicate"]:
-    """Verify a Standard Webhooks uninstall, record its id, queue it.
+    """Verify a Standard Webhooks uninstall, queue it, then record its id.
 
     Raises :class:`WebhookRejectedError` with 401 (signature, timestamp), 400 (body) or 413
     (size); nothing is recorded or queued then.
@@ -152,7 +152,7 @@ def accept_webhook(
         raise WebhookRejectedError("timestamp must be ISO-8601", status=400)
 
     now = services.now()
-    if not services.webhook_ids.record(webhook_id, now=now, ttl_seconds=WEBHOOK_ID_TTL_SECONDS):
+    if services.webhook_ids.seen(webhook_id, now=now):
         logger.info("duplicate webhook acknowledged", merchant_id=merchant_id)
         return "duplicate"
     message = {
@@ -164,12 +164,11 @@ def accept_webhook(
     }
     from ucoauth import aws
 
-    try:
-        aws.sqs().send_message(QueueUrl=services.settings.revoke_queue_url, MessageBody=json.dumps(message))
-    except Exception:
-        # Not queued: forget the id so the sender's retry is acted on.
-        services.webhook_ids.forget(webhook_id)
-        raise
+    # Queue first, record after: a function that dies in between leaves the id unrecorded, so
+    # the sender's retry queues the uninstall again (the revoke worker is idempotent), and no
+    # 202 is ever answered for an uninstall that is not queued.
+    aws.sqs().send_message(QueueUrl=services.settings.revoke_queue_url, MessageBody=json.dumps(message))
+    services.webhook_ids.record(webhook_id, now=now, ttl_seconds=WEBHOOK_ID_TTL_SECONDS)
     metrics.add_metric(name="UninstallQueued", unit="Count", value=1)
     logger.info("uninstall queued", merchant_id=merchant_id)
     return "queued"
@@ -180,11 +179,14 @@ def accept_webhook(
 RevokeResult = Literal["removed", "not_installed", "already_uninstalled", "late", "invalid"]
 
 
-def process_uninstall(services: Services, body: Any, *, receive_count: int = 1) -> RevokeResult:
+def process_uninstall(services: Services, body: Any, *, deadline: Deadline) -> RevokeResult:
     """Revoke at UltraCart, delete the ciphertext, keep a tombstone. Idempotent.
 
-    Raises (so the message is retried) on a held lease, a transient UltraCart failure within
-    the retry budget, or an AWS error.
+    While UltraCart cannot confirm the revoke, the installation is ``uninstalling`` (no longer
+    served or refreshed; tokens kept only to revoke them) and :class:`RevokePendingError` asks
+    for the message to come back later; only once ``REVOKE_RETRY_SECONDS`` have passed since the
+    first attempt is the ciphertext shredded without a confirmed revoke. Raises (so the message
+    is retried) on a held lease, too little time left, a KMS fault or an AWS error.
     """
     request = parse_uninstall_message(body)
     if request is None:
@@ -193,97 +195,134 @@ def process_uninstall(services: Services, body: Any, *, receive_count: int = 1) 
         return "invalid"
     merchant_id = request.merchant_id
     requested = int(request.requested_at.timestamp())
-    store = services.installations
-    owner = f"revoke:{uuid.uuid4()}"
+    retry_since = _retry_since(body) or services.now()
     try:
         # The lease comes back with the item: no separate read (and no refresh can start now).
-        leased = store.take_lease(
-            merchant_id, owner=owner, now=services.now(), seconds=services.settings.lease_seconds
+        lease = services.installations.lease(
+            merchant_id, owner=f"revoke:{uuid.uuid4()}", now=services.now(), until=deadline.lease_until
         )
     except NotInstalledError:
         logger.info("uninstall for a merchant never installed", merchant_id=merchant_id)
         return "not_installed"
-    except LeaseBusyError:
-        raise  # a refresh is in flight; the queue brings us back after it
-    assert leased is not None
-    if leased.status == UNINSTALLED:
-        store.release_lease(merchant_id, owner=owner)
-        return "already_uninstalled"
-    if requested < leased.installed_at:
-        store.release_lease(merchant_id, owner=owner)
-        logger.info("late uninstall ignored: the merchant installed again since", merchant_id=merchant_id)
-        metrics.add_metric(name="LateUninstallIgnored", unit="Count", value=1)
-        return "late"
+    with lease:
+        installation = lease.installation
+        if installation.status == UNINSTALLED:
+            if installation.recovery is not None:
+                reconcile(services, lease, deadline, installation.recovery)
+            return "already_uninstalled"
+        if requested < installation.installed_at:
+            logger.info("late uninstall ignored: the merchant installed again since", merchant_id=merchant_id)
+            metrics.add_metric(name="LateUninstallIgnored", unit="Count", value=1)
+            return "late"
+        confirmed, failure = _revoke_everything(services, deadline, installation)
+        if not confirmed and failure == "":
+            if services.now() - retry_since < services.settings.revoke_retry_seconds:
+                _stop_serving(services, installation)
+                raise RevokePendingError(_revoke_backoff(services, retry_since), retry_since=retry_since)
+            failure = "revoke_unconfirmed"
+        return _shred(services, lease, deadline, request, confirmed=confirmed, failure=failure)
 
-    revoke_failure = ""
-    if leased.tokens_ciphertext is not None:
+
+def _retry_since(body: Any) -> int | None:
+    value = body.get("retry_since") if isinstance(body, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _revoke_backoff(services: Services, retry_since: int) -> float:
+    """Seconds until the next attempt: growing with the outage, at most SQS's 15-minute delay."""
+    elapsed = max(0, services.now() - retry_since)
+    return min(900.0, 30.0 + elapsed / 4) * services.rng.uniform(0.5, 1.0)
+
+
+def _revoke_everything(
+    services: Services, deadline: Deadline, installation: Installation
+) -> tuple[bool, str]:
+    """Revoke the stored tokens and any recovered ones. (True, "") when UltraCart confirmed every
+    revoke; (False, "") when it could not be asked now; (False, reason) when it never can."""
+    merchant_id = installation.merchant_id
+    blobs = [installation.tokens_ciphertext]
+    if installation.recovery is not None:
+        blobs.append(installation.recovery.ciphertext)
+    confirmed = True
+    for blob in blobs:
+        if blob is None:
+            continue
         try:
-            tokens = services.cipher.decrypt(merchant_id, leased.tokens_ciphertext)
-            client = services.ultracart
-            for token in (tokens.refresh_token, tokens.access_token):
-                if token:
-                    client.revoke(token)  # False means already invalid: counts as revoked
-        except TransientUltraCartError as exc:
-            if receive_count < REVOKE_ATTEMPTS:
-                store.release_lease(merchant_id, owner=owner)
-                logger.warning("revoke failed; will retry", merchant_id=merchant_id, error=str(exc))
-                raise
-            revoke_failure = "revoke_failed_transient"
-        except PermanentUltraCartError as exc:
-            revoke_failure = f"revoke_refused_{exc.status}"
+            tokens = services.cipher.decrypt(merchant_id, blob)
         except TokenDecryptError:
-            revoke_failure = "undecryptable"
-        except BaseException:
-            store.release_lease(merchant_id, owner=owner)
-            raise
+            return False, "undecryptable"
+        if not revoke_tokens(services, deadline, merchant_id, tokens):
+            confirmed = False
+    return confirmed, ""
 
-    reason = f"{request.source}" + (f";{revoke_failure}" if revoke_failure else "")
+
+def _stop_serving(services: Services, installation: Installation) -> None:
+    if installation.status == UNINSTALLING:
+        return
+    version = services.installations.mark_uninstalling(
+        installation.merchant_id, expected_version=installation.version, now=services.now()
+    )
+    if version is None:
+        raise StaleWriteError(installation.merchant_id)  # the item moved: the retry reads it again
+    logger.warning(
+        "uninstall pending: UltraCart has not confirmed the revoke", merchant_id=installation.merchant_id
+    )
+
+
+def _shred(
+    services: Services,
+    lease: Lease,
+    deadline: Deadline,
+    request: UninstallRequest,
+    *,
+    confirmed: bool,
+    failure: str,
+) -> RevokeResult:
+    installation = lease.installation
+    merchant_id = installation.merchant_id
+    reason = request.source + (f";{failure}" if failure else "")
     now = services.now()
-    try:
-        version = store.mark_uninstalled(
+    # UltraCart has revoked: the shred is retried while time allows (else the message comes back).
+    version = retry_within(
+        services,
+        deadline,
+        lambda: services.installations.mark_uninstalled(
             merchant_id,
-            expected_version=leased.version,
+            expected_version=installation.version,
             reason=reason,
+            revoke_confirmed=confirmed,
             now=now,
             ttl=now + services.settings.tombstone_ttl_days * 86_400,
-        )
-    except BaseException:
-        _release_quietly(services, merchant_id, owner)  # the redelivery must not find it busy
-        raise
+        ),
+        keep_back=0.0,
+    )
     if version is None:
         # Only a reinstall moves the version under our lease: it is newer than this uninstall
         # if it installed after the request; otherwise retry against the new version.
-        _release_quietly(services, merchant_id, owner)
-        latest = store.get(merchant_id)
-        if latest is not None and requested < latest.installed_at:
+        latest = services.installations.get(merchant_id)
+        if latest is not None and int(request.requested_at.timestamp()) < latest.installed_at:
             metrics.add_metric(name="LateUninstallIgnored", unit="Count", value=1)
             return "late"
-        raise RuntimeError("installation changed during uninstall; retrying")
-    if revoke_failure:
+        raise StaleWriteError(merchant_id)
+    lease.cleared()
+    if not confirmed:
         metrics.add_metric(name="RevokeFailed", unit="Count", value=1)
-        logger.error(
-            "tokens shredded without confirmed revocation", merchant_id=merchant_id, reason=revoke_failure
-        )
+        logger.error("tokens shredded without confirmed revocation", merchant_id=merchant_id, reason=failure)
     metrics.add_metric(name="InstallationRemoved", unit="Count", value=1)
-    logger.info("installation removed", merchant_id=merchant_id, generation=leased.generation)
+    logger.info("installation removed", merchant_id=merchant_id, generation=installation.generation)
     announce(
         services,
         merchant_id,
         INSTALLATION_REMOVED,
         {
             "merchant_id": merchant_id,
-            "generation": leased.generation,
+            "generation": installation.generation,
             "source": request.source,
-            "revoked": not revoke_failure,
+            "revoked": confirmed,
+            "revoke_confirmed": confirmed,
         },
         version=version,
         active=False,
+        parked=installation.pending_event,
     )
     return "removed"
-
-
-def _release_quietly(services: Services, merchant_id: str, owner: str) -> None:
-    try:
-        services.installations.release_lease(merchant_id, owner=owner)
-    except (ClientError, BotoCoreError):
-        logger.warning("lease not released; it will expire", merchant_id=merchant_id)

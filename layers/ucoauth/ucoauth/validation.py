@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qsl
 
-MERCHANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+# Matched with fullmatch: a `$` anchor would also accept a trailing newline.
+MERCHANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # OAuth codes and our own states are URL-safe tokens; UltraCart's codes are hex/base64-ish.
 OAUTH_VALUE = re.compile(r"^[A-Za-z0-9._~+/=-]{8,1024}$")
 OAUTH_ERROR = re.compile(r"^[a-z_]{1,64}$")
@@ -18,7 +19,7 @@ class BadInput(ValueError):
 
 def is_merchant_id(value: str) -> bool:
     """A merchant id we are willing to use as a key."""
-    return bool(MERCHANT_ID.match(value))
+    return MERCHANT_ID.fullmatch(value) is not None
 
 
 def parse_query(raw: str, *, allowed: frozenset[str]) -> dict[str, str]:
