@@ -448,6 +448,11 @@ def _guided_prompts() -> list[str]:
 
 def test_the_readme_lists_exactly_what_sam_deploy_guided_asks() -> None:
     deploy = _readme_section("Deploy")
+    from samcli import __version__ as sam_cli_version
+
+    assert (
+        f"SAM CLI {'.'.join(sam_cli_version.split('.')[:2])}" in deploy
+    )  # the version the table was read from
     assert _table_first_column(deploy) == _guided_prompts()
     # The authentication question is asked per unauthenticated route: none here, and the guide says so.
     assert not [row for row in _table_first_column(deploy) if "has no authentication" in row]

@@ -497,6 +497,7 @@ def test_function_environment_resolves_every_variable(aws: LocalResources) -> No
         assert environment["WEBHOOK_SECRET_ARN"] == aws.webhook_secret_arn
         assert environment["EVENT_BUS_NAME"] == aws.event_bus_name
         assert environment["STAGE"] == "local"
+        assert environment["POWERTOOLS_SERVICE_NAME"] == aws.stack_name
         assert environment["OAUTH_REDIRECT_URI"] == ""
         assert environment["DUE_SHARDS"] == "8"
 
