@@ -19,6 +19,7 @@ import pytest
 
 from devstack.resources import ROOT, load_template
 from tests.support.translate import of_type, translate, walk
+from ucoauth import events as ucoauth_events
 
 OWN_EVENT_SOURCE = "ultracart.oauth"  # what the functions publish (ucoauth.events.SOURCE)
 STACK_NAME = {"Ref": "AWS::StackName"}
@@ -154,12 +155,24 @@ def test_a_bus_of_its_own_is_an_option_and_every_bus_reference_follows_it(cfn: d
     )
 
 
-def test_publishers_may_put_events_only_on_the_chosen_bus(cfn: dict[str, Any]) -> None:
+def test_publishers_may_put_events_only_on_the_chosen_bus_and_only_as_the_stack(cfn: dict[str, Any]) -> None:
+    # Otherwise any of the four publishing functions could put an uninstall with the app's source.
     chosen = {"Fn::If": ["CreatesEventBus", {"Ref": "EventBus"}, {"Ref": "UninstallEventBusName"}]}
-    for role in of_type(cfn, "AWS::IAM::Role").values():
+    publishers = set()
+    for logical_id, role in of_type(cfn, "AWS::IAM::Role").items():
         for node in walk(role):
-            if isinstance(node, dict) and node.get("Action") == "events:PutEvents":
+            if isinstance(node, dict) and "events:PutEvents" in str(node.get("Action")):
+                assert node["Action"] == "events:PutEvents"
                 assert node["Resource"]["Fn::Sub"][1] == {"eventBusName": chosen}
+                assert node["Condition"] == {"StringEquals": {"events:source": OWN_EVENT_SOURCE}}
+                publishers.add(logical_id)
+    assert publishers == {
+        "OAuthBrowserFunctionRole",
+        "TokenApiFunctionRole",
+        "RefreshWorkerFunctionRole",
+        "RevokeWorkerFunctionRole",
+    }
+    assert OWN_EVENT_SOURCE == ucoauth_events.SOURCE
 
 
 # --------------------------------------------------------------------------------------

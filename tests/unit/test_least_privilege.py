@@ -75,7 +75,6 @@ ITEM_PREFIXES: dict[str, dict[str, set[str]]] = {
 
 # SAM policy templates used in the template, expanded to the actions they grant.
 SAM_TEMPLATES = {
-    "EventBridgePutEventsPolicy": {"events:PutEvents"},
     "SQSSendMessagePolicy": {"sqs:SendMessage"},  # SAM grants sqs:SendMessage* (incl. batch)
     "AWSSecretsManagerGetSecretValuePolicy": {"secretsmanager:GetSecretValue"},
 }
