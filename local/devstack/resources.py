@@ -82,6 +82,7 @@ _INTRINSIC_TAGS = (
     "Or",
     "ToJsonString",
     "Length",
+    "Contains",
 )
 
 
@@ -278,6 +279,9 @@ class _Resolver:
     def _ref(self, name: str) -> Any:
         if name == "AWS::NoValue":
             return _NO_VALUE
+        spec = self.template.get("Parameters", {}).get(name, {})
+        if name in self.parameters and spec.get("Type") == "CommaDelimitedList":
+            return [item.strip() for item in self.parameters[name].split(",")]
         for table in (self.parameters, self.pseudo, self.refs):
             if name in table:
                 return table[name]
@@ -334,6 +338,9 @@ class _Resolver:
         if name == "Fn::Select":
             index, items = argument
             return self.resolve(items)[int(self.resolve_string(index))]
+        if name == "Fn::Contains":
+            items, item = argument
+            return self.resolve_string(item) in [_format_value(i) for i in self.resolve(items)]
         if name == "Fn::ToJsonString":
             return json.dumps(self.resolve(argument), separators=(",", ":"))
         raise UnresolvedReferenceError(f"{name} is not supported by the local stack")
@@ -450,6 +457,15 @@ class _Build:
     def physical_name(self, logical_id: str) -> str:
         return f"{self.stack_name}-{logical_id}"
 
+    def active(self, logical_id: str) -> bool:
+        """False for a resource whose ``Condition`` is false (CloudFormation does not create it)."""
+        condition = self.template["Resources"][logical_id].get("Condition")
+        return condition is None or self.resolver().condition(str(condition))
+
+    def of_type(self, resource_type: str) -> list[str]:
+        """Logical ids of the resources of a type that this stack creates."""
+        return [lid for lid in resources_of_type(self.template, resource_type) if self.active(lid)]
+
 
 def create_resources(
     session: boto3.Session | None = None,
@@ -480,24 +496,40 @@ def create_resources(
         account_id=account_id,
         stack_name=stack_name_for(stage),
     )
+    _check_rules(build)
     kms: KMSClient = client("kms")
     sqs: SQSClient = client("sqs")
     dynamodb: DynamoDBClient = client("dynamodb")
     secretsmanager: SecretsManagerClient = client("secretsmanager")
     events: EventBridgeClient = client("events")
+    cloudwatch = client("cloudwatch")
 
-    for logical_id in resources_of_type(template, "AWS::KMS::Key"):
+    # Functions and the API are not created in moto (the local gateway runs the handlers), but
+    # alarms name them: they get the names a deployed stack's resources would have.
+    for logical_id in build.of_type("AWS::Serverless::Function"):
+        build.refs[logical_id] = build.physical_name(logical_id)
+        build.attributes[f"{logical_id}.Arn"] = (
+            f"arn:{PARTITION}:lambda:{region}:{account_id}:function:{build.physical_name(logical_id)}"
+        )
+    for logical_id in build.of_type("AWS::Serverless::HttpApi"):
+        build.refs[logical_id] = build.physical_name(logical_id)
+    for logical_id in build.of_type("AWS::KMS::Key"):
         _create_key(kms, build, logical_id)
-    for logical_id in resources_of_type(template, "AWS::DynamoDB::Table"):
+    for logical_id in build.of_type("AWS::DynamoDB::Table"):
         _create_table(dynamodb, build, logical_id)
     for logical_id in _queues_in_dependency_order(template):
-        _create_queue(sqs, build, logical_id)
+        if build.active(logical_id):
+            _create_queue(sqs, build, logical_id)
     secret_values = {
         logical_id: _create_secret(secretsmanager, build, logical_id)
-        for logical_id in resources_of_type(template, "AWS::SecretsManager::Secret")
+        for logical_id in build.of_type("AWS::SecretsManager::Secret")
     }
-    for logical_id in resources_of_type(template, "AWS::Events::Rule"):
+    for logical_id in build.of_type("AWS::Events::EventBus"):
+        _create_event_bus(events, build, logical_id)
+    for logical_id in build.of_type("AWS::Events::Rule"):
         _create_rule(events, build, logical_id)
+    for logical_id in build.of_type("AWS::CloudWatch::Alarm"):
+        _create_alarm(cloudwatch, build, logical_id)
 
     resolver = build.resolver()
     event_bus_name = resolver.resolve_string(
@@ -525,6 +557,17 @@ def create_resources(
         refs=dict(build.refs),
         attributes=dict(build.attributes),
     )
+
+
+def _check_rules(build: _Build) -> None:
+    """Refuse parameters the template's ``Rules`` refuse, as CloudFormation does before creating."""
+    resolver = build.resolver()
+    for name, rule in build.template.get("Rules", {}).items():
+        if "RuleCondition" in rule and not resolver.resolve(rule["RuleCondition"]):
+            continue
+        for assertion in rule.get("Assertions", []):
+            if not resolver.resolve(assertion["Assert"]):
+                raise ValueError(f"rule {name}: {assertion.get('AssertDescription', 'assertion failed')}")
 
 
 def _create_key(kms: KMSClient, build: _Build, logical_id: str) -> None:
@@ -716,14 +759,64 @@ def _create_rule(events: EventBridgeClient, build: _Build, logical_id: str) -> N
     if "Description" in properties:
         arguments["Description"] = properties["Description"]
     arn = events.put_rule(**arguments)["RuleArn"]
-    targets = [
-        {key: target[key] for key in ("Id", "Arn", "Input", "InputPath", "InputTransformer") if key in target}
-        for target in properties.get("Targets", [])
-    ]
+    keys = ("Id", "Arn", "Input", "InputPath", "InputTransformer", "RetryPolicy", "DeadLetterConfig")
+    targets = [{key: t[key] for key in keys if key in t} for t in properties.get("Targets", [])]
     if targets:
         events.put_targets(Rule=name, EventBusName=bus, Targets=targets)  # type: ignore[arg-type]
     build.refs[logical_id] = name if bus == "default" else f"{bus}|{name}"
     build.attributes[f"{logical_id}.Arn"] = arn
+
+
+def _create_event_bus(events: EventBridgeClient, build: _Build, logical_id: str) -> None:
+    properties = build.resolver().resolve(_properties(build.template, logical_id))
+    name = str(properties.get("Name") or build.physical_name(logical_id))
+    _ensure_event_bus(events, name)
+    arn = events.describe_event_bus(Name=name)["Arn"]
+    build.refs[logical_id] = name
+    build.attributes[f"{logical_id}.Name"] = name
+    build.attributes[f"{logical_id}.Arn"] = arn
+
+
+# CloudFormation properties of AWS::CloudWatch::Alarm that are PutMetricAlarm arguments of the same name.
+_ALARM_ARGUMENTS = (
+    "AlarmDescription",
+    "ActionsEnabled",
+    "OKActions",
+    "AlarmActions",
+    "InsufficientDataActions",
+    "MetricName",
+    "Namespace",
+    "Statistic",
+    "ExtendedStatistic",
+    "Dimensions",
+    "Period",
+    "Unit",
+    "EvaluationPeriods",
+    "DatapointsToAlarm",
+    "Threshold",
+    "ComparisonOperator",
+    "TreatMissingData",
+    "EvaluateLowSampleCountPercentile",
+    "Metrics",
+    "ThresholdMetricId",
+)
+
+
+def _create_alarm(cloudwatch: Any, build: _Build, logical_id: str) -> None:
+    """The alarm as declared, named like CloudFormation names it (after the stack and logical id)."""
+    properties = build.resolver().resolve(_properties(build.template, logical_id))
+    name = str(properties.get("AlarmName") or build.physical_name(logical_id))
+    arguments = {key: properties[key] for key in _ALARM_ARGUMENTS if key in properties}
+    for number in ("Period", "EvaluationPeriods", "DatapointsToAlarm"):
+        if number in arguments:
+            arguments[number] = int(arguments[number])
+    if "Threshold" in arguments:
+        arguments["Threshold"] = float(arguments["Threshold"])
+    cloudwatch.put_metric_alarm(AlarmName=name, **arguments)
+    build.refs[logical_id] = name
+    build.attributes[f"{logical_id}.Arn"] = (
+        f"arn:{PARTITION}:cloudwatch:{build.region}:{build.account_id}:alarm:{name}"
+    )
 
 
 def _create_events_observer(sqs: SQSClient, events: EventBridgeClient, build: _Build, bus: str) -> str:

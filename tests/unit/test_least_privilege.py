@@ -15,9 +15,10 @@ from devstack.resources import load_template
 # What each function's code calls (plus the SQS poller rights the event source adds itself).
 CALLS: dict[str, set[str]] = {
     "OAuthBrowserFunction": {
-        "dynamodb:PutItem",  # state
+        "dynamodb:PutItem",  # state; success receipt
         "dynamodb:DeleteItem",  # consume state
-        "dynamodb:UpdateItem",  # save installation, UltraCart budget
+        "dynamodb:UpdateItem",  # save installation; the shared UltraCart call budget
+        "dynamodb:GetItem",  # the reload-safe success receipt
         "kms:Encrypt",
         "events:PutEvents",
         "secretsmanager:GetSecretValue?",  # only with UltraCartClientSecretArn
@@ -62,9 +63,23 @@ CALLS: dict[str, set[str]] = {
     },
 }
 
+# The public functions (reached from the internet) touch the table only under these partition
+# key prefixes (dynamodb:LeadingKeys), with these actions each: a bug or an injection in the
+# browser or webhook path cannot rewrite or delete another kind of item, such as the MERCHANT#
+# items that hold the only copy of the refresh tokens (the browser only creates them, with one
+# UpdateItem). Every other function's table rights are unconditional on the key.
+ITEM_PREFIXES: dict[str, dict[str, set[str]]] = {
+    "OAuthBrowserFunction": {
+        "STATE#*": {"dynamodb:PutItem", "dynamodb:DeleteItem"},
+        "MERCHANT#*": {"dynamodb:UpdateItem"},
+        "BUDGET#*": {"dynamodb:UpdateItem"},
+        "RECEIPT#*": {"dynamodb:GetItem", "dynamodb:PutItem"},
+    },
+    "UninstallWebhookFunction": {"WEBHOOK#*": {"dynamodb:GetItem", "dynamodb:PutItem"}},
+}
+
 # SAM policy templates used in the template, expanded to the actions they grant.
 SAM_TEMPLATES = {
-    "EventBridgePutEventsPolicy": {"events:PutEvents"},
     "SQSSendMessagePolicy": {"sqs:SendMessage"},  # SAM grants sqs:SendMessage* (incl. batch)
     "AWSSecretsManagerGetSecretValuePolicy": {"secretsmanager:GetSecretValue"},
 }
@@ -108,6 +123,40 @@ def test_each_function_is_granted_exactly_what_its_code_calls(function: str) -> 
     assert actions == CALLS[function]
     for resource in resources:
         assert resource != "*" and "*" not in str(resource).replace("index/DueIndex", ""), resource
+
+
+def table_rights(policies: list[Any]) -> dict[str, set[str]]:
+    """Key prefix (``*`` when unconditioned) -> the dynamodb actions a function's statements allow."""
+    rights: dict[str, set[str]] = {}
+    for policy in policies:
+        for statement in policy.get("Statement", []) if isinstance(policy, dict) else []:
+            found = statement["Action"]
+            actions = {a for a in ([found] if isinstance(found, str) else found) if a.startswith("dynamodb:")}
+            if not actions:
+                continue
+            condition = statement.get("Condition")
+            if condition is None:
+                prefixes = ["*"]
+            else:
+                assert list(condition) == ["ForAllValues:StringLike"], condition
+                assert list(condition["ForAllValues:StringLike"]) == ["dynamodb:LeadingKeys"], condition
+                prefixes = condition["ForAllValues:StringLike"]["dynamodb:LeadingKeys"]
+            for prefix in prefixes:
+                rights.setdefault(prefix, set()).update(actions)
+    return rights
+
+
+@pytest.mark.parametrize("function", sorted(CALLS))
+def test_public_functions_touch_only_their_own_key_prefixes(function: str) -> None:
+    template = load_template()
+    rights = table_rights(template["Resources"][function]["Properties"].get("Policies", []))
+    if function in ITEM_PREFIXES:
+        assert rights == ITEM_PREFIXES[function]
+        # and together they are exactly the table calls the code makes
+        assert set().union(*rights.values()) == {c for c in CALLS[function] if c.startswith("dynamodb:")}
+    else:
+        # Unconditioned, or confined to a key prefix (the planner reads only the budget item).
+        assert all(prefix == "*" or prefix.endswith("#*") for prefix in rights), rights
 
 
 def test_only_the_functions_that_need_the_key_can_use_it() -> None:

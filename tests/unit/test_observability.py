@@ -5,11 +5,16 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 from aws_lambda_powertools import Logger
 
 from ucoauth.observability import REDACTED, RedactingFormatter, redact, redact_text
 
+ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "Zx9-aQ3_Lm8pW2rT6yUi0oPs4dFg7hJk1lZc5vBn"  # token_urlsafe(30)-shaped
 
 
@@ -53,3 +58,26 @@ def test_a_log_line_with_a_token_in_an_extra_and_an_exception_leaks_nothing() ->
     record = json.loads(line)
     assert record["refresh_token"] == REDACTED
     assert record["message"] == "boom"
+
+
+def _service_seen(environment: dict[str, str]) -> list[str]:
+    """(metrics' service dimension, logger's service) in a fresh interpreter with ``environment``."""
+    code = (
+        "from ucoauth.observability import logger, metrics\n"
+        "metrics.add_metric(name='Probe', unit='Count', value=1)\n"
+        "print(metrics.serialize_metric_set()['service'], logger.service)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "POWERTOOLS_SERVICE_NAME"}
+    env.update(environment)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "layers" / "ucoauth"), env.get("PYTHONPATH", "")])
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True
+    )
+    return result.stdout.split()
+
+
+def test_metrics_and_logs_carry_the_stacks_service_name() -> None:
+    # Given the service name the template sets per stack, the metrics (and their alarms) are that stack's
+    assert _service_seen({"POWERTOOLS_SERVICE_NAME": "ucoauth-a"}) == ["ucoauth-a", "ucoauth-a"]
+    # and without it (a test or a script), the package's own name
+    assert _service_seen({}) == ["ultracart-oauth", "ultracart-oauth"]

@@ -222,6 +222,8 @@ def test_parameters_and_their_defaults(template: dict[str, Any]) -> None:
     assert defaults["UltraCartClientSecretArn"] == ""
     assert defaults["Stage"] == "dev"
     assert defaults["UninstallEventBusName"] == "default"
+    assert defaults["CreateEventBus"] == "false"
+    assert defaults["UninstallEventSources"] == "com.example.myapp"
     assert defaults["RefreshScheduleRate"] == "rate(5 minutes)"
     assert defaults["RefreshPaceLimit"] == 10
     assert defaults["RefreshPaceWindowSeconds"] == 60
@@ -254,7 +256,7 @@ def test_globals_declare_every_architecture_variable(template: dict[str, Any]) -
     variables = template["Globals"]["Function"]["Environment"]["Variables"]
     assert set(variables) >= ENVIRONMENT
     assert variables["POWERTOOLS_LOGGER_LOG_EVENT"] == "false"
-    assert variables["POWERTOOLS_SERVICE_NAME"] == "ultracart-oauth"
+    assert variables["POWERTOOLS_SERVICE_NAME"] == {"Fn::Sub": "${AWS::StackName}"}
     assert variables["POWERTOOLS_METRICS_NAMESPACE"] == "UltraCartOAuth"
     assert variables["OAUTH_REDIRECT_URI"] == {"Ref": "OAuthRedirectUri"}
 
@@ -313,10 +315,15 @@ def test_planner_runs_on_a_schedule_with_retries_and_a_dead_letter_queue(templat
 def test_the_uninstall_rule_targets_the_revoke_queue(template: dict[str, Any]) -> None:
     rule = template["Resources"]["UninstallEventRule"]["Properties"]
     assert rule["EventPattern"] == {
+        "source": {"Ref": "UninstallEventSources"},
+        "account": [{"Ref": "AWS::AccountId"}],
         "detail-type": ["App Uninstalled"],
         "detail": {"merchant_id": [{"exists": True}]},
     }
     assert [target["Arn"] for target in rule["Targets"]] == [{"Fn::GetAtt": ["RevokeQueue", "Arn"]}]
+    assert rule["Targets"][0]["DeadLetterConfig"] == {
+        "Arn": {"Fn::GetAtt": ["UninstallRuleDeadLetterQueue", "Arn"]}
+    }
     statement = template["Resources"]["RevokeQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
     assert statement["Principal"] == {"Service": "events.amazonaws.com"}
     assert statement["Condition"]["ArnEquals"]["aws:SourceArn"] == {
@@ -342,7 +349,7 @@ def test_every_queue_has_a_dead_letter_queue_and_alarms(template: dict[str, Any]
         for alarm in resources_of_type(template, "AWS::CloudWatch::Alarm").values()
         if alarm["Properties"]["Namespace"] == "AWS/SQS"
     }
-    dead_letter_queues = {"SchedulerDeadLetterQueue"}
+    dead_letter_queues = {"SchedulerDeadLetterQueue", "UninstallRuleDeadLetterQueue"}
     for logical_id in ("RefreshQueue", "RevokeQueue"):
         redrive = queues[logical_id]["Properties"]["RedrivePolicy"]
         assert redrive["maxReceiveCount"] == 5
@@ -464,10 +471,11 @@ def test_uninstall_events_reach_the_revoke_queue_and_published_events_the_observ
 ) -> None:
     events = boto3.client("events")
     sqs = boto3.client("sqs")
+    (app_source,) = aws.parameters["UninstallEventSources"].split(",")
     events.put_events(
         Entries=[
             {
-                "Source": "my.app",
+                "Source": app_source,
                 "DetailType": "App Uninstalled",
                 "Detail": json.dumps({"merchant_id": "DEMO"}),
                 "EventBusName": aws.event_bus_name,
@@ -501,6 +509,7 @@ def test_function_environment_resolves_every_variable(aws: LocalResources) -> No
         assert environment["WEBHOOK_SECRET_ARN"] == aws.webhook_secret_arn
         assert environment["EVENT_BUS_NAME"] == aws.event_bus_name
         assert environment["STAGE"] == "local"
+        assert environment["POWERTOOLS_SERVICE_NAME"] == aws.stack_name
         assert environment["OAUTH_REDIRECT_URI"] == ""
         assert environment["DUE_SHARDS"] == "8"
 
@@ -527,6 +536,17 @@ def test_function_environment_takes_parameters_and_overrides(aws_env: None) -> N
 def test_bad_parameters_are_refused_like_cloudformation_would(aws_env: None) -> None:
     with moto.mock_aws(), pytest.raises(ValueError, match="DueShards"):
         create_resources(boto3.Session(region_name="us-east-1"), parameters={"DueShards": "0"})
+    with moto.mock_aws(), pytest.raises(ValueError, match="RefreshPaceLimit"):
+        create_resources(boto3.Session(region_name="us-east-1"), parameters={"RefreshPaceLimit": "100001"})
+
+
+def test_the_stacks_own_event_source_is_refused_as_an_uninstall_source(aws_env: None) -> None:
+    # The template's Rules section: CloudFormation refuses it before creating anything.
+    with moto.mock_aws(), pytest.raises(ValueError, match="UninstallSourcesAreNotOurOwn"):
+        create_resources(
+            boto3.Session(region_name="us-east-1"),
+            parameters={"UninstallEventSources": "com.example.myapp,ultracart.oauth"},
+        )
 
 
 @pytest.mark.integration

@@ -6,6 +6,7 @@ purpose, but an exception text or a careless extra must not leak one either.
 
 from __future__ import annotations
 
+import os
 import re
 import warnings
 from typing import Any
@@ -77,5 +78,9 @@ class RedactingFormatter(LambdaPowertoolsFormatter):
 # Powertools warns on every invocation that records no metric; that is normal here.
 warnings.filterwarnings("ignore", message="No application metrics to publish", category=UserWarning)
 
-logger = Logger(service=SERVICE, logger_formatter=RedactingFormatter())
-metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+# The template sets POWERTOOLS_SERVICE_NAME to the stack's name, so each stage's metrics carry
+# their own service dimension (and only that stage's alarms read them); SERVICE is the fallback
+# outside a deployed function.
+_service = os.environ.get("POWERTOOLS_SERVICE_NAME") or SERVICE
+logger = Logger(service=_service, logger_formatter=RedactingFormatter())
+metrics = Metrics(namespace=NAMESPACE, service=_service)
