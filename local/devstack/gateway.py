@@ -79,7 +79,13 @@ class _CompiledRoute:
     specificity: tuple[int, int, int]
 
 
+DEFAULT_ROUTE = "$default"
+
+
 def _compile(route: Route) -> _CompiledRoute:
+    if route.path == DEFAULT_ROUTE:
+        # HttpApi's catch-all: any method and path no other route matches; its routeKey is "$default".
+        return _CompiledRoute(route, re.compile(r"/.*", re.DOTALL), DEFAULT_ROUTE, (1 << 30, 0, 0))
     parts: list[str] = []
     params = greedy = 0
     for segment in route.path.strip("/").split("/"):
@@ -98,10 +104,15 @@ def _compile(route: Route) -> _CompiledRoute:
 
 
 class RouteTable:
-    """The template's routes, matched like HttpApi does (most specific first, ``ANY`` last)."""
+    """The template's routes, matched like HttpApi does (most specific first, ``ANY`` last,
+    ``$default`` only when nothing else matches)."""
 
     def __init__(self, routes: Iterable[Route]) -> None:
-        self._routes = sorted((_compile(r) for r in routes), key=lambda r: r.specificity)
+        compiled = [_compile(r) for r in routes]
+        self._routes = sorted(
+            (c for c in compiled if c.route.path != DEFAULT_ROUTE), key=lambda r: r.specificity
+        )
+        self._default = next((c for c in compiled if c.route.path == DEFAULT_ROUTE), None)
 
     def match(self, method: str, raw_path: str) -> tuple[_CompiledRoute, dict[str, str]] | None:
         """The route for a request and its path parameters (percent-decoded once)."""
@@ -112,6 +123,8 @@ class RouteTable:
                 found = compiled.pattern.fullmatch(raw_path)
                 if found is not None:
                     return compiled, {k: unquote(v) for k, v in found.groupdict().items()}
+        if self._default is not None:
+            return self._default, {}
         return None
 
 

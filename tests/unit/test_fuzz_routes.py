@@ -72,7 +72,8 @@ def test_fuzz_callback(
     event["headers"]["user-agent"] = agent
     before = stored(aws)
     response = invoke("OAuthBrowserFunction", event)
-    assert response["statusCode"] in (200, 400), response["statusCode"]
+    # 502/503: UltraCart itself reported error=server_error or temporarily_unavailable.
+    assert response["statusCode"] in (200, 400, 502, 503), response["statusCode"]
     assert response["headers"]["Content-Security-Policy"].startswith("default-src 'none'")
     assert "<script" not in response["body"].lower()
     assert stored(aws) == before

@@ -15,7 +15,8 @@ from devstack.resources import load_template
 # What each function's code calls (plus the SQS poller rights the event source adds itself).
 CALLS: dict[str, set[str]] = {
     "OAuthBrowserFunction": {
-        "dynamodb:PutItem",  # state
+        "dynamodb:PutItem",  # state, success receipt
+        "dynamodb:GetItem",  # success receipt (GET /installed)
         "dynamodb:DeleteItem",  # consume state
         "dynamodb:UpdateItem",  # save installation
         "kms:Encrypt",

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from ucoauth.crypto import TokenCipher
 from ucoauth.events import EventPublisher
 from ucoauth.settings import Settings, get_settings
-from ucoauth.store import InstallationStore, PaceCounter, StateStore, WebhookIdStore
+from ucoauth.store import InstallationStore, PaceCounter, ReceiptStore, StateStore, WebhookIdStore
 
 if TYPE_CHECKING:
     from ucoauth.ultracart import UltraCartClient
@@ -34,6 +34,7 @@ class Services:
     pace: PaceCounter
     cipher: TokenCipher
     events: EventPublisher
+    receipts: ReceiptStore
     ultracart_factory: Callable[[], UltraCartClient] | None = None
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
@@ -69,6 +70,7 @@ class Services:
             ),
             cipher=TokenCipher(settings.kms_key_id),
             events=EventPublisher(settings.event_bus_name),
+            receipts=ReceiptStore(settings.table_name),
         )
 
 
