@@ -177,7 +177,7 @@ def test_sam_build_packages_the_layer_with_its_dependencies(tmp_path: Path) -> N
 
 
 # --------------------------------------------------------------------------------------
-# (e) the contract (DESIGN.md section 4, ARCHITECTURE.md)
+# (e) the contract (README, docs/ARCHITECTURE.md)
 # --------------------------------------------------------------------------------------
 def test_transform_and_runtime(template: dict[str, Any]) -> None:
     assert template["Transform"] == "AWS::Serverless-2016-10-31"
@@ -276,6 +276,14 @@ def test_base_url_is_https_or_loopback(template: dict[str, Any], url: str, accep
     else:
         with pytest.raises(ValueError, match="UltraCartBaseUrl"):
             parameter_values(template, parameters={"UltraCartBaseUrl": url})
+
+
+def test_every_parameter_and_variable_is_documented(template: dict[str, Any]) -> None:
+    readme = (ROOT / "README.md").read_text()
+    architecture = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
+    assert [name for name in template["Parameters"] if f"`{name}`" not in readme] == []
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert [name for name in variables if f"`{name}" not in architecture] == []
 
 
 def test_globals_declare_every_architecture_variable(template: dict[str, Any]) -> None:
