@@ -112,7 +112,11 @@ def callback() -> Response[str]:
 @app.get("/installed")
 def installed() -> Response[str]:
     services = get_services()
-    receipt = read_receipt(services, web.read_cookie(app.current_event.raw_event, RECEIPT_COOKIE))
+    try:
+        nonce = web.read_cookie(app.current_event.raw_event, RECEIPT_COOKIE)
+    except BadInput:  # two different receipt cookies prove nothing: the neutral page
+        nonce = None
+    receipt = read_receipt(services, nonce)
     if receipt is None:
         return web.html_response(pages.receipt_expired(_brand(), _retry_href()))
     page = pages.installed(

@@ -166,6 +166,16 @@ def test_the_success_url_without_a_valid_receipt_is_a_neutral_page(
     assert "DEMO1" not in page["body"] and 'id="retry"' in page["body"]
 
 
+def test_two_receipt_cookies_prove_nothing(services: Services, fake_uc: FakeUltraCart) -> None:
+    state, nonce, _ = start_install(services)
+    receipt = receipt_of(callback(fake_uc.new_code("DEMO1"), state, nonce))
+    event = load_event("installed.json", receipt=receipt)
+    event["cookies"].append(f"{RECEIPT_COOKIE}={'y' * 43}")
+    page = invoke(FN, event)
+    assert page["statusCode"] == 200 and "This page has expired" in page["body"]
+    assert "DEMO1" not in page["body"]
+
+
 def test_a_receipt_expires(services: Services, fake_uc: FakeUltraCart, clock: Clock) -> None:
     state, nonce, _ = start_install(services)
     receipt = receipt_of(callback(fake_uc.new_code("DEMO1"), state, nonce))
