@@ -19,6 +19,7 @@ from ucoauth.errors import (
     StateForeignBrowserError,
     StateInvalidError,
     TransientUltraCartError,
+    UltraCartTimeoutError,
 )
 from ucoauth.install import (
     RECEIPT_COOKIE,
@@ -190,7 +191,7 @@ def code_refused(exc: PermanentUltraCartError) -> Response[str]:
 @app.exception_handler(TransientUltraCartError)
 def upstream(exc: TransientUltraCartError) -> Response[str]:
     logger.error("UltraCart failed during the install", error=str(exc))
-    status = 504 if "timed out" in str(exc) else 502
+    status = 504 if isinstance(exc, UltraCartTimeoutError) else 502
     return _page(pages.upstream_failed(_brand(), status, _retry_href()))
 
 

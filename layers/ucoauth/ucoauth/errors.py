@@ -68,6 +68,10 @@ class TransientUltraCartError(UltraCartError):
     """Worth retrying later with backoff (429, 5xx, timeouts, connection errors, bad bodies)."""
 
 
+class UltraCartTimeoutError(TransientUltraCartError):
+    """UltraCart did not answer within the read (or connect) timeout."""
+
+
 # --- store and flows -------------------------------------------------------------------
 
 
