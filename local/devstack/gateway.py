@@ -1,6 +1,8 @@
 """A local HttpApi: HTTP requests to API Gateway payload 2.0 events for the template's handlers.
 
-Routes come from ``template.yaml`` (``http_routes``). Each request becomes the event API Gateway
+Routes come from ``template.yaml`` (``http_routes``), matched as HttpApi matches them: the most
+specific route wins, and a ``$default`` route takes only what no other route matches (without
+one, an unmatched request gets API Gateway's JSON 404). Each request becomes the event API Gateway
 would send (``version`` 2.0, ``rawQueryString`` as received, lower-cased headers with repeats
 joined by commas, a ``cookies`` list instead of a ``cookie`` header, base64 bodies for binary
 content); the handler's answer is written back the way API Gateway writes it (one
