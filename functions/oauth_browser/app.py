@@ -163,18 +163,20 @@ def timed_out(exc: StateInvalidError) -> Response[str]:
     return _page(pages.session_timed_out(_brand(), _retry_href(), minutes=minutes))
 
 
+# The two below keep the state cookie: it belongs to another, newer installation in this
+# browser (another tab), which clearing it would break.
 @app.exception_handler(StateForeignBrowserError)
 def other_tab(_: StateForeignBrowserError) -> Response[str]:
     metrics.add_metric(name="InstallStateRejected", unit="Count", value=1)
     logger.info("install state bound to another browser nonce")
-    return _page(pages.started_in_another_tab(_brand(), _retry_href()))
+    return _page(pages.started_in_another_tab(_brand(), _retry_href()), cookies=[])
 
 
 @app.exception_handler(StateInvalidError)
 def already_used(exc: StateInvalidError) -> Response[str]:
     metrics.add_metric(name="InstallStateRejected", unit="Count", value=1)
     logger.info("install state unknown or already used", reason=type(exc).__name__)
-    return _page(pages.already_used(_brand(), _retry_href()))
+    return _page(pages.already_used(_brand(), _retry_href()), cookies=[])
 
 
 @app.exception_handler(PermanentUltraCartError)

@@ -155,3 +155,32 @@ def test_merchant_denies_and_sees_the_cancelled_page(stack: LocalStack, chromium
         page.screenshot(path=str(SCREENSHOTS / "install-declined.png"))
     finally:
         context.close()
+
+
+def test_two_tabs_the_older_one_names_the_other_and_the_newer_one_still_installs(
+    stack: LocalStack, chromium: Any
+) -> None:
+    browser = chromium.get()
+    context = browser.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        # Given two tabs started from /install: the second one's cookie replaced the first's.
+        older = _open_consent_page(stack, context)
+        newer = _open_consent_page(stack, context)
+        # When the older tab approves
+        older.fill("#merchant_id", "E2E3")
+        with older.expect_response(_is_callback) as callback:
+            older.click("#approve")
+        older.wait_for_load_state()
+        # Then it says what happened, and leaves the newer tab's installation alone
+        assert callback.value.status == 400
+        assert older.locator("h1").inner_text() == "The installation was started again in another tab"
+        assert STATE_COOKIE in {c["name"] for c in context.cookies(stack.gateway_url)}
+        newer.fill("#merchant_id", "E2E3")
+        with newer.expect_response(_is_callback) as finished:
+            newer.click("#approve")
+        newer.wait_for_load_state()
+        assert finished.value.status == 303
+        assert newer.locator("h1").inner_text() == "Acme Sync is installed"
+    finally:
+        context.close()

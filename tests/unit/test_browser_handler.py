@@ -240,6 +240,8 @@ def test_a_state_from_another_tab_names_the_other_tab(services: Services, fake_u
     assert response["statusCode"] == 400 and fake_uc.calls == []
     assert "another tab" in response["body"] and "expired" not in response["body"]
     assert 'id="retry"' in response["body"]
+    # and the other tab's state cookie is left alone, so that installation can still finish
+    assert not any(str(c).startswith("__Host-ucoauth_state=") for c in response.get("cookies") or [])
 
 
 DAMAGED = "incomplete or damaged"
