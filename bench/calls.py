@@ -56,7 +56,7 @@ def _uc_calls(live: Live) -> list[str]:
 
 def measure(live: Live) -> list[CallRow]:
     from tests.support.calls import AwsCallCounter
-    from tests.support.lambdas import invoke
+    from tests.support.lambdas import follow_to_installed, invoke
     from ucoauth.tokens import clear_token_cache, get_access_token
 
     live.reset()
@@ -99,20 +99,22 @@ def measure(live: Live) -> list[CallRow]:
         nonce = start["cookies"][0].split(";")[0].split("=", 1)[1]
         code = live.sandbox.issue_code(merchant_id, scenarios.REDIRECT)
         event = scenarios.callback_event(code, state, nonce)
+        answer: dict[str, Any] = {}
+
+        def callback(event: dict[str, Any] = event, answer: dict[str, Any] = answer) -> Any:
+            answer.update(invoke("OAuthBrowserFunction", event))
+            return answer["statusCode"]
+
         if include_merchant_id:
+            step("callback (token answer has merchant_id)", (5, 1), "≤ 5 + 1", callback)
             step(
-                "callback (token answer has merchant_id)",
-                (4, 1),
-                "≤ 4 + 1",
-                lambda e=event: invoke("OAuthBrowserFunction", e)["statusCode"],
+                "success page (GET /installed, and each reload)",
+                (1, 0),
+                "1 + 0",
+                lambda answer=answer: follow_to_installed(answer)["statusCode"],
             )
         else:
-            step(
-                "callback (no merchant_id: + GET /oauth/me)",
-                (4, 2),
-                "≤ 4 + 1 (+1 me)",
-                lambda e=event: invoke("OAuthBrowserFunction", e)["statusCode"],
-            )
+            step("callback (no merchant_id: + GET /oauth/me)", (5, 2), "≤ 5 + 1 (+1 me)", callback)
     live.sandbox.configure(include_merchant_id=True)
 
     # -- refresh worker: one due record

@@ -39,6 +39,8 @@ OPERATIONS = ("callback", "refresh", "token", "revoke")
 FUZZ_TESTS = {
     "GET /install": "test_fuzz_install",
     "GET /oauth/callback": "test_fuzz_callback",
+    "GET /installed": "test_fuzz_installed",
+    "$default (any other method and path)": "test_fuzz_default_route",
     "GET /tokens/{merchant_id}": "test_fuzz_token_api",
     "POST /webhooks/uninstall (unsigned)": "test_fuzz_webhook_unsigned",
     "POST /webhooks/uninstall (signed)": "test_fuzz_webhook_signed_payloads",

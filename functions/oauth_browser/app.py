@@ -1,22 +1,37 @@
-"""The merchant's browser: ``GET /install`` and ``GET /oauth/callback`` (HttpApi 2.0)."""
+"""The merchant's browser: ``GET /install``, ``GET /oauth/callback``, ``GET /installed`` and the
+HTML 404 page for every other address (the HttpApi ``$default`` route). HttpApi 2.0 events."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
+from aws_lambda_powertools.shared.cookies import Cookie
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ucoauth import pages, web
 from ucoauth.errors import (
+    APP_MISCONFIGURED_ERRORS,
     KeyUnavailableError,
     PermanentUltraCartError,
     RetryLaterError,
+    StateCookieMissingError,
+    StateExpiredError,
+    StateForeignBrowserError,
     StateInvalidError,
     TransientUltraCartError,
+    UltraCartTimeoutError,
 )
-from ucoauth.install import STATE_COOKIE, begin_install, complete_install
+from ucoauth.install import (
+    RECEIPT_COOKIE,
+    STATE_COOKIE,
+    begin_install,
+    complete_install,
+    issue_receipt,
+    read_receipt,
+    receipt_for_callback,
+)
 from ucoauth.observability import logger, metrics
 from ucoauth.services import get_services
 from ucoauth.timing import Deadline
@@ -24,10 +39,21 @@ from ucoauth.validation import OAUTH_ERROR, OAUTH_VALUE, BadInput, parse_query
 
 app = APIGatewayHttpResolver()
 _CALLBACK_PARAMS = frozenset({"code", "state", "error", "error_description", "error_uri"})
+# UltraCart's own trouble, reported on the redirect: worth a retry in a minute.
+_TEMPORARY_ERRORS = {"temporarily_unavailable": 503, "server_error": 502}
+
+
+def _brand() -> pages.Branding:
+    return web.branding(get_services().settings)
 
 
 def _retry_href() -> str:
     return web.install_href(get_services().settings, app.current_event.raw_event)
+
+
+def _page(page: pages.Page, *, cookies: list[Cookie] | None = None) -> Response[str]:
+    """A callback page; the spent state cookie is cleared unless told otherwise."""
+    return web.html_response(page, cookies=[web.clear_state_cookie()] if cookies is None else cookies)
 
 
 @app.get("/install")
@@ -46,58 +72,133 @@ def callback() -> Response[str]:
     query = parse_query(event.get("rawQueryString", ""), allowed=_CALLBACK_PARAMS)
     error = query.get("error")
     if error is not None:
-        metrics.add_metric(name="InstallDeclined", unit="Count", value=1)
-        if error == "access_denied":
-            return web.html_response(pages.declined(_retry_href()), cookies=[web.clear_state_cookie()])
-        if not OAUTH_ERROR.match(error) or error == "invalid_request":
-            return web.html_response(pages.link_expired(_retry_href()), cookies=[web.clear_state_cookie()])
-        raise BadInput("UltraCart did not authorize the app.")
+        return _authorization_refused(error)
     code, state = query.get("code", ""), query.get("state", "")
     if not OAUTH_VALUE.match(code) or not OAUTH_VALUE.match(state):
-        raise BadInput("The link back from UltraCart is missing its code or state.")
-    nonce = web.read_cookie(event, STATE_COOKIE)
-    if not nonce:
-        raise BadInput("Finish the installation in the same browser you started it in, with cookies enabled.")
+        raise BadInput("callback without a well-formed code and state")
     services = get_services()
-    result = complete_install(
-        services,
-        code=code,
-        state=state,
-        browser_nonce=nonce,
-        redirect_uri=web.redirect_uri(services.settings, event),
-        deadline=Deadline.of_context(app.lambda_context, services.clock),
-    )
+    try:
+        nonce = web.read_cookie(event, STATE_COOKIE)
+        if not nonce:
+            raise StateCookieMissingError("no state cookie")
+        result = complete_install(
+            services,
+            code=code,
+            state=state,
+            browser_nonce=nonce,
+            redirect_uri=web.redirect_uri(services.settings, event),
+            deadline=Deadline.of_context(app.lambda_context, services.clock),
+        )
+    except StateInvalidError:
+        # F5, back/forward or a restored tab on this very callback URL: the code is spent and
+        # the state cookie cleared, but the receipt cookie proves this browser's install.
+        if receipt_for_callback(services, web.read_cookie(event, RECEIPT_COOKIE), state=state):
+            return web.redirect(
+                web.installed_href(services.settings, event), cookies=[web.clear_state_cookie()], status=303
+            )
+        raise
     cookies = [web.clear_state_cookie()]
     if services.settings.post_install_redirect_url:
         target = web.with_query(services.settings.post_install_redirect_url, merchant_id=result.merchant_id)
         return web.redirect(target, cookies=cookies)
-    return web.html_response(pages.installed(result.merchant_id, reinstall=result.reinstall), cookies=cookies)
+    receipt = issue_receipt(services, result, state=state)
+    if receipt is None:  # the install is done; without a receipt, show its page right here
+        page = pages.installed(
+            _brand(),
+            result.merchant_id,
+            reinstall=result.reinstall,
+            ultracart_href=web.ultracart_href(services.settings),
+        )
+        return _page(page, cookies=cookies)
+    cookies.append(web.receipt_cookie(receipt))
+    return web.redirect(web.installed_href(services.settings, event), cookies=cookies, status=303)
+
+
+@app.get("/installed")
+def installed() -> Response[str]:
+    services = get_services()
+    try:
+        nonce = web.read_cookie(app.current_event.raw_event, RECEIPT_COOKIE)
+    except BadInput:  # two different receipt cookies prove nothing: the neutral page
+        nonce = None
+    receipt = read_receipt(services, nonce)
+    if receipt is None:
+        return web.html_response(pages.receipt_expired(_brand(), _retry_href()))
+    page = pages.installed(
+        _brand(),
+        receipt.merchant_id,
+        reinstall=receipt.reinstall,
+        ultracart_href=web.ultracart_href(services.settings),
+    )
+    return web.html_response(page)
+
+
+def _authorization_refused(error: str) -> Response[str]:
+    """UltraCart redirected back with ``error=`` instead of a code."""
+    metrics.add_metric(name="InstallDeclined", unit="Count", value=1)
+    if error == "access_denied":
+        return _page(pages.declined(_brand(), _retry_href()))
+    if error == "invalid_request":
+        return _page(pages.link_expired(_brand(), _retry_href()))
+    if error in _TEMPORARY_ERRORS:
+        logger.warning("UltraCart reported a temporary failure on the redirect", error=error)
+        return _page(pages.upstream_failed(_brand(), _TEMPORARY_ERRORS[error], _retry_href()))
+    if error in APP_MISCONFIGURED_ERRORS:
+        logger.error("UltraCart refused the app's registration: check the client id and scopes", error=error)
+        return _page(pages.misconfigured(_brand()))
+    logger.warning(
+        "unknown error on the redirect from UltraCart", error=error if OAUTH_ERROR.match(error) else "?"
+    )
+    return _page(pages.damaged_link(_brand(), _retry_href()))
 
 
 @app.exception_handler(BadInput)
 def bad_input(exc: BadInput) -> Response[str]:
-    return web.html_response(pages.bad_request(str(exc), _retry_href()), cookies=[web.clear_state_cookie()])
+    logger.info("malformed browser request", reason=str(exc))
+    return _page(pages.damaged_link(_brand(), _retry_href()))
+
+
+@app.exception_handler(StateCookieMissingError)
+@app.exception_handler(StateExpiredError)
+def timed_out(exc: StateInvalidError) -> Response[str]:
+    metrics.add_metric(name="InstallStateRejected", unit="Count", value=1)
+    logger.info("install session timed out", reason=type(exc).__name__)
+    minutes = max(1, get_services().settings.state_ttl_seconds // 60)
+    return _page(pages.session_timed_out(_brand(), _retry_href(), minutes=minutes))
+
+
+# The two below keep the state cookie: it belongs to another, newer installation in this
+# browser (another tab), which clearing it would break.
+@app.exception_handler(StateForeignBrowserError)
+def other_tab(_: StateForeignBrowserError) -> Response[str]:
+    metrics.add_metric(name="InstallStateRejected", unit="Count", value=1)
+    logger.info("install state bound to another browser nonce")
+    return _page(pages.started_in_another_tab(_brand(), _retry_href()), cookies=[])
 
 
 @app.exception_handler(StateInvalidError)
-def bad_state(_: StateInvalidError) -> Response[str]:
+def already_used(exc: StateInvalidError) -> Response[str]:
     metrics.add_metric(name="InstallStateRejected", unit="Count", value=1)
-    reason = "This installation link has expired or was already used."
-    return web.html_response(pages.bad_request(reason, _retry_href()), cookies=[web.clear_state_cookie()])
+    logger.info("install state unknown or already used", reason=type(exc).__name__)
+    return _page(pages.already_used(_brand(), _retry_href()), cookies=[])
 
 
 @app.exception_handler(PermanentUltraCartError)
 def code_refused(exc: PermanentUltraCartError) -> Response[str]:
+    if exc.app_misconfigured:
+        logger.error(
+            "UltraCart refused the app's registration: check the client id and scopes", error=str(exc)
+        )
+        return _page(pages.misconfigured(_brand()))
     logger.warning("UltraCart refused the authorization code", error=str(exc))
-    reason = "UltraCart refused the authorization. Start the installation again."
-    return web.html_response(pages.bad_request(reason, _retry_href()), cookies=[web.clear_state_cookie()])
+    return _page(pages.code_refused(_brand(), _retry_href()))
 
 
 @app.exception_handler(TransientUltraCartError)
 def upstream(exc: TransientUltraCartError) -> Response[str]:
     logger.error("UltraCart failed during the install", error=str(exc))
-    status = 504 if "timed out" in str(exc) else 502
-    return web.html_response(pages.upstream_failed(status, _retry_href()), cookies=[web.clear_state_cookie()])
+    status = 504 if isinstance(exc, UltraCartTimeoutError) else 502
+    return _page(pages.upstream_failed(_brand(), status, _retry_href()))
 
 
 @app.exception_handler(RetryLaterError)
@@ -105,7 +206,7 @@ def busy(exc: RetryLaterError) -> Response[str]:
     # Nothing was sent to UltraCart (its budget is spent, or too little time is left): the
     # state is consumed, so the merchant starts again, later.
     logger.warning("install not attempted", error=str(exc))
-    return web.html_response(pages.upstream_failed(503, _retry_href()), cookies=[web.clear_state_cookie()])
+    return _page(pages.upstream_failed(_brand(), 503, _retry_href()))
 
 
 @app.exception_handler(KeyUnavailableError)
@@ -113,12 +214,12 @@ def busy(exc: RetryLaterError) -> Response[str]:
 @app.exception_handler(BotoCoreError)
 def aws_failed(exc: Exception) -> Response[str]:
     logger.error("AWS call failed during the install", error=type(exc).__name__)
-    return web.html_response(pages.upstream_failed(503, _retry_href()))
+    return web.html_response(pages.upstream_failed(_brand(), 503, _retry_href()))
 
 
 @app.not_found
 def not_found(_: Exception) -> Response[str]:
-    return web.html_response(pages.render(404, "err", "Page not found", "There is nothing at this address."))
+    return web.html_response(pages.not_found(_brand(), _retry_href()))
 
 
 @logger.inject_lambda_context(clear_state=True)

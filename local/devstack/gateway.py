@@ -1,6 +1,8 @@
 """A local HttpApi: HTTP requests to API Gateway payload 2.0 events for the template's handlers.
 
-Routes come from ``template.yaml`` (``http_routes``). Each request becomes the event API Gateway
+Routes come from ``template.yaml`` (``http_routes``), matched as HttpApi matches them: the most
+specific route wins, and a ``$default`` route takes only what no other route matches (without
+one, an unmatched request gets API Gateway's JSON 404). Each request becomes the event API Gateway
 would send (``version`` 2.0, ``rawQueryString`` as received, lower-cased headers with repeats
 joined by commas, a ``cookies`` list instead of a ``cookie`` header, base64 bodies for binary
 content); the handler's answer is written back the way API Gateway writes it (one
@@ -79,7 +81,13 @@ class _CompiledRoute:
     specificity: tuple[int, int, int]
 
 
+DEFAULT_ROUTE = "$default"
+
+
 def _compile(route: Route) -> _CompiledRoute:
+    if route.path == DEFAULT_ROUTE:
+        # HttpApi's catch-all: any method and path no other route matches; its routeKey is "$default".
+        return _CompiledRoute(route, re.compile(r"/.*", re.DOTALL), DEFAULT_ROUTE, (1 << 30, 0, 0))
     parts: list[str] = []
     params = greedy = 0
     for segment in route.path.strip("/").split("/"):
@@ -98,10 +106,15 @@ def _compile(route: Route) -> _CompiledRoute:
 
 
 class RouteTable:
-    """The template's routes, matched like HttpApi does (most specific first, ``ANY`` last)."""
+    """The template's routes, matched like HttpApi does (most specific first, ``ANY`` last,
+    ``$default`` only when nothing else matches)."""
 
     def __init__(self, routes: Iterable[Route]) -> None:
-        self._routes = sorted((_compile(r) for r in routes), key=lambda r: r.specificity)
+        compiled = [_compile(r) for r in routes]
+        self._routes = sorted(
+            (c for c in compiled if c.route.path != DEFAULT_ROUTE), key=lambda r: r.specificity
+        )
+        self._default = next((c for c in compiled if c.route.path == DEFAULT_ROUTE), None)
 
     def match(self, method: str, raw_path: str) -> tuple[_CompiledRoute, dict[str, str]] | None:
         """The route for a request and its path parameters (percent-decoded once)."""
@@ -112,6 +125,8 @@ class RouteTable:
                 found = compiled.pattern.fullmatch(raw_path)
                 if found is not None:
                     return compiled, {k: unquote(v) for k, v in found.groupdict().items()}
+        if self._default is not None:
+            return self._default, {}
         return None
 
 

@@ -24,11 +24,19 @@ CHROMIUM_ARGS = [
 ]
 
 
+# The app as a developer would brand it (template parameters), so the pages show real links.
+APP_PARAMETERS = {
+    "AppName": "Acme Sync",
+    "AppUrl": "https://app.acme.example/",
+    "SupportUrl": "mailto:help@acme.example",
+}
+
+
 @pytest.fixture(scope="module")
 def stack() -> Iterator[LocalStack]:
     """The whole local stack on free ports (moto, resources, UltraCart sandbox, gateway)."""
     # environ={}: always the sandbox, whatever ULTRACART_BASE_URL the shell exports.
-    with LocalStack(environ={}) as started:
+    with LocalStack(environ={}, parameters=APP_PARAMETERS) as started:
         yield started
 
 

@@ -24,7 +24,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("devstack_e2e")]
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 STATE_COOKIE = "__Host-ucoauth_state"
-VIEWPORT = {"width": 900, "height": 600}
+RECEIPT_COOKIE = "__Host-ucoauth_receipt"
+VIEWPORT = {"width": 1280, "height": 800}
 TIMEOUT_MS = 10_000
 
 
@@ -83,16 +84,33 @@ def test_merchant_approves_and_sees_the_success_page(stack: LocalStack, chromium
             page.click("#approve")
         page.wait_for_load_state()
         response = callback.value
-        assert response.status == 200
+        # The callback answers 303 to a clean URL: no code, no state in the address bar.
+        assert response.status == 303
         _assert_browser_headers(response.headers)
+        spent_callback_url = response.url
+        assert page.url == f"{stack.gateway_url}/installed"
 
-        assert urlsplit(page.url).netloc == urlsplit(stack.gateway_url).netloc
-        assert page.title() == "App installed"
-        assert page.locator("h1").inner_text() == "App installed"
-        assert "E2E1" in page.locator("main").inner_text()
+        def assert_success() -> None:
+            assert page.title() == "Acme Sync is installed"
+            assert page.locator("h1").inner_text() == "Acme Sync is installed"
+            assert "E2E1" in page.locator("main").inner_text()
+            assert page.locator("#open-app").get_attribute("href") == "https://app.acme.example/"
+            assert page.locator("#return").inner_text() == "Return to UltraCart"
+
+        assert_success()
+        success_html = page.content()
+        # F5 on the success URL shows the success page again.
+        reloaded = page.reload()
+        assert reloaded is not None and reloaded.status == 200
+        assert page.url == f"{stack.gateway_url}/installed"
+        assert_success()
+        # So does a reload of the spent callback URL (restored tab, back button): no red error.
+        page.goto(spent_callback_url)
+        assert page.url == f"{stack.gateway_url}/installed"
+        assert_success()
 
         # Nothing secret reached the page: not the code, the state, the cookie nonce or a token.
-        html = page.content()
+        html = page.content() + success_html
         codes = [r.form["code"] for r in sandbox.requests("token") if r.merchant_id == "E2E1"]
         states = [
             r.form["state"]
@@ -101,7 +119,9 @@ def test_merchant_approves_and_sees_the_success_page(stack: LocalStack, chromium
         ]
         assert len(codes) == 1
         assert len(states) == 1
-        for secret in [*codes, *states, nonce, _access_token(stack, "E2E1")]:
+        receipt = next(c for c in context.cookies(stack.gateway_url) if c["name"] == RECEIPT_COOKIE)
+        assert receipt["secure"] is True and receipt["httpOnly"] is True and receipt["sameSite"] == "Lax"
+        for secret in [*codes, *states, nonce, receipt["value"], _access_token(stack, "E2E1")]:
             assert secret not in html
         assert re.search(r"[0-9a-f]{32,}", html) is None
         # The state cookie was spent and cleared.
@@ -126,12 +146,41 @@ def test_merchant_denies_and_sees_the_cancelled_page(stack: LocalStack, chromium
         response = callback.value
         assert response.status == 200
         _assert_browser_headers(response.headers)
-        assert page.title() == "Installation cancelled"
-        assert page.locator("h1").inner_text() == "Installation cancelled"
+        assert page.title() == "Installation of Acme Sync cancelled \N{EN DASH} Acme Sync"
+        assert page.locator("h1").inner_text() == "Installation of Acme Sync cancelled"
         assert page.locator("#retry").get_attribute("href") == f"{stack.gateway_url}/install"
         assert STATE_COOKIE not in {c["name"] for c in context.cookies(stack.gateway_url)}
 
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / "install-declined.png"))
+    finally:
+        context.close()
+
+
+def test_two_tabs_the_older_one_names_the_other_and_the_newer_one_still_installs(
+    stack: LocalStack, chromium: Any
+) -> None:
+    browser = chromium.get()
+    context = browser.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(TIMEOUT_MS)
+    try:
+        # Given two tabs started from /install: the second one's cookie replaced the first's.
+        older = _open_consent_page(stack, context)
+        newer = _open_consent_page(stack, context)
+        # When the older tab approves
+        older.fill("#merchant_id", "E2E3")
+        with older.expect_response(_is_callback) as callback:
+            older.click("#approve")
+        older.wait_for_load_state()
+        # Then it says what happened, and leaves the newer tab's installation alone
+        assert callback.value.status == 400
+        assert older.locator("h1").inner_text() == "The installation was started again in another tab"
+        assert STATE_COOKIE in {c["name"] for c in context.cookies(stack.gateway_url)}
+        newer.fill("#merchant_id", "E2E3")
+        with newer.expect_response(_is_callback) as finished:
+            newer.click("#approve")
+        newer.wait_for_load_state()
+        assert finished.value.status == 303
+        assert newer.locator("h1").inner_text() == "Acme Sync is installed"
     finally:
         context.close()

@@ -18,7 +18,7 @@ from standardwebhooks.webhooks import Webhook
 from devstack.resources import LocalResources
 from tests.integration.conftest import seed_installation
 from tests.support.calls import AwsCallCounter
-from tests.support.lambdas import invoke, load_event
+from tests.support.lambdas import follow_to_installed, invoke, load_event
 from ucoauth.services import Services
 from ucoauth.tokens import clear_token_cache, get_access_token
 from ucsandbox import Sandbox
@@ -38,7 +38,7 @@ def install_via_handlers(sandbox: Sandbox, merchant_id: str) -> dict[str, object
 
 
 @pytest.mark.parametrize(("include_merchant_id", "uc_calls"), [(True, 1), (False, 2)])
-def test_callback_costs_4_aws_calls_plus_one_budget_unit_per_ultracart_call(
+def test_callback_costs_5_aws_calls_plus_one_budget_unit_per_ultracart_call(
     live: Services, sandbox: Sandbox, include_merchant_id: bool, uc_calls: int
 ) -> None:
     sandbox.configure(include_merchant_id=include_merchant_id)
@@ -53,16 +53,23 @@ def test_callback_costs_4_aws_calls_plus_one_budget_unit_per_ultracart_call(
     response = invoke(
         "OAuthBrowserFunction", load_event("callback-success.json", code=code, state=state, nonce=nonce)
     )
-    assert response["statusCode"] == 200
-    assert counter.count <= 4 + uc_calls, counter.calls
+    assert response["statusCode"] == 303
+    assert counter.count <= 5 + uc_calls, counter.calls
     assert counter.by_operation() == {
         "dynamodb.DeleteItem": 1,  # the state
         "kms.Encrypt": 1,
         # the installation, and one unit of the UltraCart budget per UltraCart call
         "dynamodb.UpdateItem": 1 + uc_calls,
         "events.PutEvents": 1,
+        "dynamodb.PutItem": 1,  # the success receipt behind the clean /installed URL
     }
     assert len(sandbox.requests()) == uc_calls
+    # The success page at /installed (and every reload of it): one read, no UltraCart call.
+    counter.reset()
+    sandbox.clear_requests()
+    assert follow_to_installed(response)["statusCode"] == 200
+    assert counter.by_operation() == {"dynamodb.GetItem": 1}
+    assert sandbox.requests() == []
 
 
 def test_refresh_costs_at_most_6_aws_calls_and_1_ultracart_call(live: Services, sandbox: Sandbox) -> None:

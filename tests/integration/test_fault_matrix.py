@@ -46,7 +46,7 @@ from tests.integration.conftest import seed_installation
 from tests.integration.test_refresh_live import results_of, start_processes
 from tests.support import faults
 from tests.support.deadlines import a_deadline
-from tests.support.lambdas import call_handler, invoke, load_event
+from tests.support.lambdas import call_handler, follow_to_installed, invoke, load_event
 from ucoauth import aws as uc_aws
 from ucoauth import queues as uc_queues
 from ucoauth.crypto import TokenCipher, TokenSet
@@ -387,8 +387,10 @@ def install(world: World, merchant_id: str) -> dict[str, Any]:
     state = parse_qs(urlsplit(start["headers"]["Location"]).query)["state"][0]
     nonce = start["cookies"][0].split(";")[0].split("=", 1)[1]
     code = world.sandbox.issue_code(merchant_id, REDIRECT)
-    response: dict[str, Any] = invoke(
-        "OAuthBrowserFunction", load_event("callback-success.json", code=code, state=state, nonce=nonce)
+    response: dict[str, Any] = follow_to_installed(
+        invoke(
+            "OAuthBrowserFunction", load_event("callback-success.json", code=code, state=state, nonce=nonce)
+        )
     )
     assert_no_traceback(response)
     headers = {k.lower(): v for k, v in response.get("headers", {}).items()}

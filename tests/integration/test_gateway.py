@@ -336,14 +336,53 @@ def test_malformed_handler_result_is_a_500(gateway: Gateway, stub: Stub) -> None
         ("POST", "/install"),
         ("GET", "/webhooks/uninstall"),
         ("GET", "/tokens"),
+        ("GET", "/tokens/DEMO1/extra"),
         ("GET", "/"),
     ],
 )
-def test_unknown_route_is_404(gateway: Gateway, stub: Stub, method: str, path: str) -> None:
+def test_a_path_no_route_matches_goes_to_the_default_route(
+    gateway: Gateway, stub: Stub, method: str, path: str
+) -> None:
     response = requests.request(method, f"{base(gateway)}{path}", timeout=TIMEOUT)
+    assert response.status_code == 200
+    logical_id, event = stub.calls[0]
+    assert logical_id == "OAuthBrowserFunction"
+    assert event["routeKey"] == "$default" and event["requestContext"]["routeKey"] == "$default"
+    assert event["rawPath"] == path and event["requestContext"]["http"]["method"] == method
+    assert "pathParameters" not in event or not event["pathParameters"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "function"),
+    [
+        ("GET", "/install", "OAuthBrowserFunction"),
+        ("GET", "/installed", "OAuthBrowserFunction"),
+        ("POST", "/webhooks/uninstall", "UninstallWebhookFunction"),
+    ],
+)
+def test_specific_routes_win_over_the_default_route(
+    gateway: Gateway, stub: Stub, method: str, path: str, function: str
+) -> None:
+    requests.request(method, f"{base(gateway)}{path}", timeout=TIMEOUT)
+    logical_id, event = stub.calls[0]
+    assert logical_id == function and event["routeKey"] == f"{method} {path}"
+
+
+def test_an_unsigned_token_request_is_refused_not_sent_to_the_default_route(
+    gateway: Gateway, stub: Stub
+) -> None:
+    response = requests.get(f"{base(gateway)}/tokens/DEMO1", timeout=TIMEOUT)
+    assert response.status_code == 403 and stub.calls == []
+
+
+def test_without_a_default_route_an_unknown_path_is_api_gateways_json_404() -> None:
+    recorder = Stub()
+    routes = [r for r in ROUTES if r.path != "$default"]
+    with Gateway(routes, recorder.invoke, credentials={ACCESS_KEY: SECRET_KEY}, region=REGION) as started:
+        response = requests.get(f"{base(started)}/nope", timeout=TIMEOUT)
     assert response.status_code == 404
     assert response.json() == {"message": "Not Found"}
-    assert stub.calls == []
+    assert recorder.calls == []
 
 
 def test_log_line_has_no_query_string(gateway: Gateway, stub: Stub, caplog: pytest.LogCaptureFixture) -> None:

@@ -34,6 +34,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("devstack_local_s
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 10
 STATE_COOKIE = "__Host-ucoauth_state"
+RECEIPT_COOKIE = "__Host-ucoauth_receipt"
 
 
 @pytest.fixture(scope="module")
@@ -112,8 +113,20 @@ def install(stack: LocalStack, merchant_id: str) -> requests.Response:
     response = requests.get(
         callback, headers={"Cookie": started.cookie}, allow_redirects=False, timeout=TIMEOUT
     )
-    assert response.status_code == 200, response.text
-    return response
+    assert response.status_code == 303, response.text
+    assert response.headers["Location"] == f"{stack.gateway_url}/installed"
+    receipt = next(c for c in set_cookies(response) if c.startswith(f"{RECEIPT_COOKIE}="))
+    page = requests.get(
+        response.headers["Location"], headers={"Cookie": receipt.split(";")[0]}, timeout=TIMEOUT
+    )
+    assert page.status_code == 200, page.text
+    page.history = [response]
+    return page
+
+
+def set_cookies(response: requests.Response) -> list[str]:
+    """Every Set-Cookie header of a response, one cookie each."""
+    return list(response.raw.headers.getlist("Set-Cookie"))
 
 
 def signed_get(url: str) -> requests.Response:
@@ -167,13 +180,13 @@ def test_install_redirects_to_the_sandbox_with_a_state_bound_to_a_host_cookie(st
 
 def test_install_callback_and_token_api(stack: LocalStack, sandbox: Any) -> None:
     page = install(stack, "LS1")
-    assert "App installed" in page.text
+    assert "Your UltraCart app is installed" in page.text
     assert "LS1" in page.text
     assert page.headers["Cache-Control"] == "no-store"
     assert "default-src 'none'" in page.headers["Content-Security-Policy"]
     assert page.headers["X-Content-Type-Options"] == "nosniff"
-    cleared = page.headers["Set-Cookie"]
-    assert cleared.startswith(f"{STATE_COOKIE}=;") or "Max-Age=0" in cleared
+    cleared = next(c for c in set_cookies(page.history[0]) if c.startswith(f"{STATE_COOKIE}="))
+    assert cleared.startswith(f"{STATE_COOKIE}=;") and "Max-Age=0" in cleared
 
     token = get_token(stack, "LS1")
     assert token.status_code == 200, token.text
@@ -202,7 +215,7 @@ def test_declined_consent_shows_the_cancelled_page(stack: LocalStack) -> None:
     assert "error=access_denied" in callback
     response = requests.get(callback, headers={"Cookie": started.cookie}, timeout=TIMEOUT)
     assert response.status_code == 200
-    assert "Installation cancelled" in response.text
+    assert "Installation of Your UltraCart app cancelled" in response.text
     assert get_token(stack, "LS2").status_code == 404
 
 
@@ -211,7 +224,7 @@ def test_callback_without_the_cookie_is_refused(stack: LocalStack) -> None:
     callback = decide(stack, started, "LS3", "approve")
     response = requests.get(callback, timeout=TIMEOUT)
     assert response.status_code == 400
-    assert "same browser" in response.text
+    assert "timed out" in response.text
     assert get_token(stack, "LS3").status_code == 404
 
 

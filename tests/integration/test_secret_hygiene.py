@@ -23,7 +23,7 @@ from standardwebhooks.webhooks import Webhook
 
 from devstack.resources import LocalResources
 from tests.integration.conftest import observed_events, stored_tokens
-from tests.support.lambdas import invoke, load_event
+from tests.support.lambdas import follow_to_installed, invoke, load_event
 from ucoauth import aws as uc_aws
 from ucoauth.observability import logger
 from ucoauth.services import Services, set_services
@@ -90,16 +90,30 @@ def test_no_secret_reaches_any_output(
     nonce = start["cookies"][0].split(";")[0].split("=", 1)[1]
     code = sandbox.issue_code("HYG1", REDIRECT)
     secrets |= {state, nonce, code}
-    page = invoke(
+    redirect = invoke(
         "OAuthBrowserFunction", load_event("callback-success.json", code=code, state=state, nonce=nonce)
     )
-    assert page["statusCode"] == 200
+    assert redirect["statusCode"] == 303
+    # The receipt nonce is a bearer secret of its own: only its cookie may carry it.
+    receipt_cookie = next(c for c in redirect["cookies"] if c.startswith("__Host-ucoauth_receipt="))
+    receipt = receipt_cookie.split(";")[0].split("=", 1)[1]
+    secrets.add(receipt)
+    outputs.append(
+        json.dumps({**redirect, "cookies": [c for c in redirect["cookies"] if c != receipt_cookie]})
+    )
+    page = follow_to_installed(redirect)
+    assert page["statusCode"] == 200 and "HYG1" in page["body"]
     outputs.append(json.dumps(page))
     replay = invoke(
         "OAuthBrowserFunction", load_event("callback-success.json", code=code, state=state, nonce=nonce)
     )
     assert replay["statusCode"] == 400
     outputs.append(json.dumps(replay))
+    reload = invoke(
+        "OAuthBrowserFunction", load_event("callback-reload.json", code=code, state=state, receipt=receipt)
+    )
+    assert reload["statusCode"] == 303
+    outputs.append(json.dumps(reload))
     first = stored_tokens(services, "HYG1")
     secrets |= {first.access_token, first.refresh_token or ""}
 

@@ -43,3 +43,16 @@ def call_handler(logical_id: str, event: dict[str, Any], *, timeout_seconds: flo
     if timeout_seconds is not None:
         context.timeout_seconds = timeout_seconds
     return invoker.loader.handler(logical_id)(event, context)
+
+
+def follow_to_installed(response: dict[str, Any]) -> dict[str, Any]:
+    """What a browser shows after a callback: a 303 to ``/installed`` is followed with its receipt
+    cookie (GET /installed through the handler); any other answer is returned as it is."""
+    if response.get("statusCode") != 303:
+        return response
+    assert response["headers"]["Location"].endswith("/installed"), response["headers"]
+    receipts = [c for c in response.get("cookies", []) if c.startswith("__Host-ucoauth_receipt=")]
+    assert len(receipts) == 1, response.get("cookies")
+    receipt = receipts[0].split(";")[0].split("=", 1)[1]
+    page: dict[str, Any] = invoke("OAuthBrowserFunction", load_event("installed.json", receipt=receipt))
+    return page

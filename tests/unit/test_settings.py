@@ -62,3 +62,40 @@ def test_settings_are_frozen() -> None:
     settings = Settings.from_env(BASE)
     with pytest.raises(AttributeError):
         settings.table_name = "other"  # type: ignore[misc]
+
+
+def test_the_app_branding_has_defaults_and_is_validated() -> None:
+    settings = Settings.from_env(BASE)
+    assert settings.app_name == "Your UltraCart app"
+    assert settings.app_url == "" and settings.support_url == ""
+    branded = Settings.from_env(
+        {
+            **BASE,
+            "APP_NAME": "Acme Sync",
+            "APP_URL": "https://app.acme.example/",
+            "SUPPORT_URL": "mailto:help@acme.example",
+        }
+    )
+    assert (branded.app_name, branded.app_url, branded.support_url) == (
+        "Acme Sync",
+        "https://app.acme.example/",
+        "mailto:help@acme.example",
+    )
+    assert Settings.from_env({**BASE, "SUPPORT_URL": "https://acme.example/help"}).support_url
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("APP_NAME", "a" * 81),
+        ("APP_NAME", "Acme\nSync"),
+        ("APP_URL", "javascript:alert(1)"),
+        ("APP_URL", "http://app.acme.example/"),
+        ("SUPPORT_URL", "javascript:alert(1)"),
+        ("SUPPORT_URL", "mailto:"),
+        ("SUPPORT_URL", "ftp://acme.example"),
+    ],
+)
+def test_bad_branding_fails_naming_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigurationError, match=name):
+        Settings.from_env({**BASE, name: value})

@@ -6,9 +6,18 @@ import boto3
 import pytest
 
 from devstack.resources import LocalResources
-from ucoauth.errors import LeaseBusyError, NotDueError, NotInstalledError, StaleWriteError, StateInvalidError
+from ucoauth.errors import (
+    LeaseBusyError,
+    NotDueError,
+    NotInstalledError,
+    StaleWriteError,
+    StateExpiredError,
+    StateForeignBrowserError,
+    StateInvalidError,
+    StateUnknownError,
+)
 from ucoauth.services import Services
-from ucoauth.store import ACTIVE, TokenFields
+from ucoauth.store import ACTIVE, Receipt, TokenFields
 
 NOW = 1_800_000_000
 
@@ -140,17 +149,37 @@ def test_a_limited_plan_takes_the_most_overdue_first(services: Services) -> None
 def test_state_is_consumed_once_by_the_browser_that_started(services: Services) -> None:
     states = services.states
     states.put("s" * 43, browser_nonce="n" * 43, now=NOW, ttl_seconds=600)
-    with pytest.raises(StateInvalidError):
+    with pytest.raises(StateForeignBrowserError):
         states.consume("s" * 43, browser_nonce="other", now=NOW)
     states.consume("s" * 43, browser_nonce="n" * 43, now=NOW + 5)
-    with pytest.raises(StateInvalidError):
+    with pytest.raises(StateUnknownError):
         states.consume("s" * 43, browser_nonce="n" * 43, now=NOW + 6)
+    with pytest.raises(StateUnknownError):
+        states.consume("never-issued", browser_nonce="n" * 43, now=NOW)
 
 
 def test_an_expired_state_is_refused_even_before_ttl_deletes_it(services: Services) -> None:
     services.states.put("e" * 43, browser_nonce="n" * 43, now=NOW, ttl_seconds=600)
-    with pytest.raises(StateInvalidError):
+    with pytest.raises(StateExpiredError):
         services.states.consume("e" * 43, browser_nonce="n" * 43, now=NOW + 600)
+    # Timed out wins over a foreign cookie: both are refused, and the state is still there.
+    with pytest.raises(StateExpiredError):
+        services.states.consume("e" * 43, browser_nonce="other", now=NOW + 600)
+    assert all(issubclass(e, StateInvalidError) for e in (StateExpiredError, StateUnknownError))
+
+
+def test_a_receipt_is_stored_hashed_and_read_until_it_expires(
+    services: Services, aws: LocalResources
+) -> None:
+    receipts = services.receipts
+    nonce = "r" * 43
+    receipts.put(nonce, Receipt("DEMO1", reinstall=True, state_digest="ab" * 32), now=NOW, ttl_seconds=3600)
+    assert receipts.get(nonce, now=NOW + 3599) == Receipt("DEMO1", reinstall=True, state_digest="ab" * 32)
+    assert receipts.get(nonce, now=NOW + 3600) is None
+    assert receipts.get("x" * 43, now=NOW) is None
+    items = boto3.client("dynamodb").scan(TableName=aws.table_name)["Items"]
+    assert len(items) == 1 and items[0]["pk"]["S"].startswith("RECEIPT#") and nonce not in repr(items)
+    assert int(items[0]["ttl"]["N"]) > NOW + 3600
 
 
 def test_states_are_stored_hashed(services: Services, aws: LocalResources) -> None:

@@ -53,6 +53,9 @@ ENVIRONMENT = {
     "ULTRACART_CLIENT_SECRET_ARN",
     "OAUTH_REDIRECT_URI",
     "POST_INSTALL_REDIRECT_URL",
+    "APP_NAME",
+    "APP_URL",
+    "SUPPORT_URL",
     "EVENT_BUS_NAME",
     "REFRESH_QUEUE_URL",
     "REVOKE_QUEUE_URL",
@@ -177,7 +180,7 @@ def test_sam_build_packages_the_layer_with_its_dependencies(tmp_path: Path) -> N
 
 
 # --------------------------------------------------------------------------------------
-# (e) the contract (DESIGN.md section 4, ARCHITECTURE.md)
+# (e) the contract (README, docs/ARCHITECTURE.md)
 # --------------------------------------------------------------------------------------
 def test_transform_and_runtime(template: dict[str, Any]) -> None:
     assert template["Transform"] == "AWS::Serverless-2016-10-31"
@@ -189,10 +192,13 @@ def test_transform_and_runtime(template: dict[str, Any]) -> None:
     assert layer["Properties"]["ContentUri"] == "layers/ucoauth/"
 
 
-def test_the_http_api_has_exactly_the_four_routes(template: dict[str, Any]) -> None:
+def test_the_http_api_has_exactly_its_routes(template: dict[str, Any]) -> None:
     assert set(http_routes(template)) == {
         Route("GET", "/install", "OAuthBrowserFunction", "NONE"),
         Route("GET", "/oauth/callback", "OAuthBrowserFunction", "NONE"),
+        Route("GET", "/installed", "OAuthBrowserFunction", "NONE"),
+        # Every path no other route matches gets the browser function's HTML 404 page.
+        Route("ANY", "$default", "OAuthBrowserFunction", "NONE"),
         Route("POST", "/webhooks/uninstall", "UninstallWebhookFunction", "NONE"),
         Route("GET", "/tokens/{merchant_id}", "TokenApiFunction", "AWS_IAM"),
     }
@@ -231,6 +237,31 @@ def test_parameters_and_their_defaults(template: dict[str, Any]) -> None:
     assert defaults["RefreshMinWindowSeconds"] == 900
     assert defaults["DueShards"] == 8
     assert defaults["AlarmTopicArn"] == ""
+    assert defaults["AppName"] == "Your UltraCart app"
+    assert defaults["AppUrl"] == "" and defaults["SupportUrl"] == ""
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "accepted"),
+    [
+        ("AppName", "Acme Sync", True),
+        ("AppName", "Acme\nSync", False),
+        ("AppName", "a" * 81, False),
+        ("AppUrl", "https://app.acme.example/start", True),
+        ("AppUrl", "http://app.acme.example/", False),
+        ("SupportUrl", "mailto:help@acme.example", True),
+        ("SupportUrl", "https://acme.example/help", True),
+        ("SupportUrl", "javascript:alert(1)", False),
+    ],
+)
+def test_branding_parameters_are_constrained(
+    template: dict[str, Any], name: str, value: str, accepted: bool
+) -> None:
+    if accepted:
+        assert parameter_values(template, parameters={name: value})[name] == value
+    else:
+        with pytest.raises(ValueError, match=name):
+            parameter_values(template, parameters={name: value})
 
 
 @pytest.mark.parametrize(
@@ -250,6 +281,14 @@ def test_base_url_is_https_or_loopback(template: dict[str, Any], url: str, accep
     else:
         with pytest.raises(ValueError, match="UltraCartBaseUrl"):
             parameter_values(template, parameters={"UltraCartBaseUrl": url})
+
+
+def test_every_parameter_and_variable_is_documented(template: dict[str, Any]) -> None:
+    readme = (ROOT / "README.md").read_text()
+    architecture = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
+    assert [name for name in template["Parameters"] if f"`{name}`" not in readme] == []
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert [name for name in variables if f"`{name}" not in architecture] == []
 
 
 def test_globals_declare_every_architecture_variable(template: dict[str, Any]) -> None:

@@ -43,8 +43,20 @@ class UltraCartError(UcOAuthError):
         return " ".join(parts)
 
 
+# OAuth errors that say the app's own registration is wrong (client, scope, response type):
+# no merchant action or retry can fix them, only the app's developer.
+APP_MISCONFIGURED_ERRORS = frozenset(
+    {"unauthorized_client", "invalid_scope", "invalid_client", "unsupported_response_type"}
+)
+
+
 class PermanentUltraCartError(UltraCartError):
     """Retrying the same request cannot succeed (invalid_grant, invalid_client, 400, 401, 410)."""
+
+    @property
+    def app_misconfigured(self) -> bool:
+        """UltraCart refused the app itself (its client id or scopes), not this merchant's grant."""
+        return self.error in APP_MISCONFIGURED_ERRORS
 
     @property
     def requires_reauthorization(self) -> bool:
@@ -56,11 +68,35 @@ class TransientUltraCartError(UltraCartError):
     """Worth retrying later with backoff (429, 5xx, timeouts, connection errors, bad bodies)."""
 
 
+class UltraCartTimeoutError(TransientUltraCartError):
+    """UltraCart did not answer within the read (or connect) timeout."""
+
+
 # --- store and flows -------------------------------------------------------------------
 
 
 class StateInvalidError(UcOAuthError):
     """The OAuth state is missing, unknown, expired, replayed or not bound to this browser."""
+
+
+class StateCookieMissingError(StateInvalidError):
+    """The browser sent no state cookie: it ran out (its Max-Age is the state's lifetime) or
+    the browser refused it. Checked before anything is read or called."""
+
+
+class StateUnknownError(StateInvalidError):
+    """No such state: already used (and deleted), removed by TTL long ago, or never issued."""
+
+
+class StateExpiredError(StateInvalidError):
+    """The state exists but its time ran out (the merchant stayed too long on the consent page)."""
+
+
+class StateForeignBrowserError(StateInvalidError):
+    """The state was issued to a different browser nonce than the cookie this browser sent.
+
+    Usually a second install started in another tab of the same browser replaced the cookie.
+    """
 
 
 class NotInstalledError(UcOAuthError):

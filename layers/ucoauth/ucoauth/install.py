@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import secrets
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -15,6 +16,7 @@ from ucoauth.observability import logger, metrics
 from ucoauth.outbox import announce
 from ucoauth.retry import retry_within
 from ucoauth.rotation import revoke_tokens
+from ucoauth.store import Receipt, digest
 from ucoauth.timing import AWS_CALL_MAX, call_needs
 from ucoauth.tokens import token_fields
 from ucoauth.ultracart import authorize_url
@@ -25,6 +27,10 @@ if TYPE_CHECKING:
     from ucoauth.timing import Deadline
 
 STATE_COOKIE = "__Host-ucoauth_state"
+RECEIPT_COOKIE = "__Host-ucoauth_receipt"
+# How long the clean success URL keeps showing the success page (reloads, restored tabs).
+RECEIPT_SECONDS = 3600
+_RECEIPT_NONCE = re.compile(r"^[A-Za-z0-9_-]{43}$")  # secrets.token_urlsafe(32)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,3 +144,34 @@ def _give_back(services: Services, deadline: Deadline, merchant_id: str, tokens:
     else:
         metrics.add_metric(name="TokensLost", unit="Count", value=1)
         logger.error("install tokens neither stored nor revoked", merchant_id=merchant_id)
+
+
+def issue_receipt(services: Services, result: InstallResult, *, state: str) -> str | None:
+    """Store a success receipt for this browser; the nonce for its cookie, or None if not stored.
+
+    The installation is already complete: a failed receipt write must not turn it into an
+    error page, so the caller then shows the success page directly instead.
+    """
+    nonce = secrets.token_urlsafe(32)
+    receipt = Receipt(merchant_id=result.merchant_id, reinstall=result.reinstall, state_digest=digest(state))
+    try:
+        services.receipts.put(nonce, receipt, now=services.now(), ttl_seconds=RECEIPT_SECONDS)
+    except (ClientError, BotoCoreError) as exc:
+        logger.warning("success receipt not stored", merchant_id=result.merchant_id, error=type(exc).__name__)
+        return None
+    return nonce
+
+
+def read_receipt(services: Services, nonce: str | None) -> Receipt | None:
+    """The completed install a receipt cookie proves, or None (absent, malformed, unknown, expired)."""
+    if not nonce or not _RECEIPT_NONCE.match(nonce):
+        return None
+    return services.receipts.get(nonce, now=services.now())
+
+
+def receipt_for_callback(services: Services, nonce: str | None, *, state: str) -> Receipt | None:
+    """The receipt of the install that consumed ``state``: a reload of its own callback URL."""
+    receipt = read_receipt(services, nonce)
+    if receipt is None or not secrets.compare_digest(receipt.state_digest, digest(state)):
+        return None
+    return receipt

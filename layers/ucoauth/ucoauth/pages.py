@@ -1,7 +1,8 @@
 """The merchant-facing HTML pages and the security headers every browser response carries.
 
-Everything a request sent is escaped before it reaches HTML; pages never show a token, code or
-state, and never a stack trace.
+Everything a request or the configuration supplies is escaped before it reaches HTML; pages
+never show a token, code, state or receipt, never a stack trace, and never technical wording:
+each says in one plain sentence what happened and what to do. Technical detail goes to the logs.
 """
 
 from __future__ import annotations
@@ -11,16 +12,36 @@ import hashlib
 from dataclasses import dataclass
 from html import escape
 
-_STYLE = (
-    "body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;background:#f4f6f8;color:#1f2933;"
-    "margin:0;display:flex;min-height:100vh;align-items:center;justify-content:center}"
-    "main{background:#fff;max-width:34rem;padding:2.5rem;border-radius:12px;box-shadow:0 4px 24px #0001}"
-    "h1{font-size:1.5rem;margin:0 0 1rem}p{line-height:1.5}"
-    ".ok h1{color:#17803d}.warn h1{color:#b45309}.err h1{color:#b91c1c}"
-    "a.button{display:inline-block;margin-top:1rem;padding:.7rem 1.2rem;background:#1d4ed8;color:#fff;"
-    "border-radius:8px;text-decoration:none}small{color:#52606d}"
+# Colours are custom properties so that both schemes are declared in one place each, and the
+# contrast test can read them back (tests/unit/test_validation_and_pages.py). Every text colour
+# is at least 4.5:1 on the card in both schemes (WCAG AA).
+STYLE = (
+    ":root{color-scheme:light dark;--page:#f4f6f8;--card:#fff;--text:#1f2933;--muted:#52606d;"
+    "--ok:#17803d;--warn:#b45309;--err:#b91c1c;--info:#1f2933;--link:#1d4ed8;--button:#1d4ed8;"
+    "--button-text:#fff;--focus:#1d4ed8;--edge:#d9dee3}"
+    "@media (prefers-color-scheme:dark){:root{--page:#0f1419;--card:#1c232b;--text:#e6e9ed;"
+    "--muted:#a7b1bc;--ok:#5ad68a;--warn:#f6b85a;--err:#ff8f8f;--info:#e6e9ed;--link:#9cc3ff;"
+    "--button:#9cc3ff;--button-text:#0b1220;--focus:#9cc3ff;--edge:#3a4550}}"
+    "*{box-sizing:border-box}"
+    "body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;background:var(--page);"
+    "color:var(--text);margin:0;padding:1rem;display:flex;min-height:100vh;align-items:center;"
+    "justify-content:center}"
+    "main{background:var(--card);width:100%;max-width:34rem;min-width:0;padding:2.5rem;"
+    "border:1px solid var(--edge);border-radius:12px;box-shadow:0 4px 24px #0001;"
+    "overflow-wrap:anywhere}"
+    "h1{font-size:1.5rem;margin:0 0 1rem;line-height:1.3}p{line-height:1.5}"
+    ".ok h1{color:var(--ok)}.warn h1{color:var(--warn)}.err h1{color:var(--err)}.info h1{color:var(--info)}"
+    "a{color:var(--link)}"
+    ".actions{display:flex;flex-wrap:wrap;gap:.75rem;margin-top:1.5rem}"
+    "a.button{display:inline-block;padding:.7rem 1.2rem;background:var(--button);color:var(--button-text);"
+    "border:2px solid var(--button);border-radius:8px;text-decoration:none;font-weight:600}"
+    "a:focus-visible{outline:3px solid var(--focus);outline-offset:2px}"
+    "small{color:var(--muted)}"
+    "@media (max-width:30rem){body{padding:.75rem;align-items:flex-start}main{padding:1.5rem}}"
+    "@media (forced-colors:active){main{border-color:CanvasText}"
+    "a.button{border:2px solid ButtonText;color:LinkText;background:ButtonFace}}"
 )
-_STYLE_HASH = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
+_STYLE_HASH = base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()
 
 CONTENT_SECURITY_POLICY = (
     f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; img-src 'none'; form-action 'none'; "
@@ -36,6 +57,8 @@ SECURITY_HEADERS: dict[str, str] = {
     "X-Frame-Options": "DENY",
 }
 
+START_AGAIN = "Start the installation again"
+
 
 @dataclass(frozen=True, slots=True)
 class Page:
@@ -45,75 +68,233 @@ class Page:
     html: str
 
 
-def render(status: int, kind: str, title: str, message: str, *, retry_href: str | None = None) -> Page:
-    """A complete, self-contained HTML page. ``title`` and ``message`` are escaped here."""
-    button = (
-        f'<p><a class="button" id="retry" href="{escape(retry_href, quote=True)}">'
-        "Start the installation again</a></p>"
-        if retry_href
-        else ""
+@dataclass(frozen=True, slots=True)
+class Branding:
+    """What the pages say about the app: its name, and optional links to it and to its developer."""
+
+    app_name: str
+    app_url: str = ""
+    support_url: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """A button on a page."""
+
+    label: str
+    href: str
+    id: str
+
+
+def _link(link: Link) -> str:
+    return (
+        f'<a class="button" id="{escape(link.id, quote=True)}" href="{escape(link.href, quote=True)}">'
+        f"{escape(link.label)}</a>"
     )
+
+
+def render(
+    brand: Branding,
+    status: int,
+    kind: str,
+    heading: str,
+    message: str,
+    *,
+    retry_href: str | None = None,
+    links: tuple[Link, ...] = (),
+    title: str | None = None,
+    support: bool = True,
+) -> Page:
+    """A complete, self-contained HTML page. Every string is escaped here.
+
+    ``retry_href`` adds the "start again" button; ``support`` adds the way to the developer
+    (the configured support link, or the app's name when there is none).
+    """
+    buttons = list(links)
+    if retry_href:
+        buttons.append(Link(START_AGAIN, retry_href, "retry"))
+    actions = f'<div class="actions">{"".join(_link(b) for b in buttons)}</div>' if buttons else ""
+    name = escape(brand.app_name)
+    if support and brand.support_url:
+        help_line = (
+            f'<p>Need help? <a id="support" href="{escape(brand.support_url, quote=True)}">'
+            f"Contact the developer of {name}</a>.</p>"
+        )
+    elif support:
+        help_line = f"<p>Need help? Contact the developer of {name}.</p>"
+    else:
+        help_line = ""
+    page_title = title or f"{heading} \N{EN DASH} {brand.app_name}"
     html = (
         '<!doctype html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width,initial-scale=1">'
-        f"<title>{escape(title)}</title><style>{_STYLE}</style></head>"
-        f'<body><main class="{escape(kind, quote=True)}"><h1>{escape(title)}</h1>'
-        f"<p>{escape(message)}</p>{button}"
-        "<p><small>UltraCart app installation</small></p></main></body></html>"
+        '<meta name="color-scheme" content="light dark">'
+        f"<title>{escape(page_title)}</title><style>{STYLE}</style></head>"
+        f'<body><main class="{escape(kind, quote=True)}"><h1>{escape(heading)}</h1>'
+        f"<p>{escape(message)}</p>{actions}{help_line}"
+        f"<p><small>{name} · installation on UltraCart</small></p></main></body></html>"
     )
     return Page(status=status, html=html)
 
 
-def installed(merchant_id: str, *, reinstall: bool) -> Page:
-    """Success: the app is connected to the merchant's account."""
+def installed(brand: Branding, merchant_id: str, *, reinstall: bool, ultracart_href: str) -> Page:
+    """Success: the app is connected to the merchant's account, with the next steps."""
     verb = "reconnected to" if reinstall else "installed on"
+    heading = f"{brand.app_name} is installed"
+    links = [Link(f"Open {brand.app_name}", brand.app_url, "open-app")] if brand.app_url else []
+    links.append(Link("Return to UltraCart", ultracart_href, "return"))
     return render(
+        brand,
         200,
         "ok",
-        "App installed",
-        f"The app is now {verb} UltraCart account {merchant_id}. You can close this window.",
+        heading,
+        f"{brand.app_name} is now {verb} UltraCart account {merchant_id}. You can close this window.",
+        links=tuple(links),
+        title=heading,
+        support=False,
     )
 
 
-def declined(retry_href: str) -> Page:
-    """The merchant pressed Deny on UltraCart's consent page."""
+def receipt_expired(brand: Branding, retry_href: str) -> Page:
+    """The success URL without a valid receipt: neutral, never an error, never an account."""
     return render(
+        brand,
         200,
-        "warn",
-        "Installation cancelled",
-        "You declined the app's access on UltraCart, so nothing was installed. "
-        "If that was a mistake, start again and choose Approve.",
+        "info",
+        "This page has expired",
+        f"If you finished installing {brand.app_name}, it is installed; "
+        "to install it again, start the installation again.",
         retry_href=retry_href,
     )
 
 
-def link_expired(retry_href: str) -> Page:
+def declined(brand: Branding, retry_href: str) -> Page:
+    """The merchant pressed Deny on UltraCart's consent page."""
+    return render(
+        brand,
+        200,
+        "warn",
+        f"Installation of {brand.app_name} cancelled",
+        f"You declined {brand.app_name}'s access on UltraCart, so nothing was installed; "
+        "if that was a mistake, start again and choose Approve.",
+        retry_href=retry_href,
+    )
+
+
+def link_expired(brand: Branding, retry_href: str) -> Page:
     """UltraCart said the authorize link was invalid or expired."""
     return render(
+        brand,
         400,
         "warn",
         "This installation link has expired",
-        "UltraCart reported that the authorization request was invalid or expired. "
-        "Start the installation again.",
+        f"UltraCart reported that the link to install {brand.app_name} was invalid or too old; "
+        "start the installation again.",
         retry_href=retry_href,
     )
 
 
-def bad_request(reason: str, retry_href: str) -> Page:
-    """Any malformed or unverifiable callback; ``reason`` is a fixed, user-safe sentence."""
-    return render(400, "err", "We could not complete the installation", reason, retry_href=retry_href)
+def session_timed_out(brand: Branding, retry_href: str, *, minutes: int) -> Page:
+    """The state cookie or the state itself ran out before the merchant came back."""
+    return render(
+        brand,
+        400,
+        "warn",
+        "The installation session timed out",
+        f"Installing {brand.app_name} has to be finished within {minutes} minutes of starting it, "
+        "so nothing was installed; start the installation again.",
+        retry_href=retry_href,
+    )
 
 
-def upstream_failed(status: int, retry_href: str) -> Page:
-    """UltraCart failed (502), was too slow (504), or our own storage was unavailable (503)."""
+def started_in_another_tab(brand: Branding, retry_href: str) -> Page:
+    """This browser started a newer install (another tab or window) that replaced this one."""
+    return render(
+        brand,
+        400,
+        "warn",
+        "The installation was started again in another tab",
+        f"You started installing {brand.app_name} again in another tab or window; "
+        "finish it there, or start the installation again here.",
+        retry_href=retry_href,
+    )
+
+
+def already_used(brand: Branding, retry_href: str) -> Page:
+    """The state is unknown: the link was already used, or is far too old."""
+    return render(
+        brand,
+        400,
+        "warn",
+        "This installation link was already used",
+        f"This link back from UltraCart has already been used or is too old to install {brand.app_name}; "
+        "start the installation again.",
+        retry_href=retry_href,
+    )
+
+
+def damaged_link(brand: Branding, retry_href: str) -> Page:
+    """Missing, repeated or malformed parameters or cookies, or an unknown UltraCart answer."""
+    return render(
+        brand,
+        400,
+        "err",
+        "This link is incomplete or damaged",
+        f"The link back from UltraCart is incomplete or damaged, so {brand.app_name} was not installed; "
+        "start the installation again.",
+        retry_href=retry_href,
+    )
+
+
+def misconfigured(brand: Branding) -> Page:
+    """UltraCart refused the app's own registration (client or scope): retrying cannot help."""
+    return render(
+        brand,
+        400,
+        "err",
+        f"{brand.app_name} cannot be installed right now",
+        f"UltraCart did not accept {brand.app_name}'s setup, so trying again will not help; "
+        "please let the app's developer know.",
+    )
+
+
+def code_refused(brand: Branding, retry_href: str) -> Page:
+    """UltraCart refused the authorization code (used, expired or revoked meanwhile)."""
+    return render(
+        brand,
+        400,
+        "err",
+        "UltraCart refused the installation",
+        f"UltraCart did not accept the authorization for {brand.app_name}, so nothing was installed; "
+        "start the installation again.",
+        retry_href=retry_href,
+    )
+
+
+def upstream_failed(brand: Branding, status: int, retry_href: str) -> Page:
+    """UltraCart failed (502), was too slow (504), or the service was unavailable (503)."""
     titles = {
         504: "UltraCart did not answer in time",
         503: "The installation service is temporarily unavailable",
     }
     return render(
+        brand,
         status,
         "err",
         titles.get(status, "UltraCart is not responding correctly"),
-        "Nothing was installed. This is usually temporary: wait a minute, then start the installation again.",
+        f"{brand.app_name} was not installed. This is usually temporary: wait a minute, "
+        "then start the installation again.",
         retry_href=retry_href,
+    )
+
+
+def not_found(brand: Branding, install_href: str) -> Page:
+    """Any address the app does not serve."""
+    return render(
+        brand,
+        404,
+        "err",
+        "Page not found",
+        f"There is nothing at this address; to install {brand.app_name}, start the installation here.",
+        retry_href=install_href,
     )

@@ -18,7 +18,7 @@ from ucoauth.budget import BudgetedUltraCart, Tier, UltraCartBudget
 from ucoauth.crypto import TokenCipher
 from ucoauth.events import EventPublisher
 from ucoauth.settings import Settings, get_settings
-from ucoauth.store import InstallationStore, PaceCounter, StateStore, WebhookIdStore
+from ucoauth.store import InstallationStore, PaceCounter, ReceiptStore, StateStore, WebhookIdStore
 
 if TYPE_CHECKING:
     from ucoauth.timing import Deadline
@@ -37,6 +37,7 @@ class Services:
     budget: UltraCartBudget
     cipher: TokenCipher
     events: EventPublisher
+    receipts: ReceiptStore
     ultracart_factory: Callable[[], UltraCartApi] | None = None
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
@@ -84,6 +85,7 @@ class Services:
             ),
             cipher=TokenCipher(settings.kms_key_id),
             events=EventPublisher(settings.event_bus_name),
+            receipts=ReceiptStore(settings.table_name),
         )
 
 

@@ -27,6 +27,32 @@ def _url(name: str, value: str, *, allow_empty: bool) -> str:
     return value
 
 
+DEFAULT_APP_NAME = "Your UltraCart app"
+_APP_NAME_MAX = 80
+
+
+def _app_name(value: str) -> str:
+    """The app's display name: printable, one line, at most 80 characters (HTML-escaped later)."""
+    name = value or DEFAULT_APP_NAME
+    if len(name) > _APP_NAME_MAX or any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+        raise ConfigurationError(f"APP_NAME must be one printable line of at most {_APP_NAME_MAX} characters")
+    return name
+
+
+def _link(name: str, value: str, *, mailto: bool) -> str:
+    """An optional link shown to merchants: empty, an https URL, or (if allowed) a mailto: address."""
+    if not value:
+        return ""
+    if mailto and value.startswith("mailto:"):
+        if not re.fullmatch(r"mailto:[^\s@?#]+@[^\s@?#]+", value):
+            raise ConfigurationError(f"{name} must be an https URL or mailto:address")
+        return value
+    parts = urlsplit(value)
+    if parts.scheme != "https" or not parts.hostname or any(c.isspace() for c in value):
+        raise ConfigurationError(f"{name} must be an https URL" + (" or mailto:address" if mailto else ""))
+    return value
+
+
 _RATE = re.compile(r"^rate\((\d+) (minute|minutes|hour|hours|day|days)\)$")
 _UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86_400}
 
@@ -74,6 +100,9 @@ class Settings:
     tombstone_ttl_days: int = 90
     assumed_token_lifetime_seconds: int = 3600
     planner_interval_seconds: int = 300
+    app_name: str = DEFAULT_APP_NAME
+    app_url: str = ""
+    support_url: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -146,6 +175,9 @@ class Settings:
             assumed_token_lifetime_seconds=integer(
                 "ASSUMED_TOKEN_LIFETIME_SECONDS", 3600, low=300, high=30 * 86_400
             ),
+            app_name=_app_name(optional("APP_NAME")),
+            app_url=_link("APP_URL", optional("APP_URL"), mailto=False),
+            support_url=_link("SUPPORT_URL", optional("SUPPORT_URL"), mailto=True),
         )
 
 

@@ -22,7 +22,9 @@ from ucoauth.errors import (
     NotDueError,
     NotInstalledError,
     StaleWriteError,
-    StateInvalidError,
+    StateExpiredError,
+    StateForeignBrowserError,
+    StateUnknownError,
 )
 
 if TYPE_CHECKING:
@@ -711,18 +713,79 @@ class StateStore:
     def consume(self, state: str, *, browser_nonce: str, now: int) -> None:
         """Delete the state in one conditional write that checks existence, expiry and browser.
 
-        Raises :class:`StateInvalidError` for an unknown, expired, replayed or foreign state.
+        When the condition fails, the item as it was (``ALL_OLD``) says why, without a second
+        read: :class:`StateUnknownError` (none: used, or never issued),
+        :class:`StateExpiredError`, or :class:`StateForeignBrowserError` (another cookie nonce).
         """
-        answer = _if_condition_holds(
-            lambda: self._ddb().delete_item(
+        try:
+            self._ddb().delete_item(
                 TableName=self.table_name,
                 Key=self._key(state),
                 ConditionExpression="attribute_exists(pk) AND expires_at > :now AND browser = :b",
                 ExpressionAttributeValues={":now": {"N": str(now)}, ":b": {"S": digest(browser_nonce)}},
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
+        except ClientError as exc:
+            if not _is_conditional_failure(exc):
+                raise
+            old: Any = exc.response.get("Item")
+            if not old:
+                raise StateUnknownError("unknown or already used state") from None
+            if (_n(old, "expires_at") or 0) <= now:
+                raise StateExpiredError("expired state") from None
+            raise StateForeignBrowserError("state bound to another browser nonce") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """Proof, held by one browser as a cookie, that it just completed an install (no secret)."""
+
+    merchant_id: str
+    reinstall: bool
+    # sha256 of the state the install consumed (the same hash the state item was keyed by), so a
+    # reload of exactly that callback URL can be recognised; never the state itself.
+    state_digest: str = field(default="", repr=False)
+
+
+class ReceiptStore:
+    """Short-lived success receipts, so the success page survives a reload without code or state.
+
+    The browser holds a random nonce in a ``__Host-`` cookie; the table holds only its hash.
+    """
+
+    def __init__(self, table_name: str, *, client: Callable[[], DynamoDBClient] = aws.dynamodb) -> None:
+        self.table_name = table_name
+        self._ddb = client
+
+    @staticmethod
+    def _key(nonce: str) -> dict[str, Any]:
+        return {"pk": {"S": f"RECEIPT#{digest(nonce)}"}, "sk": {"S": "RECEIPT"}}
+
+    def put(self, nonce: str, receipt: Receipt, *, now: int, ttl_seconds: int) -> None:
+        """Store the receipt under the nonce's hash until ``now + ttl_seconds``."""
+        self._ddb().put_item(
+            TableName=self.table_name,
+            Item={
+                **self._key(nonce),
+                "merchant_id": {"S": receipt.merchant_id},
+                "reinstall": {"BOOL": receipt.reinstall},
+                "state": {"S": receipt.state_digest},
+                "expires_at": {"N": str(now + ttl_seconds)},
+                "ttl": {"N": str(now + ttl_seconds + 3600)},
+            },
+            ConditionExpression="attribute_not_exists(pk)",
         )
-        if answer is None:
-            raise StateInvalidError("unknown, expired, used or foreign state")
+
+    def get(self, nonce: str, *, now: int) -> Receipt | None:
+        """The receipt the nonce proves, or None when unknown or expired (TTL deletion is lazy)."""
+        item = self._ddb().get_item(TableName=self.table_name, Key=self._key(nonce)).get("Item")
+        if not item or (_n(item, "expires_at") or 0) <= now:
+            return None
+        return Receipt(
+            merchant_id=_s(item, "merchant_id") or "",
+            reinstall=bool(item.get("reinstall", {}).get("BOOL", False)),
+            state_digest=_s(item, "state") or "",
+        )
 
 
 class WebhookIdStore:

@@ -21,7 +21,12 @@ if TYPE_CHECKING:
 
     from ucoauth.settings import Settings
 
-from ucoauth.errors import PermanentUltraCartError, TransientUltraCartError, UltraCartError
+from ucoauth.errors import (
+    PermanentUltraCartError,
+    TransientUltraCartError,
+    UltraCartError,
+    UltraCartTimeoutError,
+)
 from ucoauth.observability import redact_text
 
 API_VERSION = "2017-03-01"
@@ -183,7 +188,7 @@ class UltraCartClient:
             )
             raw = response.content[: _MAX_BODY + 1]
         except requests.Timeout:
-            raise TransientUltraCartError(f"{path} timed out") from None
+            raise UltraCartTimeoutError(f"{path} timed out") from None
         except requests.RequestException as exc:
             # The exception text can contain the URL only (no body), but keep it out anyway.
             raise TransientUltraCartError(f"{path} failed: {type(exc).__name__}") from None

@@ -10,8 +10,8 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.shared.cookies import Cookie, SameSite
 
-from ucoauth.install import STATE_COOKIE
-from ucoauth.pages import SECURITY_HEADERS, Page
+from ucoauth.install import RECEIPT_COOKIE, RECEIPT_SECONDS, STATE_COOKIE
+from ucoauth.pages import SECURITY_HEADERS, Branding, Page
 from ucoauth.settings import Settings
 from ucoauth.validation import BadInput
 
@@ -29,18 +29,18 @@ def html_response(page: Page, *, cookies: list[Cookie] | None = None) -> Respons
     )
 
 
-def redirect(location: str, *, cookies: list[Cookie] | None = None) -> Response[str]:
-    """A 302 with the browser security headers."""
+def redirect(location: str, *, cookies: list[Cookie] | None = None, status: int = 302) -> Response[str]:
+    """A redirect (302 unless told; 303 "see other" after the callback) with the security headers."""
     return Response(
-        status_code=302, body="", headers={**SECURITY_HEADERS, "Location": location}, cookies=cookies
+        status_code=status, body="", headers={**SECURITY_HEADERS, "Location": location}, cookies=cookies
     )
 
 
-def state_cookie(nonce: str, *, max_age: int) -> Cookie:
-    """The ``__Host-`` cookie binding the OAuth state to this browser."""
+def _host_cookie(name: str, value: str, *, max_age: int) -> Cookie:
+    """A ``__Host-`` cookie: Secure, HttpOnly, SameSite=Lax, Path=/, no Domain."""
     return Cookie(
-        name=STATE_COOKIE,
-        value=nonce,
+        name=name,
+        value=value,
         path="/",
         secure=True,
         http_only=True,
@@ -49,9 +49,19 @@ def state_cookie(nonce: str, *, max_age: int) -> Cookie:
     )
 
 
+def state_cookie(nonce: str, *, max_age: int) -> Cookie:
+    """The ``__Host-`` cookie binding the OAuth state to this browser."""
+    return _host_cookie(STATE_COOKIE, nonce, max_age=max_age)
+
+
 def clear_state_cookie() -> Cookie:
     """Expire the state cookie (after any callback, successful or not)."""
     return state_cookie("", max_age=0)
+
+
+def receipt_cookie(nonce: str) -> Cookie:
+    """The ``__Host-`` cookie proving this browser just completed an install (see ``/installed``)."""
+    return _host_cookie(RECEIPT_COOKIE, nonce, max_age=RECEIPT_SECONDS)
 
 
 def read_cookie(event: dict[str, Any], name: str) -> str | None:
@@ -78,10 +88,30 @@ def redirect_uri(settings: Settings, event: dict[str, Any]) -> str:
     return f"https://{api_id}.execute-api.{settings.region}.{suffix}/oauth/callback"
 
 
+def _next_to_callback(settings: Settings, event: dict[str, Any], path: str) -> str:
+    parts = urlsplit(redirect_uri(settings, event))
+    return urlunsplit((parts.scheme, parts.netloc, parts.path.rsplit("/oauth/", 1)[0] + path, "", ""))
+
+
 def install_href(settings: Settings, event: dict[str, Any]) -> str:
     """Where "start again" points: ``/install`` next to the callback URL."""
-    parts = urlsplit(redirect_uri(settings, event))
-    return urlunsplit((parts.scheme, parts.netloc, parts.path.rsplit("/oauth/", 1)[0] + "/install", "", ""))
+    return _next_to_callback(settings, event, "/install")
+
+
+def installed_href(settings: Settings, event: dict[str, Any]) -> str:
+    """The clean success URL: ``/installed`` next to the callback URL (no code, no state)."""
+    return _next_to_callback(settings, event, "/installed")
+
+
+def ultracart_href(settings: Settings) -> str:
+    """ "Return to UltraCart": the home page of the UltraCart the app talks to."""
+    parts = urlsplit(settings.ultracart_base_url)
+    return urlunsplit((parts.scheme, parts.netloc, "/", "", ""))
+
+
+def branding(settings: Settings) -> Branding:
+    """What the pages say about the app (template parameters AppName, AppUrl, SupportUrl)."""
+    return Branding(app_name=settings.app_name, app_url=settings.app_url, support_url=settings.support_url)
 
 
 def with_query(url: str, **params: str) -> str:
