@@ -59,6 +59,7 @@ reliability: $(STAMP) $(PTH)
 ## bench: cold start, calls per operation, planner reads, refresh pacing, memory -> docs/BENCHMARKS.md
 bench: $(STAMP) $(PTH)
 	$(PY) -m bench
+	$(PY) -m bench.capacity
 
 clean:
 	rm -rf $(VENV) .aws-sam .mypy_cache .ruff_cache .pytest_cache artifacts

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PYTHONPATH = [str(ROOT / "layers" / "ucoauth"), str(ROOT / "local"), str(ROOT)]
 OUTPUT = ROOT / "docs" / "RELIABILITY.md"
 COMMAND = "python -m bench.reliability"
-OPERATIONS = ("callback", "refresh", "token", "revoke")
+OPERATIONS = ("callback", "refresh", "token", "revoke", "webhook")
 # Which test of tests/unit/test_fuzz_routes.py fuzzes which route (as it reports them).
 FUZZ_TESTS = {
     "GET /install": "test_fuzz_install",
@@ -241,10 +241,17 @@ def render(
         "",
         "Everything runs on 127.0.0.1: moto's server with `template.yaml`'s resources, the local",
         "UltraCart sandbox, the Lambda handlers invoked in-process (and refresh workers as separate",
-        "processes where a crash or a race needs one). *Lost* counts installations that ended in a",
-        "state the rules forbid: active but broken (UltraCart refuses the token it serves, now or an",
-        "hour later), `reauthorization_required` without its event, gone, or an uninstall that kept",
-        "its ciphertext or left its message behind.",
+        "processes where a crash or a race needs one). *Lost* is judged by UltraCart, not by our own",
+        "table: a merchant who must reinstall while UltraCart (the sandbox) still holds a live grant",
+        "the stack could have kept, an active installation whose stored refresh token is dead while",
+        "another is live, or a grant still live after an uninstall. Installations that end in a state",
+        "the rules forbid (active but broken now or an hour later, `reauthorization_required` without",
+        "its event, an uninstall that kept its ciphertext or left its message behind) count too.",
+        "A process killed between UltraCart's answer and its first write (a crash: the deadline rules",
+        "keep a timeout out of that window) takes the rotated tokens with it; no design can keep",
+        "them, so those cells report it apart (*crash*), not as lost. *Orphaned grants* are grants",
+        "UltraCart issued that nobody stored, where no merchant lost anything (a callback killed",
+        "after the exchange: the merchant installed again).",
         "",
         "## Summary",
         "",
@@ -299,7 +306,11 @@ def render(
         "redelivers after the worker's backoff, the DLQ is redriven, the planner runs again, the",
         "merchant starts the install again, or reinstalls when asked to), and every installation",
         "touched is checked: active with tokens UltraCart accepts now and an hour later,",
-        "`reauthorization_required` with its event, or uninstalled without ciphertext.",
+        "`reauthorization_required` with its event, or uninstalled without ciphertext. The overview",
+        "names each cell's end state (before a merchant who was refused reinstalls). The cells below",
+        "the first block vary time: a second caller arriving after the old fixed lease would have",
+        "ended, an invocation that starts with too little time, slow DynamoDB and KMS, a duplicate",
+        "after a dead holder's lease, and a function killed between any two of its calls.",
         "",
     ]
     matrix = sorted(matrix, key=lambda r: (int(r.get("rank", 0)), r["operation"]))
@@ -314,7 +325,7 @@ def render(
             if cell is None:
                 marks.append("n/a")
             elif cell["recovered"] and not cell["lost"]:
-                marks.append("recovered")
+                marks.append(short_state(cell))
             else:
                 marks.append(f"**LOST {cell['lost']}**" if cell["lost"] else "**FAILED**")
         overview.append([f"`{fault}`", *marks])
@@ -325,14 +336,24 @@ def render(
             continue
         lines += ["", f"### {operation}", ""]
         lines += table(
-            ["fault", "outcome", "recovery", "recovered", "lost"],
+            [
+                "fault",
+                "outcome",
+                "recovery",
+                "end state (judged by UltraCart)",
+                "lost",
+                "crash",
+                "orphaned grants",
+            ],
             [
                 [
                     f"`{r['fault']}`",
                     r["outcome"] + ("" if r["outcome"] == r["expected"] else f" (expected: {r['expected']})"),
                     r["recovery"],
-                    "yes" if r["recovered"] else "**no**",
+                    r.get("end_state") or "-",
                     r["lost"] if not r["lost"] else f"**{r['lost']}**",
+                    r.get("crash_lost", 0),
+                    r.get("orphaned_grants", 0),
                 ]
                 for r in rows
             ],
@@ -394,6 +415,23 @@ def render(
             )
     lines += table(["test", "UltraCart calls", "outcome"], live_rows)
     return "\n".join(lines) + "\n"
+
+
+def short_state(cell: dict[str, Any]) -> str:
+    """The overview's word for a cell: the end state, judged by UltraCart, before any reinstall."""
+    state = str(cell.get("end_state") or "")
+    if cell.get("crash_lost"):
+        return "crash: reinstall"
+    for word, short in (
+        ("uninstalled, revoke confirmed", "uninstalled, revoked"),
+        ("uninstalled", "uninstalled"),
+        ("reauthorization_required", "reauthorization"),
+        ("active, its grant live", "active"),
+        ("not installed", "not installed"),
+    ):
+        if state.startswith(word):
+            return short
+    return "recovered"
 
 
 def race_workers(name: str) -> str:

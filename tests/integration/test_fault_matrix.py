@@ -605,8 +605,29 @@ def judge_by_ultracart(world: World) -> tuple[dict[str, str], int]:
     return lost, orphans
 
 
+def end_state(world: World, merchant: str) -> str:
+    """The state a merchant ended in, with what UltraCart says of its grant."""
+    inst = world.get(merchant)
+    grants = world.sandbox.live_grants(merchant)
+    if inst is None:
+        return "not installed" + (", an orphaned grant live" if grants.any else "")
+    stored = world.tokens(merchant)
+    live = stored is not None and stored.refresh_token in grants.refresh_tokens
+    if inst.status == ACTIVE:
+        return "active, its grant live" if live else "active, its grant dead"
+    if inst.status == REAUTHORIZATION_REQUIRED:
+        return "reauthorization_required, " + (
+            "a grant still live" if grants.refresh_tokens else "grant dead"
+        )
+    if inst.status == UNINSTALLED:
+        confirmed = "revoke confirmed" if inst.revoke_confirmed else "revoke NOT confirmed"
+        return f"uninstalled, {confirmed}, " + ("a grant still live" if grants.any else "no grant live")
+    return inst.status
+
+
 def judge(world: World, cell: Cell) -> None:
     """Record what UltraCart says was lost (before any reinstall replaces the evidence)."""
+    cell.end_state = summarize({m: end_state(world, m) for m in world.merchants})
     lost, orphans = judge_by_ultracart(world)
     cell.orphans = max(cell.orphans, orphans)
     for merchant, why in lost.items():
@@ -705,6 +726,7 @@ class Cell:
     lost_by_ultracart: dict[str, str] = field(default_factory=dict)
     crash_lost: dict[str, str] = field(default_factory=dict)
     orphans: int = 0
+    end_state: str = ""
 
     @property
     def lost(self) -> int:
@@ -733,6 +755,7 @@ class Cell:
             "completed": self.completed,
             "recovered": self.completed and not self.problems and not self.lost_by_ultracart,
             "lost": self.lost,
+            "end_state": self.end_state,
             "lost_detail": self.lost_by_ultracart,
             "crash_lost": len(self.crash_lost),
             "orphaned_grants": self.orphans,
