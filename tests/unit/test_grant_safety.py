@@ -322,5 +322,26 @@ def test_an_hour_of_ultracart_failures_does_not_shred_an_unrevoked_grant(
     assert [e["detail"]["revoke_confirmed"] for e in removed] == [True]
 
 
+def test_a_reinstall_during_a_pending_revoke_still_revokes_the_old_grant(
+    services: Services, fake_uc: FakeUltraCart, clock: Clock, aws: LocalResources
+) -> None:
+    install(services, fake_uc)
+    old_grant = fake_uc.live_grants("DEMO1")
+    uninstalled_at = clock.now + 1
+    fake_uc.fail_next.append(transient(503))  # UltraCart is down: the revoke is pending
+    call_handler("RevokeWorkerFunction", revoke_event("DEMO1", uninstalled_at))
+    assert status_of(services) == "uninstalling"
+    clock.now += 60
+    install(services, fake_uc)  # the merchant comes back before UltraCart does
+    assert status_of(services) == "active"
+    # The pending uninstall comes back: it is older than the reinstall, and still revokes the
+    # uninstalled generation's grant, which nobody else holds.
+    call_handler("RevokeWorkerFunction", revoke_event("DEMO1", uninstalled_at, receive_count=2))
+    assert status_of(services) == "active"
+    live = fake_uc.live_grants("DEMO1")
+    assert not set(old_grant) & set(live)
+    assert live == [stored_refresh_token(services)]
+
+
 # keep the module importable on its own
 _ = time

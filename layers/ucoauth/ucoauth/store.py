@@ -288,7 +288,15 @@ class InstallationStore:
             "installed_at = :now",
             "refreshed_at = :now",
         ]
-        removes = ["lease_owner", "lease_expires_at", "uninstalled_at", "uninstall_reason", "#ttl"]
+        removes = [
+            "lease_owner",
+            "lease_expires_at",
+            "uninstalled_at",
+            "uninstall_reason",
+            "revoke_confirmed",
+            "revoke_pending_since",
+            "#ttl",
+        ]
         self._token_updates(merchant_id, tokens, sets, removes, values, names)
         answer = self._ddb().update_item(
             TableName=self.table_name,
@@ -458,29 +466,38 @@ class InstallationStore:
             return None
         return _n(answer["Attributes"], "version")
 
-    def mark_uninstalling(self, merchant_id: str, *, expected_version: int, now: int) -> int | None:
+    def mark_uninstalling(
+        self, merchant_id: str, *, expected_version: int, now: int, pending: Recovery | None
+    ) -> int | None:
         """The merchant uninstalled and UltraCart could not be reached to revoke: stop serving and
         refreshing the tokens (out of the due index), keep them only for the revoke retries.
 
+        ``pending`` (the stored tokens as a recovery record of this generation) is kept beside
+        them: should the merchant reinstall before the revoke succeeds, the install replaces
+        ``tokens`` but not the record, and the next lease holder revokes the old grant.
         Returns the new version, or None when the installation changed since ``expected_version``.
         """
+        sets = (
+            "SET #status = :uninstalling, version = version + :one, "
+            "revoke_pending_since = if_not_exists(revoke_pending_since, :now)"
+        )
+        values: dict[str, Any] = {
+            ":uninstalling": {"S": UNINSTALLING},
+            ":v": {"N": str(expected_version)},
+            ":one": {"N": "1"},
+            ":now": {"N": str(now)},
+        }
+        if pending is not None:
+            sets += ", recovery = :pending"
+            values[":pending"] = pending.as_attribute()
         answer = _if_condition_holds(
             lambda: self._ddb().update_item(
                 TableName=self.table_name,
                 Key=merchant_key(merchant_id),
-                UpdateExpression=(
-                    "SET #status = :uninstalling, version = version + :one, "
-                    "revoke_pending_since = if_not_exists(revoke_pending_since, :now) "
-                    "REMOVE due_at, due_shard"
-                ),
+                UpdateExpression=sets + " REMOVE due_at, due_shard",
                 ConditionExpression="version = :v",
                 ExpressionAttributeNames={"#status": "status"},
-                ExpressionAttributeValues={
-                    ":uninstalling": {"S": UNINSTALLING},
-                    ":v": {"N": str(expected_version)},
-                    ":one": {"N": "1"},
-                    ":now": {"N": str(now)},
-                },
+                ExpressionAttributeValues=values,
                 ReturnValues="UPDATED_NEW",
             )
         )

@@ -178,8 +178,9 @@ def _refresh_inline(services: Services, lease: Lease, deadline: Deadline) -> Acc
             return _serve(services, leased)
         raise UpstreamUnavailableError(merchant_id, retry_after=exc.retry_after) from None
     except (TransientUltraCartError, PermanentUltraCartError, ClientError, BotoCoreError) as exc:
-        if isinstance(exc, PermanentUltraCartError):
-            raise
+        # A refusal that means a dead grant ends in "reauthorization" inside the rotation; a
+        # PermanentUltraCartError here is UltraCart rejecting our request (alarmed where it
+        # happened): like a failure, it must not take away a token that still works.
         if isinstance(exc, ClientError | BotoCoreError) and not is_transient_aws_error(exc):
             raise
         if not _expired(services, leased):

@@ -25,7 +25,7 @@ from ucoauth.observability import logger, metrics
 from ucoauth.outbox import announce
 from ucoauth.retry import retry_within
 from ucoauth.rotation import reconcile, revoke_tokens
-from ucoauth.store import UNINSTALLED, UNINSTALLING, Installation
+from ucoauth.store import UNINSTALLED, UNINSTALLING, Installation, Recovery
 from ucoauth.validation import is_merchant_id
 
 if TYPE_CHECKING:
@@ -213,6 +213,12 @@ def process_uninstall(services: Services, body: Any, *, deadline: Deadline) -> R
         if requested < installation.installed_at:
             logger.info("late uninstall ignored: the merchant installed again since", merchant_id=merchant_id)
             metrics.add_metric(name="LateUninstallIgnored", unit="Count", value=1)
+            if (
+                installation.recovery is not None
+                and installation.recovery.generation != installation.generation
+            ):
+                # The uninstalled generation's tokens, kept for this revoke: revoke them now.
+                reconcile(services, lease, deadline, installation.recovery)
             return "late"
         confirmed, failure = _revoke_everything(services, deadline, installation)
         if not confirmed and failure == "":
@@ -259,8 +265,18 @@ def _revoke_everything(
 def _stop_serving(services: Services, installation: Installation) -> None:
     if installation.status == UNINSTALLING:
         return
+    pending = None
+    if installation.tokens_ciphertext is not None and installation.recovery is None:
+        pending = Recovery(
+            ciphertext=installation.tokens_ciphertext,
+            generation=installation.generation,
+            issued_at=installation.refreshed_at or installation.installed_at,
+            expires_in=installation.token_lifetime,
+            token_type=installation.token_type,
+            scope=installation.scope,
+        )
     version = services.installations.mark_uninstalling(
-        installation.merchant_id, expected_version=installation.version, now=services.now()
+        installation.merchant_id, expected_version=installation.version, now=services.now(), pending=pending
     )
     if version is None:
         raise StaleWriteError(installation.merchant_id)  # the item moved: the retry reads it again
