@@ -343,5 +343,37 @@ def test_a_reinstall_during_a_pending_revoke_still_revokes_the_old_grant(
     assert live == [stored_refresh_token(services)]
 
 
+def test_idle_merchants_are_refreshed_only_before_their_grant_could_lapse(
+    services: Services, fake_uc: FakeUltraCart, clock: Clock
+) -> None:
+    fake_uc.expires_in = 3600
+    install(services, fake_uc, "BUSY")
+    install(services, fake_uc, "IDLE")
+    settings = services.settings
+    clock.now += settings.refresh_idle_after_seconds + 10  # a week later: both tokens long expired
+    # BUSY's token is asked for (refreshed inline); IDLE's by nobody.
+    assert call_handler("TokenApiFunction", _token_event("BUSY"))["statusCode"] == 200
+    call_handler("RefreshWorkerFunction", refresh_event("IDLE"))
+    busy, idle = services.installations.get("BUSY"), services.installations.get("IDLE")
+    assert busy is not None and idle is not None
+    # In use: refreshed ahead of its next expiry, as always.
+    assert busy.due_at is not None and busy.due_at < (busy.access_expires_at or 0)
+    # Idle: its next refresh only a day before an unused refresh token could lapse.
+    lapse = clock.now + settings.refresh_token_lapse_seconds - 86_400
+    assert idle.due_at is not None and idle.due_at >= lapse - 3600
+    # The next use brings it back to being refreshed ahead of expiry.
+    clock.now += 60
+    assert call_handler("TokenApiFunction", _token_event("IDLE"))["statusCode"] == 200
+    idle = services.installations.get("IDLE")
+    assert idle is not None and idle.due_at is not None and idle.due_at < (idle.access_expires_at or 0)
+
+
+def _token_event(merchant_id: str) -> dict[str, Any]:
+    event = load_event("tokens-get.json")
+    event["rawPath"] = event["requestContext"]["http"]["path"] = f"/tokens/{merchant_id}"
+    event["pathParameters"] = {"merchant_id": merchant_id}
+    return event
+
+
 # keep the module importable on its own
 _ = time

@@ -200,7 +200,9 @@ def persist(
         fields = retry_within(
             services,
             deadline,
-            lambda: token_fields(services, merchant_id, tokens, answer, issued_at=issued_at),
+            lambda: token_fields(
+                services, merchant_id, tokens, answer, issued_at=issued_at, last_used_at=held.last_used_at
+            ),
             keep_back=AWS_CALL_MAX,
         )
         stored = retry_within(

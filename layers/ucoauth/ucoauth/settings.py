@@ -94,6 +94,8 @@ class Settings:
     ultracart_daily_limit: int = 9000
     ultracart_callback_reserve: float = 0.1
     revoke_retry_seconds: int = 86_400
+    refresh_idle_after_seconds: int = 604_800
+    refresh_token_lapse_seconds: int = 2_592_000
     ultracart_connect_timeout: float = 3.05
     ultracart_read_timeout: float = 10.0
     state_ttl_seconds: int = 600
@@ -167,6 +169,12 @@ class Settings:
             ultracart_daily_limit=integer("ULTRACART_DAILY_LIMIT", 9000, low=1, high=10_000_000),
             ultracart_callback_reserve=number("ULTRACART_CALLBACK_RESERVE", 0.1, low=0.0, high=0.9),
             revoke_retry_seconds=integer("REVOKE_RETRY_SECONDS", 86_400, low=3600, high=14 * 86_400),
+            refresh_idle_after_seconds=integer(
+                "REFRESH_IDLE_AFTER_SECONDS", 604_800, low=0, high=365 * 86_400
+            ),
+            refresh_token_lapse_seconds=integer(
+                "REFRESH_TOKEN_LAPSE_SECONDS", 2_592_000, low=2 * 86_400, high=365 * 86_400
+            ),
             ultracart_connect_timeout=number("ULTRACART_CONNECT_TIMEOUT", 3.05, low=0.05, high=60),
             ultracart_read_timeout=number("ULTRACART_READ_TIMEOUT", 10.0, low=0.05, high=120),
             state_ttl_seconds=integer("STATE_TTL_SECONDS", 600, low=30, high=3600),

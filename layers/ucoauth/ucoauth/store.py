@@ -147,6 +147,7 @@ class Installation:
     recovery: Recovery | None = None
     revoke_confirmed: bool | None = None
     revoke_pending_since: int | None = None
+    last_used_at: int | None = None
     # Set only on the installation a lease take returns: the horizon and owner of a lease the
     # previous holder never released (it died, ran out of time, or could not write), else None.
     previous_lease_until: int | None = None
@@ -178,6 +179,7 @@ class Installation:
             recovery=Recovery.from_attribute(item.get("recovery")),
             revoke_confirmed=item["revoke_confirmed"]["BOOL"] if "revoke_confirmed" in item else None,
             revoke_pending_since=_n(item, "revoke_pending_since"),
+            last_used_at=_n(item, "last_used_at"),
         )
 
     def lease_held(self, now: float) -> bool:
@@ -287,6 +289,7 @@ class InstallationStore:
             "version = if_not_exists(version, :zero) + :one",
             "installed_at = :now",
             "refreshed_at = :now",
+            "last_used_at = :now",
         ]
         removes = [
             "lease_owner",
@@ -422,6 +425,25 @@ class InstallationStore:
         if answer is None:
             return None
         return _n(answer["Attributes"], "version")
+
+    def mark_used(self, merchant_id: str, *, now: int, due_at: int | None = None) -> None:
+        """Someone asked for the merchant's token now (drives which merchants are refreshed ahead);
+        with ``due_at``, an idle schedule is brought back to refreshing ahead of expiry."""
+        sets = "SET last_used_at = :now"
+        values: dict[str, Any] = {":now": {"N": str(now)}}
+        if due_at is not None:
+            sets += ", due_at = :due, due_shard = :shard"
+            values[":due"] = {"N": str(due_at)}
+            values[":shard"] = {"S": due_shard(merchant_id, self.shards)}
+        _if_condition_holds(
+            lambda: self._ddb().update_item(
+                TableName=self.table_name,
+                Key=merchant_key(merchant_id),
+                UpdateExpression=sets,
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues=values,
+            )
+        )
 
     def mark_uninstalled(
         self,

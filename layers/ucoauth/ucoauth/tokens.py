@@ -80,9 +80,16 @@ def token_fields(
     answer: TokenResponse,
     *,
     issued_at: int | None = None,
+    last_used_at: int | None = None,
 ) -> TokenFields:
     """Encrypt the tokens and compute expiry and the next due time (with jitter), counted from
-    ``issued_at`` (default now: when UltraCart answered)."""
+    ``issued_at`` (default now: when UltraCart answered).
+
+    The budget is spent where it matters: a merchant whose tokens nobody asked for in
+    ``REFRESH_IDLE_AFTER_SECONDS`` (``last_used_at``) is not refreshed ahead of expiry; its
+    next refresh is due only before its refresh token could lapse unused
+    (``REFRESH_TOKEN_LAPSE_SECONDS``, a day early), or when the token API is asked (inline).
+    """
     settings = services.settings
     now = services.now() if issued_at is None else issued_at
     # UltraCart may omit expires_in (or send garbage): the token still expires, so it is
@@ -91,13 +98,17 @@ def token_fields(
     window = refresh_window(settings.refresh_min_window_seconds, settings.refresh_window_fraction, lifetime)
     # Jitter spreads a wave of installs made at the same moment over later planner runs.
     jitter = int(services.rng.uniform(0, window * 0.1))
+    due_at = now + lifetime - window - jitter
+    idle_after = settings.refresh_idle_after_seconds
+    if idle_after and last_used_at is not None and now - last_used_at > idle_after:
+        due_at = max(due_at, now + settings.refresh_token_lapse_seconds - 86_400 - jitter)
     return TokenFields(
         ciphertext=services.cipher.encrypt(merchant_id, tokens),
         token_type=answer.token_type,
         scope=answer.scope,
         access_expires_at=now + lifetime,
         token_lifetime=lifetime,
-        due_at=now + lifetime - window - jitter,
+        due_at=due_at,
         expiry_assumed=answer.expires_in is None,
     )
 
@@ -144,6 +155,7 @@ def access_token(services: Services, merchant_id: str, *, deadline: Deadline) ->
     KeyUnavailableError (KMS refused to work: no state changes because of it).
     """
     installation = _active(services, merchant_id)
+    _mark_used(services, installation)
     margin = services.settings.inline_refresh_margin_seconds
     if not _expires_within(services, installation, margin):
         try:
@@ -201,6 +213,31 @@ def _refresh_inline(services: Services, lease: Lease, deadline: Deadline) -> Acc
             scope=leased.scope,
         )
     return _serve(services, _active(services, merchant_id))  # lost the race: a sibling's tokens
+
+
+_USE_MARK_INTERVAL = 3600
+
+
+def _mark_used(services: Services, installation: Installation) -> None:
+    """Record that someone asked for this merchant's token (at most one write an hour): the
+    refresh schedule keeps refreshing ahead only merchants in use. Best effort."""
+    last = installation.last_used_at or installation.installed_at
+    if services.now() - last < _USE_MARK_INTERVAL:
+        return
+    due_at = None
+    expires, due = installation.access_expires_at, installation.due_at
+    if expires is not None and due is not None and due > expires:
+        # It was idle (scheduled only before its refresh token could lapse): in use again, it is
+        # refreshed ahead of expiry from now on.
+        settings = services.settings
+        window = refresh_window(
+            settings.refresh_min_window_seconds, settings.refresh_window_fraction, installation.token_lifetime
+        )
+        due_at = expires - window
+    try:
+        services.installations.mark_used(installation.merchant_id, now=services.now(), due_at=due_at)
+    except (ClientError, BotoCoreError) as exc:
+        logger.warning("use not recorded", merchant_id=installation.merchant_id, error=type(exc).__name__)
 
 
 def _expired(services: Services, installation: Installation) -> bool:
