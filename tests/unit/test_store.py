@@ -42,6 +42,17 @@ def test_install_then_reinstall_bumps_generation_and_version(services: Services)
     assert store.get("DEMO1") == again
 
 
+def test_a_retried_install_write_counts_one_generation(services: Services) -> None:
+    store = services.installations
+    first = store.save_installation("DEMO1", fields(), now=NOW, install_id="flow-a")
+    # The same request again (its first answer was lost to a timeout): no second generation.
+    again = store.save_installation("DEMO1", fields(), now=NOW + 1, install_id="flow-a")
+    assert (first.generation, again.generation, again.version) == (1, 1, 1)
+    # Another install flow is a reinstall.
+    other = store.save_installation("DEMO1", fields(), now=NOW + 2, install_id="flow-b")
+    assert (other.generation, other.version) == (2, 2)
+
+
 def test_the_lease_is_exclusive_until_it_expires(services: Services) -> None:
     store = services.installations
     store.save_installation("DEMO1", fields(), now=NOW)

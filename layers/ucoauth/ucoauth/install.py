@@ -104,7 +104,9 @@ def complete_install(
         installation = retry_within(
             services,
             deadline,
-            lambda: services.installations.save_installation(merchant_id, fields, now=services.now()),
+            lambda: services.installations.save_installation(
+                merchant_id, fields, now=services.now(), install_id=digest(state)
+            ),
             keep_back=0.0,
         )
     except (ClientError, BotoCoreError, KeyUnavailableError):

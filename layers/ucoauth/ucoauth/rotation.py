@@ -218,6 +218,11 @@ def persist(
             keep_back=AWS_CALL_MAX,
         )
     except StaleWriteError:
+        current = services.installations.get(merchant_id)
+        if current is not None and current.tokens_ciphertext == fields.ciphertext:
+            # Our own write was applied; only its answer was lost (a timeout, then the retry).
+            lease.cleared()
+            return Rotated("recovered" if recovered_generation is not None else "refreshed", tokens, current)
         return _installation_moved(services, lease, deadline, tokens, answer, issued_at)
     except (ClientError, BotoCoreError, KeyUnavailableError) as exc:
         logger.error("tokens could not be stored", merchant_id=merchant_id, error=type(exc).__name__)

@@ -268,11 +268,16 @@ class InstallationStore:
 
     # -- installation lifecycle ----------------------------------------------------------
 
-    def save_installation(self, merchant_id: str, tokens: TokenFields, *, now: int) -> Installation:
+    def save_installation(
+        self, merchant_id: str, tokens: TokenFields, *, now: int, install_id: str | None = None
+    ) -> Installation:
         """Create or replace (reinstall) an installation: a new generation, status active.
 
         One UpdateItem sets every field at once, so two installs racing leave one consistent
         installation (the later one), and any in-flight refresh loses its version check.
+        ``install_id`` (a digest unique to one install flow) makes a retried write idempotent: a
+        write whose first attempt was applied but whose answer was lost does not count a second
+        generation.
         """
         names = {"#status": "status", "#ttl": "ttl", "#scope": "scope"}
         values: dict[str, Any] = {
@@ -282,6 +287,7 @@ class InstallationStore:
             ":one": {"N": "1"},
             ":now": {"N": str(now)},
         }
+        condition: dict[str, Any] = {}
         sets = [
             "merchant_id = :mid",
             "#status = :active",
@@ -301,14 +307,25 @@ class InstallationStore:
             "#ttl",
         ]
         self._token_updates(merchant_id, tokens, sets, removes, values, names)
-        answer = self._ddb().update_item(
-            TableName=self.table_name,
-            Key=merchant_key(merchant_id),
-            UpdateExpression=f"SET {', '.join(sets)} REMOVE {', '.join(removes)}",
-            ExpressionAttributeNames=names,
-            ExpressionAttributeValues=values,
-            ReturnValues="ALL_NEW",
+        if install_id is not None:
+            values[":install"] = {"S": install_id}
+            sets.append("install_id = :install")
+            condition = {"ConditionExpression": "attribute_not_exists(install_id) OR install_id <> :install"}
+        answer = _if_condition_holds(
+            lambda: self._ddb().update_item(
+                TableName=self.table_name,
+                Key=merchant_key(merchant_id),
+                UpdateExpression=f"SET {', '.join(sets)} REMOVE {', '.join(removes)}",
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+                **condition,
+            )
         )
+        if answer is None:  # this very install was already written (a retried request)
+            done = self.get(merchant_id)
+            assert done is not None
+            return done
         return Installation.from_item(answer["Attributes"])
 
     def write_refreshed_tokens(
