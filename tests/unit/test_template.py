@@ -33,6 +33,7 @@ from devstack.resources import (
     schedules,
     sqs_event_sources,
 )
+from ucoauth import admin
 
 BIN = Path(sys.executable).parent
 FUNCTIONS = {
@@ -42,6 +43,7 @@ FUNCTIONS = {
     "RefreshPlannerFunction": "refresh_planner",
     "RefreshWorkerFunction": "refresh_worker",
     "RevokeWorkerFunction": "revoke_worker",
+    "AdminApiFunction": "admin_api",
 }
 # docs/ARCHITECTURE.md, "Environment".
 ENVIRONMENT = {
@@ -201,6 +203,14 @@ def test_the_http_api_has_exactly_its_routes(template: dict[str, Any]) -> None:
         Route("ANY", "$default", "OAuthBrowserFunction", "NONE"),
         Route("POST", "/webhooks/uninstall", "UninstallWebhookFunction", "NONE"),
         Route("GET", "/tokens/{merchant_id}", "TokenApiFunction", "AWS_IAM"),
+        Route("GET", "/admin/installations", "AdminApiFunction", "AWS_IAM"),
+        Route("GET", "/admin/installations/{merchant_id}", "AdminApiFunction", "AWS_IAM"),
+        Route("POST", "/admin/installations/{merchant_id}/refresh", "AdminApiFunction", "AWS_IAM"),
+        Route("POST", "/admin/installations/{merchant_id}/uninstall", "AdminApiFunction", "AWS_IAM"),
+        Route("POST", "/admin/dead-letters/{queue}/redrive", "AdminApiFunction", "AWS_IAM"),
+        Route("GET", "/admin/stats", "AdminApiFunction", "AWS_IAM"),
+        # Any other /admin path is IAM-checked too, and answered with the admin API's JSON 404.
+        Route("ANY", "/admin/{proxy+}", "AdminApiFunction", "AWS_IAM"),
     }
     assert list(resources_of_type(template, "AWS::Serverless::HttpApi")) == ["HttpApi"]
     assert template["Resources"]["HttpApi"]["Properties"]["Auth"]["EnableIamAuthorizer"] is True
@@ -306,13 +316,25 @@ def test_table_keys_index_and_ttl(template: dict[str, Any]) -> None:
         {"AttributeName": "pk", "KeyType": "HASH"},
         {"AttributeName": "sk", "KeyType": "RANGE"},
     ]
-    (index,) = table["GlobalSecondaryIndexes"]
+    index, by_status = table["GlobalSecondaryIndexes"]
     assert index["IndexName"] == "DueIndex"
     assert index["KeySchema"] == [
         {"AttributeName": "due_shard", "KeyType": "HASH"},
         {"AttributeName": "due_at", "KeyType": "RANGE"},
     ]
     assert index["Projection"] == {"ProjectionType": "KEYS_ONLY"}
+    # The admin API's listing: what a listed item shows, never the tokens, recovery or lease.
+    assert by_status["IndexName"] == admin.STATUS_INDEX
+    assert by_status["KeySchema"] == [
+        {"AttributeName": "status", "KeyType": "HASH"},
+        {"AttributeName": "merchant_id", "KeyType": "RANGE"},
+    ]
+    projected = by_status["Projection"]["NonKeyAttributes"]
+    assert by_status["Projection"]["ProjectionType"] == "INCLUDE"
+    assert {"tokens", "recovery", "lease_owner", "lease_expires_at"}.isdisjoint(projected)
+    assert {"status", "merchant_id", *projected} == {
+        name for name in admin._LISTED if not name.startswith("#")
+    } | {"status"}
     assert table["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}
     assert table["BillingMode"] == "PAY_PER_REQUEST"
 
@@ -594,7 +616,10 @@ def test_the_moto_server_gets_the_same_resources(aws_server: LocalResources) -> 
     assert aws_server.endpoint_url is not None
     assert os.environ["AWS_ENDPOINT_URL"] == aws_server.endpoint_url
     table = boto3.client("dynamodb").describe_table(TableName=aws_server.table_name)["Table"]
-    assert [index["IndexName"] for index in table["GlobalSecondaryIndexes"]] == ["DueIndex"]
+    assert [index["IndexName"] for index in table["GlobalSecondaryIndexes"]] == [
+        "DueIndex",
+        "StatusIndex",
+    ]
     environment = aws_server.function_environment("UninstallWebhookFunction")
     secret = boto3.client("secretsmanager").get_secret_value(SecretId=environment["WEBHOOK_SECRET_ARN"])
     assert secret["SecretString"] == aws_server.webhook_secret_value
