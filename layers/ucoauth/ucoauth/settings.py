@@ -103,7 +103,7 @@ class Settings:
     app_name: str = DEFAULT_APP_NAME
     app_url: str = ""
     support_url: str = ""
-    # Only the admin API's function has them (its stats and redrive).
+    # Only the admin API reads them (its stats and redrive).
     refresh_dead_letter_queue_url: str = ""
     revoke_dead_letter_queue_url: str = ""
 
