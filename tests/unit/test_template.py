@@ -6,6 +6,7 @@ import base64
 import copy
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -447,6 +448,41 @@ def test_domain_failures_are_alarmed(template: dict[str, Any]) -> None:
         "TokensLost",
         "RefreshBacklog",
     }
+
+
+def test_the_dashboard_draws_what_operators_watch(template: dict[str, Any]) -> None:
+    (dashboard,) = resources_of_type(template, "AWS::CloudWatch::Dashboard").values()
+    text = dashboard["Properties"]["DashboardBody"]["Fn::Sub"]
+    widgets = json.loads(re.sub(r"\$\{UltraCartHourlyLimit\}", "900", text))["widgets"]
+    drawn = [tuple(m) for w in widgets for m in w["properties"]["metrics"]]
+    own = {m[1] for m in drawn if m[0] == "UltraCartOAuth"}
+    assert own == {
+        "InstallCompleted",
+        "InstallationRemoved",
+        "TokenRefreshed",
+        "TokenRefreshFailed",
+        "ReauthorizationRequired",
+        "RefreshBacklog",
+        "KeyUnavailable",
+        "TokensKeptForRecovery",
+        "TokensLost",
+        "UltraCartBudgetUsed",
+    }
+    # Every metric drawn is one the code emits, with the stage's own service dimension.
+    source = "\n".join(p.read_text() for p in (ROOT / "layers/ucoauth/ucoauth").glob("*.py"))
+    for metric in own:
+        assert f'name="{metric}"' in source, metric
+    assert all(m[2:] == ("service", "${AWS::StackName}") for m in drawn if m[0] == "UltraCartOAuth")
+    functions = set(resources_of_type(template, "AWS::Serverless::Function"))
+    for name in ("Errors", "Throttles", "Duration"):
+        assert {m[3] for m in drawn if m[:2] == ("AWS/Lambda", name)} == {f"${{{f}}}" for f in functions}
+    assert {m[1] for m in drawn if m[0] == "AWS/ApiGateway"} == {"4xx", "5xx"}
+    sqs = {(m[1], m[3]) for m in drawn if m[0] == "AWS/SQS"}
+    for queue in ("RefreshQueue", "RevokeQueue"):
+        assert ("ApproximateNumberOfMessagesVisible", f"${{{queue}.QueueName}}") in sqs
+        assert ("ApproximateAgeOfOldestMessage", f"${{{queue}.QueueName}}") in sqs
+    url = template["Outputs"]["DashboardUrl"]["Value"]["Fn::Sub"]
+    assert url.endswith("#dashboards/dashboard/${OperationsDashboard}")
 
 
 # Each function's rights: tests/unit/test_least_privilege.py (one table, with conditions).

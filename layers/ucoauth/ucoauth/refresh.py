@@ -51,6 +51,8 @@ def plan(services: Services, *, stats: dict[str, int] | None = None) -> list[str
     )
     hourly, daily = services.budget.limits("background")
     hour_used, day_used = services.budget.used(services.now())
+    # The dashboard draws this against the hourly limit.
+    metrics.add_metric(name="UltraCartBudgetUsed", unit="Count", value=hour_used)
     allowed = max(0, min(allowed, hourly - hour_used, daily - day_used))
     # One more than allowed tells whether anything is left behind.
     due = services.installations.due_merchants(now=services.now(), limit=allowed + 1, stats=stats)
