@@ -12,6 +12,7 @@ $(STAMP):
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt -c constraints.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e ./layers/ucoauth
 	@rm -f $(VENV)/.installed-*; touch $@
 
 venv: $(STAMP)

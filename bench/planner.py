@@ -4,7 +4,8 @@ Items read are the sum of ``ScannedCount`` over the queries. Two reads of the sa
 planner itself (``ucoauth.refresh.plan(stats=)``, which may queue fewer than are due when the pace
 allows fewer before its next run) and every due installation
 (``InstallationStore.due_merchants(stats=)``). Reads proportional to what is due keep
-items read / items due near 1, whatever the number of installations.
+items read / items due near 1, whatever the number of installations. The admin API's listing
+reads the same table through ``StatusIndex``: a page of 50 must read at most 60 items.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 from bench.common import REGION, progress, set_process_aws_env, wire_process
 
 TARGET = 1.05
+ADMIN_PAGE = 50
+ADMIN_TARGET = 60  # items read for a page of 50
 _BATCH = 25
 
 
@@ -32,6 +35,14 @@ class PlannerResult:
     all_scanned: int
     all_queries: int
     load_seconds: float
+    # The admin API's listing over the same table (StatusIndex): a page of 50, with and without
+    # a status.
+    admin_items: int = 0
+    admin_read: int = 0
+    admin_queries: int = 0
+    admin_all_read: int = 0
+    admin_all_queries: int = 0
+    admin_seconds: float = 0.0
 
     @property
     def ratio(self) -> float:
@@ -73,6 +84,7 @@ def measure(installations: int = 100_000, due_fraction: float = 0.01) -> Planner
     import moto
 
     from devstack.resources import create_resources
+    from ucoauth import admin
     from ucoauth.refresh import plan
 
     set_process_aws_env()
@@ -114,6 +126,14 @@ def measure(installations: int = 100_000, due_fraction: float = 0.01) -> Planner
         plan_seconds = time.perf_counter() - started
         every_due: dict[str, int] = {}
         found = list(services.installations.due_merchants(now=services.now(), stats=every_due))
+        listed: dict[str, int] = {}
+        started = time.perf_counter()
+        page = admin.list_installations(
+            services, status="active", limit=ADMIN_PAGE, cursor=None, stats=listed
+        )
+        admin_seconds = time.perf_counter() - started
+        listed_all: dict[str, int] = {}
+        admin.list_installations(services, status=None, limit=ADMIN_PAGE, cursor=None, stats=listed_all)
     return PlannerResult(
         installations=installations,
         due=due,
@@ -125,6 +145,12 @@ def measure(installations: int = 100_000, due_fraction: float = 0.01) -> Planner
         all_scanned=every_due.get("scanned", 0),
         all_queries=every_due.get("queries", 0),
         load_seconds=loaded,
+        admin_items=len(page.items),
+        admin_read=listed.get("read", 0),
+        admin_queries=listed.get("queries", 0),
+        admin_all_read=listed_all.get("read", 0),
+        admin_all_queries=listed_all.get("queries", 0),
+        admin_seconds=admin_seconds,
     )
 
 

@@ -9,8 +9,8 @@ from bench.calls import CallRow
 from bench.cold import FLOOR, TARGET_RATIO, ColdResult
 from bench.memory import LAMBDA_MB, MemoryResult
 from bench.pacing import TARGET_FRACTION, PacingResult
+from bench.planner import ADMIN_TARGET, PlannerResult
 from bench.planner import TARGET as PLANNER_TARGET
-from bench.planner import PlannerResult
 
 
 @dataclass
@@ -93,6 +93,24 @@ def summary_rows(results: Results) -> list[tuple[str, str, str, str, str]]:
             f"{planner.all_ratio:.2f} ({planner.all_scanned:,} / {planner.due:,})",
             f"<= {PLANNER_TARGET:.2f}",
             _verdict(planner.all_ratio <= PLANNER_TARGET),
+        )
+    )
+    rows.append(
+        (
+            "admin",
+            f"list 50 of {planner.installations:,} installations (status=active): items read",
+            f"{planner.admin_read:,} ({planner.admin_queries} query, {planner.admin_items} listed)",
+            f"<= {ADMIN_TARGET}",
+            _verdict(0 < planner.admin_read <= ADMIN_TARGET),
+        )
+    )
+    rows.append(
+        (
+            "admin",
+            "list 50, no status (one status after the other): items read",
+            f"{planner.admin_all_read:,} ({planner.admin_all_queries} queries)",
+            f"<= {ADMIN_TARGET}",
+            _verdict(0 < planner.admin_all_read <= ADMIN_TARGET),
         )
     )
     pacing = results.pacing
@@ -324,7 +342,18 @@ due <= {PLANNER_TARGET}. (Time is moto's: it evaluates a query by looking at eve
 only the matching part of each shard.)
 
 {table}
-{capped}"""
+{capped}
+
+The admin API's `GET /admin/installations?status=active&limit=50` over the same table read
+{p.admin_read:,} items in {p.admin_queries} query of `StatusIndex` ({p.admin_seconds * 1000:.0f} ms
+in moto); without `status` it reads each status in turn, {p.admin_all_read:,} items in
+{p.admin_all_queries} queries. A page reads what it returns, never a Scan. `GET /admin/stats`
+counts each status with `Select=COUNT` queries, which read the whole status partition of the
+index: at {p.installations:,} installations of about 200 bytes each in `StatusIndex` that is
+about 20 MB, some 20 one-megabyte pages and about 2,500 read units (eventually consistent)
+per call, so it is for an operator's screen (`ucoauth watch` every 5 s costs about 1.8
+million read units an hour), not for a tight loop.
+"""
 
 
 def _pacing_section(results: Results) -> str:

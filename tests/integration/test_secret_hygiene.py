@@ -1,8 +1,9 @@
 """Secret hygiene: the whole story at DEBUG, then every output is scanned for every secret.
 
 Install (browser handlers), refresh (worker, once failing), token access (handler), uninstall
-(signed webhook + revoke worker). Scanned: every log line and EMF metric the functions printed,
-every published event, every HTML page and API body, every DynamoDB item, every exception text.
+(signed webhook + revoke worker), the admin API's answers. Scanned: every log line and EMF metric
+the functions printed, every published event, every HTML page and API body, every DynamoDB item,
+every exception text.
 Secrets: the OAuth code, state and cookie nonce, every access and refresh token UltraCart issued,
 the client secret and the webhook secret. Expected hits: zero.
 """
@@ -15,6 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import boto3
@@ -75,6 +77,14 @@ def story(aws_server: LocalResources, monkeypatch: pytest.MonkeyPatch) -> Iterat
             set_services(None)
             set_client(None)
             uc_aws.reset_clients()
+
+
+def admin_event(name: str, merchant_id: str) -> dict[str, Any]:
+    event = load_event(name)
+    event["rawPath"] = event["rawPath"].replace("/DEMO1", f"/{merchant_id}")
+    if "merchant_id" in (event.get("pathParameters") or {}):
+        event["pathParameters"]["merchant_id"] = merchant_id
+    return event
 
 
 def test_no_secret_reaches_any_output(
@@ -144,6 +154,20 @@ def test_no_secret_reaches_any_output(
     assert served["statusCode"] == 200
     assert json.loads(served["body"])["access_token"] == second.access_token  # the one place it belongs
 
+    # the operators' admin API: every answer is scanned; refresh now rotates the tokens again
+    for name in (
+        "admin-installations-list.json",
+        "admin-installations-show.json",
+        "admin-stats.json",
+        "admin-installations-refresh.json",
+        "admin-dead-letters-redrive.json",
+    ):
+        answer = invoke("AdminApiFunction", admin_event(name, "HYG1"))
+        assert answer["statusCode"] in (200, 202), (name, answer)
+        outputs.append(json.dumps(answer))
+    second = stored_tokens(services, "HYG1")
+    secrets |= {second.access_token, second.refresh_token or ""}
+
     # uninstall: signed webhook, then the revoke worker
     body = json.dumps(
         {
@@ -172,6 +196,9 @@ def test_no_secret_reaches_any_output(
     revoke_event["Records"][0]["body"] = messages[0]["Body"]
     outputs.append(messages[0]["Body"])
     assert invoke("RevokeWorkerFunction", revoke_event) == {"batchItemFailures": []}
+    shown = invoke("AdminApiFunction", admin_event("admin-installations-show.json", "HYG1"))
+    assert json.loads(shown["body"])["status"] == "uninstalled"
+    outputs.append(json.dumps(shown))
     revoked = {r.form["token"] for r in sandbox.requests("revoke")}
     assert revoked == {second.access_token, second.refresh_token}
 

@@ -171,6 +171,7 @@ def test_publishers_may_put_events_only_on_the_chosen_bus_and_only_as_the_stack(
         "TokenApiFunctionRole",
         "RefreshWorkerFunctionRole",
         "RevokeWorkerFunctionRole",
+        "AdminApiFunctionRole",
     }
     assert OWN_EVENT_SOURCE == ucoauth_events.SOURCE
 
@@ -515,5 +516,6 @@ def test_the_translated_template_is_what_the_source_says(cfn: dict[str, Any]) ->
         "RefreshPlannerFunction",
         "RefreshWorkerFunction",
         "RevokeWorkerFunction",
+        "AdminApiFunction",
     }
     assert Path(ROOT / "template.yaml").is_file()

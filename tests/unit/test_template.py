@@ -6,6 +6,7 @@ import base64
 import copy
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -33,6 +34,7 @@ from devstack.resources import (
     schedules,
     sqs_event_sources,
 )
+from ucoauth import admin
 
 BIN = Path(sys.executable).parent
 FUNCTIONS = {
@@ -42,6 +44,7 @@ FUNCTIONS = {
     "RefreshPlannerFunction": "refresh_planner",
     "RefreshWorkerFunction": "refresh_worker",
     "RevokeWorkerFunction": "revoke_worker",
+    "AdminApiFunction": "admin_api",
 }
 # docs/ARCHITECTURE.md, "Environment".
 ENVIRONMENT = {
@@ -59,6 +62,8 @@ ENVIRONMENT = {
     "EVENT_BUS_NAME",
     "REFRESH_QUEUE_URL",
     "REVOKE_QUEUE_URL",
+    "REFRESH_DEAD_LETTER_QUEUE_URL",
+    "REVOKE_DEAD_LETTER_QUEUE_URL",
     "WEBHOOK_SECRET_ARN",
     "DUE_SHARDS",
     "REFRESH_MIN_WINDOW_SECONDS",
@@ -203,6 +208,14 @@ def test_the_http_api_has_exactly_its_routes(template: dict[str, Any]) -> None:
         Route("ANY", "$default", "OAuthBrowserFunction", "NONE"),
         Route("POST", "/webhooks/uninstall", "UninstallWebhookFunction", "NONE"),
         Route("GET", "/tokens/{merchant_id}", "TokenApiFunction", "AWS_IAM"),
+        Route("GET", "/admin/installations", "AdminApiFunction", "AWS_IAM"),
+        Route("GET", "/admin/installations/{merchant_id}", "AdminApiFunction", "AWS_IAM"),
+        Route("POST", "/admin/installations/{merchant_id}/refresh", "AdminApiFunction", "AWS_IAM"),
+        Route("POST", "/admin/installations/{merchant_id}/uninstall", "AdminApiFunction", "AWS_IAM"),
+        Route("POST", "/admin/dead-letters/{queue}/redrive", "AdminApiFunction", "AWS_IAM"),
+        Route("GET", "/admin/stats", "AdminApiFunction", "AWS_IAM"),
+        # Any other /admin path is IAM-checked too, and answered with the admin API's JSON 404.
+        Route("ANY", "/admin/{proxy+}", "AdminApiFunction", "AWS_IAM"),
     }
     assert list(resources_of_type(template, "AWS::Serverless::HttpApi")) == ["HttpApi"]
     assert template["Resources"]["HttpApi"]["Properties"]["Auth"]["EnableIamAuthorizer"] is True
@@ -308,13 +321,25 @@ def test_table_keys_index_and_ttl(template: dict[str, Any]) -> None:
         {"AttributeName": "pk", "KeyType": "HASH"},
         {"AttributeName": "sk", "KeyType": "RANGE"},
     ]
-    (index,) = table["GlobalSecondaryIndexes"]
+    index, by_status = table["GlobalSecondaryIndexes"]
     assert index["IndexName"] == "DueIndex"
     assert index["KeySchema"] == [
         {"AttributeName": "due_shard", "KeyType": "HASH"},
         {"AttributeName": "due_at", "KeyType": "RANGE"},
     ]
     assert index["Projection"] == {"ProjectionType": "KEYS_ONLY"}
+    # The admin API's listing: what a listed item shows, never the tokens, recovery or lease.
+    assert by_status["IndexName"] == admin.STATUS_INDEX
+    assert by_status["KeySchema"] == [
+        {"AttributeName": "status", "KeyType": "HASH"},
+        {"AttributeName": "merchant_id", "KeyType": "RANGE"},
+    ]
+    projected = by_status["Projection"]["NonKeyAttributes"]
+    assert by_status["Projection"]["ProjectionType"] == "INCLUDE"
+    assert {"tokens", "recovery", "lease_owner", "lease_expires_at"}.isdisjoint(projected)
+    assert {"status", "merchant_id", *projected} == {
+        name for name in admin._LISTED if not name.startswith("#")
+    } | {"status"}
     assert table["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}
     assert table["BillingMode"] == "PAY_PER_REQUEST"
 
@@ -425,6 +450,41 @@ def test_domain_failures_are_alarmed(template: dict[str, Any]) -> None:
         "TokensLost",
         "RefreshBacklog",
     }
+
+
+def test_the_dashboard_draws_what_operators_watch(template: dict[str, Any]) -> None:
+    (dashboard,) = resources_of_type(template, "AWS::CloudWatch::Dashboard").values()
+    text = dashboard["Properties"]["DashboardBody"]["Fn::Sub"]
+    widgets = json.loads(re.sub(r"\$\{UltraCartHourlyLimit\}", "900", text))["widgets"]
+    drawn = [tuple(m) for w in widgets for m in w["properties"]["metrics"]]
+    own = {m[1] for m in drawn if m[0] == "UltraCartOAuth"}
+    assert own == {
+        "InstallCompleted",
+        "InstallationRemoved",
+        "TokenRefreshed",
+        "TokenRefreshFailed",
+        "ReauthorizationRequired",
+        "RefreshBacklog",
+        "KeyUnavailable",
+        "TokensKeptForRecovery",
+        "TokensLost",
+        "UltraCartBudgetUsed",
+    }
+    # Every metric drawn is one the code emits, with the stage's own service dimension.
+    source = "\n".join(p.read_text() for p in (ROOT / "layers/ucoauth/ucoauth").glob("*.py"))
+    for metric in own:
+        assert f'name="{metric}"' in source, metric
+    assert all(m[2:] == ("service", "${AWS::StackName}") for m in drawn if m[0] == "UltraCartOAuth")
+    functions = set(resources_of_type(template, "AWS::Serverless::Function"))
+    for name in ("Errors", "Throttles", "Duration"):
+        assert {m[3] for m in drawn if m[:2] == ("AWS/Lambda", name)} == {f"${{{f}}}" for f in functions}
+    assert {m[1] for m in drawn if m[0] == "AWS/ApiGateway"} == {"4xx", "5xx"}
+    sqs = {(m[1], m[3]) for m in drawn if m[0] == "AWS/SQS"}
+    for queue in ("RefreshQueue", "RevokeQueue"):
+        assert ("ApproximateNumberOfMessagesVisible", f"${{{queue}.QueueName}}") in sqs
+        assert ("ApproximateAgeOfOldestMessage", f"${{{queue}.QueueName}}") in sqs
+    url = template["Outputs"]["DashboardUrl"]["Value"]["Fn::Sub"]
+    assert url.endswith("#dashboards/dashboard/${OperationsDashboard}")
 
 
 # Each function's rights: tests/unit/test_least_privilege.py (one table, with conditions).
@@ -596,7 +656,10 @@ def test_the_moto_server_gets_the_same_resources(aws_server: LocalResources) -> 
     assert aws_server.endpoint_url is not None
     assert os.environ["AWS_ENDPOINT_URL"] == aws_server.endpoint_url
     table = boto3.client("dynamodb").describe_table(TableName=aws_server.table_name)["Table"]
-    assert [index["IndexName"] for index in table["GlobalSecondaryIndexes"]] == ["DueIndex"]
+    assert [index["IndexName"] for index in table["GlobalSecondaryIndexes"]] == [
+        "DueIndex",
+        "StatusIndex",
+    ]
     environment = aws_server.function_environment("UninstallWebhookFunction")
     secret = boto3.client("secretsmanager").get_secret_value(SecretId=environment["WEBHOOK_SECRET_ARN"])
     assert secret["SecretString"] == aws_server.webhook_secret_value

@@ -12,11 +12,12 @@ from ucoauth.errors import (
     NotDueError,
     NotInstalledError,
     PaceExceededError,
+    ReauthorizationRequiredError,
 )
 from ucoauth.observability import logger, metrics
 from ucoauth.outbox import relay
 from ucoauth.rotation import Rotation, reconcile, recovery_from_json
-from ucoauth.store import ACTIVE
+from ucoauth.store import ACTIVE, REAUTHORIZATION_REQUIRED
 from ucoauth.timing import call_needs
 
 if TYPE_CHECKING:
@@ -50,6 +51,8 @@ def plan(services: Services, *, stats: dict[str, int] | None = None) -> list[str
     )
     hourly, daily = services.budget.limits("background")
     hour_used, day_used = services.budget.used(services.now())
+    # The dashboard draws this against the hourly limit.
+    metrics.add_metric(name="UltraCartBudgetUsed", unit="Count", value=hour_used)
     allowed = max(0, min(allowed, hourly - hour_used, daily - day_used))
     # One more than allowed tells whether anything is left behind.
     due = services.installations.due_merchants(now=services.now(), limit=allowed + 1, stats=stats)
@@ -102,6 +105,29 @@ def refresh_due(services: Services, merchant_id: str, *, deadline: Deadline) -> 
         if wait > 0:
             services.pace_blocked_until = services.clock() + wait
             raise PaceExceededError(wait)
+        return Rotation(services, lease, deadline).run().result
+
+
+def refresh_now(services: Services, merchant_id: str, *, deadline: Deadline) -> RefreshResult:
+    """Refresh an active installation now, whatever its due time (an operator's request).
+
+    Under the lease bound to ``deadline`` and within the UltraCart budget (the background share),
+    like the worker; it does not take from the refresh pace. Raises NotInstalledError (unknown,
+    uninstalling or uninstalled), ReauthorizationRequiredError (already waiting for a reinstall),
+    LeaseBusyError (someone else is acting on the merchant), RetryLaterError subclasses (nothing
+    was sent), TransientUltraCartError, KeyUnavailableError and AWS errors.
+    """
+    if not deadline.allows(call_needs(services.settings)):
+        raise DeadlineTooCloseError(deadline.remaining())
+    lease = services.installations.lease(
+        merchant_id, owner=f"admin:{uuid.uuid4()}", now=services.now(), until=deadline.lease_until
+    )
+    with lease:
+        installation = lease.installation
+        if installation.status == REAUTHORIZATION_REQUIRED:
+            raise ReauthorizationRequiredError(merchant_id)
+        if installation.status != ACTIVE or installation.tokens_ciphertext is None:
+            raise NotInstalledError(merchant_id)
         return Rotation(services, lease, deadline).run().result
 
 

@@ -105,6 +105,9 @@ class Settings:
     app_name: str = DEFAULT_APP_NAME
     app_url: str = ""
     support_url: str = ""
+    # Only the admin API reads them (its stats and redrive).
+    refresh_dead_letter_queue_url: str = ""
+    revoke_dead_letter_queue_url: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -186,6 +189,8 @@ class Settings:
             app_name=_app_name(optional("APP_NAME")),
             app_url=_link("APP_URL", optional("APP_URL"), mailto=False),
             support_url=_link("SUPPORT_URL", optional("SUPPORT_URL"), mailto=True),
+            refresh_dead_letter_queue_url=optional("REFRESH_DEAD_LETTER_QUEUE_URL"),
+            revoke_dead_letter_queue_url=optional("REVOKE_DEAD_LETTER_QUEUE_URL"),
         )
 
 
