@@ -496,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
             ]
         }
         for suite in suites.values():
-            run(suite, work, calls_path, timeout=300)
+            run(suite, work, calls_path, timeout=900)
         page = render(
             suites,
             read_jsonl(matrix_path),
