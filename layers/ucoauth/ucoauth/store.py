@@ -307,15 +307,20 @@ class InstallationStore:
             "#ttl",
         ]
         self._token_updates(merchant_id, tokens, sets, removes, values, names)
+        adds = ""
         if install_id is not None:
+            # Every install flow's id is kept (a few bytes per install): a retry whose first
+            # attempt was applied finds its id, whatever other install came in between.
             values[":install"] = {"S": install_id}
-            sets.append("install_id = :install")
-            condition = {"ConditionExpression": "attribute_not_exists(install_id) OR install_id <> :install"}
+            values[":installs"] = {"SS": [install_id]}
+            adds = " ADD install_ids :installs"
+            first_time = "attribute_not_exists(install_ids) OR NOT contains(install_ids, :install)"
+            condition = {"ConditionExpression": first_time}
         answer = _if_condition_holds(
             lambda: self._ddb().update_item(
                 TableName=self.table_name,
                 Key=merchant_key(merchant_id),
-                UpdateExpression=f"SET {', '.join(sets)} REMOVE {', '.join(removes)}",
+                UpdateExpression=f"SET {', '.join(sets)} REMOVE {', '.join(removes)}{adds}",
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
                 ReturnValues="ALL_NEW",
@@ -659,7 +664,11 @@ class InstallationStore:
             old: Any = exc.response.get("Item")
             if not old:
                 raise NotInstalledError(merchant_id) from None
-            if due_before is None or Installation.from_item(old).lease_held(now):
+            current = Installation.from_item(old)
+            if current.lease_owner == owner:
+                # Our own take was applied and its answer lost (a timeout, then botocore's retry).
+                return Lease(self, dataclasses.replace(current, previous_lease_until=None), owner)
+            if due_before is None or current.lease_held(now):
                 raise LeaseBusyError(merchant_id) from None
             raise NotDueError(merchant_id) from None
         before = Installation.from_item(answer["Attributes"])
