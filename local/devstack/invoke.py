@@ -257,7 +257,7 @@ def apply_environment(variables: Mapping[str, str]) -> dict[str, str | None]:
     for name in dropped:
         del os.environ[name]
     os.environ.update(variables)
-    reset_package_caches()
+    _reset_package()
     return previous
 
 
@@ -268,18 +268,15 @@ def restore_environment(previous: Mapping[str, str | None]) -> None:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
-    reset_package_caches()
+    _reset_package()
 
 
-def reset_package_caches() -> None:
-    """Make the shared package re-read the environment on its next use."""
+def _reset_package() -> None:
+    """Make the shared package re-read the environment on its next use (every cache it has)."""
     ensure_layer_importable()
-    from ucoauth import aws, services, settings, ultracart
+    import ucoauth
 
-    settings.get_settings.cache_clear()
-    services.set_services(None)
-    aws.reset_clients()
-    ultracart.set_client(None)
+    ucoauth.reset()
 
 
 # --------------------------------------------------------------------------------------

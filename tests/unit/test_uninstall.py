@@ -13,10 +13,11 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from devstack.resources import LocalResources
+from tests.support.clock import Clock
 from tests.support.fake_ultracart import FakeUltraCart, transient
+from tests.support.installs import install
 from tests.support.lambdas import invoke, load_event
-from tests.unit.conftest import Clock, published_events
-from tests.unit.test_refresh import install
+from tests.support.observer import published_events
 from ucoauth.services import Services
 
 FN = "UninstallWebhookFunction"
