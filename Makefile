@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements-dev.txt constraints.txt lay
 PY313 := $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin) /usr/bin)
 export PATH := $(abspath $(VENV)/bin):$(PY313):$(PATH)
 
-.PHONY: dev test lint typecheck invoke webhook reliability bench clean system-deps venv
+.PHONY: dev test unit lint typecheck invoke webhook reliability bench clean system-deps venv
 
 $(STAMP):
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -43,6 +43,10 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	mypy
+
+## unit: the fast loop: unit tests only (moto in-process, a fake UltraCart), no network, no browser, no build
+unit: $(STAMP)
+	pytest tests/unit -m "not slow and not integration" -q -n 2 --dist loadgroup -p no:cacheprovider
 
 ## test: every check: ruff, mypy --strict, template lint and build, all tests
 test: $(STAMP) $(PTH) system-deps lint typecheck

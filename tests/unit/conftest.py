@@ -1,4 +1,7 @@
-"""Unit fixtures: the package's Services wired to moto's in-process mock and a fake UltraCart."""
+"""Unit fixtures: the package's Services wired to moto's in-process mock and a fake UltraCart.
+
+Unit tests open no network connection: moto's mock answers boto3 in-process, the fake UltraCart
+answers the client, and any attempt to connect a socket fails the test (``no_network``)."""
 
 from __future__ import annotations
 
@@ -10,8 +13,17 @@ import ucoauth
 from devstack.resources import LocalResources
 from tests.support.clock import Clock
 from tests.support.fake_ultracart import FakeUltraCart
+from tests.support.network import refuse_connections
 from ucoauth.services import Services, set_services
 from ucoauth.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def no_network(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No socket connection (even loopback) for the test's duration, except in the tests marked
+    ``integration`` (real HTTP on 127.0.0.1; ``make unit`` deselects them)."""
+    if request.node.get_closest_marker("integration") is None:
+        refuse_connections(monkeypatch)
 
 
 @pytest.fixture
