@@ -8,8 +8,9 @@ export PATH := $(abspath $(VENV)/bin):$(PY313):$(PATH)
 
 .PHONY: dev test unit lint typecheck invoke webhook reliability bench clean system-deps venv
 
+# The toolchain runs the Lambda runtime's Python (python3.13): a venv of another version is rebuilt.
 $(STAMP):
-	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null || { rm -rf $(VENV); python3.13 -m venv $(VENV); }
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt -c constraints.txt
 	@rm -f $(VENV)/.installed-*; touch $@
