@@ -8,7 +8,7 @@ CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(shell cat requirements-checkov.txt
 PY313 := $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin) /usr/bin)
 export PATH := $(abspath $(VENV)/bin):$(PY313):$(PATH)
 
-.PHONY: dev test unit checkov-env lint typecheck invoke webhook reliability bench clean system-deps venv
+.PHONY: dev test unit checkov-env lint typecheck invoke events webhook reliability bench clean system-deps venv
 
 # The toolchain runs the Lambda runtime's Python (python3.13): a venv of another version is rebuilt.
 $(STAMP):
@@ -47,6 +47,10 @@ dev: $(STAMP) $(PTH)
 ## invoke: run one handler against the running local stack: make invoke FN=TokenApiFunction EVENT=events/x.json
 invoke: $(STAMP) $(PTH)
 	$(PY) -m devstack.invoke $(FN) $(EVENT)
+
+## events: rewrite the live events (callback-success, webhook-uninstall) and events/env.json against the running local stack
+events: $(STAMP) $(PTH)
+	$(PY) -m devstack.events
 
 lint: $(STAMP)
 	ruff check .

@@ -23,6 +23,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from standardwebhooks.webhooks import Webhook
 
+from devstack import events as devstack_events
 from devstack import invoke as devstack_invoke
 from devstack import sign_webhook
 from devstack.invoke import LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY
@@ -384,6 +385,29 @@ def test_invoke_and_sign_webhook_tools(
     assert sent.stdout.startswith("HTTP/1.1 202")
     stack.runner.drain_until_empty(timeout=10)
     assert get_token(stack, "DEMO1").status_code == 404
+
+
+def test_make_events_writes_live_events_the_stack_accepts(
+    stack: LocalStack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given the running stack / When make events writes its live events
+    state = tmp_path / "state.json"
+    stack.write_state(state)
+    assert devstack_events.main(["--state", str(state), "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+
+    # Then the callback completes an install, and the webhook is accepted, each as written
+    def run(function: str, name: str) -> dict[str, Any]:
+        assert devstack_invoke.main([function, str(tmp_path / name), "--state", str(state)]) == 0
+        answer: dict[str, Any] = json.loads(capsys.readouterr().out)
+        return answer
+
+    assert run("OAuthBrowserFunction", "callback-success.json")["statusCode"] == 303
+    assert run("UninstallWebhookFunction", "webhook-uninstall.json")["statusCode"] == 202
+    stack.runner.drain_until_empty(timeout=10)
+    env = json.loads((tmp_path / "env.json").read_text())
+    assert env["TokenApiFunction"]["TABLE_NAME"] == stack.environment["TABLE_NAME"]
+    assert env["TokenApiFunction"]["AWS_ENDPOINT_URL"].startswith("http://host.docker.internal:")
 
 
 def test_invoke_tool_explains_a_stopped_stack(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from devstack.invoke import Invoker, LambdaContext, template_invoker
+from devstack.invoke import Invoker, LambdaContext, fill_event, template_invoker
 from devstack.resources import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -14,13 +14,10 @@ EVENTS = ROOT / "events"
 _invoker: Invoker | None = None
 
 
-def load_event(name: str, **replace: str) -> dict[str, Any]:
-    """An event from ``events/``, with ``REPLACE_WITH_<KEY>`` placeholders filled in."""
-    text = (EVENTS / name).read_text()
-    for key, value in replace.items():
-        text = text.replace(f"REPLACE_WITH_{key.upper()}", value)
-    event: dict[str, Any] = json.loads(text)
-    return event
+def load_event(name: str, **values: str) -> dict[str, Any]:
+    """An event from ``events/``, with ``code``, ``state``, ``nonce`` or ``receipt`` set."""
+    event: dict[str, Any] = json.loads((EVENTS / name).read_text())
+    return fill_event(event, values)
 
 
 def invoke(logical_id: str, event: dict[str, Any]) -> Any:
