@@ -1,21 +1,32 @@
 # The README's commands. Each target sets itself up on a fresh machine.
 SHELL := /bin/bash
 VENV := .venv
+CHECKOV_VENV := .venv-checkov
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements-dev.txt constraints.txt layers/ucoauth/requirements.txt | sha1sum | cut -c1-12)
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(shell cat requirements-checkov.txt | sha1sum | cut -c1-12)
 PY313 := $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin) /usr/bin)
 export PATH := $(abspath $(VENV)/bin):$(PY313):$(PATH)
 
-.PHONY: dev test lint typecheck invoke webhook reliability bench clean system-deps venv
+.PHONY: dev test unit checkov-env lint typecheck invoke events webhook reliability bench clean system-deps venv
 
+# The toolchain runs the Lambda runtime's Python (python3.13): a venv of another version is rebuilt.
 $(STAMP):
-	@test -x $(PY) || python3 -m venv $(VENV)
+	@$(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null || { rm -rf $(VENV); python3.13 -m venv $(VENV); }
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt -c constraints.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e ./layers/ucoauth
 	@rm -f $(VENV)/.installed-*; touch $@
 
 venv: $(STAMP)
+
+## checkov-env: checkov in its own venv, outside the project's constraints (the template test runs it)
+$(CHECKOV_STAMP): requirements-checkov.txt
+	@test -x $(CHECKOV_VENV)/bin/python || python3.13 -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install -q -r requirements-checkov.txt
+	@rm -f $(CHECKOV_VENV)/.installed-*; touch $@
+
+checkov-env: $(CHECKOV_STAMP)
 
 # The venv's python finds the layer package, the local stack and the tests without PYTHONPATH
 # (so `.venv/bin/python -m devstack.sign_webhook DEMO1` works from anywhere).
@@ -38,6 +49,10 @@ dev: $(STAMP) $(PTH)
 invoke: $(STAMP) $(PTH)
 	$(PY) -m devstack.invoke $(FN) $(EVENT)
 
+## events: rewrite the live events (callback-success, webhook-uninstall) and events/env.json against the running local stack
+events: $(STAMP) $(PTH)
+	$(PY) -m devstack.events
+
 lint: $(STAMP)
 	ruff check .
 	ruff format --check .
@@ -45,8 +60,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	mypy
 
+## unit: the fast loop: unit tests only (moto in-process, a fake UltraCart), no network, no browser, no build
+unit: $(STAMP)
+	pytest tests/unit -m "not slow and not integration" -q -n 2 --dist loadgroup -p no:cacheprovider
+
 ## test: every check: ruff, mypy --strict, template lint and build, all tests
-test: $(STAMP) $(PTH) system-deps lint typecheck
+test: $(STAMP) $(PTH) $(CHECKOV_STAMP) system-deps lint typecheck
 	pytest -n 2 --dist loadgroup
 
 ## webhook: sign an uninstall webhook for the running local stack and send it: make webhook MERCHANT=DEMO1
@@ -63,4 +82,4 @@ bench: $(STAMP) $(PTH)
 	$(PY) -m bench.capacity
 
 clean:
-	rm -rf $(VENV) .aws-sam .mypy_cache .ruff_cache .pytest_cache artifacts
+	rm -rf $(VENV) $(CHECKOV_VENV) .aws-sam .mypy_cache .ruff_cache .pytest_cache artifacts

@@ -60,14 +60,15 @@ def _max_receive_count(template: dict[str, Any]) -> int | None:
 
 def _shared_session() -> bool | None:
     """Whether ucoauth.aws builds its clients from one boto3 session (same loader) or not."""
+    import ucoauth
     from ucoauth import aws
 
     try:
-        aws.reset_clients()
+        ucoauth.reset()
         first, second = aws.client("dynamodb"), aws.client("kms")
         return bool(getattr(first, "_loader", None) is getattr(second, "_loader", object()))
     finally:
-        aws.reset_clients()
+        ucoauth.reset()
 
 
 def main(argv: list[str]) -> int:

@@ -120,7 +120,7 @@ def fake_function_env() -> dict[str, str]:
             "AWS_LAMBDA_FUNCTION_NAME": "bench",
             "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
             "LAMBDA_TASK_ROOT": str(ROOT),
-            "AWS_EXECUTION_ENV": "AWS_Lambda_python3.11",
+            "AWS_EXECUTION_ENV": "AWS_Lambda_python3.13",
         }
     )
     return env

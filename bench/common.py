@@ -230,19 +230,12 @@ def process_cpu_seconds(pid: int) -> float:
 
 def wire_process(env: Mapping[str, str]) -> Any:
     """Point this process's ucoauth at ``env`` (as a cold Lambda would build it); returns Services."""
-    from ucoauth import aws
+    import ucoauth
     from ucoauth.services import Services, set_services
-    from ucoauth.settings import Settings, get_settings
-    from ucoauth.tokens import clear_token_cache
-    from ucoauth.ultracart import set_client
-    from ucoauth.uninstall import reset_webhook_secret_cache
+    from ucoauth.settings import Settings
 
     os.environ.update(env)
-    get_settings.cache_clear()
-    aws.reset_clients()
-    set_client(None)
-    reset_webhook_secret_cache()
-    clear_token_cache()
+    ucoauth.reset()
     services = Services.from_settings(Settings.from_env(env))
     set_services(services)
     return services

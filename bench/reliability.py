@@ -51,7 +51,7 @@ FUZZ_TESTS = {
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, None]:
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any]:
     """After a test that used the UltraCart sandbox, record what the sandbox was asked."""
     result = yield
     path = os.environ.get("RELIABILITY_CALLS")

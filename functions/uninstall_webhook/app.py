@@ -8,7 +8,7 @@ from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ucoauth.errors import WebhookRejectedError
+from ucoauth.errors import RequestTooLargeError, WebhookPayloadError, WebhookSignatureError
 from ucoauth.observability import logger, metrics
 from ucoauth.services import get_services
 from ucoauth.uninstall import MAX_WEBHOOK_BODY, accept_webhook
@@ -24,19 +24,27 @@ def _json(status: int, body: dict[str, str]) -> Response[dict[str, str]]:
 
 @app.post("/webhooks/uninstall")
 def uninstall() -> Response[dict[str, str]]:
-    event = app.current_event.raw_event
-    try:
-        body = raw_body(event, limit=MAX_WEBHOOK_BODY)
-    except OverflowError:
-        return _json(413, {"error": "body_too_large"})
+    body = raw_body(app.current_event.raw_event, limit=MAX_WEBHOOK_BODY)
     outcome = accept_webhook(get_services(), body, dict(app.current_event.headers))
     return _json(202, {"status": outcome})
 
 
-@app.exception_handler(WebhookRejectedError)
-def rejected(exc: WebhookRejectedError) -> Response[dict[str, str]]:
-    logger.info("webhook rejected", status=exc.status, reason=str(exc))
-    return _json(exc.status, {"error": str(exc)})
+@app.exception_handler(WebhookSignatureError)
+def not_signed(exc: WebhookSignatureError) -> Response[dict[str, str]]:
+    logger.info("webhook rejected", status=401, reason=str(exc))
+    return _json(401, {"error": str(exc)})
+
+
+@app.exception_handler(WebhookPayloadError)
+def not_an_uninstall(exc: WebhookPayloadError) -> Response[dict[str, str]]:
+    logger.info("webhook rejected", status=400, reason=str(exc))
+    return _json(400, {"error": str(exc)})
+
+
+@app.exception_handler(RequestTooLargeError)
+def too_large(exc: RequestTooLargeError) -> Response[dict[str, str]]:
+    logger.info("webhook rejected", status=413, reason=str(exc))
+    return _json(413, {"error": "body_too_large"})
 
 
 @app.exception_handler(BadInput)

@@ -257,7 +257,7 @@ def apply_environment(variables: Mapping[str, str]) -> dict[str, str | None]:
     for name in dropped:
         del os.environ[name]
     os.environ.update(variables)
-    reset_package_caches()
+    _reset_package()
     return previous
 
 
@@ -268,18 +268,15 @@ def restore_environment(previous: Mapping[str, str | None]) -> None:
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
-    reset_package_caches()
+    _reset_package()
 
 
-def reset_package_caches() -> None:
-    """Make the shared package re-read the environment on its next use."""
+def _reset_package() -> None:
+    """Make the shared package re-read the environment on its next use (every cache it has)."""
     ensure_layer_importable()
-    from ucoauth import aws, services, settings, ultracart
+    import ucoauth
 
-    settings.get_settings.cache_clear()
-    services.set_services(None)
-    aws.reset_clients()
-    ultracart.set_client(None)
+    ucoauth.reset()
 
 
 # --------------------------------------------------------------------------------------
@@ -338,24 +335,51 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="fill a REPLACE_WITH_<KEY> placeholder of the event file (repeatable)",
+        help="set code, state, nonce (state cookie) or receipt (receipt cookie) in the event (repeatable)",
     )
     parser.add_argument("--state", type=Path, default=None, help="state file (default .devstack/state.json)")
     return parser.parse_args(argv)
 
 
+# The values of an event that --set (and the tests) may change: query parameters and cookies.
+_COOKIES = {"nonce": "__Host-ucoauth_state", "receipt": "__Host-ucoauth_receipt"}
+
+
+def fill_event(event: dict[str, Any], values: Mapping[str, str]) -> dict[str, Any]:
+    """``event`` with ``code``/``state`` (query parameters) and ``nonce``/``receipt`` (their
+    cookies) set to ``values``, where the event has them; other keys are refused."""
+    unknown = set(values) - {"code", "state", *_COOKIES}
+    if unknown:
+        raise ValueError(f"--set knows code, state, nonce and receipt, not {sorted(unknown)}")
+    query = event.get("queryStringParameters") or {}
+    for key in ("code", "state"):
+        if key in values and key in query:
+            query[key] = values[key]
+            parts = event["rawQueryString"].split("&")
+            event["rawQueryString"] = "&".join(
+                f"{key}={values[key]}" if part.split("=", 1)[0] == key else part for part in parts
+            )
+    for key, cookie in _COOKIES.items():
+        if key in values and "cookies" in event:
+            event["cookies"] = [
+                f"{cookie}={values[key]}" if c.split("=", 1)[0] == cookie else c for c in event["cookies"]
+            ]
+    return event
+
+
 def read_event(source: str, replacements: list[str]) -> dict[str, Any]:
-    """The event file's JSON, with ``REPLACE_WITH_<KEY>`` placeholders filled in."""
+    """The event file's JSON, with ``--set KEY=VALUE`` values filled in (:func:`fill_event`)."""
     text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    values: dict[str, str] = {}
     for item in replacements:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        text = text.replace(f"REPLACE_WITH_{key.upper()}", value)
+        values[key.lower()] = value
     event = json.loads(text)
     if not isinstance(event, dict):
         raise ValueError("the event must be a JSON object")
-    return event
+    return fill_event(event, values)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,7 @@ from botocore.credentials import Credentials
 
 from devstack.invoke import LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY
 from devstack.stack import LocalStack
-from tests.integration.test_local_stack import install
+from tests.support.browser_flow import install
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("devstack_local_stack")]
 TIMEOUT = 35

@@ -16,8 +16,8 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from devstack.resources import LocalResources
-from tests.integration.conftest import seed_installation
 from tests.support.calls import AwsCallCounter
+from tests.support.installs import seed_installation
 from tests.support.lambdas import follow_to_installed, invoke, load_event
 from ucoauth.services import Services
 from ucoauth.tokens import clear_token_cache, get_access_token

@@ -42,11 +42,11 @@ import boto3
 import pytest
 
 from devstack.resources import LocalResources, create_resources, load_template
-from tests.integration.conftest import seed_installation
-from tests.integration.test_refresh_live import results_of, start_processes
 from tests.support import faults
 from tests.support.deadlines import a_deadline
+from tests.support.installs import seed_installation
 from tests.support.lambdas import call_handler, follow_to_installed, invoke, load_event
+from tests.support.processes import results_of, start_processes
 from ucoauth import aws as uc_aws
 from ucoauth import queues as uc_queues
 from ucoauth.crypto import TokenCipher, TokenSet

@@ -10,8 +10,6 @@ import json
 import re
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -23,18 +21,24 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from standardwebhooks.webhooks import Webhook
 
+from devstack import events as devstack_events
 from devstack import invoke as devstack_invoke
 from devstack import sign_webhook
 from devstack.invoke import LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY
 from devstack.runner import Runner
 from devstack.stack import LocalStack
+from tests.support.browser_flow import (
+    STATE_COOKIE,
+    TIMEOUT,
+    decide,
+    install,
+    set_cookies,
+    start_install,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("devstack_local_stack")]
 
 ROOT = Path(__file__).resolve().parents[2]
-TIMEOUT = 10
-STATE_COOKIE = "__Host-ucoauth_state"
-RECEIPT_COOKIE = "__Host-ucoauth_receipt"
 
 
 @pytest.fixture(scope="module")
@@ -54,79 +58,6 @@ def sandbox(stack: LocalStack) -> Iterator[Any]:
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-class _Form(HTMLParser):
-    """The consent page's form: its action and inputs."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.action = ""
-        self.fields: dict[str, str] = {}
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        values = {k: v or "" for k, v in attrs}
-        if tag == "form":
-            self.action = values.get("action", "")
-        elif tag == "input" and "name" in values:
-            self.fields[values["name"]] = values.get("value", "")
-
-
-@dataclass
-class Started:
-    authorize_url: str
-    cookie_header: str  # the whole Set-Cookie header of /install
-    cookie: str  # name=value, to send back
-
-
-def start_install(stack: LocalStack) -> Started:
-    response = requests.get(f"{stack.gateway_url}/install", allow_redirects=False, timeout=TIMEOUT)
-    assert response.status_code == 302, response.text
-    set_cookie = response.headers["Set-Cookie"]
-    return Started(response.headers["Location"], set_cookie, set_cookie.split(";", 1)[0])
-
-
-def decide(stack: LocalStack, started: Started, merchant_id: str, decision: str) -> str:
-    """Load the consent page and press a button; returns where UltraCart sends the browser."""
-    page = requests.get(started.authorize_url, timeout=TIMEOUT)
-    assert page.status_code == 200
-    assert 'id="approve"' in page.text
-    assert 'id="deny"' in page.text
-    form = _Form()
-    form.feed(page.text)
-    action = urlsplit(started.authorize_url)._replace(path=form.action, query="").geturl()
-    answer = requests.post(
-        action,
-        data={**form.fields, "merchant_id": merchant_id, "decision": decision},
-        allow_redirects=False,
-        timeout=TIMEOUT,
-    )
-    assert answer.status_code == 302, answer.text
-    return answer.headers["Location"]
-
-
-def install(stack: LocalStack, merchant_id: str) -> requests.Response:
-    """The browser flow with requests: /install, consent (Approve), callback through the gateway."""
-    started = start_install(stack)
-    callback = decide(stack, started, merchant_id, "approve")
-    assert callback.startswith(f"{stack.gateway_url}/oauth/callback?")
-    response = requests.get(
-        callback, headers={"Cookie": started.cookie}, allow_redirects=False, timeout=TIMEOUT
-    )
-    assert response.status_code == 303, response.text
-    assert response.headers["Location"] == f"{stack.gateway_url}/installed"
-    receipt = next(c for c in set_cookies(response) if c.startswith(f"{RECEIPT_COOKIE}="))
-    page = requests.get(
-        response.headers["Location"], headers={"Cookie": receipt.split(";")[0]}, timeout=TIMEOUT
-    )
-    assert page.status_code == 200, page.text
-    page.history = [response]
-    return page
-
-
-def set_cookies(response: requests.Response) -> list[str]:
-    """Every Set-Cookie header of a response, one cookie each."""
-    return list(response.raw.headers.getlist("Set-Cookie"))
 
 
 def signed_get(url: str) -> requests.Response:
@@ -384,6 +315,29 @@ def test_invoke_and_sign_webhook_tools(
     assert sent.stdout.startswith("HTTP/1.1 202")
     stack.runner.drain_until_empty(timeout=10)
     assert get_token(stack, "DEMO1").status_code == 404
+
+
+def test_make_events_writes_live_events_the_stack_accepts(
+    stack: LocalStack, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Given the running stack / When make events writes its live events
+    state = tmp_path / "state.json"
+    stack.write_state(state)
+    assert devstack_events.main(["--state", str(state), "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+
+    # Then the callback completes an install, and the webhook is accepted, each as written
+    def run(function: str, name: str) -> dict[str, Any]:
+        assert devstack_invoke.main([function, str(tmp_path / name), "--state", str(state)]) == 0
+        answer: dict[str, Any] = json.loads(capsys.readouterr().out)
+        return answer
+
+    assert run("OAuthBrowserFunction", "callback-success.json")["statusCode"] == 303
+    assert run("UninstallWebhookFunction", "webhook-uninstall.json")["statusCode"] == 202
+    stack.runner.drain_until_empty(timeout=10)
+    env = json.loads((tmp_path / "env.json").read_text())
+    assert env["TokenApiFunction"]["TABLE_NAME"] == stack.environment["TABLE_NAME"]
+    assert env["TokenApiFunction"]["AWS_ENDPOINT_URL"].startswith("http://host.docker.internal:")
 
 
 def test_invoke_tool_explains_a_stopped_stack(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

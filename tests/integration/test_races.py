@@ -13,9 +13,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.integration.conftest import seed_installation, stored_tokens
-from tests.integration.test_refresh_live import results_of, start_processes
 from tests.support.deadlines import a_deadline
+from tests.support.installs import seed_installation, stored_tokens
+from tests.support.processes import results_of, start_processes
 from ucoauth.install import begin_install, complete_install
 from ucoauth.refresh import refresh_due
 from ucoauth.services import Services

@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 
 from devstack.resources import LocalResources
-from tests.integration.conftest import observed_events, seed_installation, stored_tokens
 from tests.support.deadlines import a_deadline
+from tests.support.installs import seed_installation, stored_tokens
+from tests.support.observer import observed_events
+from tests.support.processes import results_of, start_processes
 from ucoauth.errors import GrantUnsettledError
 from ucoauth.refresh import plan, refresh_due
 from ucoauth.rotation import RECOVERY_GRACE
@@ -26,33 +23,6 @@ from ucoauth.store import REAUTHORIZATION_REQUIRED
 from ucsandbox import Sandbox
 
 pytestmark = pytest.mark.integration
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def start_processes(
-    env: dict[str, str], merchant_id: str, count: int, start_at: float, mode: str = "normal"
-) -> list[subprocess.Popen[str]]:
-    proc_env = {**env, "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("layers/ucoauth", "local", "."))}
-    return [
-        subprocess.Popen(
-            [sys.executable, "-m", "tests.support.refresh_process", merchant_id, str(start_at), mode],
-            cwd=ROOT,
-            env=proc_env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-        )
-        for _ in range(count)
-    ]
-
-
-def results_of(processes: list[subprocess.Popen[str]]) -> list[str]:
-    out = []
-    for process in processes:
-        stdout, _ = process.communicate(timeout=60)
-        lines = [line for line in stdout.splitlines() if line.startswith('{"result"')]
-        out.append(json.loads(lines[-1])["result"] if lines else f"exit:{process.returncode}")
-    return out
 
 
 @pytest.mark.parametrize("rotate", [True, False])

@@ -23,15 +23,14 @@ import boto3
 import pytest
 from standardwebhooks.webhooks import Webhook
 
+import ucoauth
 from devstack.resources import LocalResources
-from tests.integration.conftest import observed_events, stored_tokens
+from tests.support.installs import stored_tokens
 from tests.support.lambdas import follow_to_installed, invoke, load_event
-from ucoauth import aws as uc_aws
+from tests.support.observer import observed_events
 from ucoauth.observability import logger
 from ucoauth.services import Services, set_services
 from ucoauth.settings import Settings
-from ucoauth.ultracart import set_client
-from ucoauth.uninstall import reset_webhook_secret_cache
 from ucsandbox import Sandbox
 
 pytestmark = pytest.mark.integration
@@ -60,9 +59,7 @@ def story(aws_server: LocalResources, monkeypatch: pytest.MonkeyPatch) -> Iterat
         )
         for name, value in env.items():
             monkeypatch.setenv(name, value)
-        uc_aws.reset_clients()
-        set_client(None)
-        reset_webhook_secret_cache()
+        ucoauth.reset()
         services = Services.from_settings(Settings.from_env({**env, "AWS_REGION": aws_server.region}))
         set_services(services)
         level = logger.log_level
@@ -74,9 +71,7 @@ def story(aws_server: LocalResources, monkeypatch: pytest.MonkeyPatch) -> Iterat
         finally:
             handler.setStream(stream)  # type: ignore[attr-defined]
             logger.setLevel(level)
-            set_services(None)
-            set_client(None)
-            uc_aws.reset_clients()
+            ucoauth.reset()
 
 
 def admin_event(name: str, merchant_id: str) -> dict[str, Any]:

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tests.integration.conftest import seed_installation
 from tests.support.deadlines import a_deadline
+from tests.support.installs import seed_installation
 from ucoauth.errors import RevokePendingError
 from ucoauth.refresh import refresh_due
 from ucoauth.services import Services

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from devstack.invoke import Invoker, LambdaContext, template_invoker
+from devstack.invoke import Invoker, LambdaContext, fill_event, template_invoker
 from devstack.resources import load_template
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -14,13 +14,10 @@ EVENTS = ROOT / "events"
 _invoker: Invoker | None = None
 
 
-def load_event(name: str, **replace: str) -> dict[str, Any]:
-    """An event from ``events/``, with ``REPLACE_WITH_<KEY>`` placeholders filled in."""
-    text = (EVENTS / name).read_text()
-    for key, value in replace.items():
-        text = text.replace(f"REPLACE_WITH_{key.upper()}", value)
-    event: dict[str, Any] = json.loads(text)
-    return event
+def load_event(name: str, **values: str) -> dict[str, Any]:
+    """An event from ``events/``, with ``code``, ``state``, ``nonce`` or ``receipt`` set."""
+    event: dict[str, Any] = json.loads((EVENTS / name).read_text())
+    return fill_event(event, values)
 
 
 def invoke(logical_id: str, event: dict[str, Any]) -> Any:
@@ -56,3 +53,11 @@ def follow_to_installed(response: dict[str, Any]) -> dict[str, Any]:
     receipt = receipts[0].split(";")[0].split("=", 1)[1]
     page: dict[str, Any] = invoke("OAuthBrowserFunction", load_event("installed.json", receipt=receipt))
     return page
+
+
+def sqs_event(message: dict[str, Any], receive_count: int = 1) -> dict[str, Any]:
+    """The revoke worker's SQS event carrying ``message``, delivered ``receive_count`` times."""
+    event = load_event("sqs-revoke-webhook.json")
+    event["Records"][0]["body"] = json.dumps(message)
+    event["Records"][0]["attributes"]["ApproximateReceiveCount"] = str(receive_count)
+    return event

@@ -1,35 +1,29 @@
-"""Unit fixtures: the package's Services wired to moto's in-process mock and a fake UltraCart."""
+"""Unit fixtures: the package's Services wired to moto's in-process mock and a fake UltraCart.
+
+Unit tests open no network connection: moto's mock answers boto3 in-process, the fake UltraCart
+answers the client, and any attempt to connect a socket fails the test (``no_network``)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from typing import Any
 
-import boto3
 import pytest
 
+import ucoauth
 from devstack.resources import LocalResources
+from tests.support.clock import Clock
 from tests.support.fake_ultracart import FakeUltraCart
-from ucoauth import aws as uc_aws
+from tests.support.network import refuse_connections
 from ucoauth.services import Services, set_services
 from ucoauth.settings import Settings
-from ucoauth.uninstall import reset_webhook_secret_cache
 
 
-class Clock:
-    """A controllable clock (epoch seconds)."""
-
-    def __init__(self, start: float = 1_800_000_000.0) -> None:
-        self.now = start
-        self.slept: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
+@pytest.fixture(autouse=True)
+def no_network(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No socket connection (even loopback) for the test's duration, except in the tests marked
+    ``integration`` (real HTTP on 127.0.0.1; ``make unit`` deselects them)."""
+    if request.node.get_closest_marker("integration") is None:
+        refuse_connections(monkeypatch)
 
 
 @pytest.fixture
@@ -51,29 +45,11 @@ def settings(aws: LocalResources) -> Settings:
 def services(
     aws: LocalResources, settings: Settings, fake_uc: FakeUltraCart, clock: Clock
 ) -> Iterator[Services]:
-    uc_aws.reset_clients()
-    reset_webhook_secret_cache()
+    ucoauth.reset()
     built = Services.from_settings(settings)
     built.ultracart_factory = lambda: fake_uc
     built.clock = clock
     built.sleep = clock.sleep
     set_services(built)
     yield built
-    set_services(None)
-    uc_aws.reset_clients()
-
-
-def published_events(resources: LocalResources) -> list[dict[str, Any]]:
-    """Everything the code published on EventBridge (read from the local observer queue)."""
-    sqs = boto3.client("sqs", region_name=resources.region)
-    out: list[dict[str, Any]] = []
-    while True:
-        answer = sqs.receive_message(QueueUrl=resources.events_observer_queue_url, MaxNumberOfMessages=10)
-        messages = answer.get("Messages", [])
-        if not messages:
-            return out
-        for message in messages:
-            out.append(json.loads(message["Body"]))
-            sqs.delete_message(
-                QueueUrl=resources.events_observer_queue_url, ReceiptHandle=message["ReceiptHandle"]
-            )
+    ucoauth.reset()

@@ -12,10 +12,9 @@ import pytest
 
 from devstack.resources import LocalResources
 from tests.support.fake_ultracart import FakeUltraCart, transient
-from tests.support.lambdas import invoke, load_event
-from tests.unit.conftest import published_events
-from tests.unit.test_refresh import install
-from tests.unit.test_uninstall import sqs_event
+from tests.support.installs import install
+from tests.support.lambdas import invoke, load_event, sqs_event
+from tests.support.observer import published_events
 from ucoauth import admin
 from ucoauth.services import Services
 

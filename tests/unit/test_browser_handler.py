@@ -10,9 +10,10 @@ import boto3
 import pytest
 
 from devstack.resources import LocalResources
+from tests.support.clock import Clock
 from tests.support.fake_ultracart import FakeUltraCart, transient
 from tests.support.lambdas import invoke, load_event
-from tests.unit.conftest import Clock, published_events
+from tests.support.observer import published_events
 from ucoauth.errors import PermanentUltraCartError, TransientUltraCartError, UltraCartTimeoutError
 from ucoauth.install import RECEIPT_COOKIE, RECEIPT_SECONDS
 from ucoauth.services import Services

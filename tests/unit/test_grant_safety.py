@@ -20,10 +20,11 @@ from standardwebhooks.webhooks import Webhook
 
 from devstack.resources import LocalResources
 from tests.support import faults
+from tests.support.clock import Clock
 from tests.support.fake_ultracart import FakeUltraCart, transient
+from tests.support.installs import install, stored_refresh_token
 from tests.support.lambdas import call_handler, load_event
-from tests.unit.conftest import Clock, published_events
-from tests.unit.test_refresh import install, stored_refresh_token
+from tests.support.observer import published_events
 from ucoauth import aws as uc_aws
 from ucoauth.services import Services
 from ucoauth.settings import Settings

@@ -7,10 +7,11 @@ from typing import Any
 import pytest
 
 from devstack.resources import LocalResources
+from tests.support.clock import Clock
 from tests.support.deadlines import a_deadline
 from tests.support.fake_ultracart import FakeUltraCart
-from tests.unit.conftest import Clock, published_events
-from tests.unit.test_refresh import install
+from tests.support.installs import install
+from tests.support.observer import published_events
 from ucoauth.errors import ReauthorizationRequiredError
 from ucoauth.events import EventPublisher
 from ucoauth.refresh import plan, refresh_due

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from urllib.parse import parse_qs, urlsplit
-
 import pytest
 
 from devstack.resources import LocalResources
+from tests.support.clock import Clock
 from tests.support.deadlines import a_deadline
 from tests.support.fake_ultracart import FakeUltraCart, transient
-from tests.unit.conftest import Clock, published_events
+from tests.support.installs import install, stored_refresh_token
+from tests.support.observer import published_events
 from ucoauth.errors import (
     NotInstalledError,
     PaceExceededError,
@@ -17,32 +17,12 @@ from ucoauth.errors import (
     ReauthorizationRequiredError,
     UpstreamUnavailableError,
 )
-from ucoauth.install import begin_install, complete_install
 from ucoauth.refresh import plan, refresh_due
 from ucoauth.services import Services
 from ucoauth.store import REAUTHORIZATION_REQUIRED
 from ucoauth.tokens import access_token, refresh_window
 
 REDIRECT = "https://api.example/oauth/callback"
-
-
-def install(services: Services, uc: FakeUltraCart, merchant_id: str = "DEMO1") -> None:
-    start = begin_install(services, redirect_uri=REDIRECT)
-    state = parse_qs(urlsplit(start.authorize_url).query)["state"][0]
-    complete_install(
-        services,
-        code=uc.new_code(merchant_id),
-        state=state,
-        browser_nonce=start.browser_nonce,
-        redirect_uri=REDIRECT,
-        deadline=a_deadline(services, 29),
-    )
-
-
-def stored_refresh_token(services: Services, merchant_id: str = "DEMO1") -> str | None:
-    installation = services.installations.get(merchant_id)
-    assert installation is not None and installation.tokens_ciphertext is not None
-    return services.cipher.decrypt(merchant_id, installation.tokens_ciphertext).refresh_token
 
 
 def test_the_refresh_window_is_the_larger_of_the_minimum_and_a_fraction() -> None:

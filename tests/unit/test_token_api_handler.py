@@ -6,10 +6,10 @@ import json
 
 import pytest
 
+from tests.support.clock import Clock
 from tests.support.fake_ultracart import FakeUltraCart, transient
+from tests.support.installs import install
 from tests.support.lambdas import invoke, load_event
-from tests.unit.conftest import Clock
-from tests.unit.test_refresh import install
 from ucoauth.services import Services
 
 FN = "TokenApiFunction"

@@ -13,10 +13,11 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from devstack.resources import LocalResources
+from tests.support.clock import Clock
 from tests.support.fake_ultracart import FakeUltraCart, transient
-from tests.support.lambdas import invoke, load_event
-from tests.unit.conftest import Clock, published_events
-from tests.unit.test_refresh import install
+from tests.support.installs import install
+from tests.support.lambdas import invoke, load_event, sqs_event
+from tests.support.observer import published_events
 from ucoauth.services import Services
 
 FN = "UninstallWebhookFunction"
@@ -128,13 +129,6 @@ def test_the_shared_bad_signature_and_stale_events_are_401(services: Services, a
 
 
 # -- revoke worker --------------------------------------------------------------------------
-
-
-def sqs_event(message: dict[str, Any], receive_count: int = 1) -> dict[str, Any]:
-    event = load_event("sqs-revoke-webhook.json")
-    event["Records"][0]["body"] = json.dumps(message)
-    event["Records"][0]["attributes"]["ApproximateReceiveCount"] = str(receive_count)
-    return event
 
 
 def uninstall_message(merchant_id: str = "DEMO1", when: float | None = None) -> dict[str, Any]:

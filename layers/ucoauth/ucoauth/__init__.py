@@ -3,5 +3,39 @@
 App code in the same account uses :func:`ucoauth.tokens.get_access_token`.
 """
 
-__all__ = ["__version__"]
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+__all__ = ["CACHES", "__version__", "reset"]
 __version__ = "0.1.0"
+
+# Every process-wide cache of the package, as (module, the callable that forgets it), in the
+# order they are forgotten: the services first (they hold the rest), the settings last. This is
+# the one list; a unit test fails when a module gains a cache that is missing here.
+CACHES: tuple[tuple[str, str], ...] = (
+    ("ucoauth.services", "forget_services"),  # the wired Services (and the pace it remembers)
+    ("ucoauth.tokens", "clear_token_cache"),  # access tokens served by get_access_token
+    ("ucoauth.uninstall", "reset_webhook_secret_cache"),  # webhook secret provider and verifier
+    ("ucoauth.ultracart", "forget_clients"),  # UltraCart clients (sessions, client secret)
+    ("ucoauth.aws", "reset_clients"),  # boto3 session and clients
+    ("ucoauth.settings", "get_settings.cache_clear"),  # the parsed environment
+)
+
+
+def reset() -> None:
+    """Forget every process-wide cache, so the next use reads the environment anew.
+
+    For tests, the local stack and benchmarks (a warm Lambda never needs it). Only modules
+    already imported have anything to forget, so this imports nothing: ``import ucoauth``
+    stays as cheap as a cold start needs.
+    """
+    for module_name, forget in CACHES:
+        module = sys.modules.get(module_name)
+        if module is None:
+            continue
+        target: Any = module
+        for name in forget.split("."):
+            target = getattr(target, name)
+        target()

@@ -190,9 +190,27 @@ class TokenDecryptError(UcOAuthError):
     """A stored ciphertext is damaged: KMS rejects it while the key works for this merchant."""
 
 
-class WebhookRejectedError(UcOAuthError):
-    """An uninstall webhook failed verification or validation."""
+class QueueSendError(UcOAuthError):
+    """SQS refused some messages even after retries; the caller fails so its trigger retries."""
 
-    def __init__(self, message: str, *, status: int) -> None:
-        super().__init__(message)
-        self.status = status
+
+# --- requests ----------------------------------------------------------------------------
+# Kinds of refusal, never status codes: each handler maps the kinds it can meet to its answer.
+
+
+class RequestTooLargeError(UcOAuthError):
+    """A request body is over the size its route accepts (checked once, where it is read)."""
+
+
+class WebhookRejectedError(UcOAuthError):
+    """An uninstall webhook was refused; nothing was recorded or queued. Subclasses say why."""
+
+
+class WebhookSignatureError(WebhookRejectedError):
+    """The webhook is not from the secret's holder: missing or malformed ``webhook-id``, a bad
+    signature, or a timestamp outside the tolerance."""
+
+
+class WebhookPayloadError(WebhookRejectedError):
+    """The signed body is not an uninstall: not UTF-8, not JSON, another type, a malformed
+    merchant id or timestamp."""

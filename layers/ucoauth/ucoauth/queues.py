@@ -11,6 +11,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ucoauth import aws
+from ucoauth.errors import QueueSendError
 from ucoauth.observability import logger
 
 _BATCH = 10
@@ -37,7 +38,7 @@ def send_refresh_requests(queue_url: str, merchant_ids: Iterable[str]) -> int:
             if not entries:
                 break
         if entries:
-            raise RuntimeError(f"{len(entries)} refresh messages could not be queued")
+            raise QueueSendError(f"{len(entries)} refresh messages could not be queued")
         batch.clear()
 
     for merchant_id in merchant_ids:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -14,7 +14,6 @@ if TYPE_CHECKING:
     from ucoauth.services import Services
     from ucoauth.timing import Deadline
 
-T = TypeVar("T")
 # Attempts per write, on top of botocore's own: past these the caller's fallback takes over.
 WRITE_ATTEMPTS = 5
 
@@ -30,7 +29,7 @@ def is_transient_aws_error(exc: BaseException) -> bool:
     return False
 
 
-def retry_within(services: Services, deadline: Deadline, write: Callable[[], T], *, keep_back: float) -> T:
+def retry_within[T](services: Services, deadline: Deadline, write: Callable[[], T], *, keep_back: float) -> T:
     """Call ``write`` until it succeeds, with full-jitter backoff, at most ``WRITE_ATTEMPTS`` times
     and while the deadline leaves one more attempt plus ``keep_back`` seconds (for what the
     caller must still do if it fails: keep the tokens for recovery).

@@ -108,3 +108,8 @@ def set_services(services: Services | None) -> None:
     global _services
     with _lock:
         _services = services
+
+
+def forget_services() -> None:
+    """Forget the process-wide services; the next :func:`get_services` builds them anew."""
+    set_services(None)

@@ -13,6 +13,51 @@ from ucoauth.errors import ConfigurationError
 
 DEFAULT_BASE_URL = "https://secure.ultracart.com/rest/v2"
 
+# Every variable the template's Globals give the functions, declared once: the template test
+# compares the Globals with this tuple for equality, and the docs must describe each one.
+# (AWS_REGION, also read here, is set by Lambda itself.)
+ENVIRONMENT: tuple[str, ...] = (
+    "STAGE",
+    "TABLE_NAME",
+    "KMS_KEY_ID",
+    "ULTRACART_BASE_URL",
+    "ULTRACART_CLIENT_ID",
+    "ULTRACART_CLIENT_SECRET_ARN",
+    "OAUTH_REDIRECT_URI",
+    "POST_INSTALL_REDIRECT_URL",
+    "APP_NAME",
+    "APP_URL",
+    "SUPPORT_URL",
+    "EVENT_BUS_NAME",
+    "REFRESH_QUEUE_URL",
+    "REVOKE_QUEUE_URL",
+    "REFRESH_DEAD_LETTER_QUEUE_URL",
+    "REVOKE_DEAD_LETTER_QUEUE_URL",
+    "WEBHOOK_SECRET_ARN",
+    "DUE_SHARDS",
+    "REFRESH_MIN_WINDOW_SECONDS",
+    "REFRESH_WINDOW_FRACTION",
+    "INLINE_REFRESH_MARGIN_SECONDS",
+    "REFRESH_PACE_LIMIT",
+    "REFRESH_PACE_WINDOW_SECONDS",
+    "REFRESH_SCHEDULE_RATE",
+    "ULTRACART_HOURLY_LIMIT",
+    "ULTRACART_DAILY_LIMIT",
+    "ULTRACART_CALLBACK_RESERVE",
+    "REVOKE_RETRY_SECONDS",
+    "REFRESH_IDLE_AFTER_SECONDS",
+    "REFRESH_TOKEN_LAPSE_SECONDS",
+    "STATE_TTL_SECONDS",
+    "ASSUMED_TOKEN_LIFETIME_SECONDS",
+    "ULTRACART_CONNECT_TIMEOUT",
+    "ULTRACART_READ_TIMEOUT",
+    "TOMBSTONE_TTL_DAYS",
+    "POWERTOOLS_SERVICE_NAME",
+    "POWERTOOLS_METRICS_NAMESPACE",
+    "POWERTOOLS_LOG_LEVEL",
+    "POWERTOOLS_LOGGER_LOG_EVENT",
+)
+
 
 def _url(name: str, value: str, *, allow_empty: bool) -> str:
     if not value:

@@ -309,6 +309,11 @@ def set_client(client: UltraCartClient | None) -> None:
             _clients.clear()
 
 
+def forget_clients() -> None:
+    """Forget the injected client and every cached one (and the client secret they read)."""
+    set_client(None)
+
+
 __all__ = [
     "MerchantInfo",
     "PermanentUltraCartError",
@@ -319,6 +324,7 @@ __all__ = [
     "UltraCartClient",
     "UltraCartError",
     "authorize_url",
+    "forget_clients",
     "get_client",
     "parse_expires_in",
     "set_client",

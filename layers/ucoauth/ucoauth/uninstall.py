@@ -18,7 +18,8 @@ from ucoauth.errors import (
     RevokePendingError,
     StaleWriteError,
     TokenDecryptError,
-    WebhookRejectedError,
+    WebhookPayloadError,
+    WebhookSignatureError,
 )
 from ucoauth.events import INSTALLATION_REMOVED
 from ucoauth.observability import logger, metrics
@@ -117,39 +118,38 @@ def reset_webhook_secret_cache() -> None:
 def accept_webhook(
     services: Services, body: bytes, headers: dict[str, str]
 ) -> Literal["queued", "duplicate"]:
-    """Verify a Standard Webhooks uninstall, queue it, then record its id.
+    """Verify a Standard Webhooks uninstall (a body already bounded by ``MAX_WEBHOOK_BODY``
+    where it was read), queue it, then record its id.
 
-    Raises :class:`WebhookRejectedError` with 401 (signature, timestamp), 400 (body) or 413
-    (size); nothing is recorded or queued then.
+    Raises :class:`WebhookSignatureError` (id, signature, timestamp) or
+    :class:`WebhookPayloadError` (body); nothing is recorded or queued then.
     """
-    if len(body) > MAX_WEBHOOK_BODY:
-        raise WebhookRejectedError("body too large", status=413)
     lowered = {k.lower(): v for k, v in headers.items()}
     webhook_id = lowered.get("webhook-id", "")
     if not webhook_id or len(webhook_id) > 256:
-        raise WebhookRejectedError("missing or malformed webhook-id", status=401)
+        raise WebhookSignatureError("missing or malformed webhook-id")
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
-        raise WebhookRejectedError("body is not UTF-8", status=400) from None
+        raise WebhookPayloadError("body is not UTF-8") from None
     try:
         _webhook_verifier(services).verify(text, lowered, json_parse=False)
     except Exception:  # noqa: BLE001 - the library raises several types for malformed headers
         metrics.add_metric(name="WebhookRejected", unit="Count", value=1)
-        raise WebhookRejectedError("signature verification failed", status=401) from None
+        raise WebhookSignatureError("signature verification failed") from None
     try:
         payload = json.loads(text)
     except ValueError:
-        raise WebhookRejectedError("body is not JSON", status=400) from None
+        raise WebhookPayloadError("body is not JSON") from None
     if not isinstance(payload, dict) or payload.get("type") != WEBHOOK_TYPE:
-        raise WebhookRejectedError(f"type must be {WEBHOOK_TYPE}", status=400)
+        raise WebhookPayloadError(f"type must be {WEBHOOK_TYPE}")
     data = payload.get("data")
     merchant_id = data.get("merchant_id") if isinstance(data, dict) else None
     if not isinstance(merchant_id, str) or not is_merchant_id(merchant_id):
-        raise WebhookRejectedError("data.merchant_id is missing or malformed", status=400)
+        raise WebhookPayloadError("data.merchant_id is missing or malformed")
     when = _parse_time(payload.get("timestamp"))
     if when is None:
-        raise WebhookRejectedError("timestamp must be ISO-8601", status=400)
+        raise WebhookPayloadError("timestamp must be ISO-8601")
 
     now = services.now()
     if services.webhook_ids.seen(webhook_id, now=now):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qsl
 
+from ucoauth.errors import UcOAuthError
+
 # Matched with fullmatch: a `$` anchor would also accept a trailing newline.
 MERCHANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 # OAuth codes and our own states are URL-safe tokens; UltraCart's codes are hex/base64-ish.
@@ -13,8 +15,11 @@ OAUTH_ERROR = re.compile(r"^[a-z_]{1,64}$")
 MAX_QUERY = 4096
 
 
-class BadInput(ValueError):
-    """A request parameter is missing, repeated, oversize or malformed. The text is user-safe."""
+class BadInput(UcOAuthError, ValueError):
+    """A request parameter is missing, repeated, oversize or malformed. The text is user-safe.
+
+    Still a ``ValueError`` (it is one), under the package's one base class like every other.
+    """
 
 
 def is_merchant_id(value: str) -> bool:

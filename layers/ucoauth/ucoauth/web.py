@@ -10,6 +10,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.shared.cookies import Cookie, SameSite
 
+from ucoauth.errors import RequestTooLargeError
 from ucoauth.install import RECEIPT_COOKIE, RECEIPT_SECONDS, STATE_COOKIE
 from ucoauth.pages import SECURITY_HEADERS, Branding, Page
 from ucoauth.settings import Settings
@@ -122,11 +123,14 @@ def with_query(url: str, **params: str) -> str:
 
 
 def raw_body(event: dict[str, Any], *, limit: int) -> bytes:
-    """The request body as bytes; raises BadInput when malformed and OverflowError past ``limit``."""
+    """The request body as bytes: the one place its size is checked.
+
+    Raises :class:`BadInput` when malformed and :class:`RequestTooLargeError` past ``limit`` bytes.
+    """
     body = event.get("body") or ""
     if event.get("isBase64Encoded"):
         if len(body) > (limit * 4) // 3 + 8:
-            raise OverflowError
+            raise RequestTooLargeError(f"the body is over {limit} bytes")
         try:
             data = base64.b64decode(body, validate=True)
         except (binascii.Error, ValueError):
@@ -134,5 +138,5 @@ def raw_body(event: dict[str, Any], *, limit: int) -> bytes:
     else:
         data = body.encode("utf-8", "surrogatepass")
     if len(data) > limit:
-        raise OverflowError
+        raise RequestTooLargeError(f"the body is over {limit} bytes")
     return data
