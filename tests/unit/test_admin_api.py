@@ -283,3 +283,22 @@ def test_listing_50_reads_at_most_60_items(admin_services: Services, fake_uc: Fa
     page = admin.list_installations(admin_services, status="active", limit=50, cursor=None, stats=counted)
     assert len(page.items) == 50 and page.next_cursor is not None
     assert counted["read"] <= 60 and counted["queries"] == 1
+
+
+def test_an_item_shows_the_last_refresh_failure_until_a_token_is_stored(
+    admin_services: Services, fake_uc: FakeUltraCart
+) -> None:
+    from tests.support.deadlines import a_deadline
+    from ucoauth.refresh import refresh_now
+
+    install(admin_services, fake_uc)
+    fake_uc.fail_next.extend([transient(503), transient(502)])
+    for _ in range(2):
+        with pytest.raises(Exception, match="answered"):
+            refresh_now(admin_services, "DEMO1", deadline=a_deadline(admin_services))
+    status, shown, _ = call("admin-installations-show.json")
+    assert status == 200 and shown["consecutive_failures"] == 2
+    assert shown["last_error"]["code"] == "http_502" and shown["last_error"]["at"].endswith("Z")
+    refresh_now(admin_services, "DEMO1", deadline=a_deadline(admin_services))
+    status, shown, _ = call("admin-installations-show.json")
+    assert shown["consecutive_failures"] == 0 and shown["last_error"] is None

@@ -54,6 +54,9 @@ _LISTED = (
     "revoke_confirmed",
     "pending_event",
     "uninstalled_at",
+    "last_error",
+    "last_error_at",
+    "consecutive_failures",
 )
 # One installation also says whether it holds a recovery record (never its contents).
 _SHOWN = (*_LISTED, "recovery.issued_at")
@@ -97,7 +100,8 @@ def _s(item: dict[str, Any], name: str) -> str | None:
 def view(item: dict[str, Any], *, detailed: bool = False) -> dict[str, Any]:
     """An installation as an operator sees it (no token, ciphertext or lease owner).
 
-    ``last_error`` and ``consecutive_failures`` are not recorded on the item yet: always null.
+    ``last_error`` is the last refresh failure (code and time) since the last stored token, and
+    ``consecutive_failures`` how many refreshes failed since then.
     """
     assumed = bool(item.get("expiry_assumed", {}).get("BOOL", False))
     pending = [detail_type for detail_type, _ in parked_events(_s(item, "pending_event"))]
@@ -110,8 +114,12 @@ def view(item: dict[str, Any], *, detailed: bool = False) -> dict[str, Any]:
         "access_expires_at": None if assumed else _iso(_n(item, "access_expires_at")),
         "next_refresh_at": _iso(_n(item, "due_at")),
         "last_refreshed_at": _iso(_n(item, "refreshed_at")),
-        "last_error": None,
-        "consecutive_failures": None,
+        "last_error": (
+            {"code": _s(item, "last_error"), "at": _iso(_n(item, "last_error_at"))}
+            if "last_error" in item
+            else None
+        ),
+        "consecutive_failures": _n(item, "consecutive_failures") or 0,
         "revoke_confirmed": revoke["BOOL"] if isinstance(revoke, dict) and "BOOL" in revoke else None,
         "pending_event": ", ".join(pending) if pending else None,
         "uninstalled_at": _iso(_n(item, "uninstalled_at")),

@@ -37,6 +37,7 @@ from ucoauth.errors import (
     StaleWriteError,
     TokenDecryptError,
     TransientUltraCartError,
+    UltraCartError,
 )
 from ucoauth.events import INSTALLATION_RESTORED
 from ucoauth.events import REAUTHORIZATION_REQUIRED as REAUTH_EVENT
@@ -108,10 +109,12 @@ class Rotation:
             answer = self.s.ultracart_for(self.tier, self.deadline).refresh(tokens.refresh_token)
         except PermanentUltraCartError as exc:
             metrics.add_metric(name="TokenRefreshFailed", unit="Count", value=1)
+            self._record_failure(exc)
             return self._refused(exc)
         except TransientUltraCartError as exc:
             metrics.add_metric(name="TokenRefreshFailed", unit="Count", value=1)
             logger.warning("refresh failed transiently", merchant_id=self.merchant_id, error=str(exc))
+            self._record_failure(exc)
             raise
         metrics.add_metric(
             name="RefreshLatency", unit="Milliseconds", value=(time.perf_counter() - started) * 1000
@@ -119,6 +122,16 @@ class Rotation:
         # Keep the old refresh token when UltraCart does not rotate it.
         fresh = TokenSet(answer.access_token, answer.refresh_token or tokens.refresh_token)
         return persist(self.s, self.lease, self.deadline, fresh, answer, issued_at=self.s.now())
+
+    def _record_failure(self, exc: UltraCartError) -> None:
+        """For operators (the admin API): the failure's code and the count since the last token."""
+        code = exc.error or (f"http_{exc.status}" if exc.status else type(exc).__name__)
+        try:
+            self.s.installations.record_failure(self.merchant_id, code=code, now=self.s.now())
+        except (ClientError, BotoCoreError) as error:
+            logger.warning(
+                "refresh failure not recorded", merchant_id=self.merchant_id, error=type(error).__name__
+            )
 
     def _refused(self, exc: PermanentUltraCartError) -> Rotated:
         merchant_id = self.merchant_id

@@ -304,6 +304,9 @@ class InstallationStore:
             "uninstall_reason",
             "revoke_confirmed",
             "revoke_pending_since",
+            "last_error",
+            "last_error_at",
+            "consecutive_failures",
             "#ttl",
         ]
         self._token_updates(merchant_id, tokens, sets, removes, values, names)
@@ -356,7 +359,7 @@ class InstallationStore:
             ":active": {"S": ACTIVE},
         }
         sets = ["version = version + :one", "refreshed_at = :now"]
-        removes = ["lease_owner", "lease_expires_at"]
+        removes = ["lease_owner", "lease_expires_at", "last_error", "last_error_at", "consecutive_failures"]
         condition = "version = :v AND #status = :active"
         if recovered_generation is not None:
             values[":g"] = {"N": str(recovered_generation)}
@@ -447,6 +450,25 @@ class InstallationStore:
         if answer is None:
             return None
         return _n(answer["Attributes"], "version")
+
+    def record_failure(self, merchant_id: str, *, code: str, now: int) -> None:
+        """A refresh failed: the last error (a short code, never a secret) and the count since the
+        last stored token, for operators. Best effort: the caller ignores AWS errors."""
+        _if_condition_holds(
+            lambda: self._ddb().update_item(
+                TableName=self.table_name,
+                Key=merchant_key(merchant_id),
+                UpdateExpression=(
+                    "SET last_error = :code, last_error_at = :now ADD consecutive_failures :one"
+                ),
+                ConditionExpression="attribute_exists(pk)",
+                ExpressionAttributeValues={
+                    ":code": {"S": code[:64]},
+                    ":now": {"N": str(now)},
+                    ":one": {"N": "1"},
+                },
+            )
+        )
 
     def mark_used(self, merchant_id: str, *, now: int, due_at: int | None = None) -> None:
         """Someone asked for the merchant's token now (drives which merchants are refreshed ahead);
