@@ -194,6 +194,8 @@ def _cell(value: Any) -> str:
         return "-"
     if isinstance(value, bool):
         return "yes" if value else "no"
+    if isinstance(value, dict) and "code" in value:  # last_error
+        return f"{value['code']} at {_cell(value.get('at'))}"
     text = str(value)
     # ISO times: minutes are enough in a table.
     if len(text) == 20 and text.endswith("Z") and text[10] == "T":
