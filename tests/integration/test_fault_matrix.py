@@ -45,7 +45,7 @@ from devstack.resources import LocalResources, create_resources, load_template
 from tests.support import faults
 from tests.support.deadlines import a_deadline
 from tests.support.installs import seed_installation
-from tests.support.lambdas import call_handler, follow_to_installed, invoke, load_event
+from tests.support.lambdas import call_handler, follow_to_installed, invoke, load_event, signed_webhook_event
 from tests.support.processes import results_of, start_processes
 from ucoauth import aws as uc_aws
 from ucoauth import queues as uc_queues
@@ -1470,26 +1470,6 @@ for _name, (_service, _event) in {**WEBHOOK_KILL_POINTS, **CALLBACK_KILL_POINTS}
 DESCRIPTIONS["kill_after_exchange"] = "the function is killed when UltraCart answered the code exchange"
 
 
-def signed_webhook(world: World, merchant_id: str) -> dict[str, Any]:
-    from standardwebhooks.webhooks import Webhook
-
-    body = json.dumps(
-        {
-            "type": "app.uninstalled",
-            "timestamp": datetime.fromtimestamp(time.time() + 1, tz=UTC).isoformat().replace("+00:00", "Z"),
-            "data": {"merchant_id": merchant_id},
-        }
-    )
-    msg_id = f"msg_{merchant_id}_{time.time_ns()}"
-    at = datetime.now(UTC)
-    event = load_event("webhook-uninstall.json")
-    event["body"] = body
-    event["headers"]["webhook-id"] = msg_id
-    event["headers"]["webhook-timestamp"] = str(int(at.timestamp()))
-    event["headers"]["webhook-signature"] = Webhook(world.res.webhook_secret_value).sign(msg_id, at, body)
-    return event
-
-
 WEBHOOK_KILLS = {
     "kill_before_seen_check": "killed; the sender's retry: 202 queued; 1 message queued",
     "kill_after_seen_check": "killed; the sender's retry: 202 queued; 1 message queued",
@@ -1505,7 +1485,7 @@ def test_webhook_killed(world: World, cell: Cell, fault: str, expected: str) -> 
     world.merchants = world.merchants[:1]  # one sender, one webhook: one merchant per cell
     seed(world, expires_in=3600)
     merchant = world.merchants[0]
-    event = signed_webhook(world, merchant)
+    event = signed_webhook_event(world.res.webhook_secret_value, merchant, sent_at=time.time() + 1)
     with killed_at(*WEBHOOK_KILL_POINTS[fault]) as fired, pytest.raises(Killed):
         call_handler("UninstallWebhookFunction", event)
     assert fired

@@ -61,3 +61,31 @@ def sqs_event(message: dict[str, Any], receive_count: int = 1) -> dict[str, Any]
     event["Records"][0]["body"] = json.dumps(message)
     event["Records"][0]["attributes"]["ApproximateReceiveCount"] = str(receive_count)
     return event
+
+
+def signed_webhook_event(
+    secret: str, merchant_id: str = "DEMO1", *, sent_at: float | None = None
+) -> dict[str, Any]:
+    """``events/webhook-uninstall.json`` for ``merchant_id``, signed now with ``secret`` under a fresh
+    webhook id (Standard Webhooks); ``sent_at`` (epoch seconds) is the body's uninstall time."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from standardwebhooks.webhooks import Webhook
+
+    when = datetime.fromtimestamp(sent_at, tz=UTC) if sent_at is not None else datetime.now(UTC)
+    body = json.dumps(
+        {
+            "type": "app.uninstalled",
+            "timestamp": when.isoformat().replace("+00:00", "Z"),
+            "data": {"merchant_id": merchant_id},
+        }
+    )
+    msg_id = f"msg_{uuid.uuid4().hex}"
+    at = datetime.now(UTC)
+    event = load_event("webhook-uninstall.json")
+    event["body"] = body
+    event["headers"]["webhook-id"] = msg_id
+    event["headers"]["webhook-timestamp"] = str(int(at.timestamp()))
+    event["headers"]["webhook-signature"] = Webhook(secret).sign(msg_id, at, body)
+    return event

@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import boto3
 import pytest
-from standardwebhooks.webhooks import Webhook
 
 from devstack.resources import LocalResources
 from tests.support import faults
 from tests.support.clock import Clock
 from tests.support.fake_ultracart import FakeUltraCart, transient
 from tests.support.installs import install, stored_refresh_token
-from tests.support.lambdas import call_handler, load_event
+from tests.support.lambdas import call_handler, load_event, signed_webhook_event
 from tests.support.observer import published_events
 from ucoauth import aws as uc_aws
 from ucoauth.services import Services
@@ -105,24 +103,6 @@ class Killed(BaseException):
     """The function stopped here (its timeout): nothing after this line runs, not even `finally`."""
 
 
-def signed_webhook(secret: str, merchant_id: str = "DEMO1") -> dict[str, Any]:
-    body = json.dumps(
-        {
-            "type": "app.uninstalled",
-            "timestamp": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-            "data": {"merchant_id": merchant_id},
-        }
-    )
-    msg_id = f"msg_{uuid.uuid4().hex}"
-    at = datetime.now(UTC)
-    event = load_event("webhook-uninstall.json")
-    event["body"] = body
-    event["headers"]["webhook-id"] = msg_id
-    event["headers"]["webhook-timestamp"] = str(int(at.timestamp()))
-    event["headers"]["webhook-signature"] = Webhook(secret).sign(msg_id, at, body)
-    return event
-
-
 @pytest.mark.parametrize(
     ("service", "hook"),
     [
@@ -135,7 +115,7 @@ def signed_webhook(secret: str, merchant_id: str = "DEMO1") -> dict[str, Any]:
 def test_a_webhook_retried_after_the_function_died_is_queued(
     services: Services, aws: LocalResources, service: str, hook: str
 ) -> None:
-    event = signed_webhook(aws.webhook_secret_value)
+    event = signed_webhook_event(aws.webhook_secret_value)
     fired: list[str] = []
 
     def die(**_: Any) -> None:
