@@ -42,7 +42,7 @@ OBSERVER_NAME = "events-observer"
 # the local stack starts without arguments. They match the local UltraCart sandbox.
 LOCAL_PARAMETER_DEFAULTS: Mapping[str, str] = {"UltraCartClientId": "sandbox-client-id"}
 
-# Bounded retries on every client (design rule: every AWS client has bounded retries).
+# Bounded retries on every client (every AWS client the project builds has bounded retries).
 _CLIENT_CONFIG = Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=30)
 
 # Same alphabet as Secrets Manager's GetRandomPassword.

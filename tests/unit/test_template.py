@@ -458,8 +458,16 @@ def test_the_dashboard_draws_what_operators_watch(template: dict[str, Any]) -> N
     for queue in ("RefreshQueue", "RevokeQueue"):
         assert ("ApproximateNumberOfMessagesVisible", f"${{{queue}.QueueName}}") in sqs
         assert ("ApproximateAgeOfOldestMessage", f"${{{queue}.QueueName}}") in sqs
-    url = template["Outputs"]["DashboardUrl"]["Value"]["Fn::Sub"]
-    assert url.endswith("#dashboards/dashboard/${OperationsDashboard}")
+    url, names = template["Outputs"]["DashboardUrl"]["Value"]["Fn::Sub"]
+    assert url == "https://${Console}/cloudwatch/home?region=${AWS::Region}#dashboards/dashboard/${OperationsDashboard}"
+    # The console's host differs per partition: China and GovCloud stacks get a working link too.
+    assert names["Console"] == {"Fn::FindInMap": ["ConsoleByPartition", {"Ref": "AWS::Partition"}, "Host"]}
+    hosts = {k: v["Host"] for k, v in template["Mappings"]["ConsoleByPartition"].items()}
+    assert hosts == {
+        "aws": "console.aws.amazon.com",
+        "aws-cn": "console.amazonaws.cn",
+        "aws-us-gov": "console.amazonaws-us-gov.com",
+    }
 
 
 # Each function's rights: tests/unit/test_least_privilege.py (one table, with conditions).
