@@ -57,9 +57,7 @@ def signed(method: str, url: str, body: str | None = None) -> requests.Response:
     SigV4Auth(Credentials(LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY), "execute-api", "us-east-1").add_auth(
         request
     )
-    return requests.request(
-        method, url, data=body, headers=dict(request.headers.items()), timeout=TIMEOUT
-    )
+    return requests.request(method, url, data=body, headers=dict(request.headers.items()), timeout=TIMEOUT)
 
 
 def start(stack: LocalStack, body: str | None = None) -> dict[str, Any]:
@@ -76,7 +74,9 @@ def status(stack: LocalStack, authorization_id: str) -> dict[str, Any]:
     return data
 
 
-def poll_until(stack: LocalStack, authorization_id: str, wanted: str, *, seconds: float = 30) -> dict[str, Any]:
+def poll_until(
+    stack: LocalStack, authorization_id: str, wanted: str, *, seconds: float = 30
+) -> dict[str, Any]:
     """Drain the device queue into the worker until the authorization reaches ``wanted``."""
     deadline = time.monotonic() + seconds
     while True:
