@@ -8,6 +8,7 @@ sandbox's request log and live grants).
 
 from __future__ import annotations
 
+import itertools
 import json
 import threading
 import time
@@ -193,7 +194,7 @@ def test_an_approved_device_is_installed_like_a_browser_install(
     made = polls(sandbox)
     assert len(made) >= 2
     assert all(set(r.form) == {"client_id", "grant_type", "device_code"} for r in made)
-    assert all(later.time - earlier.time >= INTERVAL for earlier, later in zip(made, made[1:], strict=False))
+    assert all(later.time - earlier.time >= INTERVAL for earlier, later in itertools.pairwise(made))
     assert made[-1].status == 200 and all(r.status == 400 for r in made[:-1])
     # and no more polls once installed
     stack.runner.drain_once("DeviceQueue", wait_seconds=INTERVAL + 1)
@@ -243,7 +244,7 @@ def test_slow_down_delays_the_next_poll_by_five_more_seconds(stack: LocalStack, 
     assert len(made) == 3
     # Then each later poll came at least interval + 5 seconds after the one before (UltraCart
     # would have answered slow_down again otherwise) and the authorization is still pending
-    gaps = [later.time - earlier.time for earlier, later in zip(made, made[1:], strict=False)]
+    gaps = [later.time - earlier.time for earlier, later in itertools.pairwise(made)]
     assert all(gap >= INTERVAL + 5 for gap in gaps), gaps
     assert all(gap < INTERVAL + 5 + 3 for gap in gaps), gaps
     assert status(stack, started["authorization_id"]) == {"status": "pending"}
