@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from devstack.events import EVENTS, declared_variables, function_for
-from devstack.resources import LocalResources
-from devstack.resources import load_template, resources_of_type
+from devstack.resources import LocalResources, load_template, resources_of_type
 from tests.support.lambdas import invoke, load_event
+from ucoauth.device import get_device_settings
 from ucoauth.services import Services
 from ucoauth.settings import ENVIRONMENT, Settings
 
@@ -19,12 +19,6 @@ EVENT_FILES = sorted(path.name for path in EVENTS.glob("*.json") if path.name !=
 # The one event whose right answer is a 5xx: UltraCart said it is temporarily unavailable.
 SERVER_ERRORS = {"callback-temporarily-unavailable.json": 503}
 FUNCTIONS = sorted(resources_of_type(load_template(), "AWS::Serverless::Function"))
-
-
-def ucoauth_device_settings_forget() -> None:
-    from ucoauth.device import get_device_settings
-
-    get_device_settings.cache_clear()
 
 
 def test_no_event_holds_a_placeholder() -> None:
@@ -46,7 +40,7 @@ def test_every_event_is_invokable_as_it_is(
     for variable, value in aws.function_environment(function_for(name)).items():
         if variable.startswith("DEVICE_"):
             monkeypatch.setenv(variable, value)
-    ucoauth_device_settings_forget()
+    get_device_settings.cache_clear()
     # Given the file exactly as it is in events/ / When its function runs it
     answer: Any = invoke(function_for(name), load_event(name))
     # Then an answer, never a crash, and a server error only where it is the answer
