@@ -456,7 +456,7 @@ def test_our_client_reads_device_answers_like_the_sdk(sandbox: Sandbox) -> None:
     with pytest.raises(UltraCartError) as denied:
         client.poll_device(started.device_code)
     assert denied.value.error == "access_denied"
-    (poll, _) = [r for r in sandbox.requests("token")]
+    (poll, _) = sandbox.requests("token")
     assert poll.form == {
         "client_id": sandbox.client_id,
         "grant_type": "urn:ietf:params:oauth:grant-type:device_code",

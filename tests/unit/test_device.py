@@ -4,7 +4,6 @@ it queues (and how late), what it stores, and that a redelivered message never p
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -32,7 +31,7 @@ def settings_device(aws: LocalResources) -> DeviceSettings:
 
 
 @pytest.fixture
-def queued(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, int, int]]]:
+def queued(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int, int]]:
     """Every poll the code queues, as (authorization id, seq, delay in seconds)."""
     sent: list[tuple[str, int, int]] = []
     real = device._send_poll
