@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -303,3 +307,48 @@ def test_bad_and_unknown_ids_and_unsigned_requests(stack: LocalStack) -> None:
     assert unknown.status_code == 404 and unknown.json() == {"error": "not_found"}
     assert requests.post(base, timeout=TIMEOUT).status_code == 403
     assert requests.get(f"{base}/{'A' * 43}", timeout=TIMEOUT).status_code == 403
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+
+def test_ucoauth_install_device_shows_the_code_and_waits_for_the_approval(
+    stack: LocalStack, sandbox: Any, tmp_path: Path
+) -> None:
+    state = tmp_path / "state.json"
+    stack.write_state(state)
+    script = Path(sys.executable).parent / "ucoauth"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "ucoauth.cli"]
+    stack.runner.start()  # the queue drains in the background, as under `make dev`
+    try:
+        cli = subprocess.Popen(
+            [*command, "install", "--device", "--json", "--timeout", "60"],
+            env={**os.environ, "DEVSTACK_STATE": str(state), "AWS_ACCESS_KEY_ID": "", "AWS_PROFILE": ""},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert cli.stdout is not None
+        started = json.loads(cli.stdout.readline())
+        assert started["verification_uri_complete"].endswith(f"?user_code={started['user_code']}")
+        decide_on_page(started, "CLIDEV", "approve")
+        out, err = cli.communicate(timeout=60)
+    finally:
+        stack.runner.stop()
+    assert cli.returncode == 0, err
+    assert json.loads(out) == {
+        "authorization_id": started["authorization_id"],
+        "status": "installed",
+        "merchant_id": "CLIDEV",
+    }
+    assert installation(stack, "CLIDEV") is not None
+    # A browser install is not the command line's to start: a usage error
+    browserless = subprocess.run(
+        [*command, "install"],
+        env={**os.environ, "DEVSTACK_STATE": str(state), "AWS_ACCESS_KEY_ID": "", "AWS_PROFILE": ""},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert browserless.returncode == 2 and "--device" in browserless.stderr
