@@ -271,3 +271,16 @@ def test_unknown_ids_and_malformed_messages(services: Services) -> None:
     assert parse_poll_message('{"authorization_id": "short", "seq": 0}') is None
     assert parse_poll_message(json.dumps({"authorization_id": "A" * 43, "seq": True})) is None
     assert parse_poll_message(json.dumps({"authorization_id": "A" * 43, "seq": 2})) == ("A" * 43, 2)
+
+
+def test_a_retried_claim_whose_first_attempt_landed_is_ours(
+    services: Services, clock: Clock, started: str
+) -> None:
+    store = device.device_store(services)
+    now = services.now()
+    first = store.claim(started, seq=0, owner="me", now=now, until=now + 60)
+    again = store.claim(started, seq=0, owner="me", now=now, until=now + 60)
+    assert again.poll_seq == first.poll_seq == 0 and again.claim_owner == "me"
+    with pytest.raises(device.PollSkipped) as other:
+        store.claim(started, seq=0, owner="someone else", now=now, until=now + 60)
+    assert other.value.reason == "busy"

@@ -134,11 +134,13 @@ class DeviceAuthorizationItem:
     expires_at: int
     poll_seq: int
     merchant_id: str | None = None
+    claim_owner: str | None = None
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> DeviceAuthorizationItem:
         blob = item.get("device_code")
         merchant = item.get("merchant_id")
+        owner = item.get("claim_owner")
         return cls(
             authorization_id=item["pk"]["S"].removeprefix(_PK_PREFIX),
             device_status=item["device_status"]["S"],
@@ -149,6 +151,7 @@ class DeviceAuthorizationItem:
             expires_at=int(item["expires_at"]["N"]),
             poll_seq=int(item["poll_seq"]["N"]),
             merchant_id=merchant["S"] if merchant else None,
+            claim_owner=owner["S"] if owner else None,
         )
 
 
@@ -231,6 +234,8 @@ class DeviceAuthorizationStore:
             if not old:
                 raise PollSkipped("absent", None) from None
             current = DeviceAuthorizationItem.from_item(old)
+            if current.device_status == PENDING and current.poll_seq == seq and current.claim_owner == owner:
+                return current  # our own claim landed and its answer was lost (botocore retried it)
             if current.device_status != PENDING:
                 raise PollSkipped("done", current) from None
             if current.poll_seq > seq:
