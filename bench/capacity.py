@@ -67,6 +67,12 @@ class _FakeUltraCart:
     def me(self, access_token: str) -> Any:
         raise NotImplementedError
 
+    def device_authorize(self, scope: str) -> Any:  # the capacity model has no devices
+        raise NotImplementedError
+
+    def poll_device(self, device_code: str) -> Any:
+        raise NotImplementedError
+
 
 @dataclass
 class Run:

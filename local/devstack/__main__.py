@@ -84,6 +84,8 @@ def banner(stack: LocalStack, schedule_seconds: float) -> str:
         f'    curl -sS --aws-sigv4 "aws:amz:{region}:execute-api" '
         f'--user "{LOCAL_ACCESS_KEY_ID}:{LOCAL_SECRET_ACCESS_KEY}" {url}/tokens/DEMO1',
         "    make invoke FN=TokenApiFunction EVENT=events/tokens-get.json",
+        "  Install without a redirect (device flow; shows a code to enter on UltraCart's page):",
+        "    .venv/bin/ucoauth install --device",
         "  Uninstall webhook (signed with the local secret; --send posts it):",
         f"    {python} -m devstack.sign_webhook DEMO1",
         f"  The refresh planner runs every {schedule_seconds:g} s (DEVSTACK_SCHEDULE_SECONDS).",

@@ -49,6 +49,8 @@ EVENT_FUNCTIONS = {
     "sqs-refresh": "RefreshWorkerFunction",
     "sqs-revoke-": "RevokeWorkerFunction",
     "admin-": "AdminApiFunction",
+    "device-": "DeviceFlowFunction",
+    "sqs-device-": "DeviceWorkerFunction",
 }
 
 
@@ -116,7 +118,19 @@ def regenerate(state: dict[str, Any], out: Path = EVENTS) -> None:
     # The container calls the sandbox and moto on the host; the browser still uses localhost.
     docker = {**environment, "ULTRACART_BASE_URL": for_docker(environment["ULTRACART_BASE_URL"])}
     functions = invoker.loader.logical_ids
-    _write(out, "env.json", env_json(dict.fromkeys(functions, docker), for_docker(state["moto_url"])))
+    declared = declared_variables(template)
+    per_function = {fn: {k: v for k, v in docker.items() if k in declared[fn]} for fn in functions}
+    _write(out, "env.json", env_json(per_function, for_docker(state["moto_url"])))
+
+
+def declared_variables(template: Mapping[str, Any]) -> dict[str, set[str]]:
+    """Per function, the variables the template gives it: the Globals' and its own ``Environment``."""
+    shared = set(template["Globals"]["Function"]["Environment"]["Variables"])
+    return {
+        logical_id: shared | set(resource["Properties"].get("Environment", {}).get("Variables", {}))
+        for logical_id, resource in template["Resources"].items()
+        if resource.get("Type") == "AWS::Serverless::Function"
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -67,24 +67,23 @@ class _MotoServer(ThreadedMotoServer):
 
 
 def shared_environment(resources: LocalResources) -> dict[str, str]:
-    """The one environment of every function; StackError when the template gives them different ones."""
+    """The one environment of every function: the Globals and each function's own variables
+    together; StackError when two functions give one variable different values."""
     functions = list(resources_of_type(resources.template, "AWS::Serverless::Function"))
     if not functions:
         raise StackError("template.yaml has no AWS::Serverless::Function")
-    first = functions[0]
-    expected = resources.function_environment(first)
-    for logical_id in functions[1:]:
-        other = resources.function_environment(logical_id)
-        if other != expected:
-            differing = sorted(
-                name for name in set(expected) | set(other) if expected.get(name) != other.get(name)
-            )
-            raise StackError(
-                f"{logical_id} and {first} have different environments ({', '.join(differing)}); "
-                "the local stack runs every handler in one process and needs one environment: "
-                "declare variables in the template's Globals"
-            )
-    return expected
+    merged: dict[str, str] = {}
+    declared_by: dict[str, str] = {}
+    for logical_id in functions:
+        for name, value in resources.function_environment(logical_id).items():
+            if name in merged and merged[name] != value:
+                raise StackError(
+                    f"{logical_id} and {declared_by[name]} give {name} different values; the local "
+                    "stack runs every handler in one process and needs one value per variable"
+                )
+            merged[name] = value
+            declared_by.setdefault(name, logical_id)
+    return merged
 
 
 class LocalStack:

@@ -13,6 +13,7 @@ from ucsandbox.models import (
     CONTROL_PATH,
     UNSET,
     ConcurrencyScope,
+    DeviceAction,
     EndpointName,
     MalformedKind,
     RecordedRequest,
@@ -113,6 +114,8 @@ class SandboxControl:
         rate_per_second: float | Unset | None = UNSET,
         latency_ms: int | Unset = UNSET,
         scope: str | Unset = UNSET,
+        device_interval: int | Unset = UNSET,
+        device_expires_in: int | Unset = UNSET,
     ) -> Settings:
         changes = settings_changes(
             rotate=rotate,
@@ -122,6 +125,8 @@ class SandboxControl:
             rate_per_second=rate_per_second,
             latency_ms=latency_ms,
             scope=scope,
+            device_interval=device_interval,
+            device_expires_in=device_expires_in,
         )
         return Settings().updated(self._call("POST", "configure", json=changes))
 
@@ -197,3 +202,10 @@ class SandboxControl:
 
     def advance_time(self, seconds: float) -> None:
         self._call("POST", "clock", json={"advance_seconds": seconds})
+
+    def device(
+        self, user_code: str, action: DeviceAction, *, merchant_id: str | None = None, times: int = 1
+    ) -> None:
+        """Approve (for ``merchant_id``), deny, expire or slow down a device authorization."""
+        body = {"user_code": user_code, "action": action, "merchant_id": merchant_id, "times": times}
+        self._call("POST", "device", json=body)

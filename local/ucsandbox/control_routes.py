@@ -17,6 +17,8 @@
     GET    /__sandbox/tokens/valid?token= {"access_token_valid", "refresh_token_valid"}
     GET    /__sandbox/grants?merchant_id= {"refresh_tokens", "access_tokens"}: what UltraCart honours
     POST   /__sandbox/clock               {"advance_seconds"}
+    POST   /__sandbox/device              {"user_code", "action": "approve"|"deny"|"expire"|"slow_down",
+                                           "merchant_id" (approve), "times" (slow_down)}
 
 Bad arguments answer 400 {"error": "..."}.
 """
@@ -27,7 +29,7 @@ import json
 from typing import Any
 
 from ucsandbox.faults import Fault
-from ucsandbox.models import BASE_PATH, CONTROL_PATH
+from ucsandbox.models import BASE_PATH, CONTROL_PATH, DEVICE_ACTIONS
 from ucsandbox.replies import Reply, json_reply
 from ucsandbox.state import SandboxState
 
@@ -129,8 +131,22 @@ def _dispatch(
             raise _BadRequest("advance_seconds must be a non-negative number")
         state.advance_time(seconds)
         return json_reply(200, {"ok": True})
+    if key == ("POST", "device"):
+        data = _json_object(body)
+        merchant: object = data.get("merchant_id")
+        times = data.get("times", 1)
+        if merchant is not None and not isinstance(merchant, str):
+            raise _BadRequest("merchant_id must be a string")
+        action = data.get("action")
+        if action not in DEVICE_ACTIONS:
+            raise _BadRequest(f"action must be one of {', '.join(DEVICE_ACTIONS)}")
+        if isinstance(times, bool) or not isinstance(times, int) or times < 1:
+            raise _BadRequest("times must be a positive integer")
+        state.device(_string(data, "user_code"), action, merchant_id=merchant, times=times)
+        return json_reply(200, {"ok": True})
     known = {
         "",
+        "device",
         "health",
         "configure",
         "faults",

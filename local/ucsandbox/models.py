@@ -19,13 +19,19 @@ DEFAULT_SCOPE = "order_read customer_read"
 # the token still has to expire at some point even if the client is not told when.
 DEFAULT_LIFETIME_SECONDS = 3600
 CODE_LIFETIME_SECONDS = 300
+# RFC 8628: the grant type a device polls the token endpoint with, and the polling defaults.
+DEVICE_GRANT_TYPE = "urn:ietf:params:oauth:grant-type:device_code"
+DEFAULT_DEVICE_INTERVAL = 5
+DEFAULT_DEVICE_EXPIRES_IN = 900
 
 Rotate = bool | Literal["omit"]
 ConcurrencyScope = Literal["merchant", "application"]
-EndpointName = Literal["token", "revoke", "me", "authorize"]
+EndpointName = Literal["token", "revoke", "me", "authorize", "device_authorize", "device"]
 MalformedKind = Literal["truncated", "html", "not_json", "empty"]
 
-ENDPOINTS: tuple[EndpointName, ...] = ("token", "revoke", "me", "authorize")
+ENDPOINTS: tuple[EndpointName, ...] = ("token", "revoke", "me", "authorize", "device_authorize", "device")
+DeviceAction = Literal["approve", "deny", "expire", "slow_down"]
+DEVICE_ACTIONS: tuple[DeviceAction, ...] = ("approve", "deny", "expire", "slow_down")
 MALFORMED_KINDS: tuple[MalformedKind, ...] = ("truncated", "html", "not_json", "empty")
 CONCURRENCY_SCOPES: tuple[ConcurrencyScope, ...] = ("merchant", "application")
 
@@ -57,6 +63,9 @@ class Settings:
     rate_per_second: float | None = None
     latency_ms: int = 0
     scope: str = DEFAULT_SCOPE
+    # Device authorizations (RFC 8628): the polling interval and the lifetime they are issued with.
+    device_interval: int = DEFAULT_DEVICE_INTERVAL
+    device_expires_in: int = DEFAULT_DEVICE_EXPIRES_IN
 
     def token_lifetime(self) -> int:
         """Seconds an access token lives, whatever `expires_in` tells the client."""
@@ -103,6 +112,16 @@ class Settings:
         scope = merged["scope"]
         if not isinstance(scope, str):
             raise ValueError("scope must be a string")
+        device_interval = merged["device_interval"]
+        if isinstance(device_interval, bool) or not isinstance(device_interval, int) or device_interval < 1:
+            raise ValueError("device_interval must be a positive integer")
+        device_expires_in = merged["device_expires_in"]
+        if (
+            isinstance(device_expires_in, bool)
+            or not isinstance(device_expires_in, int)
+            or device_expires_in < 1
+        ):
+            raise ValueError("device_expires_in must be a positive integer")
 
         return Settings(
             rotate=rotate,
@@ -112,6 +131,8 @@ class Settings:
             rate_per_second=None if rate is None else float(rate),
             latency_ms=latency,
             scope=scope,
+            device_interval=device_interval,
+            device_expires_in=device_expires_in,
         )
 
 
@@ -171,6 +192,8 @@ class SandboxApi(Protocol):
         rate_per_second: float | Unset | None = UNSET,
         latency_ms: int | Unset = UNSET,
         scope: str | Unset = UNSET,
+        device_interval: int | Unset = UNSET,
+        device_expires_in: int | Unset = UNSET,
     ) -> Settings: ...
 
     def add_fault(
@@ -206,6 +229,10 @@ class SandboxApi(Protocol):
     def refresh_token_is_valid(self, token: str) -> bool: ...
 
     def advance_time(self, seconds: float) -> None: ...
+
+    def device(
+        self, user_code: str, action: DeviceAction, *, merchant_id: str | None = None, times: int = 1
+    ) -> None: ...
 
 
 def settings_changes(**arguments: object) -> dict[str, object]:

@@ -84,6 +84,43 @@ def consent_page(
     return _layout("Authorize application - UltraCart", content)
 
 
+def device_page(
+    *,
+    action: str,
+    application_name: str,
+    user_code: str,
+    merchant_id: str = "DEMO1",
+    notice: str | None = None,
+) -> str:
+    """The verification page of a device authorization: enter the code shown on the device."""
+    notice_html = f'<div class="notice" role="alert">{escape(notice)}</div>\n' if notice else ""
+    content = f"""{notice_html}<h1>Connect a device</h1>
+<p><span class="app">{escape(application_name)}</span> is asking for access to your UltraCart account
+from a device. Enter the code the device shows.</p>
+<form method="post" action="{escape(action)}">
+  <label for="user_code">Code shown on the device</label>
+  <input type="text" id="user_code" name="user_code" value="{escape(user_code)}"
+         autocomplete="off" spellcheck="false" maxlength="16" required>
+  <label for="merchant_id">Merchant ID</label>
+  <input type="text" id="merchant_id" name="merchant_id" value="{escape(merchant_id)}"
+         autocomplete="off" spellcheck="false" maxlength="32" required>
+  <div class="actions">
+    <button type="submit" id="approve" name="decision" value="approve">Approve</button>
+    <button type="submit" id="deny" name="decision" value="deny" formnovalidate>Deny</button>
+  </div>
+</form>"""
+    return _layout("Connect a device - UltraCart", content)
+
+
+def device_done_page(*, approved: bool) -> str:
+    """After the merchant's decision on the verification page."""
+    if approved:
+        content = '<h1 id="result">Device connected</h1>\n<p>You can return to your device.</p>'
+    else:
+        content = '<h1 id="result">Request denied</h1>\n<p>The device was not given access.</p>'
+    return _layout("Connect a device - UltraCart", content)
+
+
 def error_page(title: str, message: str) -> str:
     """A plain error page, for requests that cannot be redirected back to the application."""
     content = f'<h1>{escape(title)}</h1>\n<p id="error">{escape(message)}</p>'

@@ -22,10 +22,11 @@ from ucsandbox.models import (
     API_VERSION_HEADER,
     BASE_PATH,
     CONTROL_PATH,
+    DEVICE_GRANT_TYPE,
     EndpointName,
     Settings,
 )
-from ucsandbox.pages import consent_page, error_page
+from ucsandbox.pages import consent_page, device_done_page, device_page, error_page
 from ucsandbox.replies import (
     NO_STORE,
     Reply,
@@ -51,12 +52,18 @@ ROUTES: dict[str, EndpointName] = {
     f"{BASE_PATH}/oauth/token": "token",
     f"{BASE_PATH}/oauth/revoke": "revoke",
     f"{BASE_PATH}/oauth/me": "me",
+    f"{BASE_PATH}/oauth/device/authorize": "device_authorize",
+    # The verification page a merchant opens to enter a device's user code (RFC 8628 section 3.3).
+    f"{BASE_PATH}/oauth/device": "device",
 }
+DEVICE_PAGE = f"{BASE_PATH}/oauth/device"
 METHODS: dict[EndpointName, tuple[str, ...]] = {
     "authorize": ("GET", "POST"),
     "token": ("POST",),
     "revoke": ("POST",),
     "me": ("GET",),
+    "device_authorize": ("POST",),
+    "device": ("GET", "POST"),
 }
 
 # An endpoint's real work: the answer and, when known, the merchant it concerned.
@@ -202,6 +209,9 @@ class SandboxHandler(BaseHTTPRequestHandler):
         if endpoint == "authorize":
             self._authorize(record, query if self.command == "GET" else form)
             return
+        if endpoint == "device":
+            self._device_page(record, query if self.command == "GET" else form)
+            return
         self._api(endpoint, record, form, content_type, is_form)
 
     def _read_body(self) -> bytes | int:
@@ -260,6 +270,8 @@ class SandboxHandler(BaseHTTPRequestHandler):
                 operation = partial(self._token, form, content_type, is_form, settings)
             elif endpoint == "revoke":
                 operation = partial(self._revoke, form, content_type, is_form)
+            elif endpoint == "device_authorize":
+                operation = partial(self._device_authorize, form, content_type, is_form)
             else:
                 operation = partial(self._me, bearer)
             # The entry is logged only once the slot is held: a test that sees it can rely on a
@@ -282,9 +294,13 @@ class SandboxHandler(BaseHTTPRequestHandler):
         if endpoint == "token":
             if form.get("grant_type") == "authorization_code":
                 return tokens.merchant_of(code=form.get("code", ""))
+            if form.get("grant_type") == DEVICE_GRANT_TYPE:
+                return tokens.merchant_of_device(form.get("device_code", ""))
             return tokens.merchant_of(token=form.get("refresh_token", ""))
         if endpoint == "revoke":
             return tokens.merchant_of(token=form.get("token", ""))
+        if endpoint == "device_authorize":
+            return None
         return tokens.merchant_of(token=bearer) if bearer else None
 
     def _check_client(self, form: dict[str, str], content_type: str, is_form: bool) -> str:
@@ -322,6 +338,11 @@ class SandboxHandler(BaseHTTPRequestHandler):
                 if not refresh_token:
                     raise OAuthError("invalid_request", "refresh_token is required.")
                 issued = self.state.tokens.refresh(client_id, refresh_token, settings.rotate, lifetime)
+            elif grant_type == DEVICE_GRANT_TYPE:
+                device_code = form.get("device_code", "")
+                if not device_code:
+                    raise OAuthError("invalid_request", "device_code is required.")
+                issued = self.state.tokens.poll_device(client_id, device_code, lifetime)
             elif not grant_type:
                 raise OAuthError("invalid_request", "grant_type is required.")
             else:
@@ -342,6 +363,29 @@ class SandboxHandler(BaseHTTPRequestHandler):
         if settings.include_merchant_id:
             payload["merchant_id"] = issued.merchant_id
         return payload
+
+    def _device_authorize(
+        self, form: dict[str, str], content_type: str, is_form: bool
+    ) -> tuple[Reply, str | None]:
+        """``POST /oauth/device/authorize`` (form ``client_id``, ``scope``, both required as in the SDK)."""
+        try:
+            client_id = self._check_client(form, content_type, is_form)
+            scope = form.get("scope", "").strip()
+            if not scope:
+                raise OAuthError("invalid_request", "scope is required.")
+        except OAuthError as exc:
+            return oauth_error_reply(exc.status, exc.error, exc.description), None
+        started = self.state.start_device(client_id, scope)
+        page = self.server.root_url + DEVICE_PAGE
+        payload = {
+            "device_code": started.device_code,
+            "user_code": started.user_code,
+            "verification_uri": page,
+            "verification_uri_complete": with_query(page, {"user_code": started.user_code}),
+            "expires_in": started.expires_in,
+            "interval": started.interval,
+        }
+        return json_reply(200, payload, NO_STORE), None
 
     def _revoke(self, form: dict[str, str], content_type: str, is_form: bool) -> tuple[Reply, str | None]:
         try:
@@ -428,6 +472,40 @@ class SandboxHandler(BaseHTTPRequestHandler):
             return html_reply(400, consent_page(**page_args, merchant_id=merchant_id, notice=notice)), None
         code = self.state.issue_code(merchant_id, redirect_uri)
         return redirect_reply(with_query(redirect_uri, {"code": code, **back})), merchant_id
+
+    # -- the device verification page -------------------------------------------------------------
+
+    def _device_page(self, record: dict[str, Any], params: dict[str, str]) -> None:
+        if self.command == "POST" and params.get("decision") == "approve":
+            record["merchant_id"] = params.get("merchant_id", "").strip() or None
+        entry_id = self.state.log.add(**record, status=None, fault=None)
+        slot = _Slot(self.state, None)
+        self._run("device", None, entry_id, slot, partial(self._device_reply, params))
+
+    def _device_reply(self, params: dict[str, str]) -> tuple[Reply, str | None]:
+        user_code = params.get("user_code", "").strip()
+        merchant_id = params.get("merchant_id", "").strip()
+        page_args: dict[str, Any] = {
+            "action": DEVICE_PAGE,
+            "application_name": self.state.application_name,
+            "user_code": user_code,
+        }
+        if self.command == "GET":
+            return html_reply(200, device_page(**page_args)), None
+        decision = params.get("decision")
+        if decision not in ("approve", "deny"):
+            return html_reply(400, device_page(**page_args, notice="Choose Approve or Deny.")), None
+        if not self.state.tokens.device_pending(user_code):
+            notice = "This code is unknown, expired or already used. Check the code on the device."
+            return html_reply(400, device_page(**page_args, notice=notice)), None
+        if decision == "deny":
+            self.state.device(user_code, "deny")
+            return html_reply(200, device_done_page(approved=False)), None
+        if not MERCHANT_ID.fullmatch(merchant_id):
+            notice = "Enter a merchant ID: 1 to 32 letters, digits, '-' or '_'."
+            return html_reply(400, device_page(**page_args, merchant_id=merchant_id, notice=notice)), None
+        self.state.device(user_code, "approve", merchant_id=merchant_id)
+        return html_reply(200, device_done_page(approved=True)), merchant_id
 
     # -- running an operation under the injected faults -------------------------------------------
 

@@ -14,8 +14,10 @@ from ucsandbox.faults import Fault, FaultQueue
 from ucsandbox.models import (
     CODE_LIFETIME_SECONDS,
     DEFAULT_CLIENT_ID,
+    DEVICE_ACTIONS,
     UNSET,
     ConcurrencyScope,
+    DeviceAction,
     EndpointName,
     MalformedKind,
     RecordedRequest,
@@ -67,6 +69,47 @@ class _Code:
     used: bool = False
 
 
+# RFC 8628 section 6.1: user codes from 20 consonants, easy to read and type, no vowels (no words).
+USER_CODE_ALPHABET = "BCDFGHJKLMNPQRSTVWXZ"
+
+
+def new_user_code() -> str:
+    """A user code like ``WDJB-MJHT`` (8 characters, about 34 bits)."""
+    letters = "".join(secrets.choice(USER_CODE_ALPHABET) for _ in range(8))
+    return f"{letters[:4]}-{letters[4:]}"
+
+
+def normalize_user_code(value: str) -> str:
+    """What the merchant typed, as stored: upper case, without dashes or spaces."""
+    return "".join(c for c in value.upper() if c.isalnum())
+
+
+@dataclasses.dataclass
+class _DeviceGrant:
+    """One device authorization: the device polls with ``device_code``; the merchant enters ``user_code``."""
+
+    client_id: str
+    user_code: str
+    scope: str
+    expires_at: float
+    interval: int
+    decision: str | None = None  # "approve" | "deny"
+    merchant_id: str | None = None
+    used: bool = False
+    last_poll: float | None = None
+    forced_slow_downs: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class DeviceStart:
+    """The answer of ``POST /oauth/device/authorize`` (the URIs are added by the server)."""
+
+    device_code: str
+    user_code: str
+    expires_in: int
+    interval: int
+
+
 @dataclasses.dataclass(frozen=True)
 class AccessGrant:
     """What an access token stands for."""
@@ -116,9 +159,11 @@ class TokenStore:
         self._codes: dict[str, _Code] = {}
         self._access: dict[str, AccessGrant] = {}
         self._refresh: dict[str, _RefreshGrant] = {}
+        self._devices: dict[str, _DeviceGrant] = {}
 
     def reset(self) -> None:
         with self._lock:
+            self._devices.clear()
             self._codes.clear()
             self._access.clear()
             self._refresh.clear()
@@ -161,6 +206,77 @@ class TokenStore:
             entry.used = True
             access, refresh = self._new_pair_locked(client_id, entry.merchant_id, scope, lifetime)
             return IssuedTokens(access, refresh, entry.merchant_id, scope)
+
+    # -- device authorizations (RFC 8628) ----------------------------------------------------------
+
+    def start_device(self, client_id: str, scope: str, *, interval: int, expires_in: int) -> DeviceStart:
+        device_code = secrets.token_urlsafe(32)
+        user_code = new_user_code()
+        with self._lock:
+            self._devices[device_code] = _DeviceGrant(
+                client_id, normalize_user_code(user_code), scope, self._clock.now() + expires_in, interval
+            )
+        return DeviceStart(device_code, user_code, expires_in, interval)
+
+    def _device_by_user_code_locked(self, user_code: str) -> _DeviceGrant | None:
+        wanted = normalize_user_code(user_code)
+        return next((g for g in self._devices.values() if g.user_code == wanted), None)
+
+    def device_pending(self, user_code: str) -> bool:
+        """Whether a user code names an authorization that still waits for the merchant's decision."""
+        with self._lock:
+            grant = self._device_by_user_code_locked(user_code)
+            return grant is not None and grant.decision is None and self._clock.now() < grant.expires_at
+
+    def device(self, user_code: str, action: DeviceAction, merchant_id: str | None, times: int) -> None:
+        """The merchant's decision on the verification page, or a test's hand on the authorization."""
+        if action not in DEVICE_ACTIONS:
+            raise ValueError(f"action must be one of {', '.join(DEVICE_ACTIONS)}")
+        with self._lock:
+            grant = self._device_by_user_code_locked(user_code)
+            if grant is None:
+                raise ValueError("no device authorization has this user_code")
+            if action == "approve":
+                if not merchant_id:
+                    raise ValueError("approve needs a merchant_id")
+                grant.decision, grant.merchant_id = "approve", merchant_id
+            elif action == "deny":
+                grant.decision = "deny"
+            elif action == "expire":
+                grant.expires_at = self._clock.now()
+            else:
+                grant.forced_slow_downs += max(1, times)
+
+    def merchant_of_device(self, device_code: str) -> str | None:
+        with self._lock:
+            grant = self._devices.get(device_code)
+            return grant.merchant_id if grant is not None else None
+
+    def poll_device(self, client_id: str, device_code: str, lifetime: int) -> IssuedTokens:
+        """One poll of the token endpoint with ``grant_type=...:device_code`` (RFC 8628 section 3.5)."""
+        with self._lock:
+            grant = self._devices.get(device_code)
+            if grant is None or grant.client_id != client_id:
+                raise OAuthError("invalid_grant", "The device code is invalid.")
+            if grant.used:
+                raise OAuthError("invalid_grant", "The device code has already been used.")
+            now = self._clock.now()
+            if now >= grant.expires_at:
+                raise OAuthError("expired_token", "The device code has expired.")
+            too_soon = grant.last_poll is not None and now - grant.last_poll < grant.interval
+            grant.last_poll = now
+            if grant.forced_slow_downs > 0 or too_soon:
+                grant.forced_slow_downs = max(0, grant.forced_slow_downs - 1)
+                # "the interval MUST be increased by 5 seconds for this and all subsequent requests"
+                grant.interval += 5
+                raise OAuthError("slow_down", f"Poll at most every {grant.interval} seconds.")
+            if grant.decision is None:
+                raise OAuthError("authorization_pending", "The merchant has not decided yet.")
+            if grant.decision == "deny" or grant.merchant_id is None:
+                raise OAuthError("access_denied", "The merchant denied the authorization request.")
+            grant.used = True
+            access, refresh = self._new_pair_locked(client_id, grant.merchant_id, grant.scope, lifetime)
+            return IssuedTokens(access, refresh, grant.merchant_id, grant.scope)
 
     def refresh(self, client_id: str, refresh_token: str, rotate: Rotate, lifetime: int) -> IssuedTokens:
         with self._lock:
@@ -405,6 +521,8 @@ class SandboxState:
         rate_per_second: float | Unset | None = UNSET,
         latency_ms: int | Unset = UNSET,
         scope: str | Unset = UNSET,
+        device_interval: int | Unset = UNSET,
+        device_expires_in: int | Unset = UNSET,
     ) -> Settings:
         """Change behaviour; arguments not given keep their value. Returns the new settings."""
         return self.apply_settings(
@@ -416,6 +534,8 @@ class SandboxState:
                 rate_per_second=rate_per_second,
                 latency_ms=latency_ms,
                 scope=scope,
+                device_interval=device_interval,
+                device_expires_in=device_expires_in,
             )
         )
 
@@ -502,3 +622,18 @@ class SandboxState:
     def advance_time(self, seconds: float) -> None:
         """Move the sandbox's clock forward (expires codes and access tokens without waiting)."""
         self.clock.advance(seconds)
+
+    def start_device(self, client_id: str, scope: str) -> DeviceStart:
+        """A device authorization as ``POST /oauth/device/authorize`` starts it."""
+        settings = self.settings
+        return self.tokens.start_device(
+            client_id, scope, interval=settings.device_interval, expires_in=settings.device_expires_in
+        )
+
+    def device(
+        self, user_code: str, action: DeviceAction, *, merchant_id: str | None = None, times: int = 1
+    ) -> None:
+        """Act on a device authorization as the merchant or UltraCart would: ``approve`` (for
+        ``merchant_id``), ``deny``, ``expire`` (now), or ``slow_down`` (the next ``times`` polls
+        answer ``slow_down``, each adding 5 s to the interval); raises ValueError."""
+        self.tokens.device(user_code, action, merchant_id, times)

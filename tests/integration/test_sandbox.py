@@ -1023,3 +1023,109 @@ def test_runs_alone_as_a_module() -> None:
     logged = "".join(lines.queue)
     assert "GET /rest/v2/oauth/me 200" in logged
     assert access not in logged
+
+
+# -- device authorization (RFC 8628) -----------------------------------------------------------
+
+DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
+
+
+def start_device(sandbox: SandboxApi, scope: str = "crm") -> dict[str, Any]:
+    answer = requests.post(
+        f"{sandbox.base_url}/oauth/device/authorize",
+        data={"client_id": sandbox.client_id, "scope": scope},
+        headers=API_HEADERS,
+        timeout=TIMEOUT,
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["Cache-Control"] == "no-store"
+    data: dict[str, Any] = answer.json()
+    return data
+
+
+def poll_device(sandbox: SandboxApi, device_code: str) -> requests.Response:
+    return post_token(
+        sandbox, {"client_id": sandbox.client_id, "grant_type": DEVICE_GRANT, "device_code": device_code}
+    )
+
+
+def test_device_authorize_needs_a_scope_and_a_known_client(sandbox: Sandbox) -> None:
+    url = f"{sandbox.base_url}/oauth/device/authorize"
+    no_scope = requests.post(url, data={"client_id": sandbox.client_id}, headers=API_HEADERS, timeout=TIMEOUT)
+    assert no_scope.status_code == 400 and no_scope.json()["error"] == "invalid_request"
+    stranger = requests.post(
+        url, data={"client_id": "nobody", "scope": "crm"}, headers=API_HEADERS, timeout=TIMEOUT
+    )
+    assert stranger.status_code == 401 and stranger.json()["error"] == "invalid_client"
+
+
+def test_device_polls_pending_slow_down_when_too_fast_then_tokens_once(sandbox: Sandbox) -> None:
+    started = start_device(sandbox)
+    assert len(started["user_code"]) == 9 and started["user_code"][4] == "-"
+    first = poll_device(sandbox, started["device_code"])
+    assert first.status_code == 400 and first.json()["error"] == "authorization_pending"
+    too_fast = poll_device(sandbox, started["device_code"])
+    assert too_fast.json()["error"] == "slow_down"  # and the interval is now 10 s
+    sandbox.advance_time(6)
+    assert poll_device(sandbox, started["device_code"]).json()["error"] == "slow_down"
+    sandbox.advance_time(16)
+    assert poll_device(sandbox, started["device_code"]).json()["error"] == "authorization_pending"
+    sandbox.device(started["user_code"].lower().replace("-", ""), "approve", merchant_id="DEVSB1")
+    sandbox.advance_time(16)
+    tokens = poll_device(sandbox, started["device_code"])
+    assert tokens.status_code == 200
+    body = tokens.json()
+    assert body["merchant_id"] == "DEVSB1" and body["scope"] == "crm" and isinstance(body["expires_in"], str)
+    assert sandbox.live_grants("DEVSB1").refresh_tokens == [body["refresh_token"]]
+    sandbox.advance_time(16)
+    assert poll_device(sandbox, started["device_code"]).json()["error"] == "invalid_grant"
+
+
+def test_device_denied_and_expired(sandbox: Sandbox) -> None:
+    denied, expired = start_device(sandbox), start_device(sandbox)
+    sandbox.device(denied["user_code"], "deny")
+    assert poll_device(sandbox, denied["device_code"]).json()["error"] == "access_denied"
+    sandbox.device(expired["user_code"], "expire")
+    assert poll_device(sandbox, expired["device_code"]).json()["error"] == "expired_token"
+    assert poll_device(sandbox, "no-such-code").json()["error"] == "invalid_grant"
+
+
+def test_the_verification_page_approves_denies_and_refuses_unknown_codes(sandbox: Sandbox) -> None:
+    started = start_device(sandbox)
+    page = requests.get(started["verification_uri_complete"], timeout=TIMEOUT)
+    assert page.status_code == 200
+    assert f'value="{started["user_code"]}"' in page.text
+    assert 'id="approve"' in page.text and 'id="deny"' in page.text
+    url = started["verification_uri"]
+    unknown = requests.post(
+        url, data={"user_code": "BBBB-BBBB", "merchant_id": "X1", "decision": "approve"}, timeout=TIMEOUT
+    )
+    assert unknown.status_code == 400 and "unknown, expired or already used" in unknown.text
+    bad_merchant = requests.post(
+        url,
+        data={"user_code": started["user_code"], "merchant_id": "<b>", "decision": "approve"},
+        timeout=TIMEOUT,
+    )
+    assert bad_merchant.status_code == 400 and "<b>" not in bad_merchant.text
+    approved = requests.post(
+        url,
+        data={"user_code": started["user_code"], "merchant_id": "DEVSB2", "decision": "approve"},
+        timeout=TIMEOUT,
+    )
+    assert approved.status_code == 200 and "Device connected" in approved.text
+    again = requests.post(url, data={"user_code": started["user_code"], "decision": "deny"}, timeout=TIMEOUT)
+    assert again.status_code == 400  # decided already
+    assert [r.merchant_id for r in sandbox.requests("device") if r.status == 200][-1] == "DEVSB2"
+
+
+def test_device_controls_refuse_bad_arguments(sandbox: Sandbox) -> None:
+    started = start_device(sandbox)
+    with SandboxControl(sandbox.url) as control:
+        with pytest.raises(SandboxControlError, match="action"):
+            control.device(started["user_code"], "maybe")  # type: ignore[arg-type]
+        with pytest.raises(SandboxControlError, match="merchant_id"):
+            control.device(started["user_code"], "approve")
+        with pytest.raises(SandboxControlError, match="user_code"):
+            control.device("ZZZZ-ZZZZ", "deny")
+        control.device(started["user_code"], "slow_down", times=2)
+    assert poll_device(sandbox, started["device_code"]).json()["error"] == "slow_down"

@@ -390,3 +390,75 @@ def test_sdk_error_model_parses_ultracart_rest_errors(sandbox: Sandbox) -> None:
     parsed = sdk_parse(json.loads(raised.value.body), ErrorResponse, client.configuration)
     assert parsed.success is False
     assert parsed.error.user_message == "Too many requests"
+
+
+# -- device authorization (RFC 8628) --------------------------------------------------------------
+
+
+def test_sdk_device_authorize_and_device_code_grant_parse_the_sandboxs_answers(sandbox: Sandbox) -> None:
+    from ultracart.model.oauth_device_authorization_response import OauthDeviceAuthorizationResponse
+
+    client = sdk_client(sandbox)
+    api = OauthApi(client)
+    try:
+        # The SDK's device authorize: POST /oauth/device/authorize, form client_id and scope.
+        started = api.oauth_device_authorize(sandbox.client_id, "crm", _request_timeout=SDK_TIMEOUT)
+        assert isinstance(started, OauthDeviceAuthorizationResponse)
+        assert started.interval == 5 and started.expires_in == 900
+        assert started.verification_uri_complete.endswith(f"?user_code={started.user_code}")
+        (asked,) = sandbox.requests("device_authorize")
+        assert asked.path == "/rest/v2/oauth/device/authorize"
+        assert asked.form == {"client_id": sandbox.client_id, "scope": "crm"}
+
+        def poll() -> Any:
+            return api.oauth_access_token(
+                sandbox.client_id,
+                "urn:ietf:params:oauth:grant-type:device_code",
+                device_code=started.device_code,
+                _request_timeout=SDK_TIMEOUT,
+            )
+
+        # Pending: a 400 whose body the SDK's token model parses (the error field).
+        with pytest.raises(ApiException) as pending:
+            poll()
+        assert pending.value.status == 400
+        assert json.loads(pending.value.body)["error"] == "authorization_pending"
+        sdk_parse(json.loads(pending.value.body), OauthTokenResponse, client.configuration)
+        # Polling again at once: slow_down.
+        with pytest.raises(ApiException) as slow:
+            poll()
+        assert json.loads(slow.value.body)["error"] == "slow_down"
+        # Approved (and the interval waited, by moving UltraCart's clock): the token response.
+        sandbox.device(started.user_code, "approve", merchant_id="SDKDEV")
+        sandbox.advance_time(11)
+        answer = poll()
+        assert isinstance(answer, OauthTokenResponse)
+        assert answer.merchant_id == "SDKDEV" and answer.scope == "crm"
+        assert sandbox.token_is_valid(answer.access_token)
+        # Spent: invalid_grant.
+        with pytest.raises(ApiException) as spent:
+            poll()
+        assert json.loads(spent.value.body)["error"] == "invalid_grant"
+    finally:
+        client.close()
+
+
+def test_our_client_reads_device_answers_like_the_sdk(sandbox: Sandbox) -> None:
+    client = UltraCartClient(sandbox.base_url, sandbox.client_id)
+    started = client.device_authorize("crm")
+    assert started.interval == 5 and started.expires_in == 900
+    assert "device_code" not in repr(started) and started.user_code not in repr(started)
+    with pytest.raises(UltraCartError) as pending:
+        client.poll_device(started.device_code)
+    assert pending.value.error == "authorization_pending"
+    sandbox.device(started.user_code, "deny")
+    sandbox.advance_time(6)
+    with pytest.raises(UltraCartError) as denied:
+        client.poll_device(started.device_code)
+    assert denied.value.error == "access_denied"
+    (poll, _) = sandbox.requests("token")
+    assert poll.form == {
+        "client_id": sandbox.client_id,
+        "grant_type": "urn:ietf:params:oauth:grant-type:device_code",
+        "device_code": started.device_code,
+    }

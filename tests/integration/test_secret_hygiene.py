@@ -28,6 +28,7 @@ from devstack.resources import LocalResources
 from tests.support.installs import stored_tokens
 from tests.support.lambdas import follow_to_installed, invoke, load_event
 from tests.support.observer import observed_events
+from ucoauth.device import get_device_settings
 from ucoauth.observability import logger
 from ucoauth.services import Services, set_services
 from ucoauth.settings import Settings
@@ -83,7 +84,10 @@ def admin_event(name: str, merchant_id: str) -> dict[str, Any]:
 
 
 def test_no_secret_reaches_any_output(
-    story: tuple[Services, Sandbox], aws_server: LocalResources, capfd: pytest.CaptureFixture[str]
+    story: tuple[Services, Sandbox],
+    aws_server: LocalResources,
+    capfd: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     services, sandbox = story
     outputs: list[str] = []
@@ -197,6 +201,38 @@ def test_no_secret_reaches_any_output(
     revoked = {r.form["token"] for r in sandbox.requests("revoke")}
     assert revoked == {second.access_token, second.refresh_token}
 
+    # a device authorization (RFC 8628): its device code and user code are credentials too
+    for name, value in aws_server.function_environment("DeviceWorkerFunction").items():
+        if name.startswith("DEVICE_"):
+            monkeypatch.setenv(name, value)
+    get_device_settings.cache_clear()
+    started = invoke("DeviceFlowFunction", load_event("device-start.json"))
+    assert started["statusCode"] == 201
+    device = json.loads(started["body"])  # the user code's one place: the answer to the caller
+    poll_event = load_event("sqs-device-poll.json")
+    poll_event["Records"][0]["body"] = json.dumps({"authorization_id": device["authorization_id"], "seq": 0})
+    assert invoke("DeviceWorkerFunction", poll_event) == {"batchItemFailures": []}  # pending
+    (first_poll,) = [r for r in sandbox.requests("token") if r.form.get("device_code")]
+    device_code = first_poll.form["device_code"]
+    secrets |= {device_code, device["user_code"], device["user_code"].replace("-", "")}
+    # UltraCart failing with the device code echoed in its error header: the exception path
+    sandbox.add_fault("token", status=500, uc_rest_error=f"upstream echoed {device_code}")
+    sandbox.advance_time(6)
+    poll_event["Records"][0]["body"] = json.dumps({"authorization_id": device["authorization_id"], "seq": 1})
+    assert invoke("DeviceWorkerFunction", poll_event) == {"batchItemFailures": []}  # retried later
+    sandbox.device(device["user_code"], "approve", merchant_id="HYG2")
+    sandbox.advance_time(11)
+    poll_event["Records"][0]["body"] = json.dumps({"authorization_id": device["authorization_id"], "seq": 2})
+    assert invoke("DeviceWorkerFunction", poll_event) == {"batchItemFailures": []}
+    status_event = load_event("device-status.json")
+    status_event["rawPath"] = f"/device/authorizations/{device['authorization_id']}"
+    status_event["pathParameters"] = {"authorization_id": device["authorization_id"]}
+    shown_device = invoke("DeviceFlowFunction", status_event)
+    assert json.loads(shown_device["body"]) == {"status": "installed", "merchant_id": "HYG2"}
+    outputs.append(json.dumps(shown_device))
+    third = stored_tokens(services, "HYG2")
+    secrets |= {third.access_token, third.refresh_token or ""}
+
     # collect every output
     captured = capfd.readouterr()
     logs = LOG_BUFFER.getvalue()
@@ -212,4 +248,4 @@ def test_no_secret_reaches_any_output(
         secret[:6] + "...": [i for i, text in enumerate(outputs) if secret in text] for secret in secrets
     }
     assert {k: v for k, v in leaks.items() if v} == {}, "secrets found in outputs"
-    assert len(secrets) >= 9
+    assert len(secrets) >= 14

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ucoauth.errors import PermanentUltraCartError, TransientUltraCartError
-from ucoauth.ultracart import MerchantInfo, RevokeResponse, TokenResponse
+from ucoauth.ultracart import DeviceAuthorization, MerchantInfo, RevokeResponse, TokenResponse
 
 
 @dataclass
@@ -27,6 +27,10 @@ class FakeUltraCart:
     # Run once, after UltraCart has processed a refresh and before its answer reaches the caller
     # (a slow network, a paused process): what others do in that window.
     during_refresh: Callable[[], None] | None = None
+    # Device authorizations (RFC 8628): device code -> {"state", "merchant_id", "slow_downs", "scope"}.
+    devices: dict[str, dict[str, object]] = field(default_factory=dict)
+    device_interval: int = 5
+    device_expires_in: int = 900
     _seq: itertools.count[int] = field(default_factory=itertools.count)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -108,6 +112,54 @@ class FakeUltraCart:
             if access_token not in self.access_owner:
                 raise PermanentUltraCartError("refused", status=401)
             return MerchantInfo(merchant_id=self.access_owner[access_token])
+
+    # -- device authorizations ---------------------------------------------------------
+
+    def device_authorize(self, scope: str) -> DeviceAuthorization:
+        with self._lock:
+            self.calls.append("device_authorize")
+            self._maybe_fail()
+            code = self._token("dev")
+            user_code = f"WDJB-{next(self._seq) % 10000:04d}"
+            self.devices[code] = {"state": "pending", "merchant_id": None, "slow_downs": 0, "scope": scope}
+            self.devices[code]["user_code"] = user_code
+            return DeviceAuthorization(
+                device_code=code,
+                user_code=user_code,
+                verification_uri="https://uc.example/device",
+                verification_uri_complete=f"https://uc.example/device?user_code={user_code}",
+                expires_in=self.device_expires_in,
+                interval=self.device_interval,
+            )
+
+    def decide_device(self, device_code: str, state: str, merchant_id: str | None = None) -> None:
+        """``approved`` (for merchant_id), ``denied``, ``expired``; or ``slow_down`` (the next poll)."""
+        with self._lock:
+            device = self.devices[device_code]
+            if state == "slow_down":
+                device["slow_downs"] = int(str(device["slow_downs"])) + 1
+            else:
+                device["state"], device["merchant_id"] = state, merchant_id
+
+    def poll_device(self, device_code: str) -> TokenResponse:
+        with self._lock:
+            self.calls.append("poll_device")
+            self._maybe_fail()
+            device = self.devices.get(device_code)
+            if device is None or device["state"] == "used":
+                raise PermanentUltraCartError("refused", status=400, error="invalid_grant")
+            if int(str(device["slow_downs"])) > 0:
+                device["slow_downs"] = int(str(device["slow_downs"])) - 1
+                raise PermanentUltraCartError("refused", status=400, error="slow_down")
+            state = device["state"]
+            if state == "pending":
+                raise PermanentUltraCartError("refused", status=400, error="authorization_pending")
+            if state == "denied":
+                raise PermanentUltraCartError("refused", status=400, error="access_denied")
+            if state == "expired":
+                raise PermanentUltraCartError("refused", status=400, error="expired_token")
+            device["state"] = "used"
+            return self._issue(str(device["merchant_id"]))
 
 
 def transient(status: int = 500) -> TransientUltraCartError:

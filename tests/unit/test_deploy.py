@@ -107,7 +107,7 @@ def test_no_function_reserves_concurrency(cfn: dict[str, Any]) -> None:
         f: p["Properties"].get("ReservedConcurrentExecutions") for f, p in functions.items()
     } == dict.fromkeys(functions)
     mappings = of_type(cfn, "AWS::Lambda::EventSourceMapping").values()
-    assert sorted(m["Properties"]["ScalingConfig"]["MaximumConcurrency"] for m in mappings) == [2, 2]
+    assert sorted(m["Properties"]["ScalingConfig"]["MaximumConcurrency"] for m in mappings) == [2, 2, 2]
 
 
 # --------------------------------------------------------------------------------------
@@ -172,6 +172,7 @@ def test_publishers_may_put_events_only_on_the_chosen_bus_and_only_as_the_stack(
         "RefreshWorkerFunctionRole",
         "RevokeWorkerFunctionRole",
         "AdminApiFunctionRole",
+        "DeviceWorkerFunctionRole",
     }
     assert OWN_EVENT_SOURCE == ucoauth_events.SOURCE
 
@@ -517,5 +518,7 @@ def test_the_translated_template_is_what_the_source_says(cfn: dict[str, Any]) ->
         "RefreshWorkerFunction",
         "RevokeWorkerFunction",
         "AdminApiFunction",
+        "DeviceFlowFunction",
+        "DeviceWorkerFunction",
     }
     assert Path(ROOT / "template.yaml").is_file()

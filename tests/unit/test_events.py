@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from devstack.events import EVENTS, function_for
-from devstack.resources import load_template, resources_of_type
+from devstack.events import EVENTS, declared_variables, function_for
+from devstack.resources import LocalResources, load_template, resources_of_type
 from tests.support.lambdas import invoke, load_event
+from ucoauth.device import get_device_settings
 from ucoauth.services import Services
 from ucoauth.settings import ENVIRONMENT, Settings
 
@@ -32,7 +33,14 @@ def test_every_function_has_an_event_and_every_event_a_function() -> None:
 
 
 @pytest.mark.parametrize("name", EVENT_FILES)
-def test_every_event_is_invokable_as_it_is(services: Services, name: str) -> None:
+def test_every_event_is_invokable_as_it_is(
+    services: Services, aws: LocalResources, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    # The function's own variables too (the device functions have some beyond the Globals)
+    for variable, value in aws.function_environment(function_for(name)).items():
+        if variable.startswith("DEVICE_"):
+            monkeypatch.setenv(variable, value)
+    get_device_settings.cache_clear()
     # Given the file exactly as it is in events/ / When its function runs it
     answer: Any = invoke(function_for(name), load_event(name))
     # Then an answer, never a crash, and a server error only where it is the answer
@@ -44,6 +52,9 @@ def test_env_json_gives_every_function_exactly_the_templates_variables() -> None
     content = json.loads((EVENTS / "env.json").read_text())
     assert sorted(content) == FUNCTIONS
     for logical_id, variables in content.items():
-        assert set(variables) == {*ENVIRONMENT, "AWS_ENDPOINT_URL"}, logical_id
+        assert set(variables) == {*declared_variables(load_template())[logical_id], "AWS_ENDPOINT_URL"}, (
+            logical_id
+        )
+        assert set(ENVIRONMENT) <= set(variables), logical_id
         assert all(isinstance(value, str) for value in variables.values()), logical_id
         Settings.from_env(variables)  # parses: a cold start with these values would not fail

@@ -227,3 +227,60 @@ def report_counts() -> Any:
         with open(path, "a") as handle:
             for route, tried in sorted(TRIED.items()):
                 handle.write(json.dumps({"route": route, "inputs": tried}) + "\n")
+
+
+@pytest.fixture
+def device_env(aws: LocalResources, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The device functions' own variables (beyond the Globals)."""
+    from ucoauth.device import get_device_settings
+
+    for name, value in aws.function_environment("DeviceFlowFunction").items():
+        if name.startswith("DEVICE_"):
+            monkeypatch.setenv(name, value)
+    get_device_settings.cache_clear()
+
+
+device_bodies = (
+    st.binary(max_size=2000).map(lambda b: b.decode("utf-8", "replace"))
+    | st.dictionaries(st.sampled_from(["scope", "x", ""]), st.text(max_size=300) | st.integers()).map(
+        json.dumps
+    )
+    | st.builds(lambda scope: json.dumps({"scope": scope}), st.text(max_size=300))
+)
+
+
+@FUZZ
+@given(body=device_bodies, query=st.sampled_from(["", "scope=crm", "x=1"]))
+def test_fuzz_device_start(
+    services: Services, aws: LocalResources, device_env: None, body: str, query: str
+) -> None:
+    count("POST /device/authorizations")
+    before = stored(aws)
+    event = load_event("device-start.json")
+    event["body"] = body
+    event["rawQueryString"] = query
+    if query:
+        key, value = query.split("=")
+        event["queryStringParameters"] = {key: value}
+    response = invoke("DeviceFlowFunction", event)
+    assert response["statusCode"] in (201, 400, 413), response
+    if response["statusCode"] == 201:
+        assert set(json.loads(response["body"])) >= {"authorization_id", "user_code", "interval"}
+    else:
+        assert json.loads(response["body"])["error"] in ("invalid_request", "request_too_large")
+        assert stored(aws) == before  # nothing stored for a rejected request
+
+
+@FUZZ
+@given(authorization_id=st.text(max_size=300))
+def test_fuzz_device_status(
+    services: Services, aws: LocalResources, device_env: None, authorization_id: str
+) -> None:
+    count("GET /device/authorizations/{authorization_id}")
+    event = load_event("device-status.json")
+    event["rawPath"] = f"/device/authorizations/{authorization_id}"
+    event["pathParameters"] = {"authorization_id": authorization_id}
+    response = invoke("DeviceFlowFunction", event)
+    assert response["statusCode"] in (400, 404), response
+    assert json.loads(response["body"])["error"] in ("invalid_authorization_id", "not_found")
+    assert stored(aws) == 0

@@ -74,6 +74,23 @@ CALLS: dict[str, set[str]] = {
         "sqs:DeleteMessage",
         "secretsmanager:GetSecretValue?",
     },
+    "DeviceFlowFunction": {
+        "dynamodb:PutItem",  # the device authorization
+        "dynamodb:GetItem",  # its status
+        "dynamodb:UpdateItem",  # the UltraCart budget; ending an authorization whose poll was not queued
+        "kms:Encrypt",  # the device code, with the device-code key only
+        "sqs:SendMessage",  # the first poll
+        "secretsmanager:GetSecretValue?",
+    },
+    "DeviceWorkerFunction": {
+        "dynamodb:GetItem",  # the installation a spent device code may already have stored
+        "dynamodb:UpdateItem",  # claim, next poll, outcome; the installation; events parked; budget
+        "kms:Decrypt",  # the device code, with the device-code key only
+        "kms:Encrypt",  # the tokens, with the token key only
+        "events:PutEvents",
+        "sqs:SendMessage",  # the next poll, delayed
+        "secretsmanager:GetSecretValue?",
+    },
 }
 
 # The public functions (reached from the internet) touch the table only under these partition
@@ -89,6 +106,16 @@ ITEM_PREFIXES: dict[str, dict[str, set[str]]] = {
         "RECEIPT#*": {"dynamodb:GetItem", "dynamodb:PutItem"},
     },
     "UninstallWebhookFunction": {"WEBHOOK#*": {"dynamodb:GetItem", "dynamodb:PutItem"}},
+    # IAM-signed, but confined all the same: its own items and the budget, never an installation.
+    "DeviceFlowFunction": {
+        "DEVICE#*": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"},
+        "BUDGET#*": {"dynamodb:UpdateItem"},
+    },
+    "DeviceWorkerFunction": {
+        "DEVICE#*": {"dynamodb:GetItem", "dynamodb:UpdateItem"},
+        "MERCHANT#*": {"dynamodb:GetItem", "dynamodb:UpdateItem"},
+        "BUDGET#*": {"dynamodb:GetItem", "dynamodb:UpdateItem"},
+    },
 }
 
 # SAM policy templates used in the template, expanded to the actions they grant.
@@ -181,6 +208,7 @@ def test_only_the_functions_that_need_the_key_can_use_it() -> None:
         "RefreshWorkerFunction",
         "RevokeWorkerFunction",
         "AdminApiFunction",
+        "DeviceWorkerFunction",
     }
     assert not any(c.startswith("kms:") for c in CALLS["UninstallWebhookFunction"])
     assert not any(c.startswith("kms:") for c in CALLS["RefreshPlannerFunction"])
@@ -196,3 +224,22 @@ def test_the_key_policy_requires_the_merchant_encryption_context() -> None:
         <= set(s["Action"] if isinstance(s["Action"], list) else [s["Action"]])
         for s in denies
     ), denies
+
+
+def test_the_device_functions_use_the_device_code_key_for_codes_and_the_token_key_only_to_encrypt() -> None:
+    template = load_template()
+
+    def kms(function: str) -> dict[str, set[str]]:
+        rights: dict[str, set[str]] = {}
+        for policy in template["Resources"][function]["Properties"]["Policies"]:
+            for statement in policy.get("Statement", []) if isinstance(policy, dict) else []:
+                found = statement["Action"]
+                for action in [found] if isinstance(found, str) else found:
+                    if action.startswith("kms:"):
+                        rights.setdefault(statement["Resource"]["Fn::GetAtt"][0], set()).add(action)
+        return rights
+
+    assert kms("DeviceFlowFunction") == {"DeviceCodeKey": {"kms:Encrypt"}}
+    assert kms("DeviceWorkerFunction") == {"DeviceCodeKey": {"kms:Decrypt"}, "TokenKey": {"kms:Encrypt"}}
+    others = set(CALLS) - {"DeviceFlowFunction", "DeviceWorkerFunction"}
+    assert all("DeviceCodeKey" not in kms(function) for function in others)

@@ -47,6 +47,8 @@ FUNCTIONS = {
     "RefreshWorkerFunction": "refresh_worker",
     "RevokeWorkerFunction": "revoke_worker",
     "AdminApiFunction": "admin_api",
+    "DeviceFlowFunction": "device_flow",
+    "DeviceWorkerFunction": "device_worker",
 }
 # docs/ARCHITECTURE.md, "Environment".
 
@@ -182,6 +184,8 @@ def test_the_http_api_has_exactly_its_routes(template: dict[str, Any]) -> None:
         Route("GET", "/admin/stats", "AdminApiFunction", "AWS_IAM"),
         # Any other /admin path is IAM-checked too, and answered with the admin API's JSON 404.
         Route("ANY", "/admin/{proxy+}", "AdminApiFunction", "AWS_IAM"),
+        Route("POST", "/device/authorizations", "DeviceFlowFunction", "AWS_IAM"),
+        Route("GET", "/device/authorizations/{authorization_id}", "DeviceFlowFunction", "AWS_IAM"),
     }
     assert list(resources_of_type(template, "AWS::Serverless::HttpApi")) == ["HttpApi"]
     assert template["Resources"]["HttpApi"]["Properties"]["Auth"]["EnableIamAuthorizer"] is True
@@ -330,11 +334,30 @@ def test_the_key_requires_the_merchant_encryption_context(template: dict[str, An
     )
 
 
+def test_device_codes_have_their_own_key_requiring_the_authorization_context(
+    template: dict[str, Any],
+) -> None:
+    key = template["Resources"]["DeviceCodeKey"]["Properties"]
+    assert key["EnableKeyRotation"] is True
+    denials = [s for s in key["KeyPolicy"]["Statement"] if s["Effect"] == "Deny"]
+    assert any(
+        {"kms:Encrypt", "kms:Decrypt"} <= set(s["Action"])
+        and s["Condition"] == {"Null": {"kms:EncryptionContext:authorization_id": "true"}}
+        for s in denials
+    )
+    for function in ("DeviceFlowFunction", "DeviceWorkerFunction"):
+        variables = template["Resources"][function]["Properties"]["Environment"]["Variables"]
+        assert variables["DEVICE_KEY_ID"] == {"Fn::GetAtt": ["DeviceCodeKey", "Arn"]}
+        assert variables["DEVICE_SCOPE"] == {"Ref": "DeviceScope"}
+        assert variables["DEVICE_QUEUE_URL"] == {"Ref": "DeviceQueue"}
+
+
 def test_every_worker_is_fed_by_sqs(template: dict[str, Any]) -> None:
     sources = sqs_event_sources(template)
     assert {name: source.queue_logical_id for name, source in sources.items()} == {
         "RefreshWorkerFunction": "RefreshQueue",
         "RevokeWorkerFunction": "RevokeQueue",
+        "DeviceWorkerFunction": "DeviceQueue",
     }
     assert all(source.report_batch_item_failures for source in sources.values())
     assert sources["RefreshWorkerFunction"].batch_size == 5
@@ -391,11 +414,11 @@ def test_every_queue_has_a_dead_letter_queue_and_alarms(template: dict[str, Any]
         if alarm["Properties"]["Namespace"] == "AWS/SQS"
     }
     dead_letter_queues = {"SchedulerDeadLetterQueue", "UninstallRuleDeadLetterQueue"}
-    for logical_id in ("RefreshQueue", "RevokeQueue"):
+    for logical_id in ("RefreshQueue", "RevokeQueue", "DeviceQueue"):
         redrive = queues[logical_id]["Properties"]["RedrivePolicy"]
         assert redrive["maxReceiveCount"] == 5
         dead_letter_queues.add(redrive["deadLetterTargetArn"]["Fn::GetAtt"][0])
-    assert dead_letter_queues | {"RefreshQueue", "RevokeQueue"} == set(queues)
+    assert dead_letter_queues | {"RefreshQueue", "RevokeQueue", "DeviceQueue"} == set(queues)
     assert alarmed == set(queues)
     for logical_id in dead_letter_queues:
         assert queues[logical_id]["Properties"]["MessageRetentionPeriod"] == 14 * 24 * 3600
@@ -455,7 +478,7 @@ def test_the_dashboard_draws_what_operators_watch(template: dict[str, Any]) -> N
         assert {m[3] for m in drawn if m[:2] == ("AWS/Lambda", name)} == {f"${{{f}}}" for f in functions}
     assert {m[1] for m in drawn if m[0] == "AWS/ApiGateway"} == {"4xx", "5xx"}
     sqs = {(m[1], m[3]) for m in drawn if m[0] == "AWS/SQS"}
-    for queue in ("RefreshQueue", "RevokeQueue"):
+    for queue in ("RefreshQueue", "RevokeQueue", "DeviceQueue"):
         assert ("ApproximateNumberOfMessagesVisible", f"${{{queue}.QueueName}}") in sqs
         assert ("ApproximateAgeOfOldestMessage", f"${{{queue}.QueueName}}") in sqs
     url, names = template["Outputs"]["DashboardUrl"]["Value"]["Fn::Sub"]

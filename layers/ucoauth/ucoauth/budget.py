@@ -24,7 +24,13 @@ if TYPE_CHECKING:
 
     from ucoauth.settings import Settings
     from ucoauth.timing import Deadline
-    from ucoauth.ultracart import MerchantInfo, RevokeResponse, TokenResponse, UltraCartApi
+    from ucoauth.ultracart import (
+        DeviceAuthorization,
+        MerchantInfo,
+        RevokeResponse,
+        TokenResponse,
+        UltraCartApi,
+    )
 
 Tier = Literal["callback", "background"]
 HOUR = 3600
@@ -153,3 +159,9 @@ class BudgetedUltraCart:
 
     def me(self, access_token: str) -> MerchantInfo:
         return self._ready().me(access_token)
+
+    def device_authorize(self, scope: str) -> DeviceAuthorization:
+        return self._ready().device_authorize(scope)
+
+    def poll_device(self, device_code: str) -> TokenResponse:
+        return self._ready().poll_device(device_code)

@@ -140,35 +140,55 @@ class AdminClient:
             self.credentials = found
 
     def call(
-        self, method: str, path: str, query: dict[str, str] | None = None
+        self,
+        method: str,
+        path: str,
+        query: dict[str, str] | None = None,
+        *,
+        body: bytes = b"",
+        api_root: bool = False,
     ) -> tuple[int, Any, dict[str, str]]:
+        """``path`` under the admin API, or with ``api_root`` under the API itself (``/device/...``)."""
         import requests
         from botocore.auth import SigV4Auth
         from botocore.awsrequest import AWSRequest
 
-        url = self.endpoint.base_url + path + (f"?{urlencode(query)}" if query else "")
-        request = AWSRequest(method=method, url=url, data=b"", headers={"Accept": "application/json"})
+        base = self.endpoint.base_url.removesuffix("/admin") if api_root else self.endpoint.base_url
+        url = base + path + (f"?{urlencode(query)}" if query else "")
+        headers = {"Accept": "application/json"}
+        if body:
+            headers["Content-Type"] = "application/json"
+        request = AWSRequest(method=method, url=url, data=body, headers=headers)
         SigV4Auth(self.credentials.get_frozen_credentials(), "execute-api", self.endpoint.region).add_auth(
             request
         )
         try:
             response = requests.request(
-                method, url, headers=dict(request.headers.items()), data=b"", timeout=TIMEOUT
+                method, url, headers=dict(request.headers.items()), data=body, timeout=TIMEOUT
             )
         except requests.RequestException as exc:
             raise CliError(f"cannot reach {self.endpoint.base_url}: {type(exc).__name__}") from None
+        answer: Any
         try:
-            body = response.json()
+            answer = response.json()
         except ValueError:
-            body = {"error": f"http_{response.status_code}"}
-        return response.status_code, body, dict(response.headers)
+            answer = {"error": f"http_{response.status_code}"}
+        return response.status_code, answer, dict(response.headers)
 
-    def ok(self, method: str, path: str, query: dict[str, str] | None = None) -> Any:
+    def ok(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, str] | None = None,
+        *,
+        body: bytes = b"",
+        api_root: bool = False,
+    ) -> Any:
         """The body of a 2xx answer; anything else raises CliError (400 is a usage error)."""
-        status, body, headers = self.call(method, path, query)
+        status, answer, headers = self.call(method, path, query, body=body, api_root=api_root)
         if 200 <= status < 300:
-            return body
-        error = body.get("error") or body.get("message") if isinstance(body, dict) else None
+            return answer
+        error = answer.get("error") or answer.get("message") if isinstance(answer, dict) else None
         detail = f"{status} {error or 'error'}"
         if "Retry-After" in headers:
             detail += f" (retry after {headers['Retry-After']} s)"
@@ -344,6 +364,48 @@ def cmd_redrive(client: AdminClient, io: Io, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_install(client: AdminClient, io: Io, args: argparse.Namespace) -> int:
+    """``install --device``: start a device authorization, show its code and address, wait for it."""
+    if not args.device:
+        raise CliError(
+            "only --device installs from here; merchants install in a browser at InstallUrl", EXIT_USAGE
+        )
+    request = json.dumps({"scope": args.scope}).encode() if args.scope else b""
+    started = client.ok("POST", "/device/authorizations", body=request, api_root=True)
+    if io.json:
+        print(json.dumps(started, sort_keys=True), file=io.out, flush=True)
+    else:
+        print(f"Open {started['verification_uri_complete']}", file=io.out)
+        print(
+            f"or open {started['verification_uri']} and enter the code {started['user_code']}",
+            file=io.out,
+            flush=True,
+        )
+    path = f"/device/authorizations/{started['authorization_id']}"
+    interval = max(1, int(started.get("interval") or 5))
+    waited = 0.0
+    while True:
+        io.sleep(interval)
+        waited += interval
+        status = client.ok("GET", path, api_root=True)
+        if status.get("status") != "pending":
+            break
+        if args.timeout is not None and waited >= args.timeout:
+            raise CliError("still waiting for the merchant: gave up (--timeout)")
+        io.progress("waiting for the merchant to approve...")
+    result = {"authorization_id": started["authorization_id"], **status}
+    io.emit(result, lambda out: print(_install_outcome(status), file=out))
+    return 0 if status.get("status") == "installed" else EXIT_FAILED
+
+
+def _install_outcome(status: dict[str, Any]) -> str:
+    if status.get("status") == "installed":
+        return f"{status.get('merchant_id')}: installed"
+    if status.get("status") == "denied":
+        return "denied: the merchant did not approve"
+    return "expired: start again"
+
+
 def cmd_stats(client: AdminClient, io: Io, args: argparse.Namespace) -> int:
     stats = client.ok("GET", "/stats")
     io.emit(stats, lambda out: stats_text(stats, out))
@@ -435,6 +497,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     redrive.add_argument("queue", choices=("refresh", "revoke"))
     redrive.set_defaults(run=cmd_redrive)
+
+    installing = commands.add_parser(
+        "install",
+        help="install without a browser redirect: --device shows a code and waits",
+        parents=[common],
+    )
+    installing.add_argument("--device", action="store_true", help="UltraCart's device flow (RFC 8628)")
+    installing.add_argument(
+        "--scope", help="the UltraCart scope to ask for (default: the stack's DeviceScope)"
+    )
+    installing.add_argument("--timeout", type=float, help="give up after this many seconds")
+    installing.set_defaults(run=cmd_install)
 
     stats = commands.add_parser("stats", help="installations, budget, queues", parents=[common])
     stats.set_defaults(run=cmd_stats)

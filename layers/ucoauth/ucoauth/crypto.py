@@ -22,6 +22,9 @@ if TYPE_CHECKING:
     from mypy_boto3_kms import KMSClient
 
 PURPOSE = "ultracart-oauth-tokens"
+# A device authorization's device code (RFC 8628) is a credential until it is spent: encrypted
+# with a key of its own (DeviceCodeKey), bound to its authorization id (it has no merchant yet).
+DEVICE_CODE_PURPOSE = "ultracart-device-code"
 _PROBE = b"ucoauth key probe"
 
 
@@ -38,6 +41,13 @@ def _key_unavailable(exc: ClientError | BotoCoreError, merchant_id: str) -> KeyU
     return KeyUnavailableError(f"KMS refused to use the token key ({code})")
 
 
+def _device_key_unavailable(exc: ClientError | BotoCoreError) -> KeyUnavailableError:
+    code = _code(exc) if isinstance(exc, ClientError) else type(exc).__name__
+    metrics.add_metric(name="KeyUnavailable", unit="Count", value=1)
+    logger.error("KMS refused to use the token key for a device code", error=code)
+    return KeyUnavailableError(f"KMS refused to use the token key ({code})")
+
+
 @dataclass(frozen=True, slots=True)
 class TokenSet:
     """The secret part of an installation. Never logged: excluded from ``repr``."""
@@ -49,6 +59,11 @@ class TokenSet:
 def encryption_context(merchant_id: str) -> dict[str, str]:
     """The KMS encryption context for a merchant's tokens (the key policy requires merchant_id)."""
     return {"merchant_id": merchant_id, "purpose": PURPOSE}
+
+
+def device_code_context(authorization_id: str) -> dict[str, str]:
+    """The KMS encryption context of a device code (the device-code key's policy requires it)."""
+    return {"authorization_id": authorization_id, "purpose": DEVICE_CODE_PURPOSE}
 
 
 class TokenCipher:
@@ -112,3 +127,36 @@ class TokenCipher:
                 raise KeyUnavailableError("KMS returned a different probe")
         except (ClientError, BotoCoreError) as exc:
             raise _key_unavailable(exc, merchant_id) from None
+
+
+class DeviceCodeCipher:
+    """Encrypts a device authorization's device code with the device-code key (not the token key),
+    bound to the authorization id by the encryption context."""
+
+    def __init__(self, key_id: str, kms_client: Callable[[], KMSClient] = aws.kms) -> None:
+        self._key_id = key_id
+        self._kms = kms_client
+
+    def encrypt(self, authorization_id: str, device_code: str) -> bytes:
+        """Ciphertext of a device code, bound to its authorization; KeyUnavailableError if KMS refuses."""
+        try:
+            answer = self._kms().encrypt(
+                KeyId=self._key_id,
+                Plaintext=device_code.encode(),
+                EncryptionContext=device_code_context(authorization_id),
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise _device_key_unavailable(exc) from None
+        return answer["CiphertextBlob"]
+
+    def decrypt(self, authorization_id: str, blob: bytes) -> str:
+        """The device code inside ``blob``; KeyUnavailableError when KMS refuses (the caller retries)."""
+        try:
+            answer = self._kms().decrypt(
+                CiphertextBlob=blob,
+                EncryptionContext=device_code_context(authorization_id),
+                KeyId=self._key_id,
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise _device_key_unavailable(exc) from None
+        return answer["Plaintext"].decode()

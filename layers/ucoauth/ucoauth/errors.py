@@ -117,6 +117,10 @@ class UpstreamUnavailableError(UcOAuthError):
         self.retry_after = retry_after
 
 
+class DeviceAuthorizationNotFoundError(UcOAuthError):
+    """No device authorization has this id (never issued, or its record expired)."""
+
+
 class LeaseBusyError(UcOAuthError):
     """Another worker holds this merchant's refresh lease."""
 

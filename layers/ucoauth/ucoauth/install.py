@@ -23,8 +23,10 @@ from ucoauth.ultracart import authorize_url
 from ucoauth.validation import is_merchant_id
 
 if TYPE_CHECKING:
+    from ucoauth.budget import BudgetedUltraCart
     from ucoauth.services import Services
     from ucoauth.timing import Deadline
+    from ucoauth.ultracart import TokenResponse
 
 STATE_COOKIE = "__Host-ucoauth_state"
 RECEIPT_COOKIE = "__Host-ucoauth_receipt"
@@ -86,14 +88,34 @@ def complete_install(
     # A merchant is waiting in the browser: these calls may use the budget's reserve.
     client = services.ultracart_for("callback", deadline)
     answer = client.exchange_code(code, redirect_uri)
+    return store_new_installation(services, client, deadline, answer, install_id=digest(state))
+
+
+def store_new_installation(
+    services: Services,
+    client: BudgetedUltraCart,
+    deadline: Deadline,
+    answer: TokenResponse,
+    *,
+    install_id: str,
+) -> InstallResult:
+    """Tokens UltraCart just issued for a new grant (a code exchange, an approved device): store
+    them as the merchant's installation (a new generation, due for refresh by their lifetime) and
+    announce ``Installation Completed``. The browser callback and the device flow both end here,
+    so an install landing over an active installation is one code path whichever way it came.
+
+    ``install_id`` is unique to one install flow: a retry of a write that already landed counts no
+    second generation. When the tokens cannot be stored they are revoked at UltraCart (no
+    installation exists to keep them on) and the AWS error is raised.
+    """
     tokens = TokenSet(access_token=answer.access_token, refresh_token=answer.refresh_token)
     merchant_id = answer.merchant_id
     if merchant_id is None:
         merchant_id = client.me(answer.access_token).merchant_id
     if not is_merchant_id(merchant_id):
         raise TransientUltraCartError("UltraCart answered a malformed merchant id")
-    # The code is spent at UltraCart now: a failed write would lose the grant, so retry it
-    # while the invocation has time; if it still fails, revoke the grant rather than orphan it.
+    # The grant is issued at UltraCart now: a failed write would lose it, so retry it while the
+    # invocation has time; if it still fails, revoke the grant rather than orphan it.
     try:
         fields = retry_within(
             services,
@@ -105,7 +127,7 @@ def complete_install(
             services,
             deadline,
             lambda: services.installations.save_installation(
-                merchant_id, fields, now=services.now(), install_id=digest(state)
+                merchant_id, fields, now=services.now(), install_id=install_id
             ),
             keep_back=0.0,
         )

@@ -31,6 +31,8 @@ from ucoauth.observability import redact_text
 
 API_VERSION = "2017-03-01"
 _MAX_BODY = 64 * 1024
+# RFC 8628: the grant type a device authorization is polled with.
+DEVICE_GRANT_TYPE = "urn:ietf:params:oauth:grant-type:device_code"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,19 @@ class RevokeResponse:
 
 
 @dataclass(frozen=True, slots=True)
+class DeviceAuthorization:
+    """The answer of ``POST /oauth/device/authorize``. The device code is a credential: out of ``repr``;
+    the user code is shown to a person, never logged either."""
+
+    device_code: str = field(repr=False)
+    user_code: str = field(repr=False)
+    verification_uri: str
+    verification_uri_complete: str = field(repr=False)
+    expires_in: int
+    interval: int
+
+
+@dataclass(frozen=True, slots=True)
 class MerchantInfo:
     """The answer of ``GET /oauth/me``."""
 
@@ -73,6 +88,10 @@ class UltraCartApi(Protocol):
     def revoke(self, token: str) -> RevokeResponse: ...
 
     def me(self, access_token: str) -> MerchantInfo: ...
+
+    def device_authorize(self, scope: str) -> DeviceAuthorization: ...
+
+    def poll_device(self, device_code: str) -> TokenResponse: ...
 
 
 def parse_expires_in(value: Any) -> int | None:
@@ -145,6 +164,18 @@ class UltraCartClient:
     def refresh(self, refresh_token: str) -> TokenResponse:
         """``grant_type=refresh_token``: a fresh access token (and maybe a rotated refresh token)."""
         form = {"grant_type": "refresh_token", "refresh_token": refresh_token}
+        return self._token_response(self._post("/oauth/token", form))
+
+    def device_authorize(self, scope: str) -> DeviceAuthorization:
+        """``POST /oauth/device/authorize`` (RFC 8628): a device code to poll with, a user code to show."""
+        body = self._post("/oauth/device/authorize", {"scope": scope})
+        return self._device_authorization(body)
+
+    def poll_device(self, device_code: str) -> TokenResponse:
+        """``grant_type=urn:ietf:params:oauth:grant-type:device_code``: tokens once the merchant
+        approved; until then :class:`PermanentUltraCartError` whose ``error`` is
+        ``authorization_pending``, ``slow_down``, ``access_denied`` or ``expired_token``."""
+        form = {"grant_type": DEVICE_GRANT_TYPE, "device_code": device_code}
         return self._token_response(self._post("/oauth/token", form))
 
     def revoke(self, token: str) -> RevokeResponse:
@@ -235,6 +266,34 @@ class UltraCartClient:
         return body
 
     @staticmethod
+    def _device_authorization(body: dict[str, Any]) -> DeviceAuthorization:
+        strings = {}
+        for name in ("device_code", "user_code", "verification_uri"):
+            value = body.get(name)
+            if not isinstance(value, str) or not value or len(value) > 2048:
+                raise TransientUltraCartError(f"device authorization without a usable {name}", status=200)
+            strings[name] = value
+        complete = body.get("verification_uri_complete")
+        numbers = {}
+        for name, default in (("expires_in", None), ("interval", 5)):
+            value = body.get(name, default)
+            if isinstance(value, str) and value.strip().isdigit():
+                value = int(value.strip())
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= 86_400:
+                raise TransientUltraCartError(f"device authorization without a usable {name}", status=200)
+            numbers[name] = value
+        return DeviceAuthorization(
+            device_code=strings["device_code"],
+            user_code=strings["user_code"],
+            verification_uri=strings["verification_uri"],
+            verification_uri_complete=complete
+            if isinstance(complete, str) and complete and len(complete) <= 2048
+            else strings["verification_uri"],
+            expires_in=numbers["expires_in"],
+            interval=numbers["interval"],
+        )
+
+    @staticmethod
     def _token_response(body: dict[str, Any]) -> TokenResponse:
         access = body.get("access_token")
         if not isinstance(access, str) or not access:
@@ -315,6 +374,8 @@ def forget_clients() -> None:
 
 
 __all__ = [
+    "DEVICE_GRANT_TYPE",
+    "DeviceAuthorization",
     "MerchantInfo",
     "PermanentUltraCartError",
     "RevokeResponse",
