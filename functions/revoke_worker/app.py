@@ -1,4 +1,5 @@
-"""Revoke worker: uninstall requests (webhook or EventBridge) → UltraCart revoke → crypto-shred."""
+"""Revoke worker: uninstall requests (webhook or EventBridge) → UltraCart revoke → crypto-shred;
+and grants a reinstall replaced → UltraCart revoke."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from ucoauth.errors import RetryLaterError, RevokePendingError
 from ucoauth.observability import logger, metrics
 from ucoauth.queues import back_off, defer
 from ucoauth.services import get_services
+from ucoauth.superseded import is_superseded_message, revoke_superseded
 from ucoauth.timing import Deadline
 from ucoauth.uninstall import process_uninstall
 
@@ -30,7 +32,11 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> str:
     services = get_services()
     deadline = Deadline.of_context(lambda_context, services.clock)
     try:
-        result = process_uninstall(services, body, deadline=deadline)
+        result: str = (
+            revoke_superseded(services, body, deadline=deadline)
+            if is_superseded_message(body)
+            else process_uninstall(services, body, deadline=deadline)
+        )
     except RetryLaterError as exc:
         # UltraCart could not confirm the revoke (or nothing was attempted): the request comes back
         # as a new, delayed message, so an outage of hours never walks it into the DLQ.

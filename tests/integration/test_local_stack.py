@@ -346,3 +346,25 @@ def test_invoke_tool_explains_a_stopped_stack(tmp_path: Path, capsys: pytest.Cap
     )
     assert code == 2
     assert "make dev" in capsys.readouterr().err
+
+
+def test_a_reinstall_revokes_the_grant_it_replaces_and_an_uninstall_leaves_none(
+    stack: LocalStack, sandbox: Any
+) -> None:
+    install(stack, "LS9")
+    first = get_token(stack, "LS9").json()["access_token"]
+    install(stack, "LS9")  # the merchant installs again: UltraCart issues a second grant
+    second = get_token(stack, "LS9").json()["access_token"]
+    assert second != first
+    stack.runner.drain_until_empty(timeout=10)
+    # The replaced grant is revoked at UltraCart: only the stored one is live.
+    live = sandbox.live_grants("LS9")
+    assert live.access_tokens == [second]
+    assert len(live.refresh_tokens) == 1
+
+    signed = sign_webhook.sign_uninstall(webhook_secret(stack), "LS9")
+    url = f"{stack.gateway_url}/webhooks/uninstall"
+    response = requests.post(url, data=signed.body.encode(), headers=signed.headers, timeout=TIMEOUT)
+    assert response.status_code == 202, response.text
+    stack.runner.drain_until_empty(timeout=10)
+    assert not sandbox.live_grants("LS9").any  # nothing UltraCart honours outlives the uninstall

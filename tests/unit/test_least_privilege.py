@@ -21,6 +21,7 @@ CALLS: dict[str, set[str]] = {
         "dynamodb:GetItem",  # the reload-safe success receipt
         "kms:Encrypt",
         "events:PutEvents",
+        "sqs:SendMessage",  # a reinstall: the replaced grant, to the revoke queue
         "secretsmanager:GetSecretValue?",  # only with UltraCartClientSecretArn
     },
     "TokenApiFunction": {
@@ -88,7 +89,7 @@ CALLS: dict[str, set[str]] = {
         "kms:Decrypt",  # the device code, with the device-code key only
         "kms:Encrypt",  # the tokens, with the token key only
         "events:PutEvents",
-        "sqs:SendMessage",  # the next poll, delayed
+        "sqs:SendMessage",  # the next poll, delayed; a replaced grant, to the revoke queue
         "secretsmanager:GetSecretValue?",
     },
 }

@@ -42,6 +42,20 @@ def test_install_then_reinstall_bumps_generation_and_version(services: Services)
     assert store.get("DEMO1") == again
 
 
+def test_a_reinstall_hands_back_exactly_the_tokens_it_replaced(services: Services) -> None:
+    store = services.installations
+    first, replaced = store.replace_installation("DEMO1", fields(blob=b"grant-1"), now=NOW)
+    assert replaced is None
+    store.mark_reauthorization_required("DEMO1", expected_version=first.version, now=NOW + 5)
+    again, replaced = store.replace_installation("DEMO1", fields(blob=b"grant-2"), now=NOW + 10)
+    assert replaced is not None
+    assert (replaced.ciphertext, replaced.generation) == (b"grant-1", 1)
+    assert replaced.status == "reauthorization_required"
+    # What the write answers is what it stored, though it asked DynamoDB for the item before it.
+    assert store.get("DEMO1") == again
+    assert (again.status, again.tokens_ciphertext, again.generation) == (ACTIVE, b"grant-2", 2)
+
+
 def test_a_retried_install_write_counts_one_generation(services: Services) -> None:
     store = services.installations
     first = store.save_installation("DEMO1", fields(), now=NOW, install_id="flow-a")

@@ -482,7 +482,10 @@ def test_the_dashboard_draws_what_operators_watch(template: dict[str, Any]) -> N
         assert ("ApproximateNumberOfMessagesVisible", f"${{{queue}.QueueName}}") in sqs
         assert ("ApproximateAgeOfOldestMessage", f"${{{queue}.QueueName}}") in sqs
     url, names = template["Outputs"]["DashboardUrl"]["Value"]["Fn::Sub"]
-    assert url == "https://${Console}/cloudwatch/home?region=${AWS::Region}#dashboards/dashboard/${OperationsDashboard}"
+    assert (
+        url
+        == "https://${Console}/cloudwatch/home?region=${AWS::Region}#dashboards/dashboard/${OperationsDashboard}"
+    )
     # The console's host differs per partition: China and GovCloud stacks get a working link too.
     assert names["Console"] == {"Fn::FindInMap": ["ConsoleByPartition", {"Ref": "AWS::Partition"}, "Host"]}
     hosts = {k: v["Host"] for k, v in template["Mappings"]["ConsoleByPartition"].items()}

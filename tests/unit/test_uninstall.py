@@ -236,3 +236,67 @@ def test_an_eventbridge_uninstall_is_handled_the_same_way(
     event["Records"][0]["body"] = json.dumps(message)
     assert invoke("RevokeWorkerFunction", event) == {"batchItemFailures": []}
     assert services.installations.get("DEMO1").uninstall_reason == "com.example.app"  # type: ignore[union-attr]
+
+
+def revoke_messages(aws: LocalResources) -> list[dict[str, Any]]:
+    return [json.loads(m["Body"]) for m in queued(aws)]
+
+
+def test_a_reinstall_has_the_grant_it_replaced_revoked_by_the_worker(
+    services: Services, fake_uc: FakeUltraCart, clock: Clock, aws: LocalResources
+) -> None:
+    install(services, fake_uc)
+    first_refresh = next(iter(fake_uc.live_refresh))
+    install(services, fake_uc)  # a second install of the same merchant: a second grant
+    assert len(fake_uc.live_refresh) == 2
+    (message,) = revoke_messages(aws)
+    assert message["type"] == "revoke_superseded" and message["merchant_id"] == "DEMO1"
+    assert first_refresh not in json.dumps(message)  # the tokens travel encrypted only
+    assert invoke("RevokeWorkerFunction", sqs_event(message)) == {"batchItemFailures": []}
+    # UltraCart holds exactly the stored grant; the installation is untouched.
+    assert first_refresh not in fake_uc.live_refresh and len(fake_uc.live_refresh) == 1
+    installation = services.installations.get("DEMO1")
+    assert installation is not None and installation.status == "active" and installation.generation == 2
+    assert installation.lease_owner is None
+    # A redelivery revokes nothing twice and fails nothing.
+    assert invoke("RevokeWorkerFunction", sqs_event(message)) == {"batchItemFailures": []}
+    assert len(fake_uc.live_refresh) == 1
+
+
+def test_a_replaced_grant_is_retried_while_ultracart_fails_then_counted_lost(
+    services: Services, fake_uc: FakeUltraCart, clock: Clock, aws: LocalResources
+) -> None:
+    install(services, fake_uc)
+    install(services, fake_uc)
+    (message,) = revoke_messages(aws)
+    fake_uc.fail_next.append(transient(500))
+    assert invoke("RevokeWorkerFunction", sqs_event(message)) == {"batchItemFailures": []}
+    sqs = boto3.client("sqs", region_name=aws.region)
+    attributes = sqs.get_queue_attributes(QueueUrl=aws.revoke_queue_url, AttributeNames=["All"])["Attributes"]
+    assert attributes["ApproximateNumberOfMessagesDelayed"] == "1"  # back later, as a new message
+    assert len(fake_uc.live_refresh) == 2
+    # Past the retry period, still failing: given up (TokensLost alarms), not retried forever.
+    clock.now += services.settings.revoke_retry_seconds + 1
+    fake_uc.fail_next.extend([transient(500)])
+    late = {**message, "retry_since": int(clock.now - services.settings.revoke_retry_seconds - 1)}
+    assert invoke("RevokeWorkerFunction", sqs_event(late)) == {"batchItemFailures": []}
+    attributes = sqs.get_queue_attributes(QueueUrl=aws.revoke_queue_url, AttributeNames=["All"])["Attributes"]
+    assert attributes["ApproximateNumberOfMessagesDelayed"] == "1"  # not deferred again
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"type": "revoke_superseded", "merchant_id": "DEMO1", "tokens": "not base64!"},
+        {"type": "revoke_superseded", "merchant_id": "../x", "tokens": "AAAA"},
+        {"type": "revoke_superseded", "merchant_id": "DEMO1", "tokens": "AAAA"},  # not our ciphertext
+        {"type": "revoke_superseded", "merchant_id": "DEMO1"},
+    ],
+)
+def test_a_malformed_replaced_grant_message_is_dropped(
+    services: Services, fake_uc: FakeUltraCart, body: dict[str, Any]
+) -> None:
+    install(services, fake_uc)
+    assert invoke("RevokeWorkerFunction", sqs_event(body)) == {"batchItemFailures": []}
+    assert fake_uc.calls.count("revoke") == 0
+    assert services.installations.get("DEMO1").status == "active"  # type: ignore[union-attr]

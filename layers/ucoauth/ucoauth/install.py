@@ -17,6 +17,7 @@ from ucoauth.outbox import announce
 from ucoauth.retry import retry_within
 from ucoauth.rotation import revoke_tokens
 from ucoauth.store import Receipt, digest
+from ucoauth.superseded import queue_superseded
 from ucoauth.timing import AWS_CALL_MAX, call_needs
 from ucoauth.tokens import token_fields
 from ucoauth.ultracart import authorize_url
@@ -123,17 +124,20 @@ def store_new_installation(
             lambda: token_fields(services, merchant_id, tokens, answer),
             keep_back=AWS_CALL_MAX,
         )
-        installation = retry_within(
+        installation, replaced = retry_within(
             services,
             deadline,
-            lambda: services.installations.save_installation(
+            lambda: services.installations.replace_installation(
                 merchant_id, fields, now=services.now(), install_id=install_id
             ),
-            keep_back=0.0,
+            keep_back=AWS_CALL_MAX,
         )
     except (ClientError, BotoCoreError, KeyUnavailableError):
         _give_back(services, deadline, merchant_id, tokens)
         raise
+    if replaced is not None:
+        # The grant this install replaced is still live at UltraCart: have it revoked.
+        queue_superseded(services, deadline, merchant_id, replaced)
     reinstall = installation.generation > 1
     metrics.add_metric(name="InstallCompleted", unit="Count", value=1)
     logger.info(

@@ -200,6 +200,38 @@ class TokenFields:
     expiry_assumed: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Replaced:
+    """Tokens a reinstall took off the item: a grant still live at UltraCart until revoked."""
+
+    ciphertext: bytes = field(repr=False)
+    generation: int
+    status: str
+
+    @classmethod
+    def of(cls, old: dict[str, Any]) -> Replaced | None:
+        blob = old.get("tokens")
+        if not blob:
+            return None
+        return cls(bytes(blob["B"]), _n(old, "generation") or 0, _s(old, "status") or ACTIVE)
+
+
+def _after_update(
+    old: dict[str, Any], sets: list[str], removes: list[str], values: dict[str, Any], names: dict[str, str]
+) -> Installation:
+    """The installation an install's UpdateItem left, from the item before it and the update's
+    own parts (the write answers ``ALL_OLD``, which the caller needs for the replaced tokens)."""
+    removed = {names.get(r, r) for r in removes}
+    item = {k: v for k, v in old.items() if k not in removed}
+    for action in sets:
+        target, operand = (part.strip() for part in action.split("=", 1))
+        if operand in values:
+            item[names.get(target, target)] = values[operand]
+    for counter in ("generation", "version"):
+        item[counter] = {"N": str((_n(old, counter) or 0) + 1)}
+    return Installation.from_item(item)
+
+
 class Lease:
     """A merchant's lease, held for a ``with`` block.
 
@@ -271,6 +303,12 @@ class InstallationStore:
     def save_installation(
         self, merchant_id: str, tokens: TokenFields, *, now: int, install_id: str | None = None
     ) -> Installation:
+        """Create or replace (reinstall) an installation: see :meth:`replace_installation`."""
+        return self.replace_installation(merchant_id, tokens, now=now, install_id=install_id)[0]
+
+    def replace_installation(
+        self, merchant_id: str, tokens: TokenFields, *, now: int, install_id: str | None = None
+    ) -> tuple[Installation, Replaced | None]:
         """Create or replace (reinstall) an installation: a new generation, status active.
 
         One UpdateItem sets every field at once, so two installs racing leave one consistent
@@ -278,6 +316,10 @@ class InstallationStore:
         ``install_id`` (a digest unique to one install flow) makes a retried write idempotent: a
         write whose first attempt was applied but whose answer was lost does not count a second
         generation.
+
+        The item as it was comes back with the write (``ALL_OLD``): tokens it held are returned as
+        :class:`Replaced`, exactly those this write took off the item (even when two installs
+        race), so the caller can have that grant revoked at UltraCart instead of dropping it.
         """
         names = {"#status": "status", "#ttl": "ttl", "#scope": "scope"}
         values: dict[str, Any] = {
@@ -326,15 +368,16 @@ class InstallationStore:
                 UpdateExpression=f"SET {', '.join(sets)} REMOVE {', '.join(removes)}{adds}",
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
-                ReturnValues="ALL_NEW",
+                ReturnValues="ALL_OLD",
                 **condition,
             )
         )
         if answer is None:  # this very install was already written (a retried request)
             done = self.get(merchant_id)
             assert done is not None
-            return done
-        return Installation.from_item(answer["Attributes"])
+            return done, None
+        old: dict[str, Any] = answer.get("Attributes", {})
+        return _after_update(old, sets, removes, values, names), Replaced.of(old)
 
     def write_refreshed_tokens(
         self,

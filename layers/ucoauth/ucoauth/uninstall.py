@@ -27,6 +27,7 @@ from ucoauth.outbox import announce
 from ucoauth.retry import retry_within
 from ucoauth.rotation import reconcile, revoke_tokens
 from ucoauth.store import UNINSTALLED, UNINSTALLING, Installation, Recovery
+from ucoauth.superseded import revoke_backoff
 from ucoauth.validation import is_merchant_id
 
 if TYPE_CHECKING:
@@ -224,7 +225,7 @@ def process_uninstall(services: Services, body: Any, *, deadline: Deadline) -> R
         if not confirmed and failure == "":
             if services.now() - retry_since < services.settings.revoke_retry_seconds:
                 _stop_serving(services, installation)
-                raise RevokePendingError(_revoke_backoff(services, retry_since), retry_since=retry_since)
+                raise RevokePendingError(revoke_backoff(services, retry_since), retry_since=retry_since)
             failure = "revoke_unconfirmed"
         return _shred(services, lease, deadline, request, confirmed=confirmed, failure=failure)
 
@@ -232,12 +233,6 @@ def process_uninstall(services: Services, body: Any, *, deadline: Deadline) -> R
 def _retry_since(body: Any) -> int | None:
     value = body.get("retry_since") if isinstance(body, dict) else None
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
-
-
-def _revoke_backoff(services: Services, retry_since: int) -> float:
-    """Seconds until the next attempt: growing with the outage, at most SQS's 15-minute delay."""
-    elapsed = max(0, services.now() - retry_since)
-    return min(900.0, 30.0 + elapsed / 4) * services.rng.uniform(0.5, 1.0)
 
 
 def _revoke_everything(
