@@ -22,10 +22,10 @@ CODE_LIFETIME_SECONDS = 300
 
 Rotate = bool | Literal["omit"]
 ConcurrencyScope = Literal["merchant", "application"]
-EndpointName = Literal["token", "revoke", "me", "authorize"]
+EndpointName = Literal["token", "revoke", "me", "authorize", "orders"]
 MalformedKind = Literal["truncated", "html", "not_json", "empty"]
 
-ENDPOINTS: tuple[EndpointName, ...] = ("token", "revoke", "me", "authorize")
+ENDPOINTS: tuple[EndpointName, ...] = ("token", "revoke", "me", "authorize", "orders")
 MALFORMED_KINDS: tuple[MalformedKind, ...] = ("truncated", "html", "not_json", "empty")
 CONCURRENCY_SCOPES: tuple[ConcurrencyScope, ...] = ("merchant", "application")
 

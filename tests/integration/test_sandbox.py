@@ -671,7 +671,7 @@ def test_authorize_page_can_fail(sandbox: Sandbox) -> None:
 
 def test_invalid_faults_are_rejected(sandbox: Sandbox) -> None:
     with pytest.raises(ValueError, match="endpoint"):
-        sandbox.add_fault("orders", status=500)  # type: ignore[arg-type]
+        sandbox.add_fault("invoices", status=500)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="at most one"):
         sandbox.add_fault("token", status=500, reset=True)
     with pytest.raises(ValueError, match="malformed"):
