@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import urllib.request
+import urllib.response
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -110,3 +111,30 @@ def venv_with_client(where: Path) -> Path:
     dev_site = next(p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir())
     (Path(site) / "zz_dev_dependencies.pth").write_text(dev_site + "\n")
     return python
+
+
+class CannedOpener(urllib.request.OpenerDirector):
+    """Answers the client's requests from a list of (status, body, headers), recording each URL and
+    its headers; no network."""
+
+    def __init__(self, answers: list[tuple[int, dict[str, Any], dict[str, str]]]) -> None:
+        super().__init__()
+        self.answers = list(answers)
+        self.requests: list[urllib.request.Request] = []
+
+    def open(self, fullurl: Any, data: Any = None, timeout: Any = None) -> Any:
+        import io
+        import json
+        import urllib.error
+        from email.message import Message
+
+        assert isinstance(fullurl, urllib.request.Request) and timeout is not None
+        self.requests.append(fullurl)
+        status, body, headers = self.answers.pop(0)
+        message = Message()
+        for name, value in headers.items():
+            message[name] = value
+        raw = json.dumps(body).encode()
+        if status >= 400:
+            raise urllib.error.HTTPError(fullurl.full_url, status, "error", message, io.BytesIO(raw))
+        return urllib.response.addinfourl(io.BytesIO(raw), message, fullurl.full_url, status)
