@@ -20,9 +20,10 @@ def get(merchant_id: str, query: str = "", *, nested: bool = False) -> tuple[int
 
 
 def answer(
-    merchant_id: str, query: str = "", *, nested: bool = False
+    merchant_id: str, query: str = "", *, nested: bool = False, timeout_seconds: float | None = None
 ) -> tuple[int, dict[str, object], dict[str, str]]:
-    """The token function's answer; ``nested`` runs it from inside another invocation."""
+    """The token function's answer; ``nested`` runs it from inside another invocation (or with
+    ``timeout_seconds`` left)."""
     event = load_event("tokens-get.json")
     event["rawPath"] = f"/tokens/{merchant_id}"
     event["pathParameters"] = {"merchant_id": merchant_id}
@@ -33,7 +34,10 @@ def answer(
         for name, _, value in (part.partition("=") for part in query.split("&")):
             joined[name] = f"{joined[name]},{value}" if name in joined else value
         event["queryStringParameters"] = joined
-    response = call_handler(FN, event) if nested else invoke(FN, event)
+    if nested or timeout_seconds is not None:
+        response = call_handler(FN, event, timeout_seconds=timeout_seconds)
+    else:
+        response = invoke(FN, event)
     assert response["headers"]["Cache-Control"] == "no-store"
     return response["statusCode"], json.loads(response["body"]), response["headers"]
 
@@ -218,3 +222,18 @@ def test_newer_than_when_ultracart_fails_is_503_not_the_refused_token(
 
 def test_newer_than_for_an_unknown_merchant_is_404(services: Services) -> None:
     assert get("NOBODY", "newer_than=3") == (404, {"error": "not_installed"})
+
+
+def test_newer_than_without_time_to_store_an_answer_sends_nothing_and_is_503(
+    services: Services, fake_uc: FakeUltraCart
+) -> None:
+    install(services, fake_uc)
+    refused = get("DEMO1")[1]
+
+    status, body, headers = answer("DEMO1", f"newer_than={refused['version']}", timeout_seconds=8)
+
+    assert (status, body) == (503, {"error": "upstream_unavailable"})
+    assert int(headers["Retry-After"]) >= 1
+    assert fake_uc.calls.count("refresh") == 0
+    assert get("DEMO1", f"newer_than={refused['version']}")[0] == 200  # with time, it refreshes
+    assert fake_uc.calls.count("refresh") == 1
