@@ -4,6 +4,7 @@ and a fresh virtual environment with the client installed by pip."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import threading
@@ -84,9 +85,12 @@ def venv_with_client(where: Path) -> Path:
     environment). The new environment sees the dev environment's packages only after its own
     (a ``.pth`` line): botocore, the one dependency, without the network. Returns its python."""
     wheels = where / "wheels"
+    # A copy: setuptools writes build/ and *.egg-info/ next to the sources it builds.
+    source = where / "client"
+    shutil.copytree(CLIENT_DIR, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
     build = ["wheel", "-q", "--no-deps", "--no-build-isolation", "--no-index", "-w", str(wheels)]
     subprocess.run(
-        [sys.executable, "-m", "pip", *build, str(CLIENT_DIR)],
+        [sys.executable, "-m", "pip", *build, str(source)],
         check=True,
         capture_output=True,
         timeout=300,
