@@ -28,6 +28,7 @@ from tests.support.token_client import (
     local_session,
     orders_calls,
     refreshes,
+    shorten_stored_expiry,
     token_client,
     venv_with_client,
 )
@@ -74,9 +75,8 @@ def get_token(stack: LocalStack, merchant_id: str, query: str = "") -> requests.
 
 
 def test_min_valid_seconds_over_the_gateway(stack: LocalStack, sandbox: Any) -> None:
-    sandbox.configure(expires_in="600")  # UltraCart issues a 10-minute token at install
     install(stack, "TC1")
-    sandbox.configure(expires_in="3600")
+    shorten_stored_expiry(stack, "TC1", 600)  # 50 minutes later, for the stack
     sandbox.clear_requests()
     first = get_token(stack, "TC1").json()
     assert isinstance(first["version"], int)
@@ -193,8 +193,8 @@ def test_the_client_maps_answers_to_typed_errors(stack: LocalStack, sandbox: Any
         client.get("bad id/..")
     assert len(opener.sent) == 3  # refused before sending
 
-    sandbox.configure(expires_in="600")
     install(stack, "TC6")
+    shorten_stored_expiry(stack, "TC6", 600)
     sandbox.remove_app("TC6")  # the merchant removed the app in UltraCart
     with pytest.raises(ReauthorizationRequired):
         client.get("TC6", min_valid_seconds=1000)  # forces the refresh UltraCart refuses

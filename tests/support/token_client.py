@@ -59,6 +59,19 @@ def token_client(stack: LocalStack, **options: Any) -> tuple[TokenClient, Counti
     return client, opener
 
 
+def shorten_stored_expiry(stack: LocalStack, merchant_id: str, seconds_left: int) -> None:
+    """Time passes for the stack's record: the stored access token now expires in ``seconds_left``
+    (UltraCart's own token is untouched)."""
+    import time
+
+    stack.client("dynamodb").update_item(
+        TableName=stack.resources.table_name,
+        Key={"pk": {"S": f"MERCHANT#{merchant_id}"}, "sk": {"S": "INSTALLATION"}},
+        UpdateExpression="SET access_expires_at = :e",
+        ExpressionAttributeValues={":e": {"N": str(int(time.time()) + seconds_left)}},
+    )
+
+
 def refreshes(stack: LocalStack, merchant_id: str) -> int:
     """Refresh-token grants the sandbox (UltraCart) received for ``merchant_id``."""
     assert stack.sandbox is not None

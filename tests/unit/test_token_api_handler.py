@@ -133,6 +133,21 @@ def test_min_valid_seconds_that_cannot_be_met_now_is_503_not_a_shorter_token(
     assert get("DEMO1")[0] == 200  # without the demand the stored token still serves
 
 
+def test_a_demand_longer_than_ultracarts_tokens_live_does_not_refresh_on_every_call(
+    services: Services, fake_uc: FakeUltraCart, clock: Clock
+) -> None:
+    fake_uc.expires_in = 600  # UltraCart issues 10-minute tokens
+    install(services, fake_uc)
+    first = get("DEMO1", "min_valid_seconds=3300")[1]
+    assert fake_uc.calls.count("refresh") == 0  # capped at the lifetime less the margin: 300 s
+    clock.now += 350
+    second = get("DEMO1", "min_valid_seconds=3300")[1]
+    assert fake_uc.calls.count("refresh") == 1 and second["access_token"] != first["access_token"]
+    for _ in range(3):
+        assert get("DEMO1", "min_valid_seconds=3300")[1] == second
+    assert fake_uc.calls.count("refresh") == 1
+
+
 @pytest.mark.parametrize(
     "query",
     [

@@ -173,10 +173,18 @@ def _serve(services: Services, installation: Installation, tokens: TokenSet | No
     )
 
 
+def _min_valid(installation: Installation, demand: Demand, margin: int) -> int:
+    """``min_valid_seconds`` as far as UltraCart's tokens can meet it: at most their lifetime less
+    the margin. A demand past what a fresh token lives would otherwise refresh on every call."""
+    asked = demand.min_valid_seconds or 0
+    lifetime = installation.token_lifetime
+    return min(asked, max(0, lifetime - margin)) if lifetime else asked
+
+
 def _meets(services: Services, installation: Installation, demand: Demand, margin: int) -> bool:
     """The stored token may be served as it is: it outlives the margin (and what was demanded)
     and is newer than the refused one."""
-    wanted = max(margin, demand.min_valid_seconds or 0)
+    wanted = max(margin, _min_valid(installation, demand, margin))
     if _expires_within(services, installation, wanted):
         return False
     return demand.newer_than is None or installation.version > demand.newer_than
@@ -187,7 +195,8 @@ def _fallback_ok(services: Services, installation: Installation, demand: Demand)
     long enough, not the one UltraCart refused)."""
     if _expired(services, installation):
         return False
-    if demand.min_valid_seconds and _expires_within(services, installation, demand.min_valid_seconds - 1):
+    wanted = _min_valid(installation, demand, services.settings.inline_refresh_margin_seconds)
+    if wanted and _expires_within(services, installation, wanted - 1):
         return False
     return demand.newer_than is None or installation.version > demand.newer_than
 
