@@ -31,8 +31,8 @@ checkov-env: $(CHECKOV_STAMP)
 # The venv's python finds the layer package, the local stack and the tests without PYTHONPATH
 # (so `.venv/bin/python -m devstack.sign_webhook DEMO1` works from anywhere).
 PTH := $(VENV)/.paths-$(shell echo $(CURDIR) | sha1sum | cut -c1-12)
-$(PTH): $(STAMP)
-	$(PY) -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()['purelib'], 'ultracart_oauth_dev.pth').write_text('\n'.join(['$(CURDIR)/layers/ucoauth', '$(CURDIR)/local', '$(CURDIR)']) + '\n')"
+$(PTH): $(STAMP) Makefile
+	$(PY) -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()['purelib'], 'ultracart_oauth_dev.pth').write_text('\n'.join(['$(CURDIR)/layers/ucoauth', '$(CURDIR)/local', '$(CURDIR)', '$(CURDIR)/client']) + '\n')"
 	@rm -f $(VENV)/.paths-*; touch $@
 
 ## system-deps: Debian's chromium for the browser test (installed when missing and we are root)

@@ -18,11 +18,15 @@ from ucoauth.errors import (
 from ucoauth.observability import logger, metrics
 from ucoauth.services import get_services
 from ucoauth.timing import Deadline
-from ucoauth.tokens import access_token
-from ucoauth.validation import is_merchant_id
+from ucoauth.tokens import MAX_MIN_VALID_SECONDS, Demand, access_token
+from ucoauth.validation import BadInput, bounded_int, is_merchant_id, parse_query
 from ucoauth.web import JSON_HEADERS
 
 app = APIGatewayHttpResolver()
+
+QUERY = frozenset({"min_valid_seconds", "newer_than"})
+# Versions count state changes of one installation; 15 digits is more than any will reach.
+MAX_VERSION = 10**15 - 1
 
 
 def _error(status: int, error: str, *, retry_after: float | None = None) -> Response[dict[str, str]]:
@@ -38,12 +42,32 @@ def _error(status: int, error: str, *, retry_after: float | None = None) -> Resp
 def get_token(merchant_id: str) -> Response[Any]:
     if not is_merchant_id(merchant_id):
         return _error(400, "invalid_merchant_id")
+    demand = _demand(app.current_event.raw_query_string or "")
     services = get_services()
     deadline = Deadline.of_context(app.lambda_context, services.clock)
-    token = access_token(services, merchant_id, deadline=deadline)
+    token = access_token(services, merchant_id, deadline=deadline, demand=demand)
     return Response(
         status_code=200, content_type="application/json", body=token.as_json(), headers=JSON_HEADERS
     )
+
+
+def _demand(raw_query: str) -> Demand:
+    """``?min_valid_seconds=N`` (0..3300) and ``?newer_than=<version>``, each at most once, nothing
+    else (BadInput otherwise). Checked before anything is read or written."""
+    query = parse_query(raw_query, allowed=QUERY, refuse_unknown=True)
+    min_valid = query.get("min_valid_seconds")
+    newer = query.get("newer_than")
+    return Demand(
+        min_valid_seconds=None
+        if min_valid is None
+        else bounded_int(min_valid, low=0, high=MAX_MIN_VALID_SECONDS),
+        newer_than=None if newer is None else bounded_int(newer, low=0, high=MAX_VERSION),
+    )
+
+
+@app.exception_handler(BadInput)
+def bad_input(_: BadInput) -> Response[dict[str, str]]:
+    return _error(400, "invalid_parameter")
 
 
 @app.exception_handler(NotInstalledError)

@@ -192,6 +192,11 @@ class SandboxControl:
     def refresh_token_is_valid(self, token: str) -> bool:
         return self._validity(token)["refresh_token_valid"]
 
+    def expire_access_tokens(self, merchant_id: str) -> int:
+        """The merchant's access tokens expire now (its refresh tokens keep working)."""
+        data = self._call("POST", "tokens/expire", json={"merchant_id": merchant_id})
+        return int(data["expired"])
+
     def live_grants(self, merchant_id: str) -> LiveGrants:
         """The merchant's grants UltraCart still honours."""
         data = self._call("GET", "grants", params={"merchant_id": merchant_id})

@@ -15,6 +15,7 @@
     POST   /__sandbox/tokens              {"merchant_id", "expires_in"?}
                                           -> 201 {"access_token", "refresh_token"}
     GET    /__sandbox/tokens/valid?token= {"access_token_valid", "refresh_token_valid"}
+    POST   /__sandbox/tokens/expire       {"merchant_id"} -> {"expired": n}: its access tokens expire now
     GET    /__sandbox/grants?merchant_id= {"refresh_tokens", "access_tokens"}: what UltraCart honours
     POST   /__sandbox/clock               {"advance_seconds"}
     POST   /__sandbox/device              {"user_code", "action": "approve"|"deny"|"expire"|"slow_down",
@@ -117,6 +118,9 @@ def _dispatch(
                 "refresh_token_valid": state.refresh_token_is_valid(token),
             },
         )
+    if key == ("POST", "tokens/expire"):
+        expired = state.expire_access_tokens(_string(_json_object(body), "merchant_id"))
+        return json_reply(200, {"expired": expired})
     if key == ("GET", "grants"):
         merchant_id = query.get("merchant_id", "")
         if not merchant_id:
@@ -155,6 +159,7 @@ def _dispatch(
         "codes",
         "tokens",
         "tokens/valid",
+        "tokens/expire",
         "grants",
         "clock",
     }

@@ -26,10 +26,18 @@ DEFAULT_DEVICE_EXPIRES_IN = 900
 
 Rotate = bool | Literal["omit"]
 ConcurrencyScope = Literal["merchant", "application"]
-EndpointName = Literal["token", "revoke", "me", "authorize", "device_authorize", "device"]
+EndpointName = Literal["token", "revoke", "me", "authorize", "device_authorize", "device", "orders"]
 MalformedKind = Literal["truncated", "html", "not_json", "empty"]
 
-ENDPOINTS: tuple[EndpointName, ...] = ("token", "revoke", "me", "authorize", "device_authorize", "device")
+ENDPOINTS: tuple[EndpointName, ...] = (
+    "token",
+    "revoke",
+    "me",
+    "authorize",
+    "device_authorize",
+    "device",
+    "orders",
+)
 DeviceAction = Literal["approve", "deny", "expire", "slow_down"]
 DEVICE_ACTIONS: tuple[DeviceAction, ...] = ("approve", "deny", "expire", "slow_down")
 MALFORMED_KINDS: tuple[MalformedKind, ...] = ("truncated", "html", "not_json", "empty")

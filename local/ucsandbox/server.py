@@ -1,4 +1,6 @@
-"""The HTTP face of the sandbox: UltraCart's OAuth endpoints under /rest/v2 and the /__sandbox/ controls."""
+"""The HTTP face of the sandbox: UltraCart's OAuth endpoints under /rest/v2, one ordinary REST
+endpoint that takes a bearer token (the order list, as the official SDK's ``OrderApi.get_orders``
+calls it), and the /__sandbox/ controls."""
 
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ from ucsandbox.replies import (
     uc_error_reply,
     with_query,
 )
-from ucsandbox.state import IssuedTokens, OAuthError, SandboxState
+from ucsandbox.state import AccessGrant, IssuedTokens, OAuthError, SandboxState
 
 logger = logging.getLogger("ucsandbox")
 
@@ -55,6 +57,7 @@ ROUTES: dict[str, EndpointName] = {
     f"{BASE_PATH}/oauth/device/authorize": "device_authorize",
     # The verification page a merchant opens to enter a device's user code (RFC 8628 section 3.3).
     f"{BASE_PATH}/oauth/device": "device",
+    f"{BASE_PATH}/order/orders": "orders",
 }
 DEVICE_PAGE = f"{BASE_PATH}/oauth/device"
 METHODS: dict[EndpointName, tuple[str, ...]] = {
@@ -64,6 +67,7 @@ METHODS: dict[EndpointName, tuple[str, ...]] = {
     "me": ("GET",),
     "device_authorize": ("POST",),
     "device": ("GET", "POST"),
+    "orders": ("GET",),
 }
 
 # An endpoint's real work: the answer and, when known, the merchant it concerned.
@@ -272,6 +276,8 @@ class SandboxHandler(BaseHTTPRequestHandler):
                 operation = partial(self._revoke, form, content_type, is_form)
             elif endpoint == "device_authorize":
                 operation = partial(self._device_authorize, form, content_type, is_form)
+            elif endpoint == "orders":
+                operation = partial(self._orders, bearer, record["query"])
             else:
                 operation = partial(self._me, bearer)
             # The entry is logged only once the slot is held: a test that sees it can rely on a
@@ -400,13 +406,47 @@ class SandboxHandler(BaseHTTPRequestHandler):
             return json_reply(200, {"successful": True, "message": "Token revoked"}), merchant_id
         return json_reply(200, {"successful": False, "message": "Invalid token"}), merchant_id
 
-    def _me(self, bearer: str | None) -> tuple[Reply, str | None]:
-        challenge = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+    def _authenticated(self, bearer: str | None) -> AccessGrant | Reply:
+        """The live grant of the bearer token, or UltraCart's 401 for a missing, unknown, expired
+        or revoked one."""
         if bearer is None:
-            return uc_error_reply(401, "Missing bearer access token", {"WWW-Authenticate": "Bearer"}), None
+            return uc_error_reply(401, "Missing bearer access token", {"WWW-Authenticate": "Bearer"})
         grant = self.state.tokens.access_grant(bearer)
         if grant is None:
-            return uc_error_reply(401, "Invalid, expired or revoked access token", challenge), None
+            challenge = {"WWW-Authenticate": 'Bearer error="invalid_token"'}
+            return uc_error_reply(401, "Invalid, expired or revoked access token", challenge)
+        return grant
+
+    def _orders(self, bearer: str | None, query: dict[str, str]) -> tuple[Reply, str | None]:
+        """``GET /order/orders``: one order of the token's merchant, in ``OrdersResponse``'s shape."""
+        grant = self._authenticated(bearer)
+        if isinstance(grant, Reply):
+            return grant, None
+        limit = query.get("_limit", "100")
+        offset = query.get("_offset", "0")
+        if not (limit.isdigit() and offset.isdigit()):
+            return uc_error_reply(400, "_limit and _offset must be non-negative integers"), grant.merchant_id
+        orders = [{"order_id": f"{grant.merchant_id}-0001", "merchant_id": grant.merchant_id}]
+        shown = orders[int(offset) : int(offset) + int(limit)]
+        payload = {
+            "orders": shown,
+            "metadata": {
+                "result_set": {
+                    "count": len(shown),
+                    "limit": int(limit),
+                    "more": False,
+                    "offset": int(offset),
+                    "total_records": len(orders),
+                }
+            },
+            "success": True,
+        }
+        return json_reply(200, payload), grant.merchant_id
+
+    def _me(self, bearer: str | None) -> tuple[Reply, str | None]:
+        grant = self._authenticated(bearer)
+        if isinstance(grant, Reply):
+            return grant, None
         payload = {
             "merchant_id": grant.merchant_id,
             "merchant_name": self.state.merchant_name(grant.merchant_id),

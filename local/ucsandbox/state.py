@@ -324,6 +324,19 @@ class TokenStore:
         with self._lock:
             return token in self._refresh
 
+    def expire_access(self, client_id: str, merchant_id: str) -> int:
+        """Every live access token of the merchant expires now (refresh tokens live on). Returns how many."""
+        now = self._clock.now()
+        with self._lock:
+            live = [
+                t
+                for t, g in self._access.items()
+                if (g.merchant_id, g.client_id) == (merchant_id, client_id) and g.expires_at > now
+            ]
+            for token in live:
+                self._access[token] = dataclasses.replace(self._access[token], expires_at=now)
+        return len(live)
+
     def remove_app(self, client_id: str, merchant_id: str) -> int:
         """The merchant removed the app in UltraCart: every token of that grant dies. Returns how many."""
         with self._lock:
@@ -614,6 +627,11 @@ class SandboxState:
         """The merchant removes the app in UltraCart's admin: its grant dies (refreshes answer
         invalid_grant from now on). Returns how many tokens died."""
         return self.tokens.remove_app(self._client_id, merchant_id)
+
+    def expire_access_tokens(self, merchant_id: str) -> int:
+        """The merchant's access tokens expire now, as if their hour had passed (its refresh
+        tokens keep working): the next API call with one answers 401. Returns how many expired."""
+        return self.tokens.expire_access(self._client_id, merchant_id)
 
     def live_grants(self, merchant_id: str) -> LiveGrants:
         """The merchant's grants UltraCart still honours (the judge of "lost", not our own table)."""

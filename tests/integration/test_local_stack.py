@@ -122,8 +122,9 @@ def test_install_callback_and_token_api(stack: LocalStack, sandbox: Any) -> None
     token = get_token(stack, "LS1")
     assert token.status_code == 200, token.text
     body = token.json()
-    assert set(body) == {"merchant_id", "access_token", "token_type", "expires_at", "scope"}
+    assert set(body) == {"merchant_id", "access_token", "token_type", "expires_at", "scope", "version"}
     assert body["merchant_id"] == "LS1"
+    assert body["version"] == int(installation_item(stack, "LS1")["version"]["N"])
     assert body["token_type"] == "bearer"
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z", body["expires_at"])
     assert sandbox.token_is_valid(body["access_token"])

@@ -271,7 +271,7 @@ def test_token_endpoint_wants_a_form_body(sandbox: Sandbox) -> None:
 
 def test_unknown_paths_and_methods_are_refused(sandbox: Sandbox) -> None:
     wrong_method = requests.get(f"{sandbox.base_url}/oauth/token", headers=API_HEADERS, timeout=TIMEOUT)
-    unknown = requests.get(f"{sandbox.base_url}/order/orders", headers=API_HEADERS, timeout=TIMEOUT)
+    unknown = requests.get(f"{sandbox.base_url}/item/items", headers=API_HEADERS, timeout=TIMEOUT)
 
     assert wrong_method.status_code == 405
     assert wrong_method.headers["Allow"] == "POST"
@@ -282,13 +282,15 @@ def test_unknown_paths_and_methods_are_refused(sandbox: Sandbox) -> None:
 # -- the API version header ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("endpoint", ["token", "revoke", "me"])
+@pytest.mark.parametrize("endpoint", ["token", "revoke", "me", "orders"])
 @pytest.mark.parametrize("version", [None, "2016-01-01"], ids=["missing", "wrong"])
 def test_api_calls_need_the_api_version_header(sandbox: Sandbox, endpoint: str, version: str | None) -> None:
     access, refresh_token = sandbox.issue_tokens("DEMO1")
     headers = {} if version is None else {"X-UltraCart-Api-Version": version}
     url = f"{sandbox.base_url}/oauth/{endpoint}"
-    if endpoint == "me":
+    if endpoint == "orders":
+        url = f"{sandbox.base_url}/order/orders"
+    if endpoint in ("me", "orders"):
         response = requests.get(
             url, headers={**headers, "Authorization": f"Bearer {access}"}, timeout=TIMEOUT
         )
@@ -671,7 +673,7 @@ def test_authorize_page_can_fail(sandbox: Sandbox) -> None:
 
 def test_invalid_faults_are_rejected(sandbox: Sandbox) -> None:
     with pytest.raises(ValueError, match="endpoint"):
-        sandbox.add_fault("orders", status=500)  # type: ignore[arg-type]
+        sandbox.add_fault("invoices", status=500)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="at most one"):
         sandbox.add_fault("token", status=500, reset=True)
     with pytest.raises(ValueError, match="malformed"):
@@ -898,6 +900,65 @@ def test_bad_authorize_requests_get_an_error_page(sandbox: Sandbox, overrides: d
     assert page.status_code == 400
     assert page.headers["Content-Type"].startswith("text/html")
     assert "approve" not in form.elements
+
+
+# -- an ordinary REST endpoint: the order list ----------------------------------------------------
+
+
+def orders(sandbox: SandboxApi, access_token: str | None, query: str = "") -> requests.Response:
+    headers = dict(API_HEADERS)
+    if access_token is not None:
+        headers["Authorization"] = f"Bearer {access_token}"
+    return requests.get(f"{sandbox.base_url}/order/orders{query}", headers=headers, timeout=TIMEOUT)
+
+
+def test_the_order_list_answers_a_live_token_in_ultracarts_shape(sandbox: Sandbox) -> None:
+    from ultracart.api.order_api import OrderApi
+    from ultracart.api_client import ApiClient
+    from ultracart.configuration import Configuration
+
+    access, _ = sandbox.issue_tokens("ACME7")
+    raw = orders(sandbox, access, "?_limit=5&_offset=0")
+    assert raw.status_code == 200
+    assert raw.json()["orders"] == [{"order_id": "ACME7-0001", "merchant_id": "ACME7"}]
+
+    configuration = Configuration(host=sandbox.base_url, access_token=access)
+    client = ApiClient(configuration, header_name="X-UltraCart-Api-Version", header_value=API_VERSION)
+    parsed = OrderApi(client).get_orders(limit=5)
+    assert parsed.success is True and parsed.metadata.result_set.total_records == 1
+    assert parsed.orders[0].order_id == "ACME7-0001"
+    logged = sandbox.requests("orders")
+    assert [(e.method, e.path, e.status, e.merchant_id) for e in logged] == [
+        ("GET", "/rest/v2/order/orders", 200, "ACME7"),
+        ("GET", "/rest/v2/order/orders", 200, "ACME7"),
+    ]
+    assert logged[1].query == {"_limit": "5"}
+
+
+def test_the_order_list_refuses_missing_unknown_expired_and_revoked_tokens(sandbox: Sandbox) -> None:
+    expiring, _ = sandbox.issue_tokens("DEMO1")
+    revoked, _ = sandbox.issue_tokens("DEMO1")
+    other, _ = sandbox.issue_tokens("DEMO2")
+    assert revoke(sandbox, revoked).json()["successful"] is True
+    assert sandbox.expire_access_tokens("DEMO1") == 1  # the revoked one is already dead
+
+    answers = [orders(sandbox, t) for t in (None, "not-a-token", expiring, revoked)]
+
+    assert [a.status_code for a in answers] == [401, 401, 401, 401]
+    assert all(a.json()["success"] is False and UC_REST_ERROR_HEADER in a.headers for a in answers)
+    assert orders(sandbox, other).status_code == 200  # another merchant's token lives on
+    assert [e.status for e in sandbox.requests("orders")] == [401, 401, 401, 401, 200]
+
+
+def test_expiring_access_tokens_leaves_the_refresh_token_working(sandbox: Sandbox) -> None:
+    access, refresh_token = sandbox.issue_tokens("DEMO1")
+    with SandboxControl(sandbox.base_url) as control:
+        assert control.expire_access_tokens("DEMO1") == 1
+        assert control.expire_access_tokens("DEMO1") == 0
+    assert not sandbox.token_is_valid(access)
+    renewed = refresh(sandbox, refresh_token)
+    assert renewed.status_code == 200
+    assert orders(sandbox, renewed.json()["access_token"]).status_code == 200
 
 
 # -- control over HTTP --------------------------------------------------------------------------

@@ -244,3 +244,32 @@ def test_the_device_functions_use_the_device_code_key_for_codes_and_the_token_ke
     assert kms("DeviceWorkerFunction") == {"DeviceCodeKey": {"kms:Decrypt"}, "TokenKey": {"kms:Encrypt"}}
     others = set(CALLS) - {"DeviceFlowFunction", "DeviceWorkerFunction"}
     assert all("DeviceCodeKey" not in kms(function) for function in others)
+
+
+def test_the_consumer_policy_allows_only_invoking_the_token_route() -> None:
+    template = load_template()
+    managed = {
+        name: resource
+        for name, resource in template["Resources"].items()
+        if resource["Type"] == "AWS::IAM::ManagedPolicy"
+    }
+    assert list(managed) == ["TokenConsumerPolicy"]
+    document = managed["TokenConsumerPolicy"]["Properties"]["PolicyDocument"]
+    assert len(document["Statement"]) == 1
+    statement = document["Statement"][0]
+    assert set(statement) == {"Sid", "Effect", "Action", "Resource"}
+    assert statement["Effect"] == "Allow"
+    assert statement["Action"] in ("execute-api:Invoke", ["execute-api:Invoke"])
+    arn = statement["Resource"]["Fn::Sub"]
+    assert arn == (
+        "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${HttpApi}/*/GET/tokens/*"
+    )
+    # Nothing attaches it: the app's own roles do, from the output.
+    for resource in template["Resources"].values():
+        assert "TokenConsumerPolicy" not in str(resource.get("Properties", {}).get("ManagedPolicyArns", ""))
+
+
+def test_the_consumer_policy_is_exported_under_the_stacks_name() -> None:
+    output = load_template()["Outputs"]["TokenConsumerPolicyArn"]
+    assert output["Value"] == {"Ref": "TokenConsumerPolicy"}
+    assert output["Export"]["Name"] == {"Fn::Sub": "${AWS::StackName}-TokenConsumerPolicyArn"}

@@ -5,6 +5,12 @@ within the margin is refreshed under the merchant's lease (see ``ucoauth.rotatio
 that finds the lease held waits briefly for the holder's write and serves what is valid. When
 no valid token can be served and UltraCart cannot be asked now, the answer is
 :class:`UpstreamUnavailableError` with the seconds to wait when known.
+
+A caller may demand more (:class:`Demand`): a token valid ``min_valid_seconds`` more seconds, or
+one ``newer_than`` the version of a token UltraCart refused (a 401). Both are met the same way: a
+stored token that meets the demand is served; otherwise the lease holder refreshes, after
+re-reading the item under the lease, so a burst of callers that saw the same refused token
+costs one refresh (the others find the newer version, or wait for it).
 """
 
 from __future__ import annotations
@@ -40,6 +46,20 @@ if TYPE_CHECKING:
     from ucoauth.ultracart import TokenResponse
 
 _LEASE_WAIT_SECONDS = 6.0
+# UltraCart failed transiently and the stored token cannot be served: when to ask again.
+_RETRY_AFTER_FAILURE = 5
+# The most ``min_valid_seconds`` may ask: below UltraCart's one-hour token lifetime with room for
+# the refresh itself, so a freshly refreshed token always meets it.
+MAX_MIN_VALID_SECONDS = 3300
+
+
+@dataclass(frozen=True, slots=True)
+class Demand:
+    """What a caller needs beyond "valid now": at least ``min_valid_seconds`` of validity left, and
+    a version above ``newer_than`` (the version of a token UltraCart refused)."""
+
+    min_valid_seconds: int | None = None
+    newer_than: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,8 +71,11 @@ class AccessToken:
     token_type: str
     expires_at: int | None
     scope: str
+    # The installation's version the token was served from: a caller whose token UltraCart
+    # refused asks for one ``newer_than`` it.
+    version: int = 0
 
-    def as_json(self) -> dict[str, str | None]:
+    def as_json(self) -> dict[str, str | int | None]:
         """The body of ``GET /tokens/{merchant_id}``."""
         expires = (
             datetime.fromtimestamp(self.expires_at, tz=UTC).isoformat().replace("+00:00", "Z")
@@ -65,6 +88,7 @@ class AccessToken:
             "token_type": self.token_type,
             "expires_at": expires,
             "scope": self.scope,
+            "version": self.version,
         }
 
 
@@ -145,19 +169,52 @@ def _serve(services: Services, installation: Installation, tokens: TokenSet | No
         token_type=installation.token_type,
         expires_at=None if installation.expiry_assumed else installation.access_expires_at,
         scope=installation.scope,
+        version=installation.version,
     )
 
 
-def access_token(services: Services, merchant_id: str, *, deadline: Deadline) -> AccessToken:
-    """A valid access token; refreshed inline under the lease when it expires within the margin.
+def _min_valid(installation: Installation, demand: Demand, margin: int) -> int:
+    """``min_valid_seconds`` as far as UltraCart's tokens can meet it: at most their lifetime less
+    the margin. A demand past what a fresh token lives would otherwise refresh on every call."""
+    asked = demand.min_valid_seconds or 0
+    lifetime = installation.token_lifetime
+    return min(asked, max(0, lifetime - margin)) if lifetime else asked
+
+
+def _meets(services: Services, installation: Installation, demand: Demand, margin: int) -> bool:
+    """The stored token may be served as it is: it outlives the margin (and what was demanded)
+    and is newer than the refused one."""
+    wanted = max(margin, _min_valid(installation, demand, margin))
+    if _expires_within(services, installation, wanted):
+        return False
+    return demand.newer_than is None or installation.version > demand.newer_than
+
+
+def _fallback_ok(services: Services, installation: Installation, demand: Demand) -> bool:
+    """When no refresh can happen now: the stored token still does what the caller asked (valid,
+    long enough, not the one UltraCart refused)."""
+    if _expired(services, installation):
+        return False
+    wanted = _min_valid(installation, demand, services.settings.inline_refresh_margin_seconds)
+    if wanted and _expires_within(services, installation, wanted - 1):
+        return False
+    return demand.newer_than is None or installation.version > demand.newer_than
+
+
+def access_token(
+    services: Services, merchant_id: str, *, deadline: Deadline, demand: Demand | None = None
+) -> AccessToken:
+    """A valid access token; refreshed inline under the lease when it expires within the margin,
+    or when it does not meet ``demand`` (validity left, newer than a refused version).
 
     Raises NotInstalledError, ReauthorizationRequiredError, UpstreamUnavailableError and
     KeyUnavailableError (KMS refused to work: no state changes because of it).
     """
+    demand = demand or Demand()
     installation = _active(services, merchant_id)
     _mark_used(services, installation)
     margin = services.settings.inline_refresh_margin_seconds
-    if not _expires_within(services, installation, margin):
+    if _meets(services, installation, demand, margin):
         try:
             return _serve(services, installation)
         except TokenDecryptError:
@@ -169,24 +226,26 @@ def access_token(services: Services, merchant_id: str, *, deadline: Deadline) ->
             merchant_id, owner=f"api:{uuid.uuid4()}", now=services.now(), until=deadline.lease_until
         )
     except LeaseBusyError:
-        return _wait_for_sibling(services, merchant_id, installation)
+        return _wait_for_sibling(services, merchant_id, installation, demand)
     with lease:
         leased = lease.installation
         if leased.status != ACTIVE or leased.tokens_ciphertext is None:
             return _serve(services, _active(services, merchant_id))
-        if leased.version != installation.version and not _expires_within(services, leased, margin):
-            return _serve(services, leased)  # a sibling refreshed while we looked
-        return _refresh_inline(services, lease, deadline)
+        if _meets(services, leased, demand, margin):
+            # A sibling refreshed between our read and our lease (the item is re-read under it):
+            # a burst of callers that saw the same refused token costs one refresh.
+            return _serve(services, leased)
+        return _refresh_inline(services, lease, deadline, demand)
 
 
-def _refresh_inline(services: Services, lease: Lease, deadline: Deadline) -> AccessToken:
+def _refresh_inline(services: Services, lease: Lease, deadline: Deadline, demand: Demand) -> AccessToken:
     leased = lease.installation
     merchant_id = leased.merchant_id
     try:
         rotated = Rotation(services, lease, deadline).run()
     except RetryLaterError as exc:
         # Nothing was sent (budget, time, an unsettled grant): the stored token while it lasts.
-        if not _expired(services, leased):
+        if _fallback_ok(services, leased, demand):
             return _serve(services, leased)
         raise UpstreamUnavailableError(merchant_id, retry_after=exc.retry_after) from None
     except (TransientUltraCartError, PermanentUltraCartError, ClientError, BotoCoreError) as exc:
@@ -195,10 +254,10 @@ def _refresh_inline(services: Services, lease: Lease, deadline: Deadline) -> Acc
         # happened): like a failure, it must not take away a token that still works.
         if isinstance(exc, ClientError | BotoCoreError) and not is_transient_aws_error(exc):
             raise
-        if not _expired(services, leased):
+        if _fallback_ok(services, leased, demand):
             logger.warning("inline refresh failed; serving the stored token", merchant_id=merchant_id)
             return _serve(services, leased)
-        raise UpstreamUnavailableError(merchant_id) from None
+        raise UpstreamUnavailableError(merchant_id, retry_after=_RETRY_AFTER_FAILURE) from None
     if rotated.result == "reauthorization":
         raise ReauthorizationRequiredError(merchant_id)
     if rotated.tokens is not None:
@@ -211,6 +270,9 @@ def _refresh_inline(services: Services, lease: Lease, deadline: Deadline) -> Acc
             token_type=leased.token_type,
             expires_at=rotated.expires_at,
             scope=leased.scope,
+            # Not stored yet: it carries the version it replaces, so a caller it fails for asks
+            # again and the next holder adopts (or refreshes past) the recovery record.
+            version=leased.version,
         )
     return _serve(services, _active(services, merchant_id))  # lost the race: a sibling's tokens
 
@@ -245,8 +307,11 @@ def _expired(services: Services, installation: Installation) -> bool:
     return expires is not None and expires <= services.now()
 
 
-def _wait_for_sibling(services: Services, merchant_id: str, seen: Installation) -> AccessToken:
-    """Another caller is refreshing: wait briefly for its write, then serve what is valid."""
+def _wait_for_sibling(
+    services: Services, merchant_id: str, seen: Installation, demand: Demand
+) -> AccessToken:
+    """Another caller is refreshing: wait briefly for its write, then serve what is valid (and
+    meets ``demand``)."""
     deadline = services.clock() + _LEASE_WAIT_SECONDS
     delay = 0.05
     current = seen
@@ -256,7 +321,7 @@ def _wait_for_sibling(services: Services, merchant_id: str, seen: Installation) 
         current = _active(services, merchant_id)
         if current.version != seen.version or not current.lease_held(services.now()):
             break
-    if _expired(services, current):
+    if not _fallback_ok(services, current, demand):
         retry = (current.lease_expires_at or services.now()) - services.now()
         raise UpstreamUnavailableError(merchant_id, retry_after=max(1, retry))
     return _serve(services, current)

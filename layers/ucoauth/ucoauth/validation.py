@@ -27,8 +27,10 @@ def is_merchant_id(value: str) -> bool:
     return MERCHANT_ID.fullmatch(value) is not None
 
 
-def parse_query(raw: str, *, allowed: frozenset[str]) -> dict[str, str]:
-    """Parse a raw query string strictly: known names once each, UTF-8, no control characters."""
+def parse_query(raw: str, *, allowed: frozenset[str], refuse_unknown: bool = False) -> dict[str, str]:
+    """Parse a raw query string strictly: known names once each, UTF-8, no control characters.
+    Unknown names are ignored, or refused with ``refuse_unknown`` (an API that has no reason to
+    receive anything else)."""
     if len(raw) > MAX_QUERY:
         raise BadInput("The address is too long.")
     try:
@@ -38,6 +40,8 @@ def parse_query(raw: str, *, allowed: frozenset[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for name, value in pairs:
         if name not in allowed:
+            if refuse_unknown:
+                raise BadInput("The address has a parameter this route does not take.")
             continue  # unknown parameters are ignored, never echoed
         if name in out:
             raise BadInput(f"The parameter {name} appears more than once.")
@@ -45,3 +49,13 @@ def parse_query(raw: str, *, allowed: frozenset[str]) -> dict[str, str]:
             raise BadInput(f"The parameter {name} contains control characters.")
         out[name] = value
     return out
+
+
+def bounded_int(value: str, *, low: int, high: int) -> int:
+    """A decimal integer written with digits only (no sign, space or exponent) in ``low..high``."""
+    if not (value.isascii() and value.isdigit()) or len(value) > len(str(high)):
+        raise BadInput("A number parameter is malformed.")
+    number = int(value)
+    if not low <= number <= high:
+        raise BadInput("A number parameter is out of range.")
+    return number
