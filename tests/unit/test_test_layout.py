@@ -25,3 +25,9 @@ def test_make_unit_is_documented_next_to_make_test_and_deselects_the_slow_tests(
     rows = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("| `make ")]
     names = [row.split("`")[1] for row in rows]
     assert names.index("make unit") + 1 == names.index("make test")
+
+
+def test_test_modules_have_unique_names() -> None:
+    # The test folders are not packages: two test files of one name cannot be collected together.
+    names = [path.name for path in (ROOT / "tests").rglob("test_*.py")]
+    assert sorted(names) == sorted(set(names)), sorted({n for n in names if names.count(n) > 1})
