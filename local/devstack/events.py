@@ -92,8 +92,13 @@ def regenerate(state: dict[str, Any], out: Path = EVENTS) -> None:
     template = load_template()
     environment: dict[str, str] = dict(state["environment"])
     apply_environment({**environment, **aws_environment(state["moto_url"], state["region"])})
+    # Each function's own environment (a state file of an older stack has only the shared one).
+    environments: dict[str, dict[str, str]] = state.get("environments") or {}
     invoker = template_invoker(
-        template, region=str(state.get("region", DEFAULT_REGION)), account_id=str(state.get("account_id"))
+        template,
+        region=str(state.get("region", DEFAULT_REGION)),
+        account_id=str(state.get("account_id")),
+        environments=environments or None,
     )
     started = invoker.invoke("OAuthBrowserFunction", json.loads((EVENTS / "install.json").read_text()))
     location = started["headers"]["Location"]
@@ -114,9 +119,14 @@ def regenerate(state: dict[str, Any], out: Path = EVENTS) -> None:
     _write(out, "webhook-uninstall.json", hook)
 
     # The container calls the sandbox and moto on the host; the browser still uses localhost.
-    docker = {**environment, "ULTRACART_BASE_URL": for_docker(environment["ULTRACART_BASE_URL"])}
+    def docker(env: dict[str, str]) -> dict[str, str]:
+        if "ULTRACART_BASE_URL" not in env:
+            return env
+        return {**env, "ULTRACART_BASE_URL": for_docker(env["ULTRACART_BASE_URL"])}
+
     functions = invoker.loader.logical_ids
-    _write(out, "env.json", env_json(dict.fromkeys(functions, docker), for_docker(state["moto_url"])))
+    each = {fn: docker(environments.get(fn, environment)) for fn in functions}
+    _write(out, "env.json", env_json(each, for_docker(state["moto_url"])))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -421,6 +421,15 @@ class LocalResources:
         environment.update(overrides or {})
         return environment
 
+    def every_function_environment(self, *, overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Every function's variables together: what one process that runs every handler with one
+        configuration needs (tests). Each function itself gets only :meth:`function_environment`."""
+        environment: dict[str, str] = {}
+        for logical_id in resources_of_type(self.template, "AWS::Serverless::Function"):
+            environment.update(self.function_environment(logical_id))
+        environment.update(overrides or {})
+        return environment
+
     def _resolver(self) -> _Resolver:
         return _Resolver(
             template=self.template,
@@ -549,9 +558,22 @@ def create_resources(
         _create_alarm(cloudwatch, build, logical_id)
 
     resolver = build.resolver()
-    event_bus_name = resolver.resolve_string(
-        _globals(template, "Function")["Environment"]["Variables"]["EVENT_BUS_NAME"]
-    )
+    # The bus the functions publish on (each function that publishes names the same one).
+    declared = [
+        variables["EVENT_BUS_NAME"]
+        for variables in (
+            _globals(template, "Function").get("Environment", {}).get("Variables", {}),
+            *(
+                function.get("Properties", {}).get("Environment", {}).get("Variables", {})
+                for function in _functions(template).values()
+            ),
+        )
+        if "EVENT_BUS_NAME" in variables
+    ]
+    buses = {resolver.resolve_string(value) for value in declared}
+    if len(buses) != 1:
+        raise ValueError(f"the functions must publish on one event bus, not {sorted(buses)}")
+    (event_bus_name,) = buses
     observer_url = _create_events_observer(sqs, events, build, event_bus_name)
     return LocalResources(
         table_name=build.refs["InstallationsTable"],

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any
 from urllib.parse import urlencode
@@ -26,8 +25,7 @@ SECRET_FIELDS = {"tokens", "recovery", "lease_owner", "lease_expires_at", "acces
 def admin_services(services: Services, aws: LocalResources) -> Services:
     # The admin function's own environment adds the dead-letter queues.
     environment = aws.function_environment(FN)
-    services.settings = dataclasses.replace(
-        services.settings,
+    services.settings = services.settings.replace(
         refresh_dead_letter_queue_url=environment["REFRESH_DEAD_LETTER_QUEUE_URL"],
         revoke_dead_letter_queue_url=environment["REVOKE_DEAD_LETTER_QUEUE_URL"],
     )

@@ -236,7 +236,7 @@ def test_an_older_generations_parked_event_never_follows_a_newer_one(
 
 
 def budget_settings(aws: LocalResources, **env: str) -> Settings:
-    return Settings.from_env(aws.function_environment("RefreshWorkerFunction", overrides=env))
+    return Settings.from_env(aws.every_function_environment(overrides=env))
 
 
 def use_settings(services: Services, settings: Settings) -> None:
