@@ -239,12 +239,10 @@ class Invoker:
 def _forget_configuration() -> None:
     """Forget the parsed settings and the services built from them (not the AWS or UltraCart
     clients: they depend on nothing that differs between functions)."""
-    services = sys.modules.get("ucoauth.services")
-    if services is not None:
-        services.forget_services()
-    settings = sys.modules.get("ucoauth.settings")
-    if settings is not None:
-        settings.get_settings.cache_clear()
+    ensure_layer_importable()
+    import ucoauth
+
+    ucoauth.reset(configuration_only=True)
 
 
 def template_invoker(
