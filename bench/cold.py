@@ -90,23 +90,33 @@ _FAKE_RESOURCES = {
     "TokenKey": f"arn:aws:kms:us-east-1:{_ACCOUNT}:key/00000000-0000-4000-8000-000000000000",
     "RefreshQueue": f"https://sqs.us-east-1.amazonaws.com/{_ACCOUNT}/bench-RefreshQueue",
     "RevokeQueue": f"https://sqs.us-east-1.amazonaws.com/{_ACCOUNT}/bench-RevokeQueue",
+    "RefreshDeadLetterQueue": f"https://sqs.us-east-1.amazonaws.com/{_ACCOUNT}/bench-RefreshDeadLetterQueue",
+    "RevokeDeadLetterQueue": f"https://sqs.us-east-1.amazonaws.com/{_ACCOUNT}/bench-RevokeDeadLetterQueue",
     "UninstallWebhookSecret": f"arn:aws:secretsmanager:us-east-1:{_ACCOUNT}:secret:bench-webhook-AbCdEf",
 }
 
 
-def fake_function_env() -> dict[str, str]:
-    """The template's Globals environment with fake resources (no create_resources, no network)."""
-    from devstack.resources import load_template, parameter_values
+def fake_function_env(logical_id: str | None = None) -> dict[str, str]:
+    """A function's environment (Globals and its own; every function's together without one),
+    with fake resources (no create_resources, no network)."""
+    from devstack.resources import load_template, parameter_values, resources_of_type
 
     template = load_template()
     parameters = parameter_values(template, stage="bench")
-    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    variables = dict(template["Globals"]["Function"]["Environment"]["Variables"])
+    functions = resources_of_type(template, "AWS::Serverless::Function")
+    for name in functions if logical_id is None else [logical_id]:
+        variables.update(functions[name]["Properties"].get("Environment", {}).get("Variables", {}))
     env: dict[str, str] = {}
     for name, value in variables.items():
         if isinstance(value, str | int | float):
             env[name] = str(value)
             continue
-        if "Ref" in value:
+        if "Fn::If" in value:  # EVENT_BUS_NAME: the stack's own bus or a named one
+            value = value["Fn::If"][2]
+        if "Fn::Sub" in value and isinstance(value["Fn::Sub"], str):
+            env[name] = value["Fn::Sub"].replace("${AWS::StackName}", "ucoauth-bench")
+        elif "Ref" in value:
             ref = value["Ref"]
             env[name] = parameters[ref] if ref in parameters else _FAKE_RESOURCES[ref]
         elif "Fn::GetAtt" in value:
@@ -238,22 +248,28 @@ def _one(python: str, candidate: Candidate, env: dict[str, str]) -> tuple[float,
 
 def measure(rounds: int, scratch: Path, *, python: str = sys.executable) -> list[ColdResult]:
     """``rounds`` measured rounds after one discarded warm-up round; candidates interleaved."""
-    base = fake_function_env()
-    # Bytecode may be written: the warm-up round caches .pyc for ucoauth and the handlers, as a
-    # pip-installed package or a compiled layer has them. The no-pyc candidates get none.
-    env = child_env(base)
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
     layer, functions = build_without_bytecode(scratch / "no-pyc")
-    shipped = child_env(base)
-    shipped["PYTHONPATH"] = ":".join([str(layer), *PYTHONPATH[1:]])
-    shipped["BENCH_FUNCTIONS_ROOT"] = str(functions)
+    logical_ids = {directory: logical_id for logical_id, directory in FUNCTIONS.items()}
+
+    def env_of(candidate: Candidate) -> dict[str, str]:
+        # Each function its own environment; the peers and the floor read none of it.
+        env = child_env(fake_function_env(logical_ids.get(candidate.child)))
+        if candidate.no_pyc:
+            env["PYTHONPATH"] = ":".join([str(layer), *PYTHONPATH[1:]])
+            env["BENCH_FUNCTIONS_ROOT"] = str(functions)
+        else:
+            # Bytecode may be written: the warm-up round caches .pyc for ucoauth and the handlers,
+            # as a pip-installed package or a compiled layer has them. The no-pyc ones get none.
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
+        return env
+
     listed = candidates()
     results = {candidate.key: ColdResult(candidate) for candidate in listed}
     for round_number in range(rounds + 1):
         # Rotate the order so no candidate always runs right after the same neighbour.
         shift = round_number % len(listed)
         for candidate in listed[shift:] + listed[:shift]:
-            wall, to_ready, inside = _one(python, candidate, shipped if candidate.no_pyc else env)
+            wall, to_ready, inside = _one(python, candidate, env_of(candidate))
             if round_number == 0:
                 continue  # warm-up: page cache, .pyc files
             result = results[candidate.key]
@@ -269,7 +285,8 @@ def measure(rounds: int, scratch: Path, *, python: str = sys.executable) -> list
 
 def import_profile(directory: str, *, python: str = sys.executable) -> dict[str, float]:
     """Self import time (ms) by top-level package for one candidate (``-X importtime``)."""
-    env = child_env(fake_function_env())
+    logical_ids = {directory: logical_id for logical_id, directory in FUNCTIONS.items()}
+    env = child_env(fake_function_env(logical_ids.get(directory)))
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     answer = subprocess.run(
         [python, "-X", "importtime", "-m", "bench.cold_child", directory],

@@ -101,17 +101,17 @@ class Live:
 
     def function_env(self, logical_id: str, **overrides: str) -> dict[str, str]:
         """A function's environment from the template, pointed at moto's server and the sandbox."""
-        env = self.resources.function_environment(
-            logical_id,
-            overrides={
-                "ULTRACART_BASE_URL": self.sandbox.base_url,
-                "ULTRACART_CLIENT_ID": self.sandbox.client_id,
-                "OAUTH_REDIRECT_URI": "http://localhost:3000/oauth/callback",
-                "ULTRACART_CONNECT_TIMEOUT": "2",
-                "ULTRACART_READ_TIMEOUT": "5",
-                **overrides,
-            },
-        )
+        env = self.resources.function_environment(logical_id)
+        local = {
+            "ULTRACART_BASE_URL": self.sandbox.base_url,
+            "ULTRACART_CLIENT_ID": self.sandbox.client_id,
+            "OAUTH_REDIRECT_URI": "http://localhost:3000/oauth/callback",
+            "ULTRACART_CONNECT_TIMEOUT": "2",
+            "ULTRACART_READ_TIMEOUT": "5",
+        }
+        # Only the variables the function has: each function gets its own environment.
+        env.update({name: value for name, value in local.items() if name in env})
+        env.update(overrides)
         env.update(fake_aws_credentials())
         env["AWS_ENDPOINT_URL"] = self.endpoint_url
         return env

@@ -7,14 +7,21 @@ import urllib.request
 from collections.abc import Iterator
 
 import boto3
-import moto
 import pytest
 from moto.server import ThreadedMotoServer
 
 from devstack.motolock import serialize_dynamodb
 from devstack.resources import LocalResources, create_resources
+from tests.support.moto_stack import in_process_stack, shared_botocore_data
 
 REGION = "us-east-1"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _botocore_data_parsed_once() -> Iterator[None]:
+    """botocore's data files (service models, endpoints) parsed once per process, not per session."""
+    with shared_botocore_data():
+        yield
 
 
 @pytest.fixture
@@ -33,9 +40,10 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def aws(aws_env: None) -> Iterator[LocalResources]:
-    """template.yaml's resources in moto's in-process mock (``mock_aws`` stays active during the test)."""
-    with moto.mock_aws():
-        yield create_resources(boto3.Session(region_name=REGION))
+    """template.yaml's resources in moto's in-process mock (``mock_aws`` stays active during the test),
+    empty: created once per process, every item and message deleted before each test."""
+    with in_process_stack(REGION) as resources:
+        yield resources
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,6 @@ from ucoauth.device import (
     device_status,
     get_device_settings,
     is_authorization_id,
-    is_scope,
     start_device_authorization,
 )
 from ucoauth.errors import (
@@ -29,7 +28,7 @@ from ucoauth.errors import (
 from ucoauth.observability import logger, metrics
 from ucoauth.services import get_services
 from ucoauth.timing import Deadline
-from ucoauth.validation import BadInput
+from ucoauth.validation import BadInput, is_scope
 from ucoauth.web import JSON_HEADERS, raw_body
 
 app = APIGatewayHttpResolver()

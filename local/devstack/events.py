@@ -94,8 +94,13 @@ def regenerate(state: dict[str, Any], out: Path = EVENTS) -> None:
     template = load_template()
     environment: dict[str, str] = dict(state["environment"])
     apply_environment({**environment, **aws_environment(state["moto_url"], state["region"])})
+    # Each function's own environment (a state file of an older stack has only the shared one).
+    environments: dict[str, dict[str, str]] = state.get("environments") or {}
     invoker = template_invoker(
-        template, region=str(state.get("region", DEFAULT_REGION)), account_id=str(state.get("account_id"))
+        template,
+        region=str(state.get("region", DEFAULT_REGION)),
+        account_id=str(state.get("account_id")),
+        environments=environments or None,
     )
     started = invoker.invoke("OAuthBrowserFunction", json.loads((EVENTS / "install.json").read_text()))
     location = started["headers"]["Location"]
@@ -116,21 +121,14 @@ def regenerate(state: dict[str, Any], out: Path = EVENTS) -> None:
     _write(out, "webhook-uninstall.json", hook)
 
     # The container calls the sandbox and moto on the host; the browser still uses localhost.
-    docker = {**environment, "ULTRACART_BASE_URL": for_docker(environment["ULTRACART_BASE_URL"])}
+    def docker(env: dict[str, str]) -> dict[str, str]:
+        if "ULTRACART_BASE_URL" not in env:
+            return env
+        return {**env, "ULTRACART_BASE_URL": for_docker(env["ULTRACART_BASE_URL"])}
+
     functions = invoker.loader.logical_ids
-    declared = declared_variables(template)
-    per_function = {fn: {k: v for k, v in docker.items() if k in declared[fn]} for fn in functions}
-    _write(out, "env.json", env_json(per_function, for_docker(state["moto_url"])))
-
-
-def declared_variables(template: Mapping[str, Any]) -> dict[str, set[str]]:
-    """Per function, the variables the template gives it: the Globals' and its own ``Environment``."""
-    shared = set(template["Globals"]["Function"]["Environment"]["Variables"])
-    return {
-        logical_id: shared | set(resource["Properties"].get("Environment", {}).get("Variables", {}))
-        for logical_id, resource in template["Resources"].items()
-        if resource.get("Type") == "AWS::Serverless::Function"
-    }
+    each = {fn: docker(environments.get(fn, environment)) for fn in functions}
+    _write(out, "env.json", env_json(each, for_docker(state["moto_url"])))
 
 
 def main(argv: list[str] | None = None) -> int:

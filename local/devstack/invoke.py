@@ -21,7 +21,8 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -173,8 +174,11 @@ class Invoker:
         region: str = DEFAULT_REGION,
         account_id: str = "123456789012",
         memory: Mapping[str, int] | None = None,
+        environments: Mapping[str, Mapping[str, str]] | None = None,
     ) -> None:
         self.loader = loader
+        # Each function's own environment, put in place for its invocations (None: the process's).
+        self._environments = {k: dict(v) for k, v in (environments or {}).items()} or None
         self._timeouts = dict(timeouts or {})
         self._memory = dict(memory or {})
         self._region = region
@@ -196,7 +200,8 @@ class Invoker:
         with self._lock:
             context = self.context(logical_id)
             try:
-                return handler(event, context)
+                with self._environment_of(logical_id):
+                    return handler(event, context)
             finally:
                 if context.get_remaining_time_in_millis() == 0:
                     print(
@@ -205,11 +210,50 @@ class Invoker:
                         file=sys.stderr,
                     )
 
+    @contextmanager
+    def _environment_of(self, logical_id: str) -> Iterator[None]:
+        """During the call, exactly the function's variables of the template (as Lambda gives
+        them): the other functions' variables are removed, and the package's settings and
+        services are read anew, then again after the call."""
+        if self._environments is None:
+            yield
+            return
+        own = self._environments[logical_id]
+        names = {name for environment in self._environments.values() for name in environment}
+        previous = {name: os.environ.get(name) for name in names}
+        for name in names - set(own):
+            os.environ.pop(name, None)
+        os.environ.update(own)
+        _forget_configuration()
+        try:
+            yield
+        finally:
+            for name, value in previous.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+            _forget_configuration()
+
+
+def _forget_configuration() -> None:
+    """Forget the parsed settings and the services built from them (not the AWS or UltraCart
+    clients: they depend on nothing that differs between functions)."""
+    ensure_layer_importable()
+    import ucoauth
+
+    ucoauth.reset(configuration_only=True)
+
 
 def template_invoker(
-    template: Mapping[str, Any], *, region: str = DEFAULT_REGION, account_id: str = "123456789012"
+    template: Mapping[str, Any],
+    *,
+    region: str = DEFAULT_REGION,
+    account_id: str = "123456789012",
+    environments: Mapping[str, Mapping[str, str]] | None = None,
 ) -> Invoker:
-    """An invoker for every function of the template, with the template's timeouts and memory."""
+    """An invoker for every function of the template, with the template's timeouts and memory
+    (and, with ``environments``, each function's own environment during its invocations)."""
     memory_default = int(template.get("Globals", {}).get("Function", {}).get("MemorySize", 128))
     memory = {
         logical_id: int(resource.get("Properties", {}).get("MemorySize", memory_default))
@@ -222,6 +266,7 @@ def template_invoker(
         region=region,
         account_id=account_id,
         memory=memory,
+        environments=environments,
     )
 
 
@@ -411,7 +456,9 @@ def _invoke(args: argparse.Namespace, result_stream: Any) -> int:
         known = ", ".join(invoker.loader.logical_ids)
         print(f"devstack.invoke: unknown function {args.function!r} (one of: {known})", file=sys.stderr)
         return 2
-    apply_environment({**state["environment"], **aws_environment(state["moto_url"], state["region"])})
+    # The function's own environment (a state file of an older stack has only the shared one).
+    environment = state.get("environments", {}).get(args.function, state["environment"])
+    apply_environment({**environment, **aws_environment(state["moto_url"], state["region"])})
     try:
         result = invoker.invoke(args.function, event)
     except Exception:

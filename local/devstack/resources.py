@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import pickle
 import re
 import secrets
 import string
@@ -125,13 +126,29 @@ for _tag in _INTRINSIC_TAGS:
     _TemplateLoader.add_constructor(f"!{_tag}", _long_form(f"Fn::{_tag}"))
 
 
+# Parsed templates by (path, modification time, size): parsing the template takes about 0.2 s,
+# and the tests and the local stack read it many times. Callers get a copy they may change.
+_PARSED: dict[tuple[str, int, int], bytes] = {}
+
+
 def load_template(path: Path = TEMPLATE_PATH) -> dict[str, Any]:
-    """Parse a CloudFormation/SAM template, short tags (``!Ref``, ``!Sub``...) included."""
-    with path.open(encoding="utf-8") as handle:
-        document = yaml.load(handle, Loader=_TemplateLoader)  # noqa: S506 - a SafeLoader subclass
-    if not isinstance(document, dict) or "Resources" not in document:
-        raise ValueError(f"{path} is not a CloudFormation template")
-    return document
+    """Parse a CloudFormation/SAM template, short tags (``!Ref``, ``!Sub``...) included.
+
+    Each call returns a fresh document (changing it changes nothing else); a file is parsed
+    again only when its modification time or size changes.
+    """
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+    cached = _PARSED.get(key)
+    if cached is None:
+        with path.open(encoding="utf-8") as handle:
+            document = yaml.load(handle, Loader=_TemplateLoader)  # noqa: S506 - a SafeLoader subclass
+        if not isinstance(document, dict) or "Resources" not in document:
+            raise ValueError(f"{path} is not a CloudFormation template")
+        cached = pickle.dumps(document, protocol=pickle.HIGHEST_PROTOCOL)
+        _PARSED[key] = cached
+    copy: dict[str, Any] = pickle.loads(cached)  # noqa: S301 - bytes this function pickled itself
+    return copy
 
 
 def resources_of_type(template: Mapping[str, Any], resource_type: str) -> dict[str, dict[str, Any]]:
@@ -404,6 +421,15 @@ class LocalResources:
         environment.update(overrides or {})
         return environment
 
+    def every_function_environment(self, *, overrides: Mapping[str, str] | None = None) -> dict[str, str]:
+        """Every function's variables together: what one process that runs every handler with one
+        configuration needs (tests). Each function itself gets only :meth:`function_environment`."""
+        environment: dict[str, str] = {}
+        for logical_id in resources_of_type(self.template, "AWS::Serverless::Function"):
+            environment.update(self.function_environment(logical_id))
+        environment.update(overrides or {})
+        return environment
+
     def _resolver(self) -> _Resolver:
         return _Resolver(
             template=self.template,
@@ -532,9 +558,22 @@ def create_resources(
         _create_alarm(cloudwatch, build, logical_id)
 
     resolver = build.resolver()
-    event_bus_name = resolver.resolve_string(
-        _globals(template, "Function")["Environment"]["Variables"]["EVENT_BUS_NAME"]
-    )
+    # The bus the functions publish on (each function that publishes names the same one).
+    declared = [
+        variables["EVENT_BUS_NAME"]
+        for variables in (
+            _globals(template, "Function").get("Environment", {}).get("Variables", {}),
+            *(
+                function.get("Properties", {}).get("Environment", {}).get("Variables", {})
+                for function in _functions(template).values()
+            ),
+        )
+        if "EVENT_BUS_NAME" in variables
+    ]
+    buses = {resolver.resolve_string(value) for value in declared}
+    if len(buses) != 1:
+        raise ValueError(f"the functions must publish on one event bus, not {sorted(buses)}")
+    (event_bus_name,) = buses
     observer_url = _create_events_observer(sqs, events, build, event_bus_name)
     return LocalResources(
         table_name=build.refs["InstallationsTable"],

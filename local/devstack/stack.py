@@ -4,10 +4,11 @@ local HttpApi gateway, with the functions' environment in this process.
 >>> with LocalStack() as stack:                       # every port 0: free ports (tests)
 ...     requests.get(f"{stack.gateway_url}/install", allow_redirects=False)
 
-One process runs every handler, so the functions' environment goes into ``os.environ``; the
-template gives every function the same (Globals) environment, which :meth:`LocalStack.start`
-checks. Browser-facing URLs use ``localhost``: Chromium treats ``http://localhost`` as a secure
-context, so the ``__Host-`` state cookie (``Secure``) works without TLS. Sockets bind 127.0.0.1.
+One process runs every handler: each invocation runs with exactly its function's environment
+from the template in ``os.environ`` (the invoker swaps it in and out), and between invocations
+the process holds every function's variables together. Browser-facing URLs use ``localhost``:
+Chromium treats ``http://localhost`` as a secure context, so the ``__Host-`` state cookie
+(``Secure``) works without TLS. Sockets bind 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -66,24 +67,19 @@ class _MotoServer(ThreadedMotoServer):
             self._server_ready_event.set()
 
 
-def shared_environment(resources: LocalResources) -> dict[str, str]:
-    """The one environment of every function: the Globals and each function's own variables
-    together; StackError when two functions give one variable different values."""
-    functions = list(resources_of_type(resources.template, "AWS::Serverless::Function"))
-    if not functions:
+def function_environments(
+    resources: LocalResources, local: Mapping[str, str] | None = None
+) -> dict[str, dict[str, str]]:
+    """Each function's environment from the template, with the ``local`` values (the sandbox's URL
+    and client id, the gateway's callback) replacing the template's for the variables it has."""
+    environments: dict[str, dict[str, str]] = {}
+    for logical_id in resources_of_type(resources.template, "AWS::Serverless::Function"):
+        environment = resources.function_environment(logical_id)
+        environment.update({name: value for name, value in (local or {}).items() if name in environment})
+        environments[logical_id] = environment
+    if not environments:
         raise StackError("template.yaml has no AWS::Serverless::Function")
-    merged: dict[str, str] = {}
-    declared_by: dict[str, str] = {}
-    for logical_id in functions:
-        for name, value in resources.function_environment(logical_id).items():
-            if name in merged and merged[name] != value:
-                raise StackError(
-                    f"{logical_id} and {declared_by[name]} give {name} different values; the local "
-                    "stack runs every handler in one process and needs one value per variable"
-                )
-            merged[name] = value
-            declared_by.setdefault(name, logical_id)
-    return merged
+    return environments
 
 
 class LocalStack:
@@ -127,9 +123,16 @@ class LocalStack:
         self._invoker: Invoker | None = None
         self._previous_env: dict[str, str | None] | None = None
         self.environment: dict[str, str] = {}
+        self.environments: dict[str, dict[str, str]] = {}
         self.moto_url = ""
 
     # -- what tests and tools use -------------------------------------------------------------
+
+    def _invoke(self, logical_id: str, event: dict[str, Any]) -> Any:
+        """The gateway's way in (the invoker is made once the gateway's URL is known)."""
+        if self._invoker is None:
+            raise StackError("local stack not started")
+        return self._invoker.invoke(logical_id, event)
 
     @property
     def resources(self) -> LocalResources:
@@ -233,15 +236,12 @@ class LocalStack:
         except ValueError as exc:  # a parameter the template refuses (e.g. a non-https UltraCart)
             raise StackError(str(exc)) from exc
         self._resources = resources
-        base_env = shared_environment(resources)
 
         # 3. The gateway (bound now: the redirect URI names its port).
-        invoker = template_invoker(self.template, region=resources.region, account_id=resources.account_id)
-        self._invoker = invoker
         try:
             gateway = Gateway(
                 http_routes(self.template),
-                invoker.invoke,
+                self._invoke,
                 credentials={LOCAL_ACCESS_KEY_ID: LOCAL_SECRET_ACCESS_KEY},
                 host=HOST,
                 port=self.gateway_port,
@@ -253,13 +253,24 @@ class LocalStack:
             raise StackError(f"the gateway could not listen on {HOST}:{self.gateway_port}: {exc}") from exc
         self._gateway = gateway
 
-        # 4. The functions' environment, in this process.
-        self.environment = {
-            **base_env,
-            "ULTRACART_BASE_URL": base_url,
-            "ULTRACART_CLIENT_ID": client_id,
-            "OAUTH_REDIRECT_URI": f"{gateway.url}/oauth/callback",
-        }
+        # 4. Each function's environment (swapped in for its invocations), and every function's
+        # variables together in this process between invocations.
+        self.environments = function_environments(
+            resources,
+            {
+                "ULTRACART_BASE_URL": base_url,
+                "ULTRACART_CLIENT_ID": client_id,
+                "OAUTH_REDIRECT_URI": f"{gateway.url}/oauth/callback",
+            },
+        )
+        self.environment = {k: v for env in self.environments.values() for k, v in env.items()}
+        invoker = template_invoker(
+            self.template,
+            region=resources.region,
+            account_id=resources.account_id,
+            environments=self.environments,
+        )
+        self._invoker = invoker
         self._previous_env = apply_environment(
             {**self.environment, **aws_environment(self.moto_url, resources.region)}
         )
@@ -326,6 +337,7 @@ class LocalStack:
             "events_observer_queue_url": resources.events_observer_queue_url,
             "webhook_secret_arn": resources.webhook_secret_arn,
             "environment": dict(self.environment),
+            "environments": {logical_id: dict(env) for logical_id, env in self.environments.items()},
         }
 
     def write_state(self, path: Path) -> None:

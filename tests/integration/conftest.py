@@ -35,8 +35,7 @@ def sandbox(sandbox_server: Sandbox) -> Iterator[Sandbox]:
 @pytest.fixture
 def live_env(aws_server: LocalResources, sandbox: Sandbox) -> dict[str, str]:
     """The functions' environment from template.yaml, pointed at moto's server and the sandbox."""
-    env = aws_server.function_environment(
-        "RefreshWorkerFunction",
+    env = aws_server.every_function_environment(
         overrides={
             "ULTRACART_BASE_URL": sandbox.base_url,
             "ULTRACART_CLIENT_ID": sandbox.client_id,

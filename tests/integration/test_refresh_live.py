@@ -146,7 +146,7 @@ def test_the_planner_reads_only_the_due_items(live: Services, aws_server: LocalR
     for start in range(0, len(items), 25):
         ddb.batch_write_item(RequestItems={aws_server.table_name: items[start : start + 25]})
     stats: dict[str, int] = {}
-    roomy = dataclasses.replace(live, settings=dataclasses.replace(live.settings, refresh_pace_limit=1000))
+    roomy = dataclasses.replace(live, settings=live.settings.replace(refresh_pace_limit=1000))
     due = plan(roomy, stats=stats)
     assert len(due) == 100
     assert stats["scanned"] == 100  # items read == items due, not 10,000

@@ -48,8 +48,7 @@ def story(aws_server: LocalResources, monkeypatch: pytest.MonkeyPatch) -> Iterat
     )
     arn = secrets.create_secret(Name="ultracart-client-secret", SecretString=CLIENT_SECRET)["ARN"]
     with Sandbox(client_secret=CLIENT_SECRET) as sandbox:
-        env = aws_server.function_environment(
-            "RefreshWorkerFunction",
+        env = aws_server.every_function_environment(
             overrides={
                 "ULTRACART_BASE_URL": sandbox.base_url,
                 "ULTRACART_CLIENT_ID": sandbox.client_id,

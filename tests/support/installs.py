@@ -30,6 +30,20 @@ def install(services: Services, uc: FakeUltraCart, merchant_id: str = "DEMO1") -
     )
 
 
+def store_installation(services: Services, merchant_id: str, *, expires_in: int = 3600) -> None:
+    """An active installation stored as a completed callback stores it (encrypted tokens, due
+    time), without the browser's round trip: for tests that need many installations."""
+    tokens = TokenSet(f"access-{merchant_id}", f"refresh-{merchant_id}")
+    answer = TokenResponse(
+        access_token=tokens.access_token,
+        refresh_token=tokens.refresh_token,
+        expires_in=expires_in,
+        merchant_id=merchant_id,
+    )
+    fields = token_fields(services, merchant_id, tokens, answer)
+    services.installations.save_installation(merchant_id, fields, now=services.now())
+
+
 def stored_refresh_token(services: Services, merchant_id: str = "DEMO1") -> str | None:
     installation = services.installations.get(merchant_id)
     assert installation is not None and installation.tokens_ciphertext is not None

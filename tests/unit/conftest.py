@@ -38,7 +38,8 @@ def clock() -> Clock:
 
 @pytest.fixture
 def settings(aws: LocalResources) -> Settings:
-    return Settings.from_env(aws.function_environment("RefreshWorkerFunction"))
+    # One Services serves every handler the tests invoke: every function's variables.
+    return Settings.from_env(aws.every_function_environment())
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any
 from urllib.parse import urlencode
@@ -12,7 +11,7 @@ import pytest
 
 from devstack.resources import LocalResources
 from tests.support.fake_ultracart import FakeUltraCart, transient
-from tests.support.installs import install
+from tests.support.installs import install, store_installation
 from tests.support.lambdas import invoke, load_event, sqs_event
 from tests.support.observer import published_events
 from ucoauth import admin
@@ -26,8 +25,7 @@ SECRET_FIELDS = {"tokens", "recovery", "lease_owner", "lease_expires_at", "acces
 def admin_services(services: Services, aws: LocalResources) -> Services:
     # The admin function's own environment adds the dead-letter queues.
     environment = aws.function_environment(FN)
-    services.settings = dataclasses.replace(
-        services.settings,
+    services.settings = services.settings.replace(
         refresh_dead_letter_queue_url=environment["REFRESH_DEAD_LETTER_QUEUE_URL"],
         revoke_dead_letter_queue_url=environment["REVOKE_DEAD_LETTER_QUEUE_URL"],
     )
@@ -276,9 +274,9 @@ def test_stats_count_statuses_due_budget_and_queues(
     assert body["queues"]["refresh"]["depth"] == 0
 
 
-def test_listing_50_reads_at_most_60_items(admin_services: Services, fake_uc: FakeUltraCart) -> None:
+def test_listing_50_reads_at_most_60_items(admin_services: Services) -> None:
     for n in range(60):
-        install(admin_services, fake_uc, f"M{n:03d}")
+        store_installation(admin_services, f"M{n:03d}")
     counted: dict[str, int] = {}
     page = admin.list_installations(admin_services, status="active", limit=50, cursor=None, stats=counted)
     assert len(page.items) == 50 and page.next_cursor is not None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -117,8 +116,8 @@ def test_callback_installs_and_sends_the_browser_to_a_clean_success_url(
 def test_the_success_url_shows_the_app_and_the_account_and_survives_a_reload(
     services: Services, fake_uc: FakeUltraCart
 ) -> None:
-    services.settings = replace(
-        services.settings, app_name="Acme Sync", app_url="https://app.acme.example/", support_url=""
+    services.settings = services.settings.replace(
+        app_name="Acme Sync", app_url="https://app.acme.example/", support_url=""
     )
     state, nonce, _ = start_install(services)
     code = fake_uc.new_code("DEMO1")
@@ -299,8 +298,8 @@ def test_ultracart_error_values_name_their_cause(
 def test_a_misconfigured_app_offers_the_developer_not_a_retry_loop(
     services: Services, fake_uc: FakeUltraCart, aws: LocalResources, error: str
 ) -> None:
-    services.settings = replace(
-        services.settings, app_name="Acme Sync", support_url="mailto:help@acme.example"
+    services.settings = services.settings.replace(
+        app_name="Acme Sync", support_url="mailto:help@acme.example"
     )
     event = load_event("callback-unauthorized-client.json", state="s" * 43, nonce="n" * 43)
     event["rawQueryString"] = f"error={error}&state={'s' * 43}"
@@ -325,8 +324,8 @@ def test_ultracart_refusing_the_client_during_the_exchange_is_a_misconfiguration
 def test_every_error_page_names_the_app_and_a_way_to_the_developer(
     services: Services, fake_uc: FakeUltraCart
 ) -> None:
-    services.settings = replace(
-        services.settings, app_name="Acme <Sync>", support_url="https://acme.example/help"
+    services.settings = services.settings.replace(
+        app_name="Acme <Sync>", support_url="https://acme.example/help"
     )
     for name in ("callback-denied.json", "callback-no-cookie.json", "callback-repeated-params.json"):
         body = invoke(FN, load_event(name, state="s" * 43))["body"]
@@ -380,7 +379,7 @@ def test_ultracart_failures_get_a_page_not_a_500(
 
 
 def test_post_install_redirect(services: Services, fake_uc: FakeUltraCart, aws: LocalResources) -> None:
-    services.settings = replace(services.settings, post_install_redirect_url="https://app.example/welcome")
+    services.settings = services.settings.replace(post_install_redirect_url="https://app.example/welcome")
     state, nonce, _ = start_install(services)
     response = callback(fake_uc.new_code("DEMO1"), state, nonce)
     assert response["statusCode"] == 302

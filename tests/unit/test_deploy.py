@@ -372,8 +372,8 @@ def _settings_bounds() -> dict[str, tuple[float, float, float]]:
     for node in ast.walk(ast.parse(source)):
         if (
             isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Name)
-            and node.func.id in ("integer", "number")
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("integer", "number")
             and isinstance(node.args[0], ast.Constant)
         ):
             keywords = {k.arg: _constant(k.value) for k in node.keywords}
@@ -387,7 +387,10 @@ def _settings_bounds() -> dict[str, tuple[float, float, float]]:
 
 def test_number_parameters_have_exactly_the_bounds_settings_accepts() -> None:
     template = load_template()
-    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    variables = dict(template["Globals"]["Function"]["Environment"]["Variables"])
+    for resource in template["Resources"].values():
+        if resource["Type"] == "AWS::Serverless::Function":
+            variables.update(resource["Properties"].get("Environment", {}).get("Variables", {}))
     by_parameter = {v["Ref"]: name for name, v in variables.items() if isinstance(v, dict) and "Ref" in v}
     bounds = _settings_bounds()
     checked = []

@@ -7,6 +7,7 @@ The number of examples per route comes from ``FUZZ_EXAMPLES`` (CI runs a reduced
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import os
 import string
@@ -44,12 +45,18 @@ header_values = st.text(max_size=200)
 cookies = st.lists(st.text(max_size=120), max_size=4)
 
 
+@functools.cache
+def client(service: str) -> Any:
+    """One client per service for the module (moto answers it whenever a mock is active)."""
+    return boto3.client(service, region_name="us-east-1")  # type: ignore[call-overload]
+
+
 def stored(aws: LocalResources) -> int:
-    return len(boto3.client("dynamodb").scan(TableName=aws.table_name)["Items"])
+    return len(client("dynamodb").scan(TableName=aws.table_name)["Items"])
 
 
 def queued(aws: LocalResources) -> int:
-    sqs = boto3.client("sqs")
+    sqs = client("sqs")
     attrs = sqs.get_queue_attributes(
         QueueUrl=aws.revoke_queue_url, AttributeNames=["ApproximateNumberOfMessages"]
     )

@@ -8,6 +8,7 @@ by the grants UltraCart still holds (``FakeUltraCart.live_grants``), not by our 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from datetime import UTC, datetime
@@ -235,12 +236,24 @@ def test_an_older_generations_parked_event_never_follows_a_newer_one(
 
 
 def budget_settings(aws: LocalResources, **env: str) -> Settings:
-    return Settings.from_env(aws.function_environment("RefreshWorkerFunction", overrides=env))
+    return Settings.from_env(aws.every_function_environment(overrides=env))
+
+
+def use_settings(services: Services, settings: Settings) -> None:
+    """Rebuild ``services`` (in place: handlers use it) from ``settings``, keeping the test's clock
+    and fake UltraCart."""
+    rebuilt = Services.from_settings(settings)
+    for name in ("clock", "sleep", "ultracart_factory"):
+        setattr(rebuilt, name, getattr(services, name))
+    for field in dataclasses.fields(Services):
+        setattr(services, field.name, getattr(rebuilt, field.name))
 
 
 def test_a_spent_budget_and_an_expired_token_answer_503_with_retry_after(
     services: Services, fake_uc: FakeUltraCart, clock: Clock, aws: LocalResources
 ) -> None:
+    # A small budget, spent: the same refusal as 900 calls an hour, without making 810 of them.
+    use_settings(services, budget_settings(aws, ULTRACART_HOURLY_LIMIT="20", ULTRACART_DAILY_LIMIT="100"))
     install(services, fake_uc)
     clock.now += 3601  # the stored token has expired
     spend_the_background_budget(services)
@@ -259,16 +272,12 @@ def spend_the_background_budget(services: Services) -> None:
 def test_every_ultracart_call_counts_and_callbacks_keep_a_reserve(
     services: Services, fake_uc: FakeUltraCart, clock: Clock, aws: LocalResources
 ) -> None:
-    import dataclasses
-
-    limited = budget_settings(
-        aws, ULTRACART_HOURLY_LIMIT="4", ULTRACART_DAILY_LIMIT="100", ULTRACART_CALLBACK_RESERVE="0.25"
+    use_settings(
+        services,
+        budget_settings(
+            aws, ULTRACART_HOURLY_LIMIT="4", ULTRACART_DAILY_LIMIT="100", ULTRACART_CALLBACK_RESERVE="0.25"
+        ),
     )
-    rebuilt = Services.from_settings(limited)
-    for name in ("clock", "sleep", "ultracart_factory"):
-        setattr(rebuilt, name, getattr(services, name))
-    for field in dataclasses.fields(Services):
-        setattr(services, field.name, getattr(rebuilt, field.name))
     fake_uc.expires_in = 60
     for merchant in ("M1", "M2", "M3"):
         install(services, fake_uc, merchant)  # three code exchanges: 3 of the 4 calls this hour

@@ -84,3 +84,21 @@ def test_reset_imports_nothing() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=PACKAGE.parent
     )
     assert answer.stdout.strip() == "[]"
+
+
+def test_a_configuration_reset_forgets_the_settings_and_services_and_keeps_the_clients(
+    aws: LocalResources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in aws.function_environment("TokenApiFunction").items():
+        monkeypatch.setenv(name, value)
+    first = services.get_services()
+    client = uc_aws.dynamodb()
+    assert {module for module, _ in ucoauth.CACHES} >= ucoauth.CONFIGURATION_CACHES
+
+    ucoauth.reset(configuration_only=True)
+
+    assert settings.get_settings.cache_info().currsize == 0
+    assert services._services is None
+    assert services.get_services() is not first
+    assert uc_aws.dynamodb() is client
+    ucoauth.reset()

@@ -2,10 +2,27 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
+import ucoauth
+from devstack.resources import LocalResources
+from tests.support.installs import store_installation
 from ucoauth.errors import ConfigurationError
-from ucoauth.settings import Settings
+from ucoauth.services import Services
+from ucoauth.settings import (
+    ACCESS_TOKEN_SECTIONS,
+    ENVIRONMENT,
+    FUNCTION_SECTIONS,
+    SECTIONS,
+    Settings,
+    _Reader,
+    _Value,
+    function_variables,
+    variables_of,
+)
+from ucoauth.tokens import get_access_token
 
 BASE = {
     "TABLE_NAME": "t",
@@ -14,7 +31,13 @@ BASE = {
     "REFRESH_QUEUE_URL": "https://sqs/refresh",
     "REVOKE_QUEUE_URL": "https://sqs/revoke",
     "WEBHOOK_SECRET_ARN": "arn:aws:secretsmanager:us-east-1:1:secret:x",
+    "REFRESH_DEAD_LETTER_QUEUE_URL": "https://sqs/refresh-dlq",
+    "REVOKE_DEAD_LETTER_QUEUE_URL": "https://sqs/revoke-dlq",
+    "DEVICE_SCOPE": "crm",
+    "DEVICE_QUEUE_URL": "https://sqs/device",
+    "DEVICE_KEY_ID": "arn:aws:kms:us-east-1:1:key/device",
 }
+EVERY_SECTION = tuple(SECTIONS)
 
 
 def test_defaults_apply_when_optional_values_are_absent() -> None:
@@ -30,13 +53,13 @@ def test_defaults_apply_when_optional_values_are_absent() -> None:
 def test_a_missing_required_variable_is_named(name: str) -> None:
     env = {k: v for k, v in BASE.items() if k != name}
     with pytest.raises(ConfigurationError, match=name):
-        Settings.from_env(env)
+        Settings.from_env(env, sections=EVERY_SECTION)
 
 
 @pytest.mark.parametrize("name", sorted(BASE))
 def test_an_empty_required_variable_is_named(name: str) -> None:
     with pytest.raises(ConfigurationError, match=name):
-        Settings.from_env({**BASE, name: "  "})
+        Settings.from_env({**BASE, name: "  "}, sections=EVERY_SECTION)
 
 
 @pytest.mark.parametrize(
@@ -55,13 +78,13 @@ def test_an_empty_required_variable_is_named(name: str) -> None:
 )
 def test_malformed_values_fail_with_the_variable_name(name: str, value: str) -> None:
     with pytest.raises(ConfigurationError, match=name):
-        Settings.from_env({**BASE, name: value})
+        Settings.from_env({**BASE, name: value}, sections=EVERY_SECTION)
 
 
 def test_settings_are_frozen() -> None:
     settings = Settings.from_env(BASE)
     with pytest.raises(AttributeError):
-        settings.table_name = "other"  # type: ignore[misc]
+        settings.table_name = "other"
 
 
 def test_the_app_branding_has_defaults_and_is_validated() -> None:
@@ -98,4 +121,65 @@ def test_the_app_branding_has_defaults_and_is_validated() -> None:
 )
 def test_bad_branding_fails_naming_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigurationError, match=name):
-        Settings.from_env({**BASE, name: value})
+        Settings.from_env({**BASE, name: value}, sections=EVERY_SECTION)
+
+
+# -- sections: each function parses only what it uses ---------------------------------------------
+
+
+def test_a_section_is_parsed_when_first_read_and_names_its_missing_variable() -> None:
+    # The webhook's variables are absent: everything else still reads, and the webhook's value
+    # fails naming its variable only when something reads it.
+    env = {k: v for k, v in BASE.items() if k != "WEBHOOK_SECRET_ARN"}
+    settings = Settings.from_env(env)
+    assert settings.table_name == "t" and settings.refresh_queue_url == "https://sqs/refresh"
+    with pytest.raises(ConfigurationError, match="WEBHOOK_SECRET_ARN"):
+        _ = settings.webhook_secret_arn
+    with pytest.raises(ConfigurationError, match="WEBHOOK_SECRET_ARN"):
+        Settings.for_function("UninstallWebhookFunction", env)
+
+
+def test_each_function_parses_with_exactly_its_sections_variables() -> None:
+    for logical_id in FUNCTION_SECTIONS:
+        own = {name: value for name, value in BASE.items() if name in function_variables(logical_id)}
+        settings = Settings.for_function(logical_id, own)  # no other section's variable needed
+        assert settings.table_name == "t"
+
+
+@pytest.mark.parametrize("name", sorted(SECTIONS))
+def test_a_section_reads_only_its_own_variables_and_gives_its_declared_values(name: str) -> None:
+    read: list[str] = []
+
+    class Recording(dict[str, str]):
+        def get(self, key: str, default: Any = None) -> Any:
+            read.append(key)
+            return super().get(key, default)
+
+    values = SECTIONS[name].parse(_Reader(Recording(BASE), SECTIONS[name]))
+    assert set(read) - {"AWS_REGION", "AWS_DEFAULT_REGION"} <= set(SECTIONS[name].variables)
+    declared = {n for n, v in vars(Settings).items() if isinstance(v, _Value) and v.section == name}
+    assert set(values) == declared
+
+
+def test_every_variable_is_in_exactly_one_section() -> None:
+    names = [variable for section in SECTIONS.values() for variable in section.variables]
+    assert len(names) == len(set(names)) == len(ENVIRONMENT)
+
+
+def test_an_apps_own_lambda_gets_a_token_with_only_the_token_sections(
+    services: Services, aws: LocalResources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given an installation, and a Lambda of the app's own whose environment has only what
+    # get_access_token reads (no queue, no webhook secret, no page settings)
+    store_installation(services, "DEMO1")
+    env = aws.every_function_environment()
+    for name in ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    for name in variables_of(ACCESS_TOKEN_SECTIONS):
+        monkeypatch.setenv(name, env[name])
+    assert "REFRESH_QUEUE_URL" not in variables_of(ACCESS_TOKEN_SECTIONS)
+    assert "WEBHOOK_SECRET_ARN" not in variables_of(ACCESS_TOKEN_SECTIONS)
+    ucoauth.reset()
+    # When it asks for a token / Then it gets the stored one
+    token = get_access_token("DEMO1", cache_seconds=0)
+    assert (token.merchant_id, token.access_token) == ("DEMO1", "access-DEMO1")

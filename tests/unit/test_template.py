@@ -35,7 +35,17 @@ from devstack.resources import (
     sqs_event_sources,
 )
 from ucoauth import admin
-from ucoauth.settings import ENVIRONMENT
+from ucoauth.settings import (
+    ACCESS_TOKEN_SECTIONS,
+    ENVIRONMENT,
+    FUNCTION_SECTIONS,
+    GLOBAL_SECTIONS,
+    SECTIONS,
+    Settings,
+    _Reader,
+    function_variables,
+    variables_of,
+)
 
 BIN = Path(sys.executable).parent
 CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
@@ -276,22 +286,95 @@ def test_every_parameter_and_variable_is_documented(template: dict[str, Any]) ->
     assert [name for name in ENVIRONMENT if f"`{name}" not in readme] == []
 
 
-def test_settings_read_only_declared_variables() -> None:
-    source = (ROOT / "layers" / "ucoauth" / "ucoauth" / "settings.py").read_text()
-    body = source.split("def from_env", 1)[1]
-    read = set(re.findall(r'"([A-Z][A-Z0-9_]{3,})"', body))
-    assert read - set(ENVIRONMENT) == {"AWS_REGION", "AWS_DEFAULT_REGION"}
+def _table_rows(markdown: str, heading: str) -> list[list[str]]:
+    """The cells of the first table under ``heading`` (header and separator rows left out)."""
+    text = markdown.split(heading, 1)[1]
+    rows = []
+    started = False
+    for line in text.splitlines():
+        if line.startswith("|"):
+            started = True
+            rows.append([cell.strip() for cell in line.strip("|").split("|")])
+        elif started:
+            break
+    return rows[2:]
+
+
+def _names(cell: str) -> list[str]:
+    return re.findall(r"`([^`]+)`", cell)
+
+
+def test_every_environment_variable_is_described_and_each_functions_listed() -> None:
+    readme = (ROOT / "README.md").read_text()
+    architecture = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
+    # Each variable has a row of its own meaning in the architecture's variable table.
+    described = {n for row in _table_rows(architecture, "### Variables") for n in _names(row[0])}
+    assert set(ENVIRONMENT) - described == set()
+    assert all(row[1] for row in _table_rows(architecture, "### Variables"))
+    # The sections, and which functions use which, as ucoauth.settings declares them.
+    sections = {row[0].strip("`"): _names(row[1]) for row in _table_rows(architecture, "### Sections")}
+    assert sections == {name: list(section.variables) for name, section in SECTIONS.items()}
+    per_function = _table_rows(architecture, "### Environment variables per function")
+    assert {row[0].strip("`"): tuple(_names(row[1])) for row in per_function[: len(FUNCTIONS)]} == (
+        FUNCTION_SECTIONS
+    )
+    assert tuple(_names(per_function[len(FUNCTIONS)][1])) == ACCESS_TOKEN_SECTIONS
+    # The README's table: each function's own variables (besides the core ones).
+    core = set(variables_of(GLOBAL_SECTIONS))
+    rows = _table_rows(readme, "### Environment variables per function")
+    listed = {row[0].strip("`"): set(_names(row[1])) for row in rows[: len(FUNCTIONS)]}
+    assert listed == {f: set(function_variables(f)) - core for f in FUNCTIONS}
+    assert set(_names(rows[len(FUNCTIONS)][1])) == set(variables_of(ACCESS_TOKEN_SECTIONS)) - core
+
+
+def test_settings_read_only_declared_variables(aws: LocalResources) -> None:
+    valid = {**aws.every_function_environment(), "AWS_REGION": aws.region}
+    read: set[str] = set()
+
+    class Recording(dict[str, str]):
+        def get(self, key: str, default: Any = None) -> Any:
+            read.add(key)
+            return super().get(key, default)
+
+    for section in SECTIONS.values():
+        section.parse(_Reader(Recording(valid), section))
+    # AWS_REGION is Lambda's own (AWS_DEFAULT_REGION is read only when it is missing).
+    assert read - set(ENVIRONMENT) == {"AWS_REGION"}
     assert set(ENVIRONMENT) - read == {n for n in ENVIRONMENT if n.startswith("POWERTOOLS_")}
 
 
-def test_globals_declare_exactly_the_settings_variables(template: dict[str, Any]) -> None:
+def test_globals_declare_exactly_the_core_settings(template: dict[str, Any]) -> None:
     variables = template["Globals"]["Function"]["Environment"]["Variables"]
     assert len(set(ENVIRONMENT)) == len(ENVIRONMENT)
-    assert set(variables) == set(ENVIRONMENT)
+    assert set(variables) == set(variables_of(GLOBAL_SECTIONS))
     assert variables["POWERTOOLS_LOGGER_LOG_EVENT"] == "false"
     assert variables["POWERTOOLS_SERVICE_NAME"] == {"Fn::Sub": "${AWS::StackName}"}
     assert variables["POWERTOOLS_METRICS_NAMESPACE"] == "UltraCartOAuth"
-    assert variables["OAUTH_REDIRECT_URI"] == {"Ref": "OAuthRedirectUri"}
+
+
+@pytest.mark.parametrize("logical_id", list(FUNCTIONS))
+def test_each_function_gets_exactly_its_sections_variables(template: dict[str, Any], logical_id: str) -> None:
+    shared = template["Globals"]["Function"]["Environment"]["Variables"]
+    own = template["Resources"][logical_id]["Properties"].get("Environment", {}).get("Variables", {})
+    assert not set(shared) & set(own), "a function repeats a Globals variable"
+    assert {*shared, *own} == set(function_variables(logical_id))
+    assert set(FUNCTION_SECTIONS[logical_id]) >= set(GLOBAL_SECTIONS)
+
+
+def test_the_declared_functions_are_the_templates() -> None:
+    assert set(FUNCTION_SECTIONS) == set(FUNCTIONS)
+
+
+def test_only_the_browser_gets_the_redirect_uri_and_only_the_webhook_the_secret(
+    template: dict[str, Any],
+) -> None:
+    for logical_id in FUNCTIONS:
+        own = template["Resources"][logical_id]["Properties"].get("Environment", {}).get("Variables", {})
+        assert ("OAUTH_REDIRECT_URI" in own) == (logical_id == "OAuthBrowserFunction")
+        assert ("WEBHOOK_SECRET_ARN" in own) == (logical_id == "UninstallWebhookFunction")
+        assert ("REFRESH_DEAD_LETTER_QUEUE_URL" in own) == (logical_id == "AdminApiFunction")
+    browser = template["Resources"]["OAuthBrowserFunction"]["Properties"]["Environment"]["Variables"]
+    assert browser["OAUTH_REDIRECT_URI"] == {"Ref": "OAuthRedirectUri"}
 
 
 def test_table_keys_index_and_ttl(template: dict[str, Any]) -> None:
@@ -607,21 +690,29 @@ def test_uninstall_events_reach_the_revoke_queue_and_published_events_the_observ
 def test_function_environment_resolves_every_variable(aws: LocalResources) -> None:
     for logical_id in FUNCTIONS:
         environment = aws.function_environment(logical_id)
-        assert set(environment) >= set(ENVIRONMENT)
+        assert set(environment) == set(function_variables(logical_id))
         for name, value in environment.items():
             assert isinstance(value, str), name
             for unresolved in ("'Ref'", "${", "Fn::", "{'"):
                 assert unresolved not in value, (name, value)
-        assert environment["TABLE_NAME"] == aws.table_name
-        assert environment["KMS_KEY_ID"] == aws.key_arn
-        assert environment["REFRESH_QUEUE_URL"] == aws.refresh_queue_url
-        assert environment["REVOKE_QUEUE_URL"] == aws.revoke_queue_url
-        assert environment["WEBHOOK_SECRET_ARN"] == aws.webhook_secret_arn
-        assert environment["EVENT_BUS_NAME"] == aws.event_bus_name
-        assert environment["STAGE"] == "local"
-        assert environment["POWERTOOLS_SERVICE_NAME"] == aws.stack_name
-        assert environment["OAUTH_REDIRECT_URI"] == ""
-        assert environment["DUE_SHARDS"] == "8"
+        Settings.for_function(logical_id, environment)  # its cold start parses
+        expected = {
+            "TABLE_NAME": aws.table_name,
+            "KMS_KEY_ID": aws.key_arn,
+            "REFRESH_QUEUE_URL": aws.refresh_queue_url,
+            "REVOKE_QUEUE_URL": aws.revoke_queue_url,
+            "WEBHOOK_SECRET_ARN": aws.webhook_secret_arn,
+            "EVENT_BUS_NAME": aws.event_bus_name,
+            "STAGE": "local",
+            "POWERTOOLS_SERVICE_NAME": aws.stack_name,
+            "OAUTH_REDIRECT_URI": "",
+            "DUE_SHARDS": "8",
+        }
+        for name, value in expected.items():
+            if name in environment:
+                assert environment[name] == value, (logical_id, name)
+    every = aws.every_function_environment()
+    assert set(every) == set(ENVIRONMENT)
 
 
 def test_function_environment_takes_parameters_and_overrides(aws_env: None) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-__all__ = ["CACHES", "__version__", "reset"]
+__all__ = ["CACHES", "CONFIGURATION_CACHES", "__version__", "reset"]
 __version__ = "0.1.0"
 
 # Every process-wide cache of the package, as (module, the callable that forgets it), in the
@@ -25,14 +25,24 @@ CACHES: tuple[tuple[str, str], ...] = (
 )
 
 
-def reset() -> None:
+# The caches built from the environment's values (the settings, and the services wired from
+# them). The others are keyed by what they were built from (the UltraCart clients by their
+# configuration, the webhook verifier by the secret, tokens by merchant) or read none of it.
+CONFIGURATION_CACHES: frozenset[str] = frozenset({"ucoauth.services", "ucoauth.settings"})
+
+
+def reset(*, configuration_only: bool = False) -> None:
     """Forget every process-wide cache, so the next use reads the environment anew.
 
     For tests, the local stack and benchmarks (a warm Lambda never needs it). Only modules
     already imported have anything to forget, so this imports nothing: ``import ucoauth``
-    stays as cheap as a cold start needs.
+    stays as cheap as a cold start needs. ``configuration_only`` forgets only what the
+    environment's values built (:data:`CONFIGURATION_CACHES`): the local stack does that when
+    it puts another function's environment in place, and keeps the clients.
     """
     for module_name, forget in CACHES:
+        if configuration_only and module_name not in CONFIGURATION_CACHES:
+            continue
         module = sys.modules.get(module_name)
         if module is None:
             continue

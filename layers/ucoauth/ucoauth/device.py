@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import secrets
 from collections.abc import Callable, Mapping
@@ -31,7 +30,6 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ucoauth import aws
 from ucoauth.crypto import DeviceCodeCipher
 from ucoauth.errors import (
-    ConfigurationError,
     DeadlineTooCloseError,
     DeviceAuthorizationNotFoundError,
     KeyUnavailableError,
@@ -42,6 +40,7 @@ from ucoauth.errors import (
 )
 from ucoauth.install import store_new_installation
 from ucoauth.observability import logger, metrics
+from ucoauth.settings import Settings
 from ucoauth.store import ACTIVE
 from ucoauth.timing import call_needs
 
@@ -59,9 +58,6 @@ STATUSES = (PENDING, INSTALLED, DENIED, EXPIRED)
 
 # secrets.token_urlsafe(32): 256 bits.
 AUTHORIZATION_ID = re.compile(r"^[A-Za-z0-9_-]{43}$")
-# UltraCart's application-level scopes (e.g. "crm", "ultraship"), space- or comma-separated.
-SCOPE = re.compile(r"^[A-Za-z0-9_.:-]+(?:[ ,]+[A-Za-z0-9_.:-]+)*$")
-SCOPE_MAX = 256
 # How long the final status stays readable after the authorization ended (or expired).
 KEEP_SECONDS = 86_400
 # A pending authorization past its expiry is reported expired once a poll in flight would have
@@ -69,7 +65,6 @@ KEEP_SECONDS = 86_400
 SETTLE_SECONDS = 60
 SLOW_DOWN_STEP = 5  # RFC 8628 section 3.5
 MAX_DELAY = 900  # SQS's DelaySeconds limit
-DEVICE_ENVIRONMENT: tuple[str, ...] = ("DEVICE_SCOPE", "DEVICE_QUEUE_URL", "DEVICE_KEY_ID")
 _PK_PREFIX = "DEVICE#"
 _SK = "DEVICE"
 
@@ -87,17 +82,11 @@ class DeviceSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> DeviceSettings:
-        env = os.environ if env is None else env
-        scope = env.get("DEVICE_SCOPE", "").strip()
-        if not is_scope(scope):
-            raise ConfigurationError("environment variable DEVICE_SCOPE must be one or more scope names")
-        queue_url = env.get("DEVICE_QUEUE_URL", "").strip()
-        if not queue_url:
-            raise ConfigurationError("environment variable DEVICE_QUEUE_URL is missing or empty")
-        key_id = env.get("DEVICE_KEY_ID", "").strip()
-        if not key_id:
-            raise ConfigurationError("environment variable DEVICE_KEY_ID is missing or empty")
-        return cls(scope=scope, queue_url=queue_url, key_id=key_id)
+        """The ``device`` section of ``ucoauth.settings`` (parsed and validated there)."""
+        settings = Settings.from_env(env, sections=("device",))
+        return cls(
+            scope=settings.device_scope, queue_url=settings.device_queue_url, key_id=settings.device_key_id
+        )
 
     @property
     def cipher(self) -> DeviceCodeCipher:
@@ -108,10 +97,6 @@ class DeviceSettings:
 def get_device_settings() -> DeviceSettings:
     """The device settings, parsed on first use (cold start) and cached."""
     return DeviceSettings.from_env()
-
-
-def is_scope(value: str) -> bool:
-    return 0 < len(value) <= SCOPE_MAX and SCOPE.fullmatch(value) is not None
 
 
 def is_authorization_id(value: str) -> bool:

@@ -322,6 +322,12 @@ def keep_for_recovery(
         return
     except (ClientError, BotoCoreError) as exc:
         logger.error("recovery record not written", merchant_id=merchant_id, error=type(exc).__name__)
+    if not services.settings.has("refresh"):
+        # Only the functions that own the refresh queue (its settings section) may write to it;
+        # the token API and an app's own get_access_token have neither the variable nor the right.
+        metrics.add_metric(name="TokensLost", unit="Count", value=1)
+        logger.error("issued tokens lost: nowhere to keep them", merchant_id=merchant_id, error="no_queue")
+        return
     from ucoauth import aws
 
     try:

@@ -33,10 +33,7 @@ class Services:
     installations: InstallationStore
     states: StateStore
     webhook_ids: WebhookIdStore
-    pace: PaceCounter
-    budget: UltraCartBudget
     cipher: TokenCipher
-    events: EventPublisher
     receipts: ReceiptStore
     ultracart_factory: Callable[[], UltraCartApi] | None = None
     clock: Callable[[], float] = time.time
@@ -44,6 +41,53 @@ class Services:
     rng: random.Random = field(default_factory=random.Random)
     # Until when (epoch seconds) this process knows the global refresh pace is spent.
     pace_blocked_until: float = 0.0
+    # Built on first use from their settings section, so a function without that section (the
+    # webhook has no UltraCart, no events, no pace) never needs its variables. Injectable.
+    _pace: PaceCounter | None = None
+    _budget: UltraCartBudget | None = None
+    _events: EventPublisher | None = None
+
+    @property
+    def pace(self) -> PaceCounter:
+        """The global refresh pace (``refresh`` settings)."""
+        if self._pace is None:
+            self._pace = PaceCounter(
+                self.settings.table_name,
+                limit=self.settings.refresh_pace_limit,
+                window_seconds=self.settings.refresh_pace_window_seconds,
+            )
+        return self._pace
+
+    @pace.setter
+    def pace(self, value: PaceCounter) -> None:
+        self._pace = value
+
+    @property
+    def budget(self) -> UltraCartBudget:
+        """The one UltraCart budget (``ultracart`` settings)."""
+        if self._budget is None:
+            self._budget = UltraCartBudget(
+                self.settings.table_name,
+                hourly=self.settings.ultracart_hourly_limit,
+                daily=self.settings.ultracart_daily_limit,
+                callback_reserve=self.settings.ultracart_callback_reserve,
+            )
+        return self._budget
+
+    @budget.setter
+    def budget(self, value: UltraCartBudget) -> None:
+        self._budget = value
+
+    @property
+    def events(self) -> EventPublisher:
+        """The event publisher (``events`` settings)."""
+        if self._events is None:
+            self._events = EventPublisher(self.settings.event_bus_name)
+        return self._events
+
+    @events.setter
+    def events(self, value: EventPublisher) -> None:
+        self._events = value
 
     @property
     def ultracart(self) -> UltraCartApi:
@@ -66,25 +110,14 @@ class Services:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Services:
-        """Build every collaborator from settings (no AWS call happens here)."""
+        """Build the collaborators from settings (no AWS call happens here); the pace, the budget
+        and the event publisher are built on first use."""
         return cls(
             settings=settings,
             installations=InstallationStore(settings.table_name, shards=settings.due_shards),
             states=StateStore(settings.table_name),
             webhook_ids=WebhookIdStore(settings.table_name),
-            pace=PaceCounter(
-                settings.table_name,
-                limit=settings.refresh_pace_limit,
-                window_seconds=settings.refresh_pace_window_seconds,
-            ),
-            budget=UltraCartBudget(
-                settings.table_name,
-                hourly=settings.ultracart_hourly_limit,
-                daily=settings.ultracart_daily_limit,
-                callback_reserve=settings.ultracart_callback_reserve,
-            ),
             cipher=TokenCipher(settings.kms_key_id),
-            events=EventPublisher(settings.event_bus_name),
             receipts=ReceiptStore(settings.table_name),
         )
 

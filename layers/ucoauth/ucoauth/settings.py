@@ -1,62 +1,28 @@
-"""Configuration, parsed once from the environment into a typed, frozen object."""
+"""Configuration: sections of environment variables, each parsed on first use into typed values.
+
+Each function of the template gets the variables of the sections it uses, and nothing else
+(:data:`FUNCTION_SECTIONS`); the ``core`` section is the template's Globals. A section is
+parsed (and validated: a missing or malformed variable raises naming it) the first time one of
+its values is read, so code that never reads a section never needs its variables: the
+in-process ``get_access_token`` of an app's own Lambda reads ``core``, ``events``,
+``ultracart`` and ``tokens`` only. ``Settings.for_function`` parses a function's sections at
+once, as its cold start does.
+"""
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any, overload
 from urllib.parse import urlsplit
 
 from ucoauth.errors import ConfigurationError
+from ucoauth.validation import is_scope
 
 DEFAULT_BASE_URL = "https://secure.ultracart.com/rest/v2"
-
-# Every variable the template's Globals give the functions, declared once: the template test
-# compares the Globals with this tuple for equality, and the docs must describe each one.
-# (AWS_REGION, also read here, is set by Lambda itself.)
-ENVIRONMENT: tuple[str, ...] = (
-    "STAGE",
-    "TABLE_NAME",
-    "KMS_KEY_ID",
-    "ULTRACART_BASE_URL",
-    "ULTRACART_CLIENT_ID",
-    "ULTRACART_CLIENT_SECRET_ARN",
-    "OAUTH_REDIRECT_URI",
-    "POST_INSTALL_REDIRECT_URL",
-    "APP_NAME",
-    "APP_URL",
-    "SUPPORT_URL",
-    "EVENT_BUS_NAME",
-    "REFRESH_QUEUE_URL",
-    "REVOKE_QUEUE_URL",
-    "REFRESH_DEAD_LETTER_QUEUE_URL",
-    "REVOKE_DEAD_LETTER_QUEUE_URL",
-    "WEBHOOK_SECRET_ARN",
-    "DUE_SHARDS",
-    "REFRESH_MIN_WINDOW_SECONDS",
-    "REFRESH_WINDOW_FRACTION",
-    "INLINE_REFRESH_MARGIN_SECONDS",
-    "REFRESH_PACE_LIMIT",
-    "REFRESH_PACE_WINDOW_SECONDS",
-    "REFRESH_SCHEDULE_RATE",
-    "ULTRACART_HOURLY_LIMIT",
-    "ULTRACART_DAILY_LIMIT",
-    "ULTRACART_CALLBACK_RESERVE",
-    "REVOKE_RETRY_SECONDS",
-    "REFRESH_IDLE_AFTER_SECONDS",
-    "REFRESH_TOKEN_LAPSE_SECONDS",
-    "STATE_TTL_SECONDS",
-    "ASSUMED_TOKEN_LIFETIME_SECONDS",
-    "ULTRACART_CONNECT_TIMEOUT",
-    "ULTRACART_READ_TIMEOUT",
-    "TOMBSTONE_TTL_DAYS",
-    "POWERTOOLS_SERVICE_NAME",
-    "POWERTOOLS_METRICS_NAMESPACE",
-    "POWERTOOLS_LOG_LEVEL",
-    "POWERTOOLS_LOGGER_LOG_EVENT",
-)
 
 
 def _url(name: str, value: str, *, allow_empty: bool) -> str:
@@ -112,134 +78,433 @@ def _rate_seconds(expression: str) -> int:
     return int(match.group(1)) * _UNIT_SECONDS[match.group(2).rstrip("s")]
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """Everything a function reads from its environment (declared in template.yaml Globals)."""
+# Read by the core section, set by Lambda itself (never by the template).
+_RUNTIME_VARIABLES = ("AWS_REGION", "AWS_DEFAULT_REGION")
 
-    stage: str
-    table_name: str
-    kms_key_id: str
-    ultracart_base_url: str
-    ultracart_client_id: str
-    ultracart_client_secret_arn: str
-    oauth_redirect_uri: str
-    post_install_redirect_url: str
-    event_bus_name: str
-    refresh_queue_url: str
-    revoke_queue_url: str
-    webhook_secret_arn: str
-    region: str
-    due_shards: int = 8
-    refresh_min_window_seconds: int = 900
-    refresh_window_fraction: float = 0.2
-    inline_refresh_margin_seconds: int = 300
-    refresh_pace_limit: int = 10
-    refresh_pace_window_seconds: int = 60
-    ultracart_hourly_limit: int = 900
-    ultracart_daily_limit: int = 9000
-    ultracart_callback_reserve: float = 0.1
-    revoke_retry_seconds: int = 86_400
-    refresh_idle_after_seconds: int = 604_800
-    refresh_token_lapse_seconds: int = 2_592_000
-    ultracart_connect_timeout: float = 3.05
-    ultracart_read_timeout: float = 10.0
-    state_ttl_seconds: int = 600
-    tombstone_ttl_days: int = 90
-    assumed_token_lifetime_seconds: int = 3600
-    planner_interval_seconds: int = 300
-    app_name: str = DEFAULT_APP_NAME
-    app_url: str = ""
-    support_url: str = ""
-    # Only the admin API reads them (its stats and redrive).
-    refresh_dead_letter_queue_url: str = ""
-    revoke_dead_letter_queue_url: str = ""
+
+class _Reader:
+    """One section's view of the environment: reading a variable the section does not declare
+    is a bug (every variable belongs to exactly one section), and fails at once."""
+
+    def __init__(self, env: Mapping[str, str], section: Section) -> None:
+        self._env = env
+        self._section = section
+
+    def _get(self, name: str) -> str:
+        if name not in self._section.variables and name not in _RUNTIME_VARIABLES:
+            raise ConfigurationError(f"{name} is not a variable of the {self._section.name} settings")
+        return self._env.get(name, "").strip()
+
+    def required(self, name: str) -> str:
+        value = self._get(name)
+        if not value:
+            raise ConfigurationError(f"environment variable {name} is missing or empty")
+        return value
+
+    def optional(self, name: str) -> str:
+        return self._get(name)
+
+    def number(self, name: str, default: float, *, low: float, high: float) -> float:
+        raw = self._get(name)
+        if not raw:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigurationError(f"environment variable {name} must be a number") from None
+        if not low <= value <= high:
+            raise ConfigurationError(f"environment variable {name} must be between {low} and {high}")
+        return value
+
+    def integer(self, name: str, default: int, *, low: int, high: int) -> int:
+        value = self.number(name, default, low=low, high=high)
+        if value != int(value):
+            raise ConfigurationError(f"environment variable {name} must be a whole number")
+        return int(value)
+
+
+Parser = Callable[[_Reader], dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """A group of variables that go together: declared once, parsed together, given together."""
+
+    name: str
+    variables: tuple[str, ...]
+    parse: Parser
+    doc: str
+
+
+# Every section, in the order the docs list them. Each variable is declared in exactly one.
+SECTIONS: dict[str, Section] = {}
+
+
+def _section(name: str, doc: str, *variables: str) -> Callable[[Parser], Parser]:
+    def register(parse: Parser) -> Parser:
+        SECTIONS[name] = Section(name, variables, parse, doc)
+        return parse
+
+    return register
+
+
+@_section(
+    "core",
+    "every function (the template's Globals): the table, the key, the stage, observability",
+    "STAGE",
+    "TABLE_NAME",
+    "KMS_KEY_ID",
+    "DUE_SHARDS",
+    "POWERTOOLS_SERVICE_NAME",
+    "POWERTOOLS_METRICS_NAMESPACE",
+    "POWERTOOLS_LOG_LEVEL",
+    "POWERTOOLS_LOGGER_LOG_EVENT",
+)
+def _core(env: _Reader) -> dict[str, Any]:
+    # The POWERTOOLS_* variables are read by Powertools itself.
+    return {
+        "stage": env.optional("STAGE") or "dev",
+        "table_name": env.required("TABLE_NAME"),
+        "kms_key_id": env.required("KMS_KEY_ID"),
+        "due_shards": env.integer("DUE_SHARDS", 8, low=1, high=256),
+        "region": env.optional("AWS_REGION") or env.optional("AWS_DEFAULT_REGION") or "us-east-1",
+    }
+
+
+@_section("events", "publishing events", "EVENT_BUS_NAME")
+def _events(env: _Reader) -> dict[str, Any]:
+    return {"event_bus_name": env.optional("EVENT_BUS_NAME") or "default"}
+
+
+@_section(
+    "ultracart",
+    "calling UltraCart: the client and the one budget every call takes from",
+    "ULTRACART_BASE_URL",
+    "ULTRACART_CLIENT_ID",
+    "ULTRACART_CLIENT_SECRET_ARN",
+    "ULTRACART_CONNECT_TIMEOUT",
+    "ULTRACART_READ_TIMEOUT",
+    "ULTRACART_HOURLY_LIMIT",
+    "ULTRACART_DAILY_LIMIT",
+    "ULTRACART_CALLBACK_RESERVE",
+)
+def _ultracart(env: _Reader) -> dict[str, Any]:
+    client_id = env.required("ULTRACART_CLIENT_ID")
+    if any(c.isspace() for c in client_id) or len(client_id) > 200:
+        raise ConfigurationError("environment variable ULTRACART_CLIENT_ID is malformed")
+    base_url = env.optional("ULTRACART_BASE_URL") or DEFAULT_BASE_URL
+    return {
+        "ultracart_base_url": _url("ULTRACART_BASE_URL", base_url, allow_empty=False).rstrip("/"),
+        "ultracart_client_id": client_id,
+        "ultracart_client_secret_arn": env.optional("ULTRACART_CLIENT_SECRET_ARN"),
+        "ultracart_connect_timeout": env.number("ULTRACART_CONNECT_TIMEOUT", 3.05, low=0.05, high=60),
+        "ultracart_read_timeout": env.number("ULTRACART_READ_TIMEOUT", 10.0, low=0.05, high=120),
+        "ultracart_hourly_limit": env.integer("ULTRACART_HOURLY_LIMIT", 900, low=1, high=1_000_000),
+        "ultracart_daily_limit": env.integer("ULTRACART_DAILY_LIMIT", 9000, low=1, high=10_000_000),
+        "ultracart_callback_reserve": env.number("ULTRACART_CALLBACK_RESERVE", 0.1, low=0.0, high=0.9),
+    }
+
+
+@_section(
+    "tokens",
+    "storing and serving tokens: when a stored token is due, when it is refreshed inline",
+    "INLINE_REFRESH_MARGIN_SECONDS",
+    "REFRESH_MIN_WINDOW_SECONDS",
+    "REFRESH_WINDOW_FRACTION",
+    "REFRESH_IDLE_AFTER_SECONDS",
+    "REFRESH_TOKEN_LAPSE_SECONDS",
+    "ASSUMED_TOKEN_LIFETIME_SECONDS",
+)
+def _tokens(env: _Reader) -> dict[str, Any]:
+    return {
+        "inline_refresh_margin_seconds": env.integer(
+            "INLINE_REFRESH_MARGIN_SECONDS", 300, low=0, high=86_400
+        ),
+        "refresh_min_window_seconds": env.integer("REFRESH_MIN_WINDOW_SECONDS", 900, low=0, high=86_400),
+        "refresh_window_fraction": env.number("REFRESH_WINDOW_FRACTION", 0.2, low=0.0, high=0.9),
+        "refresh_idle_after_seconds": env.integer(
+            "REFRESH_IDLE_AFTER_SECONDS", 604_800, low=0, high=365 * 86_400
+        ),
+        "refresh_token_lapse_seconds": env.integer(
+            "REFRESH_TOKEN_LAPSE_SECONDS", 2_592_000, low=2 * 86_400, high=365 * 86_400
+        ),
+        "assumed_token_lifetime_seconds": env.integer(
+            "ASSUMED_TOKEN_LIFETIME_SECONDS", 3600, low=300, high=30 * 86_400
+        ),
+    }
+
+
+@_section(
+    "pages",
+    "the merchant's browser: install, callback and the pages",
+    "OAUTH_REDIRECT_URI",
+    "POST_INSTALL_REDIRECT_URL",
+    "APP_NAME",
+    "APP_URL",
+    "SUPPORT_URL",
+    "STATE_TTL_SECONDS",
+)
+def _pages(env: _Reader) -> dict[str, Any]:
+    return {
+        "oauth_redirect_uri": _url(
+            "OAUTH_REDIRECT_URI", env.optional("OAUTH_REDIRECT_URI"), allow_empty=True
+        ),
+        "post_install_redirect_url": _url(
+            "POST_INSTALL_REDIRECT_URL", env.optional("POST_INSTALL_REDIRECT_URL"), allow_empty=True
+        ),
+        "app_name": _app_name(env.optional("APP_NAME")),
+        "app_url": _link("APP_URL", env.optional("APP_URL"), mailto=False),
+        "support_url": _link("SUPPORT_URL", env.optional("SUPPORT_URL"), mailto=True),
+        "state_ttl_seconds": env.integer("STATE_TTL_SECONDS", 600, low=30, high=3600),
+    }
+
+
+@_section(
+    "refresh",
+    "scheduled refresh: the refresh queue (also where issued tokens that could not be stored are "
+    "kept), the global pace and the planner's schedule",
+    "REFRESH_QUEUE_URL",
+    "REFRESH_PACE_LIMIT",
+    "REFRESH_PACE_WINDOW_SECONDS",
+    "REFRESH_SCHEDULE_RATE",
+)
+def _refresh(env: _Reader) -> dict[str, Any]:
+    return {
+        "refresh_queue_url": env.required("REFRESH_QUEUE_URL"),
+        "refresh_pace_limit": env.integer("REFRESH_PACE_LIMIT", 10, low=1, high=100_000),
+        "refresh_pace_window_seconds": env.integer("REFRESH_PACE_WINDOW_SECONDS", 60, low=1, high=3600),
+        "planner_interval_seconds": _rate_seconds(env.optional("REFRESH_SCHEDULE_RATE")),
+    }
+
+
+@_section(
+    "uninstall",
+    "uninstalls: the revoke queue, how long a revoke is retried, how long tombstones stay",
+    "REVOKE_QUEUE_URL",
+    "REVOKE_RETRY_SECONDS",
+    "TOMBSTONE_TTL_DAYS",
+)
+def _uninstall(env: _Reader) -> dict[str, Any]:
+    return {
+        "revoke_queue_url": env.required("REVOKE_QUEUE_URL"),
+        "revoke_retry_seconds": env.integer("REVOKE_RETRY_SECONDS", 86_400, low=3600, high=14 * 86_400),
+        "tombstone_ttl_days": env.integer("TOMBSTONE_TTL_DAYS", 90, low=1, high=3650),
+    }
+
+
+@_section("webhook", "verifying signed uninstall webhooks", "WEBHOOK_SECRET_ARN")
+def _webhook(env: _Reader) -> dict[str, Any]:
+    return {"webhook_secret_arn": env.required("WEBHOOK_SECRET_ARN")}
+
+
+@_section(
+    "admin",
+    "the operators' API: the dead-letter queues it reports and redrives",
+    "REFRESH_DEAD_LETTER_QUEUE_URL",
+    "REVOKE_DEAD_LETTER_QUEUE_URL",
+)
+def _admin(env: _Reader) -> dict[str, Any]:
+    return {
+        "refresh_dead_letter_queue_url": env.required("REFRESH_DEAD_LETTER_QUEUE_URL"),
+        "revoke_dead_letter_queue_url": env.required("REVOKE_DEAD_LETTER_QUEUE_URL"),
+    }
+
+
+@_section(
+    "device",
+    "the device flow (installs without a redirect): the default scope, the poll queue, the device-code key",
+    "DEVICE_SCOPE",
+    "DEVICE_QUEUE_URL",
+    "DEVICE_KEY_ID",
+)
+def _device(env: _Reader) -> dict[str, Any]:
+    scope = env.required("DEVICE_SCOPE")
+    if not is_scope(scope):
+        raise ConfigurationError("environment variable DEVICE_SCOPE must be one or more scope names")
+    return {
+        "device_scope": scope,
+        "device_queue_url": env.required("DEVICE_QUEUE_URL"),
+        "device_key_id": env.required("DEVICE_KEY_ID"),
+    }
+
+
+# The sections in the template's Globals (every function has them).
+GLOBAL_SECTIONS: tuple[str, ...] = ("core",)
+
+# The sections each function of the template uses (by logical id). The template gives each
+# function exactly these sections' variables (a test compares them for equality).
+FUNCTION_SECTIONS: dict[str, tuple[str, ...]] = {
+    "OAuthBrowserFunction": ("core", "events", "ultracart", "tokens", "pages", "uninstall"),
+    "TokenApiFunction": ("core", "events", "ultracart", "tokens"),
+    "UninstallWebhookFunction": ("core", "uninstall", "webhook"),
+    "RefreshPlannerFunction": ("core", "events", "ultracart", "refresh"),
+    "RefreshWorkerFunction": ("core", "events", "ultracart", "tokens", "refresh"),
+    "RevokeWorkerFunction": ("core", "events", "ultracart", "tokens", "uninstall"),
+    "AdminApiFunction": ("core", "events", "ultracart", "tokens", "refresh", "uninstall", "admin"),
+    "DeviceFlowFunction": ("core", "ultracart", "device"),
+    "DeviceWorkerFunction": ("core", "events", "ultracart", "tokens", "uninstall", "device"),
+}
+
+# What ``ucoauth.tokens.get_access_token`` reads in an app's own Lambda (README).
+ACCESS_TOKEN_SECTIONS: tuple[str, ...] = ("core", "events", "ultracart", "tokens")
+
+# Every variable of every section, each once.
+ENVIRONMENT: tuple[str, ...] = tuple(name for section in SECTIONS.values() for name in section.variables)
+
+
+def variables_of(sections: Iterable[str]) -> tuple[str, ...]:
+    """The variables of ``sections``, in declaration order."""
+    wanted = set(sections)
+    unknown = wanted - set(SECTIONS)
+    if unknown:
+        raise ConfigurationError(f"no such settings section: {sorted(unknown)}")
+    return tuple(
+        name for section in SECTIONS.values() if section.name in wanted for name in section.variables
+    )
+
+
+def function_variables(logical_id: str) -> tuple[str, ...]:
+    """Every variable a function of the template gets (Globals and its own)."""
+    return variables_of(FUNCTION_SECTIONS[logical_id])
+
+
+class _Value[T]:
+    """A value of a section: reading it parses the section on first use."""
+
+    def __init__(self, section: str) -> None:
+        self.section = section
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, instance: None, owner: type) -> _Value[T]: ...
+    @overload
+    def __get__(self, instance: Settings, owner: type) -> T: ...
+    def __get__(self, instance: Settings | None, owner: type) -> _Value[T] | T:
+        if instance is None:
+            return self
+        value: T = instance.section(self.section)[self.name]
+        return value
+
+
+class Settings:
+    """The environment of one function, as typed values grouped in sections (read-only).
+
+    A section is parsed the first time one of its values is read (or at once, for the
+    sections passed to :meth:`from_env`): a missing or malformed variable raises
+    :class:`~ucoauth.errors.ConfigurationError` naming it.
+    """
+
+    __slots__ = ("_env", "_parsed")
+
+    # core
+    stage = _Value[str]("core")
+    table_name = _Value[str]("core")
+    kms_key_id = _Value[str]("core")
+    due_shards = _Value[int]("core")
+    region = _Value[str]("core")
+    # events
+    event_bus_name = _Value[str]("events")
+    # ultracart
+    ultracart_base_url = _Value[str]("ultracart")
+    ultracart_client_id = _Value[str]("ultracart")
+    ultracart_client_secret_arn = _Value[str]("ultracart")
+    ultracart_connect_timeout = _Value[float]("ultracart")
+    ultracart_read_timeout = _Value[float]("ultracart")
+    ultracart_hourly_limit = _Value[int]("ultracart")
+    ultracart_daily_limit = _Value[int]("ultracart")
+    ultracart_callback_reserve = _Value[float]("ultracart")
+    # tokens
+    inline_refresh_margin_seconds = _Value[int]("tokens")
+    refresh_min_window_seconds = _Value[int]("tokens")
+    refresh_window_fraction = _Value[float]("tokens")
+    refresh_idle_after_seconds = _Value[int]("tokens")
+    refresh_token_lapse_seconds = _Value[int]("tokens")
+    assumed_token_lifetime_seconds = _Value[int]("tokens")
+    # pages
+    oauth_redirect_uri = _Value[str]("pages")
+    post_install_redirect_url = _Value[str]("pages")
+    app_name = _Value[str]("pages")
+    app_url = _Value[str]("pages")
+    support_url = _Value[str]("pages")
+    state_ttl_seconds = _Value[int]("pages")
+    # refresh
+    refresh_queue_url = _Value[str]("refresh")
+    refresh_pace_limit = _Value[int]("refresh")
+    refresh_pace_window_seconds = _Value[int]("refresh")
+    planner_interval_seconds = _Value[int]("refresh")
+    # uninstall
+    revoke_queue_url = _Value[str]("uninstall")
+    revoke_retry_seconds = _Value[int]("uninstall")
+    tombstone_ttl_days = _Value[int]("uninstall")
+    # webhook
+    webhook_secret_arn = _Value[str]("webhook")
+    # admin
+    refresh_dead_letter_queue_url = _Value[str]("admin")
+    revoke_dead_letter_queue_url = _Value[str]("admin")
+    # device
+    device_scope = _Value[str]("device")
+    device_queue_url = _Value[str]("device")
+    device_key_id = _Value[str]("device")
+
+    def __init__(
+        self, env: Mapping[str, str], *, parsed: Mapping[str, Mapping[str, Any]] | None = None
+    ) -> None:
+        known = set(ENVIRONMENT) | set(_RUNTIME_VARIABLES)
+        self._env: dict[str, str] = {name: value for name, value in env.items() if name in known}
+        self._parsed: dict[str, dict[str, Any]] = {name: dict(v) for name, v in (parsed or {}).items()}
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        """Parse and validate; a missing or malformed variable raises naming it."""
-        env = os.environ if env is None else env
+    def from_env(cls, env: Mapping[str, str] | None = None, *, sections: Iterable[str] = ()) -> Settings:
+        """Settings of ``env`` (default ``os.environ``), ``sections`` parsed and validated now."""
+        settings = cls(os.environ if env is None else env)
+        for name in sections:
+            settings.section(name)
+        return settings
 
-        def required(name: str) -> str:
-            value = env.get(name, "").strip()
-            if not value:
-                raise ConfigurationError(f"environment variable {name} is missing or empty")
-            return value
+    @classmethod
+    def for_function(cls, logical_id: str, env: Mapping[str, str] | None = None) -> Settings:
+        """Settings of a template function, every section it uses parsed now (its cold start)."""
+        return cls.from_env(env, sections=FUNCTION_SECTIONS[logical_id])
 
-        def optional(name: str) -> str:
-            return env.get(name, "").strip()
+    def section(self, name: str) -> dict[str, Any]:
+        """The parsed values of one section (parsed on first use)."""
+        found = self._parsed.get(name)
+        if found is None:
+            spec = SECTIONS.get(name)
+            if spec is None:
+                raise ConfigurationError(f"no such settings section: {name}")
+            found = spec.parse(_Reader(self._env, spec))
+            self._parsed[name] = found
+        return found
 
-        def number(name: str, default: float, *, low: float, high: float) -> float:
-            raw = env.get(name, "").strip()
-            if not raw:
-                return default
-            try:
-                value = float(raw)
-            except ValueError:
-                raise ConfigurationError(f"environment variable {name} must be a number") from None
-            if not low <= value <= high:
-                raise ConfigurationError(f"environment variable {name} must be between {low} and {high}")
-            return value
+    def has(self, name: str) -> bool:
+        """Whether the environment carries the section at all (any of its variables)."""
+        return any(variable in self._env for variable in SECTIONS[name].variables)
 
-        def integer(name: str, default: int, *, low: int, high: int) -> int:
-            value = number(name, default, low=low, high=high)
-            if value != int(value):
-                raise ConfigurationError(f"environment variable {name} must be a whole number")
-            return int(value)
+    def replace(self, **values: Any) -> Settings:
+        """A copy with some values changed (tests, benchmarks)."""
+        parsed = {name: dict(v) for name, v in self._parsed.items()}
+        for field, value in values.items():
+            spec = getattr(type(self), field, None)
+            if not isinstance(spec, _Value):
+                raise AttributeError(f"Settings has no value {field!r}")
+            parsed.setdefault(spec.section, dict(self.section(spec.section)))[field] = value
+        return Settings(self._env, parsed=parsed)
 
-        client_id = required("ULTRACART_CLIENT_ID")
-        if any(c.isspace() for c in client_id) or len(client_id) > 200:
-            raise ConfigurationError("environment variable ULTRACART_CLIENT_ID is malformed")
-        return cls(
-            stage=optional("STAGE") or "dev",
-            table_name=required("TABLE_NAME"),
-            kms_key_id=required("KMS_KEY_ID"),
-            ultracart_base_url=_url(
-                "ULTRACART_BASE_URL", optional("ULTRACART_BASE_URL") or DEFAULT_BASE_URL, allow_empty=False
-            ).rstrip("/"),
-            ultracart_client_id=client_id,
-            ultracart_client_secret_arn=optional("ULTRACART_CLIENT_SECRET_ARN"),
-            oauth_redirect_uri=_url("OAUTH_REDIRECT_URI", optional("OAUTH_REDIRECT_URI"), allow_empty=True),
-            post_install_redirect_url=_url(
-                "POST_INSTALL_REDIRECT_URL", optional("POST_INSTALL_REDIRECT_URL"), allow_empty=True
-            ),
-            event_bus_name=optional("EVENT_BUS_NAME") or "default",
-            refresh_queue_url=required("REFRESH_QUEUE_URL"),
-            revoke_queue_url=required("REVOKE_QUEUE_URL"),
-            webhook_secret_arn=required("WEBHOOK_SECRET_ARN"),
-            region=optional("AWS_REGION") or optional("AWS_DEFAULT_REGION") or "us-east-1",
-            due_shards=integer("DUE_SHARDS", 8, low=1, high=256),
-            refresh_min_window_seconds=integer("REFRESH_MIN_WINDOW_SECONDS", 900, low=0, high=86_400),
-            refresh_window_fraction=number("REFRESH_WINDOW_FRACTION", 0.2, low=0.0, high=0.9),
-            inline_refresh_margin_seconds=integer("INLINE_REFRESH_MARGIN_SECONDS", 300, low=0, high=86_400),
-            refresh_pace_limit=integer("REFRESH_PACE_LIMIT", 10, low=1, high=100_000),
-            refresh_pace_window_seconds=integer("REFRESH_PACE_WINDOW_SECONDS", 60, low=1, high=3600),
-            ultracart_hourly_limit=integer("ULTRACART_HOURLY_LIMIT", 900, low=1, high=1_000_000),
-            ultracart_daily_limit=integer("ULTRACART_DAILY_LIMIT", 9000, low=1, high=10_000_000),
-            ultracart_callback_reserve=number("ULTRACART_CALLBACK_RESERVE", 0.1, low=0.0, high=0.9),
-            revoke_retry_seconds=integer("REVOKE_RETRY_SECONDS", 86_400, low=3600, high=14 * 86_400),
-            refresh_idle_after_seconds=integer(
-                "REFRESH_IDLE_AFTER_SECONDS", 604_800, low=0, high=365 * 86_400
-            ),
-            refresh_token_lapse_seconds=integer(
-                "REFRESH_TOKEN_LAPSE_SECONDS", 2_592_000, low=2 * 86_400, high=365 * 86_400
-            ),
-            ultracart_connect_timeout=number("ULTRACART_CONNECT_TIMEOUT", 3.05, low=0.05, high=60),
-            ultracart_read_timeout=number("ULTRACART_READ_TIMEOUT", 10.0, low=0.05, high=120),
-            state_ttl_seconds=integer("STATE_TTL_SECONDS", 600, low=30, high=3600),
-            tombstone_ttl_days=integer("TOMBSTONE_TTL_DAYS", 90, low=1, high=3650),
-            planner_interval_seconds=_rate_seconds(optional("REFRESH_SCHEDULE_RATE")),
-            assumed_token_lifetime_seconds=integer(
-                "ASSUMED_TOKEN_LIFETIME_SECONDS", 3600, low=300, high=30 * 86_400
-            ),
-            app_name=_app_name(optional("APP_NAME")),
-            app_url=_link("APP_URL", optional("APP_URL"), mailto=False),
-            support_url=_link("SUPPORT_URL", optional("SUPPORT_URL"), mailto=True),
-            refresh_dead_letter_queue_url=optional("REFRESH_DEAD_LETTER_QUEUE_URL"),
-            revoke_dead_letter_queue_url=optional("REVOKE_DEAD_LETTER_QUEUE_URL"),
-        )
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in Settings.__slots__ and not hasattr(self, name):
+            object.__setattr__(self, name, value)
+            return
+        raise AttributeError(f"settings are read-only: {name}")
+
+    def __repr__(self) -> str:
+        return f"Settings(sections parsed: {', '.join(sorted(self._parsed)) or 'none'})"
 
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    """The process-wide settings, parsed on first use (cold start) and cached."""
+    """The process-wide settings of ``os.environ``; each section is parsed on first use and cached."""
     return Settings.from_env()

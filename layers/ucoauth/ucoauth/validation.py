@@ -59,3 +59,12 @@ def bounded_int(value: str, *, low: int, high: int) -> int:
     if not low <= number <= high:
         raise BadInput("A number parameter is out of range.")
     return number
+
+
+# UltraCart's application-level scopes (e.g. "crm", "ultraship"), space- or comma-separated.
+SCOPE = re.compile(r"^[A-Za-z0-9_.:-]+(?:[ ,]+[A-Za-z0-9_.:-]+)*$")
+SCOPE_MAX = 256
+
+
+def is_scope(value: str) -> bool:
+    return 0 < len(value) <= SCOPE_MAX and SCOPE.fullmatch(value) is not None
