@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -80,38 +81,39 @@ def parse_uninstall_message(body: Any) -> UninstallRequest | None:
 # -- webhook --------------------------------------------------------------------------------
 
 _secret_lock = threading.Lock()
-_provider: Any = None
-_verifier: tuple[str, Any] | None = None
+# (the secret, its standardwebhooks.Webhook, time.monotonic() when the secret was read)
+_verifier: tuple[str, Any, float] | None = None
 SECRET_MAX_AGE = 300
 
 
 def _webhook_verifier(services: Services) -> Any:
-    """A ``standardwebhooks.Webhook`` for the secret, read through Powertools' cached provider.
+    """A ``standardwebhooks.Webhook`` for the secret, read from Secrets Manager at most once per
+    ``SECRET_MAX_AGE`` seconds.
 
-    The provider (and its cache) lives for the whole process, so a warm invocation makes no
-    Secrets Manager call; a rotated secret is picked up within ``SECRET_MAX_AGE`` seconds.
+    The cache lives for the whole process, so a warm invocation makes no Secrets Manager call;
+    a rotated secret is picked up within ``SECRET_MAX_AGE`` seconds. (One GetSecretValue rather
+    than Powertools' SecretsProvider: the parameters package imports boto3 and every provider,
+    SSM, AppConfig and DynamoDB included, which costs the webhook's cold start more than the
+    rest of its code.)
     """
-    global _provider, _verifier
+    global _verifier
     from standardwebhooks.webhooks import Webhook
 
+    from ucoauth import aws
+
     with _secret_lock:
-        if _provider is None:
-            from aws_lambda_powertools.utilities.parameters import SecretsProvider
-
-            from ucoauth import aws
-
-            _provider = SecretsProvider(boto3_client=aws.secretsmanager())
-        secret = str(_provider.get(services.settings.webhook_secret_arn, max_age=SECRET_MAX_AGE))
-        if _verifier is None or _verifier[0] != secret:
-            _verifier = (secret, Webhook(secret))
+        now = time.monotonic()
+        if _verifier is None or now - _verifier[2] >= SECRET_MAX_AGE:
+            secret = aws.secret_string(services.settings.webhook_secret_arn)
+            verifier = _verifier[1] if _verifier is not None and _verifier[0] == secret else Webhook(secret)
+            _verifier = (secret, verifier, now)
         return _verifier[1]
 
 
 def reset_webhook_secret_cache() -> None:
-    """Forget the cached secret and provider (tests, or after rotating the secret by hand)."""
-    global _provider, _verifier
+    """Forget the cached secret and verifier (tests, or after rotating the secret by hand)."""
+    global _verifier
     with _secret_lock:
-        _provider = None
         _verifier = None
 
 
