@@ -38,6 +38,9 @@ class _QuietStderr(io.TextIOBase):
         self._target.flush()
 
 
+IMPORT_RUNS = 3
+
+
 def _arguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--rounds", type=int, default=11, help="cold-start rounds (median of these; >= 11)")
@@ -95,6 +98,7 @@ def main(argv: list[str]) -> int:
     functions = [r for r in cold_results if r.candidate.kind == "function"]
     slowest = max(functions, key=lambda r: float(r.as_json()["ready_median"]))
     import_extra = cold.import_difference(slowest.candidate.child)
+    import_rows = cold.import_table(runs=IMPORT_RUNS)
 
     progress("planner: 100,000 installations in mock_aws (in the background)")
     planner_process = subprocess.Popen(
@@ -149,6 +153,8 @@ def main(argv: list[str]) -> int:
         pacing_note=note,
         max_receive_count=receive_count,
         memory=memory_results,
+        imports=import_rows,
+        import_runs=IMPORT_RUNS,
     )
     results.elapsed_seconds = time.monotonic() - started
     args.output.parent.mkdir(parents=True, exist_ok=True)

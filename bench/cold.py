@@ -316,9 +316,10 @@ def measure(
     return [results[candidate.key] for candidate in listed]
 
 
-def import_profile(directory: str, *, python: str = sys.executable) -> dict[str, float]:
-    """Self import time (ms) by top-level package for one candidate (``-X importtime``)."""
-    env = child_env(fake_function_env())
+def _importtime(directory: str, *, python: str = sys.executable) -> str:
+    """The ``-X importtime`` report of one cold start of ``directory`` (a candidate)."""
+    logical_id = next((k for k, v in FUNCTIONS.items() if v == directory), "TokenApiFunction")
+    env = child_env(fake_function_env(logical_id))
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     answer = subprocess.run(
         [python, "-X", "importtime", "-m", "bench.cold_child", directory],
@@ -329,14 +330,71 @@ def import_profile(directory: str, *, python: str = sys.executable) -> dict[str,
         check=True,
         timeout=60,
     )
-    totals: dict[str, float] = {}
-    for line in answer.stderr.splitlines():
+    return answer.stderr
+
+
+def parse_importtime(report: str) -> list[tuple[str, float, float, int]]:
+    """(module, self ms, cumulative ms, depth) per line of a ``-X importtime`` report, in its order
+    (a module's line comes after the lines of everything it imported, one level deeper)."""
+    rows = []
+    for line in report.splitlines():
         if not line.startswith("import time:") or "self [us]" in line:
             continue
-        self_us, _cumulative, name = (part.strip() for part in line.replace("import time:", "").split("|"))
+        self_us, cumulative_us, name = line.removeprefix("import time:").split("|")
+        depth = (len(name) - len(name.lstrip(" ")) - 1) // 2
+        rows.append((name.strip(), int(self_us) / 1000, int(cumulative_us) / 1000, depth))
+    return rows
+
+
+def heaviest_imports(report: str) -> dict[str, float]:
+    """Cumulative ms of what a function run imported beyond start-up: each module ``app`` imports
+    directly, and each module imported later, while the clients are built (botocore, requests)."""
+    rows = parse_importtime(report)
+    names = [name for name, _, _, _ in rows]
+    if "app" not in names:
+        return {name: cumulative for name, _, cumulative, depth in rows if depth == 0}
+    at = names.index("app")
+    found: dict[str, float] = {}
+    # app's direct imports: the depth-1 lines right before it, back to the previous depth-0 line.
+    for name, _, cumulative, depth in reversed(rows[:at]):
+        if depth == 0:
+            break
+        if depth == 1:
+            found[name] = cumulative
+    found.update({name: cumulative for name, _, cumulative, depth in rows[at + 1 :] if depth == 0})
+    found["app (all of it)"] = rows[at][2]
+    return found
+
+
+def import_profile(directory: str, *, python: str = sys.executable) -> dict[str, float]:
+    """Self import time (ms) by top-level package for one candidate (``-X importtime``)."""
+    totals: dict[str, float] = {}
+    for name, self_ms, _, _ in parse_importtime(_importtime(directory, python=python)):
         package = name.split(".")[0]
-        totals[package] = totals.get(package, 0.0) + int(self_us) / 1000
+        totals[package] = totals.get(package, 0.0) + self_ms
     return totals
+
+
+@dataclass
+class ImportRow:
+    """One function's imports: ``app``'s cumulative time and its heaviest imports (medians, ms)."""
+
+    label: str
+    app_ms: float
+    heaviest: list[tuple[str, float]]
+
+
+def import_table(runs: int = 3, top: int = 6) -> list[ImportRow]:
+    """Per function, the modules with the largest cumulative import time (medians of ``runs``)."""
+    rows = []
+    for logical_id, directory in FUNCTIONS.items():
+        found = [heaviest_imports(_importtime(directory)) for _ in range(runs)]
+        names = {name for profile in found for name in profile}
+        medians = {name: median([profile.get(name, 0.0) for profile in found]) for name in names}
+        app_ms = medians.pop("app (all of it)", 0.0)
+        ranked = sorted(medians.items(), key=lambda item: -item[1])[:top]
+        rows.append(ImportRow(logical_id, app_ms, ranked))
+    return rows
 
 
 def import_difference(directory: str, *, runs: int = 5) -> list[tuple[str, float]]:

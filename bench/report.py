@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.calls import CallRow
-from bench.cold import FLOOR, TARGET_RATIO, ColdResult
+from bench.cold import FLOOR, TARGET_RATIO, ColdResult, ImportRow
+from bench.cold_child import FUNCTION_CLIENTS
+from bench.common import FUNCTIONS
 from bench.memory import LAMBDA_MB, MemoryResult
 from bench.pacing import TARGET_FRACTION, PacingResult
 from bench.planner import ADMIN_TARGET, PlannerResult
@@ -30,6 +32,8 @@ class Results:
     memory: list[MemoryResult]
     elapsed_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    imports: list[ImportRow] = field(default_factory=list)
+    import_runs: int = 0
 
     # -- derived ---------------------------------------------------------------------------
 
@@ -227,14 +231,17 @@ def _cold_section(results: Results) -> str:
         rows,
     )
     extra = ", ".join(f"{name} {ms:.1f}" for name, ms in results.import_extra[:10])
+    clients = "; ".join(
+        f"{directory}: {', '.join(FUNCTION_CLIENTS[directory])}" for directory in FUNCTIONS.values()
+    )
     return f"""## 1. Cold-ready time
 
-A fresh interpreter per run (`python -m bench.cold_child`), with the template's environment
-(fake table, key, queues and secret; fake credentials; nothing reaches the network). A
-function run imports `functions/<dir>/app.py` the way Lambda does and builds every client its
-first request needs (browser and token API: DynamoDB, KMS, EventBridge, UltraCart session;
-webhook: DynamoDB, SQS, Secrets Manager; planner: DynamoDB, SQS; workers: DynamoDB, KMS,
-EventBridge, SQS, UltraCart session). **ready** is the child's own `perf_counter` from its first
+A fresh interpreter per run (`python -m bench.cold_child`), with each function's environment
+from the template (fake table, key, queues and secret; fake credentials; nothing reaches the
+network). A function run imports `functions/<dir>/app.py` the way Lambda does and builds every
+client its first, typical request needs: the calls of section 2 (browser: a callback; token API:
+a stored token; webhook: a signed uninstall; planner: a schedule; workers: one record; admin: one
+installation), that is {clients}. **ready** is the child's own `perf_counter` from its first
 line; **spawn to ready** adds the interpreter's start-up; **process wall** is the whole
 subprocess (the child exits with `os._exit` after reporting, since a Lambda environment is
 frozen, never finalized). **imports** / **clients** split *ready* (functions import boto3 lazily,
@@ -251,6 +258,25 @@ boto3 session and from one session each.
 
 Where {results.import_function}'s imports go beyond the floor's (median self import time, ms,
 `-X importtime`): {extra}.
+
+{_import_table(results)}"""
+
+
+def _import_table(results: Results) -> str:
+    if not results.imports:
+        return ""
+    rows = [
+        [row.label, f"{row.app_ms:.0f}", ", ".join(f"{name} {ms:.0f}" for name, ms in row.heaviest)]
+        for row in results.imports
+    ]
+    table = _table(["function", "app.py (ms)", "heaviest imports (cumulative ms)"], rows)
+    return f"""What each function imports, by cumulative import time (`-X importtime`, medians of
+{results.import_runs} runs; importtime's own bookkeeping inflates every number, so compare them with
+each other, not with the table above): `app.py` as a whole, then its heaviest direct imports and
+what the clients phase imports (`botocore.session`, `requests`). The first Powertools module
+imported carries its root package (`Logger`, `Metrics`, `Tracer`).
+
+{table}
 """
 
 
@@ -465,11 +491,12 @@ def _memory_section(results: Results) -> str:
 Peak RSS (`resource.getrusage(RUSAGE_SELF).ru_maxrss`) of a fresh process that loads one
 handler and handles one typical request against moto's server and the sandbox (browser: a
 callback; token API: a token read; webhook: a signed uninstall; planner: 10 due; workers: one
-record), median of {len(results.memory[0].rss_mb)} runs. The children are forked by a small launcher
-started first (`bench.launcher`): Linux carries a process's peak RSS across fork and exec, so a
-child of the benchmark itself would report the benchmark's size. VmHWM (the kernel's peak since
-exec) agrees. The template gives every function 256 MB; the interpreter's own RSS is what
-counts against the function's memory in Lambda (the runtime adds a few MB).
+record; admin: one installation), median of {len(results.memory[0].rss_mb)} runs. The children
+are forked by a small launcher started first (`bench.launcher`): Linux carries a process's peak
+RSS across fork and exec, so a child of the benchmark itself would report the benchmark's size.
+VmHWM (the kernel's peak since exec) agrees. The template gives every function 256 MB; the
+interpreter's own RSS is what counts against the function's memory in Lambda (the runtime adds a
+few MB).
 
 {table}
 """

@@ -245,7 +245,7 @@ def test_the_webhook_secret_is_read_once_while_warm_and_again_after_its_max_age(
 
     # Given a warm function that verified one webhook with the stack's secret
     now = [1000.0]
-    monkeypatch.setattr(uninstall.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr("ucoauth.uninstall._secret_clock", lambda: now[0])
     assert post(signed(aws.webhook_secret_value, body_for("ROT1")))[0] == 202
     # When the secret is rotated in Secrets Manager
     rotated = "whsec_" + "cm90YXRlZC1zZWNyZXQtZm9yLXRoZS10ZXN0cy0wMQ=="

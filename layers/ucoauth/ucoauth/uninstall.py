@@ -84,6 +84,7 @@ _secret_lock = threading.Lock()
 # (the secret, its standardwebhooks.Webhook, time.monotonic() when the secret was read)
 _verifier: tuple[str, Any, float] | None = None
 SECRET_MAX_AGE = 300
+_secret_clock = time.monotonic  # tests move it
 
 
 def _webhook_verifier(services: Services) -> Any:
@@ -102,7 +103,7 @@ def _webhook_verifier(services: Services) -> Any:
     from ucoauth import aws
 
     with _secret_lock:
-        now = time.monotonic()
+        now = _secret_clock()
         if _verifier is None or now - _verifier[2] >= SECRET_MAX_AGE:
             secret = aws.secret_string(services.settings.webhook_secret_arn)
             verifier = _verifier[1] if _verifier is not None and _verifier[0] == secret else Webhook(secret)
