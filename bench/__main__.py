@@ -20,6 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Any, TextIO
 
+from bench import pacing
 from bench.common import ROOT, child_env, progress, use_project_paths
 
 
@@ -46,7 +47,11 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=11, help="cold-start rounds (median of these; >= 11)")
     parser.add_argument("--pacing-count", type=int, default=2000, help="due installations for the pacing run")
     parser.add_argument(
-        "--rate", type=float, default=20.0, help="R: UltraCart's rate and the pace, per second"
+        "--rate",
+        type=float,
+        default=20.0,
+        help="R, UltraCart's rate and the pace, per second: the most the pacing run uses (it takes "
+        f"{pacing.CAPACITY_SHARE:.0%} of the harness's measured capacity when that is lower)",
     )
     parser.add_argument("--latency-ms", type=int, default=20, help="the sandbox's latency per call")
     parser.add_argument("--budget", type=float, default=285.0, help="seconds the whole run may take")
@@ -87,7 +92,7 @@ def main(argv: list[str]) -> int:
     sys.stderr = _QuietStderr(sys.stderr)
     warnings.filterwarnings("ignore", message="No application metrics to publish")
 
-    from bench import calls, cold, machine, pacing, report
+    from bench import calls, cold, machine, report
     from bench.common import live_stack, set_process_aws_env
     from bench.planner import PlannerResult
 
@@ -116,18 +121,22 @@ def main(argv: list[str]) -> int:
         call_rows = calls.measure(live)
         progress("memory: one request per function, fresh processes")
         memory_results = memory.measure(live, launcher)
+        calibration = pacing.calibrate(live, configured_rate=args.rate, latency_ms=args.latency_ms)
+        rate = calibration.rate
         left = args.budget - (time.monotonic() - started)
-        count = pacing.affordable_count(args.pacing_count, args.rate, left - 10)
+        count = pacing.affordable_count(
+            args.pacing_count, rate, left - 10, seed_seconds_each=calibration.seed_seconds_each
+        )
         note = f"{count:,} due installations were seeded"
         if count < args.pacing_count:
-            each_ms = pacing.SEED_SECONDS_EACH * 1000
+            each_ms = calibration.seed_seconds_each * 1000
             note += (
                 f" (fewer than the {args.pacing_count:,} asked for: {left:.0f} s of the "
                 f"{args.budget:.0f} s budget were left, and seeding plus a paced run take "
-                f"~{each_ms:.0f} ms + 1/R each)"
+                f"~{each_ms:.0f} ms (seeding, as measured in the calibration) + 1/R each)"
             )
         note += "."
-        prepared = pacing.prepare(live, count=count, rate=args.rate, latency_ms=args.latency_ms)
+        prepared = pacing.prepare(live, count=count, rate=rate, latency_ms=args.latency_ms)
         planner_out, planner_err = planner_process.communicate(timeout=300)
         if planner_process.returncode != 0:
             raise RuntimeError(f"the planner benchmark failed:\n{planner_err[-2000:]}")
@@ -151,6 +160,7 @@ def main(argv: list[str]) -> int:
         planner=planner_result,
         pacing=pacing_result,
         pacing_note=note,
+        calibration=calibration,
         max_receive_count=receive_count,
         memory=memory_results,
         imports=import_rows,

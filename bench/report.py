@@ -10,7 +10,7 @@ from bench.cold import FLOOR, TARGET_RATIO, ColdResult, ImportRow
 from bench.cold_child import FUNCTION_CLIENTS
 from bench.common import FUNCTIONS
 from bench.memory import LAMBDA_MB, MemoryResult
-from bench.pacing import TARGET_FRACTION, PacingResult
+from bench.pacing import CAPACITY_SHARE, TARGET_FRACTION, Calibration, PacingResult
 from bench.planner import ADMIN_TARGET, PlannerResult
 from bench.planner import TARGET as PLANNER_TARGET
 
@@ -34,6 +34,7 @@ class Results:
     notes: list[str] = field(default_factory=list)
     imports: list[ImportRow] = field(default_factory=list)
     import_runs: int = 0
+    calibration: Calibration | None = None
 
     # -- derived ---------------------------------------------------------------------------
 
@@ -52,8 +53,80 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f}"
 
 
+NOT_MEASURED = "not measured"
+CAPACITY_SHARE_TEXT = f"{CAPACITY_SHARE:.0%}"
+
+
 def _verdict(ok: bool | None) -> str:
     return "info" if ok is None else ("ok" if ok else "MISS")
+
+
+def _cut_off_text(p: PacingResult) -> str:
+    """What a pacing run cut off by the bench's own time budget did (not a measurement)."""
+    return (
+        f"{NOT_MEASURED}: the bench's time budget ended the run after {p.cpu.get('wall', 0.0):.0f} s "
+        f"({p.refreshed:,} of {p.seeded:,} refreshed, {p.steady_throughput:.1f}/s while refreshing)"
+    )
+
+
+def pacing_rows(p: PacingResult, calibration: Calibration | None) -> list[tuple[str, str, str, str, str]]:
+    """The summary rows of the pacing run: a run the bench cut off measures neither its rate nor
+    what it left unrefreshed, so those rows say "not measured" (neither ok nor MISS)."""
+    rows: list[tuple[str, str, str, str, str]] = []
+    if calibration is not None:
+        rows.append(
+            (
+                "pacing",
+                f"harness capacity, unpaced ({calibration.burst} refreshes): R chosen",
+                f"{calibration.capacity:.1f}/s: R = {calibration.rate:g}/s",
+                f"R <= {calibration.configured_rate:g}/s",
+                "info",
+            )
+        )
+    what = f"sustained throughput / R ({p.seeded:,} due, R = {p.rate:g}/s)"
+    if p.measured:
+        rows.append(
+            (
+                "pacing",
+                what,
+                f"{p.fraction:.2f} ({p.refreshed:,} in {p.sustained_seconds:.0f} s)",
+                f">= {TARGET_FRACTION:.2f}",
+                _verdict(p.fraction >= TARGET_FRACTION),
+            )
+        )
+    else:
+        rows.append(("pacing", what, _cut_off_text(p), f">= {TARGET_FRACTION:.2f}", NOT_MEASURED))
+    rows.append(
+        (
+            "pacing",
+            "429s from the sandbox",
+            str(p.too_many_requests),
+            "0",
+            _verdict(p.too_many_requests == 0),
+        )
+    )
+    unrefreshed = p.seeded - p.refreshed
+    if p.measured:
+        rows.append(
+            (
+                "pacing",
+                "due installations the run left unrefreshed",
+                f"{unrefreshed:,} ({p.deferred:,} acknowledged, {p.dead_lettered:,} dead-lettered)",
+                "0",
+                _verdict(unrefreshed == 0),
+            )
+        )
+    else:
+        rows.append(
+            (
+                "pacing",
+                "due installations the run left unrefreshed",
+                f"{NOT_MEASURED} ({p.dead_lettered:,} dead-lettered before the cut-off)",
+                "0",
+                NOT_MEASURED if p.dead_lettered == 0 else "MISS",
+            )
+        )
+    return rows
 
 
 def _calls_text(row: CallRow) -> str:
@@ -117,35 +190,7 @@ def summary_rows(results: Results) -> list[tuple[str, str, str, str, str]]:
             _verdict(0 < planner.admin_all_read <= ADMIN_TARGET),
         )
     )
-    pacing = results.pacing
-    rows.append(
-        (
-            "pacing",
-            f"sustained throughput / R ({pacing.seeded:,} due, R = {pacing.rate:g}/s)",
-            f"{pacing.fraction:.2f} ({pacing.refreshed:,} in {pacing.sustained_seconds:.0f} s)",
-            f">= {TARGET_FRACTION:.2f}",
-            _verdict(pacing.fraction >= TARGET_FRACTION),
-        )
-    )
-    rows.append(
-        (
-            "pacing",
-            "429s from the sandbox",
-            str(pacing.too_many_requests),
-            "0",
-            _verdict(pacing.too_many_requests == 0),
-        )
-    )
-    unrefreshed = pacing.seeded - pacing.refreshed
-    rows.append(
-        (
-            "pacing",
-            "due installations the run left unrefreshed",
-            f"{unrefreshed:,} ({pacing.deferred:,} acknowledged, {pacing.dead_lettered:,} dead-lettered)",
-            "0",
-            _verdict(unrefreshed == 0),
-        )
-    )
+    rows += pacing_rows(results.pacing, results.calibration)
     for memory in results.memory:
         if memory.logical_id == "baseline":
             continue
@@ -412,8 +457,8 @@ def _pacing_section(results: Results) -> str:
                 f"{p.deferred:,}",
                 f"{p.dead_lettered:,}",
                 f"{p.end_to_end_seconds:.1f} s",
-                f"{p.throughput:.1f}/s",
-                f"{p.fraction:.2f}",
+                f"{p.throughput:.1f}/s" if p.measured else NOT_MEASURED,
+                f"{p.fraction:.2f}" if p.measured else NOT_MEASURED,
                 f"{p.steady_throughput:.1f}/s",
                 str(p.too_many_requests),
                 str(p.other_failures),
@@ -450,7 +495,7 @@ interval ({p.planner_interval:.0f} s, the template's schedule), because whatever
 waits in the index for the planner's next run. **While refreshing** is first to last refresh.
 Target: sustained >= {TARGET_FRACTION} R and no 429.
 
-{table}
+{calibration_section(results.calibration)}{cut_off_note(p)}{table}
 
 - Refreshes per one-second window (first and last windows left out): {full} of {len(windows)}
   windows at R; min {low}, median {middle}, max {high}.
@@ -468,6 +513,33 @@ scan (same answers; `bench.common.patch_moto_sqs_scans`): unpatched, one Receive
 2,000-deep queue took ~600 ms and queueing 1,000 messages 12 s, so moto, not the code, set the
 rate (a 2,000-installation run reached 0.45 R that way).
 """
+
+
+def calibration_section(calibration: Calibration | None) -> str:
+    """How R was chosen: the harness's measured unpaced capacity, and the share of it used."""
+    if calibration is None:
+        return ""
+    return (
+        f"**R was calibrated to this machine.** Before the pacing run, {calibration.burst} due "
+        f"installations were refreshed with no pace and no limit at the sandbox (same workers, "
+        f"same moto): {calibration.refreshed} refreshed at {calibration.capacity:.1f}/s, first to "
+        f"last refresh; that is the harness's capacity here, shared by the workers, moto and the "
+        f"sandbox on this machine's cores. R = {calibration.rate:g}/s: {calibration.reason}. "
+        f"Seeding took {calibration.seed_seconds_each * 1000:.0f} ms per installation, which sized "
+        "the run below to the time budget.\n\n"
+    )
+
+
+def cut_off_note(p: PacingResult) -> str:
+    """Said only when the bench's own time budget ended the pacing run."""
+    if p.measured:
+        return ""
+    return (
+        f"**This run was cut off by the bench's own time budget**, after {p.cpu.get('wall', 0.0):.0f} s "
+        f"with {p.left_in_queue:,} messages still queued: the throughput and what was left "
+        "unrefreshed are **not measured** (the workers were stopped, not the pacing). The rows below "
+        "show what the run did until then.\n\n"
+    )
 
 
 def _memory_section(results: Results) -> str:
@@ -587,11 +659,28 @@ def _reading(results: Results) -> str:
     p = results.pacing
     bounced = p.sent_back
     met = p.fraction >= TARGET_FRACTION and p.too_many_requests == 0
-    text = (
-        f"**Pacing: {p.fraction:.2f} R sustained, {p.too_many_requests} 429s** "
-        f"({'meets' if met else 'misses'} the target; {p.steady_throughput:.1f}/s while refreshing)."
+    calibration = results.calibration
+    chosen = (
+        f" R = {p.rate:g}/s, {CAPACITY_SHARE_TEXT} of the harness's measured capacity "
+        f"({calibration.capacity:.1f}/s)"
+        if calibration is not None and calibration.rate < calibration.configured_rate
+        else ""
     )
-    if p.deferred:
+    if not p.measured:
+        text = (
+            f"**Pacing: not measured** (the bench's time budget ended the run after "
+            f"{p.cpu.get('wall', 0.0):.0f} s, {p.refreshed:,} of {p.seeded:,} refreshed, "
+            f"{p.steady_throughput:.1f}/s while refreshing; {p.too_many_requests} 429s)."
+        )
+        if chosen:
+            text += f" {chosen.strip()}."
+    else:
+        text = (
+            f"**Pacing: {p.fraction:.2f} R sustained, {p.too_many_requests} 429s** "
+            f"({'meets' if met else 'misses'} the target; {p.steady_throughput:.1f}/s while refreshing"
+            f"{';' + chosen if chosen else ''})."
+        )
+    if p.deferred and p.measured:
         text += (
             f" The planner queued {p.planned:,} at once; the workers refreshed R per window and "
             f"acknowledged every record the spent window refused ({p.deferred:,}), so the queue was "
@@ -665,6 +754,7 @@ def raw(results: Results) -> dict[str, Any]:
         "calls": [r.as_json() for r in results.calls],
         "planner": results.planner.as_json(),
         "pacing": results.pacing.as_json(),
+        "calibration": results.calibration.as_json() if results.calibration else None,
         "memory": [m.as_json() for m in results.memory],
         "elapsed_seconds": results.elapsed_seconds,
     }
