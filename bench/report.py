@@ -737,11 +737,14 @@ hand: run it again.
 make bench                                    # everything above, < 5 minutes on 2 cores
 .venv/bin/python -m bench --rounds 21         # more cold-start rounds
 .venv/bin/python -m bench --pacing-count 500  # a shorter pacing run
+.venv/bin/python -m bench.cold --rounds 5     # the cold-start part alone (floor + functions)
 ```
 
 `--help` lists the other knobs (rate, latency, output path, time budget). The pacing run
-uses as many due installations as the time budget allows, up to `--pacing-count`
-(default 2,000); the table above says how many it used.
+first measures the harness's unpaced capacity on this machine and paces at
+{CAPACITY_SHARE_TEXT} of it (at most `--rate`), then uses as many due installations as the time
+budget allows, up to `--pacing-count` (default 2,000); section 4 says which R and how many it
+used. A run the time budget cuts off is reported "not measured".
 """
 
 
