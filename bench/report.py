@@ -289,9 +289,10 @@ a stored token; webhook: a signed uninstall; planner: a schedule; workers: one r
 installation), that is {clients}. **ready** is the child's own `perf_counter` from its first
 line; **spawn to ready** adds the interpreter's start-up; **process wall** is the whole
 subprocess (the child exits with `os._exit` after reporting, since a Lambda environment is
-frozen, never finalized). **imports** / **clients** split *ready* (functions import boto3 lazily,
-so its import falls in their clients phase). Medians of {results.rounds} runs per candidate, run
-round-robin (one discarded warm-up round). Target: every function <= {TARGET_RATIO}x the floor.
+frozen, never finalized). **imports** / **clients** split *ready* (functions import botocore
+lazily, so its import falls in their clients phase; they build botocore clients from botocore's own
+session, without importing boto3, while the floor imports boto3). Medians of {results.rounds} runs
+per candidate, run round-robin (one discarded warm-up round). Target: every function <= {TARGET_RATIO}x the floor.
 
 {table}
 
@@ -601,7 +602,10 @@ def _reading(results: Results) -> str:
             "the existing lock) is the largest cut available."
         )
     elif results.shared_session:
-        text += " `ucoauth.aws` builds its clients from one session."
+        text += (
+            " `ucoauth.aws` builds its clients from one botocore session, without importing boto3 "
+            "(its resource layer and s3transfer, which the floor pays)."
+        )
     peer = by_key.get("powertools_peer")
     if peer is not None:
         text += f" The textbook Powertools peer is at {results.ratio(peer):.2f}x"
