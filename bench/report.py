@@ -292,7 +292,8 @@ subprocess (the child exits with `os._exit` after reporting, since a Lambda envi
 frozen, never finalized). **imports** / **clients** split *ready* (functions import botocore
 lazily, so its import falls in their clients phase; they build botocore clients from botocore's own
 session, without importing boto3, while the floor imports boto3). Medians of {results.rounds} runs
-per candidate, run round-robin (one discarded warm-up round). Target: every function <= {TARGET_RATIO}x the floor.
+per candidate, run round-robin (one discarded warm-up round). Target: every function <=
+{TARGET_RATIO}x the floor.
 
 {table}
 

@@ -205,4 +205,5 @@ def test_the_whole_page_says_not_measured_for_a_cut_off_run() -> None:
 def test_the_whole_page_judges_a_finished_run() -> None:
     page = report.markdown(_results(_pacing(), None))
     assert "**Pacing: 0.98 R sustained, 0 429s** (meets the target" in page
-    assert "not measured" not in page
+    assert "**Pacing: not measured**" not in page and "| not measured |" not in page
+    assert "cut off by the bench's own time budget" not in page
