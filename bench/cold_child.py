@@ -29,7 +29,7 @@ FUNCTION_CLIENTS: dict[str, tuple[str, ...]] = {
     "uninstall_webhook": ("dynamodb", "sqs", "secretsmanager", "webhook_verifier"),
     "refresh_planner": ("dynamodb", "sqs"),
     "refresh_worker": ("dynamodb", "kms", "ultracart"),
-    "revoke_worker": ("dynamodb", "kms", "events", "ultracart"),
+    "revoke_worker": ("dynamodb", "kms", "events", "ultracart", "import:ucoauth.rotation"),
     "admin_api": ("dynamodb",),
 }
 
@@ -52,6 +52,9 @@ def _function_clients(directory: str) -> None:
             from ucoauth.ultracart import get_client
 
             get_client()
+        elif name.startswith("import:"):
+            # A module the package imports inside the request's code path, not at module level.
+            __import__(name.removeprefix("import:"))
         elif name == "webhook_verifier":
             # What ucoauth.uninstall builds once it has read the secret (that read is a call).
             from standardwebhooks.webhooks import Webhook

@@ -30,7 +30,6 @@ from ucoauth.errors import (
 )
 from ucoauth.observability import logger
 from ucoauth.retry import is_transient_aws_error
-from ucoauth.rotation import Rotation, reauthorize
 from ucoauth.store import ACTIVE, REAUTHORIZATION_REQUIRED, Installation, TokenFields
 
 if TYPE_CHECKING:
@@ -180,6 +179,9 @@ def access_token(services: Services, merchant_id: str, *, deadline: Deadline) ->
 
 
 def _refresh_inline(services: Services, lease: Lease, deadline: Deadline) -> AccessToken:
+    # Deferred, like every refresh-only module: a token read from the store never needs it.
+    from ucoauth.rotation import Rotation
+
     leased = lease.installation
     merchant_id = leased.merchant_id
     try:
@@ -264,6 +266,7 @@ def _wait_for_sibling(services: Services, merchant_id: str, seen: Installation) 
 
 def _reauthorize_without_lease(services: Services, installation: Installation) -> None:
     """Damaged row seen by a reader: the same conditional write and event a lease holder makes."""
+    from ucoauth.rotation import reauthorize
     from ucoauth.store import Lease
 
     lease = Lease(services.installations, installation, owner="reader")

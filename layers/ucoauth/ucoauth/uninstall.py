@@ -26,7 +26,6 @@ from ucoauth.events import INSTALLATION_REMOVED
 from ucoauth.observability import logger, metrics
 from ucoauth.outbox import announce
 from ucoauth.retry import retry_within
-from ucoauth.rotation import reconcile, revoke_tokens
 from ucoauth.store import UNINSTALLED, UNINSTALLING, Installation, Recovery
 from ucoauth.validation import is_merchant_id
 
@@ -191,6 +190,9 @@ def process_uninstall(services: Services, body: Any, *, deadline: Deadline) -> R
     first attempt is the ciphertext shredded without a confirmed revoke. Raises (so the message
     is retried) on a held lease, too little time left, a KMS fault or an AWS error.
     """
+    # Deferred: the revoke path's modules are the worker's; the webhook only queues.
+    from ucoauth.rotation import reconcile
+
     request = parse_uninstall_message(body)
     if request is None:
         logger.warning("malformed uninstall message dropped")
@@ -248,6 +250,8 @@ def _revoke_everything(
 ) -> tuple[bool, str]:
     """Revoke the stored tokens and any recovered ones. (True, "") when UltraCart confirmed every
     revoke; (False, "") when it could not be asked now; (False, reason) when it never can."""
+    from ucoauth.rotation import revoke_tokens
+
     merchant_id = installation.merchant_id
     blobs = [installation.tokens_ciphertext]
     if installation.recovery is not None:
