@@ -46,12 +46,12 @@ FORBIDDEN = {"RefreshPlannerFunction": ("asyncio", "aws_lambda_powertools.utilit
 # Modules beyond the botocore baseline after import + first-request clients (measured + headroom).
 BUDGET = {
     "OAuthBrowserFunction": 285,
-    "TokenApiFunction": 185,
-    "UninstallWebhookFunction": 185,
+    "TokenApiFunction": 175,
+    "UninstallWebhookFunction": 178,
     "RefreshPlannerFunction": 70,
     "RefreshWorkerFunction": 250,
     "RevokeWorkerFunction": 250,
-    "AdminApiFunction": 185,
+    "AdminApiFunction": 178,
 }
 
 _BASELINE = (
