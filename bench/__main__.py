@@ -53,7 +53,7 @@ def _arguments(argv: list[str]) -> argparse.Namespace:
         type=float,
         default=20.0,
         help="R, UltraCart's rate and the pace, per second: the most the pacing run uses (it takes "
-        f"{pacing.CAPACITY_SHARE:.0%} of the harness's measured capacity when that is lower)",
+        f"{pacing.CAPACITY_SHARE * 100:.0f}%% of the harness's measured capacity when that is lower)",
     )
     parser.add_argument("--latency-ms", type=int, default=20, help="the sandbox's latency per call")
     parser.add_argument("--budget", type=float, default=285.0, help="seconds the whole run may take")
