@@ -2,7 +2,9 @@
 
 Order matters on a small machine: the cold starts run alone (they are timed against each
 other), the planner's 100,000-item load runs next to the call counts and memory runs (which
-are not timed), and the pacing run goes last, alone, with whatever time is left.
+are not timed), and the pacing run goes last, alone, with whatever time is left: a short
+unpaced burst first measures what the harness can do on this machine, R is set well inside it,
+and the number of due installations is sized to the time left.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import warnings
 from pathlib import Path
 from typing import Any, TextIO
 
+from bench import pacing
 from bench.common import ROOT, child_env, progress, use_project_paths
 
 
@@ -38,12 +41,19 @@ class _QuietStderr(io.TextIOBase):
         self._target.flush()
 
 
+IMPORT_RUNS = 3
+
+
 def _arguments(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--rounds", type=int, default=11, help="cold-start rounds (median of these; >= 11)")
     parser.add_argument("--pacing-count", type=int, default=2000, help="due installations for the pacing run")
     parser.add_argument(
-        "--rate", type=float, default=20.0, help="R: UltraCart's rate and the pace, per second"
+        "--rate",
+        type=float,
+        default=20.0,
+        help="R, UltraCart's rate and the pace, per second: the most the pacing run uses (it takes "
+        f"{pacing.CAPACITY_SHARE * 100:.0f}%% of the harness's measured capacity when that is lower)",
     )
     parser.add_argument("--latency-ms", type=int, default=20, help="the sandbox's latency per call")
     parser.add_argument("--budget", type=float, default=285.0, help="seconds the whole run may take")
@@ -84,7 +94,7 @@ def main(argv: list[str]) -> int:
     sys.stderr = _QuietStderr(sys.stderr)
     warnings.filterwarnings("ignore", message="No application metrics to publish")
 
-    from bench import calls, cold, machine, pacing, report
+    from bench import calls, cold, machine, report
     from bench.common import live_stack, set_process_aws_env
     from bench.planner import PlannerResult
 
@@ -95,6 +105,7 @@ def main(argv: list[str]) -> int:
     functions = [r for r in cold_results if r.candidate.kind == "function"]
     slowest = max(functions, key=lambda r: float(r.as_json()["ready_median"]))
     import_extra = cold.import_difference(slowest.candidate.child)
+    import_rows = cold.import_table(runs=IMPORT_RUNS)
 
     progress("planner: 100,000 installations in mock_aws (in the background)")
     planner_process = subprocess.Popen(
@@ -112,24 +123,29 @@ def main(argv: list[str]) -> int:
         call_rows = calls.measure(live)
         progress("memory: one request per function, fresh processes")
         memory_results = memory.measure(live, launcher)
-        left = args.budget - (time.monotonic() - started)
-        count = pacing.affordable_count(args.pacing_count, args.rate, left - 10)
-        note = f"{count:,} due installations were seeded"
-        if count < args.pacing_count:
-            each_ms = pacing.SEED_SECONDS_EACH * 1000
-            note += (
-                f" (fewer than the {args.pacing_count:,} asked for: {left:.0f} s of the "
-                f"{args.budget:.0f} s budget were left, and seeding plus a paced run take "
-                f"~{each_ms:.0f} ms + 1/R each)"
-            )
-        note += "."
-        prepared = pacing.prepare(live, count=count, rate=args.rate, latency_ms=args.latency_ms)
         planner_out, planner_err = planner_process.communicate(timeout=300)
         if planner_process.returncode != 0:
             raise RuntimeError(f"the planner benchmark failed:\n{planner_err[-2000:]}")
         planner_data = json.loads(planner_out.strip().splitlines()[-1])
         names = {f.name for f in dataclasses.fields(PlannerResult)}
         planner_result = PlannerResult(**{k: v for k, v in planner_data.items() if k in names})
+        # Calibrated once the planner's load is done, so it has the machine the pacing run has.
+        calibration = pacing.calibrate(live, configured_rate=args.rate, latency_ms=args.latency_ms)
+        rate = calibration.rate
+        left = args.budget - (time.monotonic() - started)
+        count = pacing.affordable_count(
+            args.pacing_count, rate, left - 10, seed_seconds_each=calibration.seed_seconds_each
+        )
+        note = f"{count:,} due installations were seeded"
+        if count < args.pacing_count:
+            each_ms = calibration.seed_seconds_each * 1000
+            note += (
+                f" (fewer than the {args.pacing_count:,} asked for: {left:.0f} s of the "
+                f"{args.budget:.0f} s budget were left, and seeding plus a paced run take "
+                f"~{each_ms:.0f} ms (seeding, as measured in the calibration) + 1/R each)"
+            )
+        note += "."
+        prepared = pacing.prepare(live, count=count, rate=rate, latency_ms=args.latency_ms)
         left = args.budget - (time.monotonic() - started)
         pacing_result = pacing.run(live, prepared, time_budget=max(30.0, left - 15))
         receive_count = _max_receive_count(dict(live.resources.template))
@@ -147,8 +163,11 @@ def main(argv: list[str]) -> int:
         planner=planner_result,
         pacing=pacing_result,
         pacing_note=note,
+        calibration=calibration,
         max_receive_count=receive_count,
         memory=memory_results,
+        imports=import_rows,
+        import_runs=IMPORT_RUNS,
     )
     results.elapsed_seconds = time.monotonic() - started
     args.output.parent.mkdir(parents=True, exist_ok=True)

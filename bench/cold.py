@@ -31,6 +31,8 @@ class Candidate:
     label: str
     kind: str  # "floor" | "peer" | "function" | "no_pyc" | "diagnostic"
     no_pyc: bool = False
+    # Whose environment the child gets (the template's, per function); others get the token API's.
+    logical_id: str = "TokenApiFunction"
 
 
 def candidates() -> list[Candidate]:
@@ -50,7 +52,8 @@ def candidates() -> list[Candidate]:
         ),
     ]
     found += [
-        Candidate(directory, directory, logical_id, "function") for logical_id, directory in FUNCTIONS.items()
+        Candidate(directory, directory, logical_id, "function", logical_id=logical_id)
+        for logical_id, directory in FUNCTIONS.items()
     ]
     found += [
         Candidate(
@@ -85,44 +88,65 @@ def candidates() -> list[Candidate]:
 
 # Fakes for the resources the template creates: names and ARNs only, nothing reachable.
 _ACCOUNT = "123456789012"
-_FAKE_RESOURCES = {
-    "InstallationsTable": "bench-InstallationsTable",
-    "TokenKey": f"arn:aws:kms:us-east-1:{_ACCOUNT}:key/00000000-0000-4000-8000-000000000000",
-    "RefreshQueue": f"https://sqs.us-east-1.amazonaws.com/{_ACCOUNT}/bench-RefreshQueue",
-    "RevokeQueue": f"https://sqs.us-east-1.amazonaws.com/{_ACCOUNT}/bench-RevokeQueue",
-    "RefreshDeadLetterQueue": f"https://sqs.us-east-1.amazonaws.com/{_ACCOUNT}/bench-RefreshDeadLetterQueue",
-    "RevokeDeadLetterQueue": f"https://sqs.us-east-1.amazonaws.com/{_ACCOUNT}/bench-RevokeDeadLetterQueue",
-    "UninstallWebhookSecret": f"arn:aws:secretsmanager:us-east-1:{_ACCOUNT}:secret:bench-webhook-AbCdEf",
-}
+_REGION = "us-east-1"
+_STACK = "bench"
 
 
-def fake_function_env(logical_id: str | None = None) -> dict[str, str]:
-    """A function's environment (Globals and its own; every function's together without one),
-    with fake resources (no create_resources, no network)."""
-    from devstack.resources import load_template, parameter_values, resources_of_type
+def _fake_resource(logical_id: str, kind: str) -> tuple[str, dict[str, str]]:
+    """(!Ref value, {"LogicalId.Attribute": value}) for one resource: names and ARNs only."""
+    name = f"{_STACK}-{logical_id}"
+    arn = f"arn:aws:{{service}}:{_REGION}:{_ACCOUNT}:{{rest}}"
+    if kind == "AWS::SQS::Queue":
+        url = f"https://sqs.{_REGION}.amazonaws.com/{_ACCOUNT}/{name}"
+        return url, {"Arn": arn.format(service="sqs", rest=name), "QueueName": name, "QueueUrl": url}
+    if kind == "AWS::KMS::Key":
+        key = "00000000-0000-4000-8000-000000000000"
+        return key, {"Arn": arn.format(service="kms", rest=f"key/{key}"), "KeyId": key}
+    if kind == "AWS::SecretsManager::Secret":
+        secret = arn.format(service="secretsmanager", rest=f"secret:{name}-AbCdEf")
+        return secret, {"Id": secret}
+    if kind == "AWS::DynamoDB::Table":
+        return name, {"Arn": arn.format(service="dynamodb", rest=f"table/{name}")}
+    if kind == "AWS::Events::EventBus":
+        return name, {"Arn": arn.format(service="events", rest=f"event-bus/{name}"), "Name": name}
+    return name, {"Arn": arn.format(service="unknown", rest=name)}
+
+
+def fake_function_env(logical_id: str = "TokenApiFunction") -> dict[str, str]:
+    """A function's environment as the template declares it (Globals + its own), resolved
+    against fake resources (no create_resources, no network), plus what Lambda sets."""
+    from devstack.resources import LocalResources, load_template, parameter_values
 
     template = load_template()
-    parameters = parameter_values(template, stage="bench")
-    variables = dict(template["Globals"]["Function"]["Environment"]["Variables"])
-    functions = resources_of_type(template, "AWS::Serverless::Function")
-    for name in functions if logical_id is None else [logical_id]:
-        variables.update(functions[name]["Properties"].get("Environment", {}).get("Variables", {}))
-    env: dict[str, str] = {}
-    for name, value in variables.items():
-        if isinstance(value, str | int | float):
-            env[name] = str(value)
-            continue
-        if "Fn::If" in value:  # EVENT_BUS_NAME: the stack's own bus or a named one
-            value = value["Fn::If"][2]
-        if "Fn::Sub" in value and isinstance(value["Fn::Sub"], str):
-            env[name] = value["Fn::Sub"].replace("${AWS::StackName}", "ucoauth-bench")
-        elif "Ref" in value:
-            ref = value["Ref"]
-            env[name] = parameters[ref] if ref in parameters else _FAKE_RESOURCES[ref]
-        elif "Fn::GetAtt" in value:
-            env[name] = _FAKE_RESOURCES[value["Fn::GetAtt"][0]]
-        else:
-            raise ValueError(f"{name}: no fake for {value}")
+    parameters = parameter_values(template, stage=_STACK)
+    refs: dict[str, str] = {}
+    attributes: dict[str, str] = {}
+    for resource_id, resource in template["Resources"].items():
+        ref, attrs = _fake_resource(resource_id, str(resource.get("Type")))
+        refs[resource_id] = ref
+        attributes.update({f"{resource_id}.{attribute}": value for attribute, value in attrs.items()})
+    resources = LocalResources(
+        table_name=refs["InstallationsTable"],
+        key_id=refs["TokenKey"],
+        key_arn=attributes["TokenKey.Arn"],
+        refresh_queue_url=refs["RefreshQueue"],
+        refresh_dlq_url=refs["RefreshDeadLetterQueue"],
+        revoke_queue_url=refs["RevokeQueue"],
+        revoke_dlq_url=refs["RevokeDeadLetterQueue"],
+        events_observer_queue_url="",
+        webhook_secret_arn=refs["UninstallWebhookSecret"],
+        webhook_secret_value="",
+        event_bus_name=refs["EventBus"],
+        region=_REGION,
+        endpoint_url=None,
+        stack_name=_STACK,
+        account_id=_ACCOUNT,
+        parameters=parameters,
+        template=template,
+        refs=refs,
+        attributes=attributes,
+    )
+    env = resources.function_environment(logical_id)
     # What Lambda sets for every function (Powertools reads some of these; with LAMBDA_TASK_ROOT
     # set, the peer's Tracer is enabled and patches botocore, as it would in Lambda).
     env.update(
@@ -211,6 +235,7 @@ class ColdResult:
     wall: list[float] = field(default_factory=list)
     imports: list[float] = field(default_factory=list)
     clients: list[float] = field(default_factory=list)
+    cpu: list[float] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -222,6 +247,7 @@ class ColdResult:
             "wall_median": median(self.wall),
             "import_median": median(self.imports),
             "clients_median": median(self.clients),
+            "cpu_median": median(self.cpu),
             "runs": len(self.ready),
         }
 
@@ -246,30 +272,36 @@ def _one(python: str, candidate: Candidate, env: dict[str, str]) -> tuple[float,
     return wall, inside["ready_epoch"] - spawned, inside
 
 
-def measure(rounds: int, scratch: Path, *, python: str = sys.executable) -> list[ColdResult]:
+def measure(
+    rounds: int,
+    scratch: Path,
+    *,
+    python: str = sys.executable,
+    listed: list[Candidate] | None = None,
+) -> list[ColdResult]:
     """``rounds`` measured rounds after one discarded warm-up round; candidates interleaved."""
-    layer, functions = build_without_bytecode(scratch / "no-pyc")
-    logical_ids = {directory: logical_id for logical_id, directory in FUNCTIONS.items()}
-
-    def env_of(candidate: Candidate) -> dict[str, str]:
-        # Each function its own environment; the peers and the floor read none of it.
-        env = child_env(fake_function_env(logical_ids.get(candidate.child)))
+    listed = candidates() if listed is None else listed
+    # Bytecode may be written: the warm-up round caches .pyc for ucoauth and the handlers, as a
+    # pip-installed package or a compiled layer has them. The no-pyc candidates get none.
+    envs: dict[str, dict[str, str]] = {}
+    layer_and_functions: tuple[Path, Path] | None = None
+    for candidate in listed:
+        env = child_env(fake_function_env(candidate.logical_id))
         if candidate.no_pyc:
+            if layer_and_functions is None:
+                layer_and_functions = build_without_bytecode(scratch / "no-pyc")
+            layer, functions = layer_and_functions
             env["PYTHONPATH"] = ":".join([str(layer), *PYTHONPATH[1:]])
             env["BENCH_FUNCTIONS_ROOT"] = str(functions)
         else:
-            # Bytecode may be written: the warm-up round caches .pyc for ucoauth and the handlers,
-            # as a pip-installed package or a compiled layer has them. The no-pyc ones get none.
             env.pop("PYTHONDONTWRITEBYTECODE", None)
-        return env
-
-    listed = candidates()
+        envs[candidate.key] = env
     results = {candidate.key: ColdResult(candidate) for candidate in listed}
     for round_number in range(rounds + 1):
         # Rotate the order so no candidate always runs right after the same neighbour.
         shift = round_number % len(listed)
         for candidate in listed[shift:] + listed[:shift]:
-            wall, to_ready, inside = _one(python, candidate, env_of(candidate))
+            wall, to_ready, inside = _one(python, candidate, envs[candidate.key])
             if round_number == 0:
                 continue  # warm-up: page cache, .pyc files
             result = results[candidate.key]
@@ -278,15 +310,16 @@ def measure(rounds: int, scratch: Path, *, python: str = sys.executable) -> list
             result.ready.append(inside["ready"])
             result.imports.append(inside["import"])
             result.clients.append(inside["clients"])
+            result.cpu.append(inside["cpu"])
         if round_number and round_number % 3 == 0:
             progress(f"cold start: round {round_number}/{rounds}")
     return [results[candidate.key] for candidate in listed]
 
 
-def import_profile(directory: str, *, python: str = sys.executable) -> dict[str, float]:
-    """Self import time (ms) by top-level package for one candidate (``-X importtime``)."""
-    logical_ids = {directory: logical_id for logical_id, directory in FUNCTIONS.items()}
-    env = child_env(fake_function_env(logical_ids.get(directory)))
+def _importtime(directory: str, *, python: str = sys.executable) -> str:
+    """The ``-X importtime`` report of one cold start of ``directory`` (a candidate)."""
+    logical_id = next((k for k, v in FUNCTIONS.items() if v == directory), "TokenApiFunction")
+    env = child_env(fake_function_env(logical_id))
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     answer = subprocess.run(
         [python, "-X", "importtime", "-m", "bench.cold_child", directory],
@@ -297,14 +330,71 @@ def import_profile(directory: str, *, python: str = sys.executable) -> dict[str,
         check=True,
         timeout=60,
     )
-    totals: dict[str, float] = {}
-    for line in answer.stderr.splitlines():
+    return answer.stderr
+
+
+def parse_importtime(report: str) -> list[tuple[str, float, float, int]]:
+    """(module, self ms, cumulative ms, depth) per line of a ``-X importtime`` report, in its order
+    (a module's line comes after the lines of everything it imported, one level deeper)."""
+    rows = []
+    for line in report.splitlines():
         if not line.startswith("import time:") or "self [us]" in line:
             continue
-        self_us, _cumulative, name = (part.strip() for part in line.replace("import time:", "").split("|"))
+        self_us, cumulative_us, name = line.removeprefix("import time:").split("|")
+        depth = (len(name) - len(name.lstrip(" ")) - 1) // 2
+        rows.append((name.strip(), int(self_us) / 1000, int(cumulative_us) / 1000, depth))
+    return rows
+
+
+def heaviest_imports(report: str) -> dict[str, float]:
+    """Cumulative ms of what a function run imported beyond start-up: each module ``app`` imports
+    directly, and each module imported later, while the clients are built (botocore, requests)."""
+    rows = parse_importtime(report)
+    names = [name for name, _, _, _ in rows]
+    if "app" not in names:
+        return {name: cumulative for name, _, cumulative, depth in rows if depth == 0}
+    at = names.index("app")
+    found: dict[str, float] = {}
+    # app's direct imports: the depth-1 lines right before it, back to the previous depth-0 line.
+    for name, _, cumulative, depth in reversed(rows[:at]):
+        if depth == 0:
+            break
+        if depth == 1:
+            found[name] = cumulative
+    found.update({name: cumulative for name, _, cumulative, depth in rows[at + 1 :] if depth == 0})
+    found["app (all of it)"] = rows[at][2]
+    return found
+
+
+def import_profile(directory: str, *, python: str = sys.executable) -> dict[str, float]:
+    """Self import time (ms) by top-level package for one candidate (``-X importtime``)."""
+    totals: dict[str, float] = {}
+    for name, self_ms, _, _ in parse_importtime(_importtime(directory, python=python)):
         package = name.split(".")[0]
-        totals[package] = totals.get(package, 0.0) + int(self_us) / 1000
+        totals[package] = totals.get(package, 0.0) + self_ms
     return totals
+
+
+@dataclass
+class ImportRow:
+    """One function's imports: ``app``'s cumulative time and its heaviest imports (medians, ms)."""
+
+    label: str
+    app_ms: float
+    heaviest: list[tuple[str, float]]
+
+
+def import_table(runs: int = 3, top: int = 6) -> list[ImportRow]:
+    """Per function, the modules with the largest cumulative import time (medians of ``runs``)."""
+    rows = []
+    for logical_id, directory in FUNCTIONS.items():
+        found = [heaviest_imports(_importtime(directory)) for _ in range(runs)]
+        names = {name for profile in found for name in profile}
+        medians = {name: median([profile.get(name, 0.0) for profile in found]) for name in names}
+        app_ms = medians.pop("app (all of it)", 0.0)
+        ranked = sorted(medians.items(), key=lambda item: -item[1])[:top]
+        rows.append(ImportRow(logical_id, app_ms, ranked))
+    return rows
 
 
 def import_difference(directory: str, *, runs: int = 5) -> list[tuple[str, float]]:
@@ -318,3 +408,63 @@ def import_difference(directory: str, *, runs: int = 5) -> list[tuple[str, float
         if extra > 0.5:
             differences.append((name, extra))
     return sorted(differences, key=lambda item: -item[1])
+
+
+# -- the cold-start part alone: ``python -m bench.cold`` -------------------------------------------
+
+
+def _select(names: list[str]) -> list[Candidate]:
+    """The floor (always, first) and the candidates asked for: keys, or the kinds
+    ``functions``, ``peers``, ``no_pyc`` and ``diagnostics``."""
+    kinds = {"functions": "function", "peers": "peer", "no_pyc": "no_pyc", "diagnostics": "diagnostic"}
+    listed = candidates()
+    keys = {candidate.key for candidate in listed}
+    unknown = [name for name in names if name not in keys and name not in kinds]
+    if unknown:
+        raise SystemExit(f"unknown candidates {unknown}: choose from {sorted(keys | set(kinds))}")
+    wanted = {kinds.get(name, name) for name in names}
+    return [c for c in listed if c.key == FLOOR or c.key in wanted or c.kind in wanted]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Only the cold-start measurement: a table of medians and ratios on stdout."""
+    import argparse
+    import tempfile
+
+    from bench.common import use_project_paths
+
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.cold",
+        description="Cold-ready time only (the floor plus the chosen candidates), interleaved.",
+    )
+    parser.add_argument("--rounds", type=int, default=5, help="measured rounds (median of these)")
+    parser.add_argument(
+        "candidates",
+        nargs="*",
+        default=["functions"],
+        help="candidate keys or kinds (functions, peers, no_pyc, diagnostics); default: functions",
+    )
+    args = parser.parse_args(argv)
+    use_project_paths()
+    listed = _select(args.candidates)
+    with tempfile.TemporaryDirectory(prefix="bench-cold-") as scratch:
+        results = measure(args.rounds, Path(scratch), listed=listed)
+    floor = results[0].as_json()
+    print(
+        f"{'candidate':<26} {'ready ms':>9} {'x floor':>8} {'imports':>8} {'clients':>8} "
+        f"{'cpu ms':>7} {'x floor':>8}"
+    )
+    for result in results:
+        data = result.as_json()
+        print(
+            f"{result.candidate.key:<26} {data['ready_median'] * 1000:>9.0f} "
+            f"{data['ready_median'] / floor['ready_median']:>8.2f} "
+            f"{data['import_median'] * 1000:>8.0f} {data['clients_median'] * 1000:>8.0f} "
+            f"{data['cpu_median'] * 1000:>7.0f} {data['cpu_median'] / floor['cpu_median']:>8.2f}"
+        )
+    print(f"({args.rounds} rounds, medians; target <= {TARGET_RATIO}x the floor)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

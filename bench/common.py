@@ -26,6 +26,7 @@ FUNCTIONS: dict[str, str] = {
     "RefreshPlannerFunction": "refresh_planner",
     "RefreshWorkerFunction": "refresh_worker",
     "RevokeWorkerFunction": "revoke_worker",
+    "AdminApiFunction": "admin_api",
 }
 
 if TYPE_CHECKING:

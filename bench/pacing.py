@@ -66,6 +66,12 @@ class PacingResult:
     seed_seconds: float = 0.0
 
     @property
+    def measured(self) -> bool:
+        """False when the bench's own time budget ended the run with work still queued: what the
+        run did is no measure of the pacing (neither its rate nor what it left unrefreshed)."""
+        return not self.timed_out
+
+    @property
     def deferred(self) -> int:
         """Queued, not refreshed, not dead-lettered, not left: acknowledged without a refresh."""
         return max(0, self.planned - self.refreshed - self.dead_lettered - self.left_in_queue)
@@ -114,6 +120,7 @@ class PacingResult:
             "sustained_seconds": self.sustained_seconds,
             "steady_throughput": self.steady_throughput,
             "fraction": self.fraction,
+            "measured": self.measured,
             "window_counts": {
                 "windows": len(self.per_window),
                 "min": min(self.per_window, default=0),
@@ -162,12 +169,20 @@ class Prepared:
     planner_interval: float
 
 
-def prepare(live: Live, *, count: int, rate: float, latency_ms: int) -> Prepared:
-    """Fresh stack, sandbox limits set, ``count`` due installations seeded, the planner run once."""
+def prepare(
+    live: Live, *, count: int, rate: float, latency_ms: int, unlimited_sandbox: bool = False
+) -> Prepared:
+    """Fresh stack, sandbox limits set, ``count`` due installations seeded, the planner run once.
+
+    ``unlimited_sandbox``: the sandbox leaks no rate (429 never), for the calibration burst."""
     from tests.support.lambdas import invoke
 
     live.reset()
-    live.sandbox.configure(concurrency_scope="merchant", rate_per_second=rate, latency_ms=latency_ms)
+    live.sandbox.configure(
+        concurrency_scope="merchant",
+        rate_per_second=None if unlimited_sandbox else rate,
+        latency_ms=latency_ms,
+    )
     concurrency, reserved, maximum, batch_size = worker_concurrency(dict(live.resources.template))
     pace = {"REFRESH_PACE_LIMIT": str(int(rate)), "REFRESH_PACE_WINDOW_SECONDS": "1"}
     env = live.function_env(WORKER, **pace)
@@ -334,12 +349,76 @@ def _depth(live: Live, queue_url: str) -> int:
 
 
 # Seeding one installation costs ~17-24 ms here (two moto calls, next to the planner's load);
-# a paced run takes N / rate.
+# a paced run takes N / rate. The calibration burst measures it on the machine at hand.
 SEED_SECONDS_EACH = 0.024
+# The pace R is set to this share of the harness's measured unpaced capacity: the workers, moto
+# and the sandbox share the machine's cores, so a pace at their limit measures the machine,
+# not the pacing. 65% leaves room for the pace's own refusals and re-queues.
+CAPACITY_SHARE = 0.65
+# Installations refreshed unpaced to measure that capacity (a few seconds of work).
+BURST_COUNT = 100
+# A pace no harness reaches: the burst is limited by the machine only.
+UNPACED_RATE = 1000.0
 
 
-def affordable_count(requested: int, rate: float, seconds_left: float) -> int:
-    """The largest N (at most ``requested``, in hundreds) whose seeding and paced run fit ``seconds_left``."""
-    per_item = SEED_SECONDS_EACH + 1.1 / rate
+def affordable_count(
+    requested: int, rate: float, seconds_left: float, *, seed_seconds_each: float = SEED_SECONDS_EACH
+) -> int:
+    """The largest N (at most ``requested``, in hundreds, at least 100) whose seeding and paced
+    run fit ``seconds_left``."""
+    per_item = seed_seconds_each + 1.1 / rate
     fits = int(max(0.0, seconds_left - 15) / per_item)
     return max(100, min(requested, fits // 100 * 100))
+
+
+def choose_rate(configured: float, capacity: float) -> tuple[float, str]:
+    """R for the pacing run: ``CAPACITY_SHARE`` of the measured unpaced capacity (whole calls per
+    second, at least 1), never above the configured rate; and why, in words."""
+    share = max(1.0, float(math.floor(capacity * CAPACITY_SHARE)))
+    if share >= configured:
+        return configured, (
+            f"the configured R = {configured:g}/s, which is at most {CAPACITY_SHARE:.0%} of the "
+            f"measured capacity ({capacity:.1f}/s)"
+        )
+    return share, (
+        f"{CAPACITY_SHARE:.0%} of the measured capacity ({capacity:.1f}/s), below the configured "
+        f"R = {configured:g}/s: a pace at the harness's own limit would measure the machine, not "
+        "the pacing"
+    )
+
+
+@dataclass
+class Calibration:
+    """The harness's unpaced capacity on this machine, and the R chosen from it."""
+
+    burst: int
+    refreshed: int
+    capacity: float  # refreshes per second, first to last, unpaced
+    seed_seconds_each: float
+    configured_rate: float
+    rate: float
+    reason: str
+
+    def as_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def calibrate(
+    live: Live, *, configured_rate: float, latency_ms: int, burst: int = BURST_COUNT
+) -> Calibration:
+    """Refresh ``burst`` due installations with no pace and no sandbox limit: the harness's capacity."""
+    progress(f"pacing: calibrating, {burst} refreshes unpaced")
+    prepared = prepare(live, count=burst, rate=UNPACED_RATE, latency_ms=latency_ms, unlimited_sandbox=True)
+    result = run(live, prepared, time_budget=60.0)
+    capacity = result.steady_throughput
+    rate, reason = choose_rate(configured_rate, capacity)
+    progress(f"pacing: capacity {capacity:.1f}/s unpaced; R = {rate:g}/s")
+    return Calibration(
+        burst=burst,
+        refreshed=result.refreshed,
+        capacity=capacity,
+        seed_seconds_each=prepared.seed_seconds / max(1, burst),
+        configured_rate=configured_rate,
+        rate=rate,
+        reason=reason,
+    )

@@ -6,9 +6,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bench.calls import CallRow
-from bench.cold import FLOOR, TARGET_RATIO, ColdResult
+from bench.cold import FLOOR, TARGET_RATIO, ColdResult, ImportRow
+from bench.cold_child import FUNCTION_CLIENTS
+from bench.common import FUNCTIONS
 from bench.memory import LAMBDA_MB, MemoryResult
-from bench.pacing import TARGET_FRACTION, PacingResult
+from bench.pacing import CAPACITY_SHARE, TARGET_FRACTION, Calibration, PacingResult
 from bench.planner import ADMIN_TARGET, PlannerResult
 from bench.planner import TARGET as PLANNER_TARGET
 
@@ -30,6 +32,9 @@ class Results:
     memory: list[MemoryResult]
     elapsed_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    imports: list[ImportRow] = field(default_factory=list)
+    import_runs: int = 0
+    calibration: Calibration | None = None
 
     # -- derived ---------------------------------------------------------------------------
 
@@ -48,8 +53,80 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1000:.0f}"
 
 
+NOT_MEASURED = "not measured"
+CAPACITY_SHARE_TEXT = f"{CAPACITY_SHARE:.0%}"
+
+
 def _verdict(ok: bool | None) -> str:
     return "info" if ok is None else ("ok" if ok else "MISS")
+
+
+def _cut_off_text(p: PacingResult) -> str:
+    """What a pacing run cut off by the bench's own time budget did (not a measurement)."""
+    return (
+        f"{NOT_MEASURED}: the bench's time budget ended the run after {p.cpu.get('wall', 0.0):.0f} s "
+        f"({p.refreshed:,} of {p.seeded:,} refreshed, {p.steady_throughput:.1f}/s while refreshing)"
+    )
+
+
+def pacing_rows(p: PacingResult, calibration: Calibration | None) -> list[tuple[str, str, str, str, str]]:
+    """The summary rows of the pacing run: a run the bench cut off measures neither its rate nor
+    what it left unrefreshed, so those rows say "not measured" (neither ok nor MISS)."""
+    rows: list[tuple[str, str, str, str, str]] = []
+    if calibration is not None:
+        rows.append(
+            (
+                "pacing",
+                f"harness capacity, unpaced ({calibration.burst} refreshes): R chosen",
+                f"{calibration.capacity:.1f}/s: R = {calibration.rate:g}/s",
+                f"R <= {calibration.configured_rate:g}/s",
+                "info",
+            )
+        )
+    what = f"sustained throughput / R ({p.seeded:,} due, R = {p.rate:g}/s)"
+    if p.measured:
+        rows.append(
+            (
+                "pacing",
+                what,
+                f"{p.fraction:.2f} ({p.refreshed:,} in {p.sustained_seconds:.0f} s)",
+                f">= {TARGET_FRACTION:.2f}",
+                _verdict(p.fraction >= TARGET_FRACTION),
+            )
+        )
+    else:
+        rows.append(("pacing", what, _cut_off_text(p), f">= {TARGET_FRACTION:.2f}", NOT_MEASURED))
+    rows.append(
+        (
+            "pacing",
+            "429s from the sandbox",
+            str(p.too_many_requests),
+            "0",
+            _verdict(p.too_many_requests == 0),
+        )
+    )
+    unrefreshed = p.seeded - p.refreshed
+    if p.measured:
+        rows.append(
+            (
+                "pacing",
+                "due installations the run left unrefreshed",
+                f"{unrefreshed:,} ({p.deferred:,} acknowledged, {p.dead_lettered:,} dead-lettered)",
+                "0",
+                _verdict(unrefreshed == 0),
+            )
+        )
+    else:
+        rows.append(
+            (
+                "pacing",
+                "due installations the run left unrefreshed",
+                f"{NOT_MEASURED} ({p.dead_lettered:,} dead-lettered before the cut-off)",
+                "0",
+                NOT_MEASURED if p.dead_lettered == 0 else "MISS",
+            )
+        )
+    return rows
 
 
 def _calls_text(row: CallRow) -> str:
@@ -113,35 +190,7 @@ def summary_rows(results: Results) -> list[tuple[str, str, str, str, str]]:
             _verdict(0 < planner.admin_all_read <= ADMIN_TARGET),
         )
     )
-    pacing = results.pacing
-    rows.append(
-        (
-            "pacing",
-            f"sustained throughput / R ({pacing.seeded:,} due, R = {pacing.rate:g}/s)",
-            f"{pacing.fraction:.2f} ({pacing.refreshed:,} in {pacing.sustained_seconds:.0f} s)",
-            f">= {TARGET_FRACTION:.2f}",
-            _verdict(pacing.fraction >= TARGET_FRACTION),
-        )
-    )
-    rows.append(
-        (
-            "pacing",
-            "429s from the sandbox",
-            str(pacing.too_many_requests),
-            "0",
-            _verdict(pacing.too_many_requests == 0),
-        )
-    )
-    unrefreshed = pacing.seeded - pacing.refreshed
-    rows.append(
-        (
-            "pacing",
-            "due installations the run left unrefreshed",
-            f"{unrefreshed:,} ({pacing.deferred:,} acknowledged, {pacing.dead_lettered:,} dead-lettered)",
-            "0",
-            _verdict(unrefreshed == 0),
-        )
-    )
+    rows += pacing_rows(results.pacing, results.calibration)
     for memory in results.memory:
         if memory.logical_id == "baseline":
             continue
@@ -227,19 +276,24 @@ def _cold_section(results: Results) -> str:
         rows,
     )
     extra = ", ".join(f"{name} {ms:.1f}" for name, ms in results.import_extra[:10])
+    clients = "; ".join(
+        f"{directory}: {', '.join(FUNCTION_CLIENTS[directory])}" for directory in FUNCTIONS.values()
+    )
     return f"""## 1. Cold-ready time
 
-A fresh interpreter per run (`python -m bench.cold_child`), with the template's environment
-(fake table, key, queues and secret; fake credentials; nothing reaches the network). A
-function run imports `functions/<dir>/app.py` the way Lambda does and builds every client its
-first request needs (browser and token API: DynamoDB, KMS, EventBridge, UltraCart session;
-webhook: DynamoDB, SQS, Secrets Manager; planner: DynamoDB, SQS; workers: DynamoDB, KMS,
-EventBridge, SQS, UltraCart session). **ready** is the child's own `perf_counter` from its first
+A fresh interpreter per run (`python -m bench.cold_child`), with each function's environment
+from the template (fake table, key, queues and secret; fake credentials; nothing reaches the
+network). A function run imports `functions/<dir>/app.py` the way Lambda does and builds every
+client its first, typical request needs: the calls of section 2 (browser: a callback; token API:
+a stored token; webhook: a signed uninstall; planner: a schedule; workers: one record; admin: one
+installation), that is {clients}. **ready** is the child's own `perf_counter` from its first
 line; **spawn to ready** adds the interpreter's start-up; **process wall** is the whole
 subprocess (the child exits with `os._exit` after reporting, since a Lambda environment is
-frozen, never finalized). **imports** / **clients** split *ready* (functions import boto3 lazily,
-so its import falls in their clients phase). Medians of {results.rounds} runs per candidate, run
-round-robin (one discarded warm-up round). Target: every function <= {TARGET_RATIO}x the floor.
+frozen, never finalized). **imports** / **clients** split *ready* (functions import botocore
+lazily, so its import falls in their clients phase; they build botocore clients from botocore's own
+session, without importing boto3, while the floor imports boto3). Medians of {results.rounds} runs
+per candidate, run round-robin (one discarded warm-up round). Target: every function <=
+{TARGET_RATIO}x the floor.
 
 {table}
 
@@ -251,6 +305,25 @@ boto3 session and from one session each.
 
 Where {results.import_function}'s imports go beyond the floor's (median self import time, ms,
 `-X importtime`): {extra}.
+
+{_import_table(results)}"""
+
+
+def _import_table(results: Results) -> str:
+    if not results.imports:
+        return ""
+    rows = [
+        [row.label, f"{row.app_ms:.0f}", ", ".join(f"{name} {ms:.0f}" for name, ms in row.heaviest)]
+        for row in results.imports
+    ]
+    table = _table(["function", "app.py (ms)", "heaviest imports (cumulative ms)"], rows)
+    return f"""What each function imports, by cumulative import time (`-X importtime`, medians of
+{results.import_runs} runs; importtime's own bookkeeping inflates every number, so compare them with
+each other, not with the table above): `app.py` as a whole, then its heaviest direct imports and
+what the clients phase imports (`botocore.session`, `requests`). The first Powertools module
+imported carries its root package (`Logger`, `Metrics`, `Tracer`).
+
+{table}
 """
 
 
@@ -386,8 +459,8 @@ def _pacing_section(results: Results) -> str:
                 f"{p.deferred:,}",
                 f"{p.dead_lettered:,}",
                 f"{p.end_to_end_seconds:.1f} s",
-                f"{p.throughput:.1f}/s",
-                f"{p.fraction:.2f}",
+                f"{p.throughput:.1f}/s" if p.measured else NOT_MEASURED,
+                f"{p.fraction:.2f}" if p.measured else NOT_MEASURED,
                 f"{p.steady_throughput:.1f}/s",
                 str(p.too_many_requests),
                 str(p.other_failures),
@@ -424,7 +497,7 @@ interval ({p.planner_interval:.0f} s, the template's schedule), because whatever
 waits in the index for the planner's next run. **While refreshing** is first to last refresh.
 Target: sustained >= {TARGET_FRACTION} R and no 429.
 
-{table}
+{calibration_section(results.calibration)}{cut_off_note(p)}{table}
 
 - Refreshes per one-second window (first and last windows left out): {full} of {len(windows)}
   windows at R; min {low}, median {middle}, max {high}.
@@ -442,6 +515,33 @@ scan (same answers; `bench.common.patch_moto_sqs_scans`): unpatched, one Receive
 2,000-deep queue took ~600 ms and queueing 1,000 messages 12 s, so moto, not the code, set the
 rate (a 2,000-installation run reached 0.45 R that way).
 """
+
+
+def calibration_section(calibration: Calibration | None) -> str:
+    """How R was chosen: the harness's measured unpaced capacity, and the share of it used."""
+    if calibration is None:
+        return ""
+    return (
+        f"**R was calibrated to this machine.** Before the pacing run, {calibration.burst} due "
+        f"installations were refreshed with no pace and no limit at the sandbox (same workers, "
+        f"same moto): {calibration.refreshed} refreshed at {calibration.capacity:.1f}/s, first to "
+        f"last refresh; that is the harness's capacity here, shared by the workers, moto and the "
+        f"sandbox on this machine's cores. R = {calibration.rate:g}/s: {calibration.reason}. "
+        f"Seeding took {calibration.seed_seconds_each * 1000:.0f} ms per installation, which sized "
+        "the run below to the time budget.\n\n"
+    )
+
+
+def cut_off_note(p: PacingResult) -> str:
+    """Said only when the bench's own time budget ended the pacing run."""
+    if p.measured:
+        return ""
+    return (
+        f"**This run was cut off by the bench's own time budget**, after {p.cpu.get('wall', 0.0):.0f} s "
+        f"with {p.left_in_queue:,} messages still queued: the throughput and what was left "
+        "unrefreshed are **not measured** (the workers were stopped, not the pacing). The rows below "
+        "show what the run did until then.\n\n"
+    )
 
 
 def _memory_section(results: Results) -> str:
@@ -465,11 +565,12 @@ def _memory_section(results: Results) -> str:
 Peak RSS (`resource.getrusage(RUSAGE_SELF).ru_maxrss`) of a fresh process that loads one
 handler and handles one typical request against moto's server and the sandbox (browser: a
 callback; token API: a token read; webhook: a signed uninstall; planner: 10 due; workers: one
-record), median of {len(results.memory[0].rss_mb)} runs. The children are forked by a small launcher
-started first (`bench.launcher`): Linux carries a process's peak RSS across fork and exec, so a
-child of the benchmark itself would report the benchmark's size. VmHWM (the kernel's peak since
-exec) agrees. The template gives every function 256 MB; the interpreter's own RSS is what
-counts against the function's memory in Lambda (the runtime adds a few MB).
+record; admin: one installation), median of {len(results.memory[0].rss_mb)} runs. The children
+are forked by a small launcher started first (`bench.launcher`): Linux carries a process's peak
+RSS across fork and exec, so a child of the benchmark itself would report the benchmark's size.
+VmHWM (the kernel's peak since exec) agrees. The template gives every function 256 MB; the
+interpreter's own RSS is what counts against the function's memory in Lambda (the runtime adds a
+few MB).
 
 {table}
 """
@@ -502,7 +603,10 @@ def _reading(results: Results) -> str:
             "the existing lock) is the largest cut available."
         )
     elif results.shared_session:
-        text += " `ucoauth.aws` builds its clients from one session."
+        text += (
+            " `ucoauth.aws` builds its clients from one botocore session, without importing boto3 "
+            "(its resource layer and s3transfer, which the floor pays)."
+        )
     peer = by_key.get("powertools_peer")
     if peer is not None:
         text += f" The textbook Powertools peer is at {results.ratio(peer):.2f}x"
@@ -560,11 +664,28 @@ def _reading(results: Results) -> str:
     p = results.pacing
     bounced = p.sent_back
     met = p.fraction >= TARGET_FRACTION and p.too_many_requests == 0
-    text = (
-        f"**Pacing: {p.fraction:.2f} R sustained, {p.too_many_requests} 429s** "
-        f"({'meets' if met else 'misses'} the target; {p.steady_throughput:.1f}/s while refreshing)."
+    calibration = results.calibration
+    chosen = (
+        f" R = {p.rate:g}/s, {CAPACITY_SHARE_TEXT} of the harness's measured capacity "
+        f"({calibration.capacity:.1f}/s)"
+        if calibration is not None and calibration.rate < calibration.configured_rate
+        else ""
     )
-    if p.deferred:
+    if not p.measured:
+        text = (
+            f"**Pacing: not measured** (the bench's time budget ended the run after "
+            f"{p.cpu.get('wall', 0.0):.0f} s, {p.refreshed:,} of {p.seeded:,} refreshed, "
+            f"{p.steady_throughput:.1f}/s while refreshing; {p.too_many_requests} 429s)."
+        )
+        if chosen:
+            text += f" {chosen.strip()}."
+    else:
+        text = (
+            f"**Pacing: {p.fraction:.2f} R sustained, {p.too_many_requests} 429s** "
+            f"({'meets' if met else 'misses'} the target; {p.steady_throughput:.1f}/s while refreshing"
+            f"{';' + chosen if chosen else ''})."
+        )
+    if p.deferred and p.measured:
         text += (
             f" The planner queued {p.planned:,} at once; the workers refreshed R per window and "
             f"acknowledged every record the spent window refused ({p.deferred:,}), so the queue was "
@@ -621,11 +742,14 @@ hand: run it again.
 make bench                                    # everything above, < 5 minutes on 2 cores
 .venv/bin/python -m bench --rounds 21         # more cold-start rounds
 .venv/bin/python -m bench --pacing-count 500  # a shorter pacing run
+.venv/bin/python -m bench.cold --rounds 5     # the cold-start part alone (floor + functions)
 ```
 
 `--help` lists the other knobs (rate, latency, output path, time budget). The pacing run
-uses as many due installations as the time budget allows, up to `--pacing-count`
-(default 2,000); the table above says how many it used.
+first measures the harness's unpaced capacity on this machine and paces at
+{CAPACITY_SHARE_TEXT} of it (at most `--rate`), then uses as many due installations as the time
+budget allows, up to `--pacing-count` (default 2,000); section 4 says which R and how many it
+used. A run the time budget cuts off is reported "not measured".
 """
 
 
@@ -638,6 +762,7 @@ def raw(results: Results) -> dict[str, Any]:
         "calls": [r.as_json() for r in results.calls],
         "planner": results.planner.as_json(),
         "pacing": results.pacing.as_json(),
+        "calibration": results.calibration.as_json() if results.calibration else None,
         "memory": [m.as_json() for m in results.memory],
         "elapsed_seconds": results.elapsed_seconds,
     }

@@ -101,6 +101,14 @@ def revoke_event(merchant_id: str) -> dict[str, Any]:
     return event
 
 
+def admin_show_event(merchant_id: str) -> dict[str, Any]:
+    event = _event("admin-installations-show.json")
+    event["rawPath"] = f"/admin/installations/{merchant_id}"
+    event["requestContext"]["http"]["path"] = f"/admin/installations/{merchant_id}"
+    event["pathParameters"] = {"merchant_id": merchant_id}
+    return event
+
+
 def schedule_event() -> dict[str, Any]:
     return _event("schedule-refresh.json")
 
@@ -125,4 +133,7 @@ def one_request(services: Services, live: Live, logical_id: str, tag: str) -> di
     if logical_id == "RevokeWorkerFunction":
         seed_installation(services, live, merchant_id, expires_in=3600)
         return revoke_event(merchant_id)
+    if logical_id == "AdminApiFunction":
+        seed_installation(services, live, merchant_id, expires_in=3600)
+        return admin_show_event(merchant_id)
     raise KeyError(logical_id)

@@ -70,7 +70,6 @@ def test_reset_forgets_every_cache(aws: LocalResources, monkeypatch: pytest.Monk
     assert uc_aws._session is None
     assert ultracart._injected is None
     assert ultracart._clients == {}
-    assert uninstall._provider is None
     assert uninstall._verifier is None
     assert tokens._cache == {}
 

@@ -300,3 +300,26 @@ def test_a_malformed_replaced_grant_message_is_dropped(
     assert invoke("RevokeWorkerFunction", sqs_event(body)) == {"batchItemFailures": []}
     assert fake_uc.calls.count("revoke") == 0
     assert services.installations.get("DEMO1").status == "active"  # type: ignore[union-attr]
+
+
+def test_the_webhook_secret_is_read_once_while_warm_and_again_after_its_max_age(
+    services: Services, aws: LocalResources, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ucoauth import uninstall
+
+    # Given a warm function that verified one webhook with the stack's secret
+    now = [1000.0]
+    monkeypatch.setattr("ucoauth.uninstall._secret_clock", lambda: now[0])
+    assert post(signed(aws.webhook_secret_value, body_for("ROT1")))[0] == 202
+    # When the secret is rotated in Secrets Manager
+    rotated = "whsec_" + "cm90YXRlZC1zZWNyZXQtZm9yLXRoZS10ZXN0cy0wMQ=="
+    boto3.client("secretsmanager", region_name=aws.region).put_secret_value(
+        SecretId=aws.webhook_secret_arn, SecretString=rotated
+    )
+    # Then the cached secret still decides until its max age has passed, then the new one does
+    now[0] += uninstall.SECRET_MAX_AGE - 1
+    assert post(signed(rotated, body_for("ROT2")))[0] == 401
+    assert post(signed(aws.webhook_secret_value, body_for("ROT3")))[0] == 202
+    now[0] += 2
+    assert post(signed(rotated, body_for("ROT4")))[0] == 202
+    assert post(signed(aws.webhook_secret_value, body_for("ROT5")))[0] == 401

@@ -24,13 +24,17 @@ _session: Any = None
 def _make(service: str) -> Any:
     """Build a client; the caller holds ``_lock``."""
     global _session
-    import boto3  # deferred: importing boto3 is most of a cold start, pay it once, when needed
+    # Deferred: botocore is most of a cold start, paid once, when a client is first needed.
+    # botocore's own session, not boto3's: the clients are the same botocore clients, while
+    # importing boto3 also loads its resource layer and s3transfer (concurrent.futures,
+    # multiprocessing), a tenth of a cold start that no function here uses.
+    import botocore.session
     from botocore.config import Config
 
     if _session is None:
         # One session for every client: each new session loads botocore's endpoint and
         # partition data again (about 50 ms per client on a cold start).
-        _session = boto3.session.Session()
+        _session = botocore.session.get_session()
     from ucoauth.timing import AWS_ATTEMPTS, AWS_CONNECT_TIMEOUT, AWS_READ_TIMEOUT
 
     # Bounded so that the longest call is known (ucoauth.timing.AWS_CALL_MAX): leases and
@@ -41,7 +45,7 @@ def _make(service: str) -> Any:
         read_timeout=AWS_READ_TIMEOUT,
         tcp_keepalive=True,
     )
-    return _session.client(service, config=config)
+    return _session.create_client(service, config=config)
 
 
 def client(service: str) -> Any:
@@ -94,3 +98,8 @@ def events() -> EventBridgeClient:
 def secretsmanager() -> SecretsManagerClient:
     """Secrets Manager client."""
     return client("secretsmanager")  # type: ignore[no-any-return]
+
+
+def secret_string(secret_id: str) -> str:
+    """The current ``SecretString`` of a Secrets Manager secret (one GetSecretValue; callers cache)."""
+    return secretsmanager().get_secret_value(SecretId=secret_id)["SecretString"]

@@ -36,7 +36,6 @@ from ucoauth.errors import (
 )
 from ucoauth.observability import logger
 from ucoauth.retry import is_transient_aws_error
-from ucoauth.rotation import Rotation, reauthorize
 from ucoauth.store import ACTIVE, REAUTHORIZATION_REQUIRED, Installation, TokenFields
 
 if TYPE_CHECKING:
@@ -239,6 +238,9 @@ def access_token(
 
 
 def _refresh_inline(services: Services, lease: Lease, deadline: Deadline, demand: Demand) -> AccessToken:
+    # Deferred, like every refresh-only module: a token read from the store never needs it.
+    from ucoauth.rotation import Rotation
+
     leased = lease.installation
     merchant_id = leased.merchant_id
     try:
@@ -329,6 +331,7 @@ def _wait_for_sibling(
 
 def _reauthorize_without_lease(services: Services, installation: Installation) -> None:
     """Damaged row seen by a reader: the same conditional write and event a lease holder makes."""
+    from ucoauth.rotation import reauthorize
     from ucoauth.store import Lease
 
     lease = Lease(services.installations, installation, owner="reader")

@@ -342,12 +342,9 @@ def get_client(settings: Settings | None = None) -> UltraCartClient:
         if found is None:
             secret = None
             if settings.ultracart_client_secret_arn:
-                from aws_lambda_powertools.utilities.parameters import SecretsProvider
-
                 from ucoauth import aws
 
-                provider = SecretsProvider(boto3_client=aws.secretsmanager())
-                secret = str(provider.get(settings.ultracart_client_secret_arn, max_age=3600))
+                secret = aws.secret_string(settings.ultracart_client_secret_arn)
             found = UltraCartClient(
                 settings.ultracart_base_url,
                 settings.ultracart_client_id,

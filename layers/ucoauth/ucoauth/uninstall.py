@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,7 +26,6 @@ from ucoauth.events import INSTALLATION_REMOVED
 from ucoauth.observability import logger, metrics
 from ucoauth.outbox import announce
 from ucoauth.retry import retry_within
-from ucoauth.rotation import reconcile, revoke_tokens
 from ucoauth.store import UNINSTALLED, UNINSTALLING, Installation, Recovery
 from ucoauth.superseded import revoke_backoff
 from ucoauth.validation import is_merchant_id
@@ -81,38 +81,40 @@ def parse_uninstall_message(body: Any) -> UninstallRequest | None:
 # -- webhook --------------------------------------------------------------------------------
 
 _secret_lock = threading.Lock()
-_provider: Any = None
-_verifier: tuple[str, Any] | None = None
+# (the secret, its standardwebhooks.Webhook, time.monotonic() when the secret was read)
+_verifier: tuple[str, Any, float] | None = None
 SECRET_MAX_AGE = 300
+_secret_clock = time.monotonic  # tests move it
 
 
 def _webhook_verifier(services: Services) -> Any:
-    """A ``standardwebhooks.Webhook`` for the secret, read through Powertools' cached provider.
+    """A ``standardwebhooks.Webhook`` for the secret, read from Secrets Manager at most once per
+    ``SECRET_MAX_AGE`` seconds.
 
-    The provider (and its cache) lives for the whole process, so a warm invocation makes no
-    Secrets Manager call; a rotated secret is picked up within ``SECRET_MAX_AGE`` seconds.
+    The cache lives for the whole process, so a warm invocation makes no Secrets Manager call;
+    a rotated secret is picked up within ``SECRET_MAX_AGE`` seconds. (One GetSecretValue rather
+    than Powertools' SecretsProvider: the parameters package imports boto3 and every provider,
+    SSM, AppConfig and DynamoDB included, which costs the webhook's cold start more than the
+    rest of its code.)
     """
-    global _provider, _verifier
+    global _verifier
     from standardwebhooks.webhooks import Webhook
 
+    from ucoauth import aws
+
     with _secret_lock:
-        if _provider is None:
-            from aws_lambda_powertools.utilities.parameters import SecretsProvider
-
-            from ucoauth import aws
-
-            _provider = SecretsProvider(boto3_client=aws.secretsmanager())
-        secret = str(_provider.get(services.settings.webhook_secret_arn, max_age=SECRET_MAX_AGE))
-        if _verifier is None or _verifier[0] != secret:
-            _verifier = (secret, Webhook(secret))
+        now = _secret_clock()
+        if _verifier is None or now - _verifier[2] >= SECRET_MAX_AGE:
+            secret = aws.secret_string(services.settings.webhook_secret_arn)
+            verifier = _verifier[1] if _verifier is not None and _verifier[0] == secret else Webhook(secret)
+            _verifier = (secret, verifier, now)
         return _verifier[1]
 
 
 def reset_webhook_secret_cache() -> None:
-    """Forget the cached secret and provider (tests, or after rotating the secret by hand)."""
-    global _provider, _verifier
+    """Forget the cached secret and verifier (tests, or after rotating the secret by hand)."""
+    global _verifier
     with _secret_lock:
-        _provider = None
         _verifier = None
 
 
@@ -189,6 +191,9 @@ def process_uninstall(services: Services, body: Any, *, deadline: Deadline) -> R
     first attempt is the ciphertext shredded without a confirmed revoke. Raises (so the message
     is retried) on a held lease, too little time left, a KMS fault or an AWS error.
     """
+    # Deferred: the revoke path's modules are the worker's; the webhook only queues.
+    from ucoauth.rotation import reconcile
+
     request = parse_uninstall_message(body)
     if request is None:
         logger.warning("malformed uninstall message dropped")
@@ -240,6 +245,8 @@ def _revoke_everything(
 ) -> tuple[bool, str]:
     """Revoke the stored tokens and any recovered ones. (True, "") when UltraCart confirmed every
     revoke; (False, "") when it could not be asked now; (False, reason) when it never can."""
+    from ucoauth.rotation import revoke_tokens
+
     merchant_id = installation.merchant_id
     blobs = [installation.tokens_ciphertext]
     if installation.recovery is not None:

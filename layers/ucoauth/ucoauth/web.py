@@ -4,23 +4,29 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.shared.cookies import Cookie, SameSite
 
 from ucoauth.errors import RequestTooLargeError
-from ucoauth.install import RECEIPT_COOKIE, RECEIPT_SECONDS, STATE_COOKIE
-from ucoauth.pages import SECURITY_HEADERS, Branding, Page
-from ucoauth.settings import Settings
 from ucoauth.validation import BadInput
+
+if TYPE_CHECKING:
+    from ucoauth.pages import Branding, Page
+    from ucoauth.settings import Settings
+
+# The browser's pages and cookies (ucoauth.pages, ucoauth.install) are imported where they are
+# used: the JSON functions (token API, webhook, admin) use only the helpers below them.
 
 JSON_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
 def html_response(page: Page, *, cookies: list[Cookie] | None = None) -> Response[str]:
     """An HTML page with the browser security headers."""
+    from ucoauth.pages import SECURITY_HEADERS
+
     return Response(
         status_code=page.status,
         content_type="text/html; charset=utf-8",
@@ -32,6 +38,8 @@ def html_response(page: Page, *, cookies: list[Cookie] | None = None) -> Respons
 
 def redirect(location: str, *, cookies: list[Cookie] | None = None, status: int = 302) -> Response[str]:
     """A redirect (302 unless told; 303 "see other" after the callback) with the security headers."""
+    from ucoauth.pages import SECURITY_HEADERS
+
     return Response(
         status_code=status, body="", headers={**SECURITY_HEADERS, "Location": location}, cookies=cookies
     )
@@ -52,6 +60,8 @@ def _host_cookie(name: str, value: str, *, max_age: int) -> Cookie:
 
 def state_cookie(nonce: str, *, max_age: int) -> Cookie:
     """The ``__Host-`` cookie binding the OAuth state to this browser."""
+    from ucoauth.install import STATE_COOKIE
+
     return _host_cookie(STATE_COOKIE, nonce, max_age=max_age)
 
 
@@ -62,6 +72,8 @@ def clear_state_cookie() -> Cookie:
 
 def receipt_cookie(nonce: str) -> Cookie:
     """The ``__Host-`` cookie proving this browser just completed an install (see ``/installed``)."""
+    from ucoauth.install import RECEIPT_COOKIE, RECEIPT_SECONDS
+
     return _host_cookie(RECEIPT_COOKIE, nonce, max_age=RECEIPT_SECONDS)
 
 
@@ -112,6 +124,8 @@ def ultracart_href(settings: Settings) -> str:
 
 def branding(settings: Settings) -> Branding:
     """What the pages say about the app (template parameters AppName, AppUrl, SupportUrl)."""
+    from ucoauth.pages import Branding
+
     return Branding(app_name=settings.app_name, app_url=settings.app_url, support_url=settings.support_url)
 
 

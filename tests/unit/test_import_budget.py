@@ -1,0 +1,140 @@
+"""What a cold start loads, per function: no forbidden module, and no more modules than its budget.
+
+Each function runs in a fresh interpreter with its environment from the template (fake
+resources, nothing reachable), imports its ``app.py`` the way Lambda does and builds the clients
+its first request needs (``bench.cold_child``, the cold-start benchmark's own child), then
+reports ``sys.modules``. Counts, not time: the same venv gives the same answer on any machine.
+
+The budget counts modules beyond a baseline process that builds two botocore clients (the part
+every function needs whatever it does); the headroom is a few percent. When a budget fails, look
+at what the change imports at module level (``python -X importtime``) before raising it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from functools import cache
+
+import pytest
+
+from bench.cold import fake_function_env
+from bench.common import FUNCTIONS, ROOT, child_env
+
+# Loaded by no function: what boto3 adds to botocore (the functions build botocore clients), the
+# parameters package (boto3 and every provider), pydantic, the X-Ray SDK, multiprocessing.
+FORBIDDEN_EVERYWHERE = (
+    "boto3",
+    "s3transfer",
+    "pydantic",
+    "aws_xray_sdk",
+    "multiprocessing",
+    "aws_lambda_powertools.utilities.parameters",
+)
+# Only the functions whose first request calls UltraCart load requests (and what it brings).
+ULTRACART_ONLY = ("requests", "charset_normalizer", "idna")
+CALLS_ULTRACART = {"OAuthBrowserFunction", "RefreshWorkerFunction", "RevokeWorkerFunction"}
+HTTP_ONLY = ("aws_lambda_powertools.event_handler",)
+HTTP_FUNCTIONS = {"OAuthBrowserFunction", "TokenApiFunction", "UninstallWebhookFunction", "AdminApiFunction"}
+BATCH_ONLY = ("aws_lambda_powertools.utilities.batch",)
+BATCH_FUNCTIONS = {"RefreshWorkerFunction", "RevokeWorkerFunction"}
+# Powertools' resolver package and its batch processor import asyncio at module level (AppSync
+# resolvers, async batch processing); the planner uses neither and must stay without it.
+FORBIDDEN = {"RefreshPlannerFunction": ("asyncio", "aws_lambda_powertools.utilities.data_classes")}
+
+# Modules beyond the botocore baseline after import + first-request clients (measured + headroom).
+BUDGET = {
+    "OAuthBrowserFunction": 285,
+    "TokenApiFunction": 175,
+    "UninstallWebhookFunction": 178,
+    "RefreshPlannerFunction": 70,
+    "RefreshWorkerFunction": 250,
+    "RevokeWorkerFunction": 250,
+    "AdminApiFunction": 178,
+}
+
+_BASELINE = (
+    "import json, sys, botocore.session\n"
+    "session = botocore.session.get_session()\n"
+    "session.create_client('dynamodb'); session.create_client('kms')\n"
+    "print(json.dumps(sorted(sys.modules)))\n"
+)
+_FUNCTION = (
+    "import json, sys\n"
+    "from bench.cold_child import prepare\n"
+    "prepare(sys.argv[1])\n"
+    "for name in sys.argv[2:]: __import__(name)\n"
+    "print(json.dumps(sorted(sys.modules)))\n"
+)
+
+
+def _modules(code: str, logical_id: str, *args: str) -> set[str]:
+    env = child_env(fake_function_env(logical_id))
+    answer = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert answer.returncode == 0, answer.stderr[-2000:]
+    # The benchmark's own child modules are not the function's.
+    return {name for name in json.loads(answer.stdout.splitlines()[-1]) if name.split(".")[0] != "bench"}
+
+
+@cache
+def _baseline() -> frozenset[str]:
+    return frozenset(_modules(_BASELINE, "TokenApiFunction"))
+
+
+@cache
+def _loaded(logical_id: str) -> frozenset[str]:
+    return frozenset(_modules(_FUNCTION, logical_id, FUNCTIONS[logical_id]))
+
+
+def _forbidden(logical_id: str) -> tuple[str, ...]:
+    names = list(FORBIDDEN_EVERYWHERE) + list(FORBIDDEN.get(logical_id, ()))
+    if logical_id not in CALLS_ULTRACART:
+        names += ULTRACART_ONLY
+    if logical_id not in HTTP_FUNCTIONS:
+        names += HTTP_ONLY
+    if logical_id not in BATCH_FUNCTIONS:
+        names += BATCH_ONLY
+    return tuple(names)
+
+
+def test_every_function_has_a_budget() -> None:
+    assert set(BUDGET) == set(FUNCTIONS)
+
+
+@pytest.mark.parametrize("logical_id", sorted(FUNCTIONS))
+def test_a_cold_start_loads_no_forbidden_module(logical_id: str) -> None:
+    found = _violations(logical_id, _loaded(logical_id))
+    assert not found, f"{logical_id} loads {found} on a cold start"
+
+
+@pytest.mark.parametrize("logical_id", sorted(FUNCTIONS))
+def test_a_cold_start_stays_within_its_module_budget(logical_id: str) -> None:
+    extra = _loaded(logical_id) - _baseline()
+    assert len(extra) <= BUDGET[logical_id], (
+        f"{logical_id} loads {len(extra)} modules beyond botocore's two clients "
+        f"(budget {BUDGET[logical_id]}); packages: {sorted({name.split('.')[0] for name in extra})}"
+    )
+
+
+def _violations(logical_id: str, loaded: frozenset[str] | set[str]) -> list[str]:
+    return sorted(
+        name
+        for name in _forbidden(logical_id)
+        if name in loaded or any(module.startswith(name + ".") for module in loaded)
+    )
+
+
+def test_the_check_sees_a_module_imported_at_cold_start() -> None:
+    # The token API with an import of requests added to its cold start: caught, and counted.
+    loaded = _modules(_FUNCTION, "TokenApiFunction", "token_api", "requests")
+    assert _violations("TokenApiFunction", loaded) == ["charset_normalizer", "idna", "requests"]
+    assert len(loaded - _baseline()) > len(_loaded("TokenApiFunction") - _baseline())
