@@ -275,6 +275,9 @@ def test_a_device_approval_racing_a_browser_install_loses_no_grant(stack: LocalS
     assert tokens["r"] in sandbox.live_grants("RACE1").refresh_tokens
     events = [e for e in observed_events(stack.resources) if e["detail"].get("merchant_id") == "RACE1"]
     assert sorted(e["detail"]["generation"] for e in events) == [1, 2]
+    # And the grant the later install replaced is revoked: UltraCart honours the stored one only
+    stack.runner.drain_until_empty(timeout=15)
+    assert sandbox.live_grants("RACE1").refresh_tokens == [tokens["r"]]
 
 
 # -- bad input ---------------------------------------------------------------------------------
