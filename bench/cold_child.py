@@ -36,13 +36,16 @@ FUNCTION_CLIENTS: dict[str, tuple[str, ...]] = {
     "admin_api": ("dynamodb",),
     "device_flow": ("dynamodb", "kms", "sqs", "ultracart"),
     "device_worker": ("dynamodb", "kms", "sqs", "ultracart"),
+    # The browser's other cold start: /install stores a state and redirects (DynamoDB only).
+    "oauth_browser@install": ("dynamodb",),
 }
 
 
-def _import_function(directory: str) -> None:
-    # Lambda puts the function's code directory first on sys.path and imports "app".
+def _import_function(candidate: str) -> None:
+    # Lambda puts the function's code directory first on sys.path and imports "app". A candidate
+    # "<dir>@<route>" is the same function whose first request is another route.
     functions = Path(os.environ.get("BENCH_FUNCTIONS_ROOT") or ROOT / "functions")
-    sys.path.insert(0, str(functions / directory))
+    sys.path.insert(0, str(functions / candidate.split("@")[0]))
     __import__("app")
 
 
