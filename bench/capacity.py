@@ -97,11 +97,11 @@ def simulate(
     from ucoauth import aws as uc_aws
     from ucoauth.crypto import TokenSet
     from ucoauth.errors import RetryLaterError
+    from ucoauth.issued import token_fields
     from ucoauth.refresh import plan, refresh_due
     from ucoauth.services import Services
     from ucoauth.settings import Settings
     from ucoauth.timing import Deadline
-    from ucoauth.tokens import token_fields
 
     run = Run(lifetime=lifetime, merchants=merchants, days=days, daily_limit=daily)
     with moto.mock_aws():

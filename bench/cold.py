@@ -55,6 +55,16 @@ def candidates() -> list[Candidate]:
         Candidate(directory, directory, logical_id, "function", logical_id=logical_id)
         for logical_id, directory in FUNCTIONS.items()
     ]
+    # The browser's two first requests: a callback (above, as section 2 counts it) and /install.
+    found.append(
+        Candidate(
+            "oauth_browser@install",
+            "oauth_browser@install",
+            "OAuthBrowserFunction, /install",
+            "function",
+            logical_id="OAuthBrowserFunction",
+        )
+    )
     found += [
         Candidate(
             "token_api@no_pyc",

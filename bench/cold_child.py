@@ -22,7 +22,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # What the first, typical request of each function needs built: its clients and sessions, as
 # counted in docs/BENCHMARKS.md section 2 (browser: a callback; token API: a stored token;
-# webhook: a signed uninstall; planner: a schedule; workers: one record; admin: one item).
+# webhook: a signed uninstall; planner: a schedule; workers: one record; admin: one item; device
+# flow: a start, which takes from the budget, asks UltraCart, encrypts the device code, stores it
+# and queues the first poll; device worker: a poll still pending, which decrypts the device code,
+# asks UltraCart and queues the next poll; EventBridge only on an approval).
 FUNCTION_CLIENTS: dict[str, tuple[str, ...]] = {
     "oauth_browser": ("dynamodb", "kms", "events", "ultracart"),
     "token_api": ("dynamodb", "kms"),
@@ -31,13 +34,18 @@ FUNCTION_CLIENTS: dict[str, tuple[str, ...]] = {
     "refresh_worker": ("dynamodb", "kms", "ultracart"),
     "revoke_worker": ("dynamodb", "kms", "events", "ultracart", "import:ucoauth.rotation"),
     "admin_api": ("dynamodb",),
+    "device_flow": ("dynamodb", "kms", "sqs", "ultracart"),
+    "device_worker": ("dynamodb", "kms", "sqs", "ultracart"),
+    # The browser's other cold start: /install stores a state and redirects (DynamoDB only).
+    "oauth_browser@install": ("dynamodb",),
 }
 
 
-def _import_function(directory: str) -> None:
-    # Lambda puts the function's code directory first on sys.path and imports "app".
+def _import_function(candidate: str) -> None:
+    # Lambda puts the function's code directory first on sys.path and imports "app". A candidate
+    # "<dir>@<route>" is the same function whose first request is another route.
     functions = Path(os.environ.get("BENCH_FUNCTIONS_ROOT") or ROOT / "functions")
-    sys.path.insert(0, str(functions / directory))
+    sys.path.insert(0, str(functions / candidate.split("@")[0]))
     __import__("app")
 
 

@@ -27,6 +27,8 @@ FUNCTIONS: dict[str, str] = {
     "RefreshWorkerFunction": "refresh_worker",
     "RevokeWorkerFunction": "revoke_worker",
     "AdminApiFunction": "admin_api",
+    "DeviceFlowFunction": "device_flow",
+    "DeviceWorkerFunction": "device_worker",
 }
 
 if TYPE_CHECKING:

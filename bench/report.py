@@ -8,7 +8,6 @@ from typing import Any
 from bench.calls import CallRow
 from bench.cold import FLOOR, TARGET_RATIO, ColdResult, ImportRow
 from bench.cold_child import FUNCTION_CLIENTS
-from bench.common import FUNCTIONS
 from bench.memory import LAMBDA_MB, MemoryResult
 from bench.pacing import CAPACITY_SHARE, TARGET_FRACTION, Calibration, PacingResult
 from bench.planner import ADMIN_TARGET, PlannerResult
@@ -276,18 +275,18 @@ def _cold_section(results: Results) -> str:
         rows,
     )
     extra = ", ".join(f"{name} {ms:.1f}" for name, ms in results.import_extra[:10])
-    clients = "; ".join(
-        f"{directory}: {', '.join(FUNCTION_CLIENTS[directory])}" for directory in FUNCTIONS.values()
-    )
+    clients = "; ".join(f"{directory}: {', '.join(names)}" for directory, names in FUNCTION_CLIENTS.items())
     return f"""## 1. Cold-ready time
 
 A fresh interpreter per run (`python -m bench.cold_child`), with each function's environment
 from the template (fake table, key, queues and secret; fake credentials; nothing reaches the
 network). A function run imports `functions/<dir>/app.py` the way Lambda does and builds every
-client its first, typical request needs: the calls of section 2 (browser: a callback; token API:
-a stored token; webhook: a signed uninstall; planner: a schedule; workers: one record; admin: one
-installation), that is {clients}. **ready** is the child's own `perf_counter` from its first
-line; **spawn to ready** adds the interpreter's start-up; **process wall** is the whole
+client its first, typical request needs: the calls of section 2 (browser: a callback, and
+`oauth_browser@install` its other first request, `/install`; token API: a stored token; webhook:
+a signed uninstall; planner: a schedule; workers: one record; admin: one installation; device
+flow: a start; device worker: a pending poll), that is {clients}.
+**ready** is the child's own `perf_counter` from its first line; **spawn to ready** adds the
+interpreter's start-up; **process wall** is the whole
 subprocess (the child exits with `os._exit` after reporting, since a Lambda environment is
 frozen, never finalized). **imports** / **clients** split *ready* (functions import botocore
 lazily, so its import falls in their clients phase; they build botocore clients from botocore's own

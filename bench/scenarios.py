@@ -19,7 +19,7 @@ REDIRECT = "http://localhost:3000/oauth/callback"
 def seed_installation(services: Services, live: Live, merchant_id: str, *, expires_in: int) -> None:
     """An installation whose tokens the sandbox really issued (expires_in=60 makes it due now)."""
     from ucoauth.crypto import TokenSet
-    from ucoauth.tokens import token_fields
+    from ucoauth.issued import token_fields
     from ucoauth.ultracart import TokenResponse
 
     pair = live.sandbox.issue_tokens(merchant_id, expires_in=expires_in)
@@ -109,6 +109,31 @@ def admin_show_event(merchant_id: str) -> dict[str, Any]:
     return event
 
 
+def device_start_event() -> dict[str, Any]:
+    """``POST /device/authorizations`` without a body (the stack's default scope)."""
+    return _event("device-start.json")
+
+
+def started_device_authorization(services: Services, live: Live) -> str:
+    """The id of a device authorization UltraCart issued and the device flow stored (pending, its
+    first poll queued), as a ``POST /device/authorizations`` leaves it."""
+    from ucoauth.device import DeviceSettings, start_device_authorization
+    from ucoauth.timing import Deadline
+
+    device = DeviceSettings.from_env(live.function_env("DeviceFlowFunction"))
+    deadline = Deadline(services.clock() + 30, services.clock)
+    return start_device_authorization(services, device, scope=None, deadline=deadline).authorization_id
+
+
+def device_poll_event(authorization_id: str, seq: int) -> dict[str, Any]:
+    """The device queue's message for poll ``seq`` of ``authorization_id``."""
+    from ucoauth.device import poll_message
+
+    event = _event("sqs-device-poll.json")
+    event["Records"][0]["body"] = poll_message(authorization_id, seq)
+    return event
+
+
 def schedule_event() -> dict[str, Any]:
     return _event("schedule-refresh.json")
 
@@ -136,4 +161,8 @@ def one_request(services: Services, live: Live, logical_id: str, tag: str) -> di
     if logical_id == "AdminApiFunction":
         seed_installation(services, live, merchant_id, expires_in=3600)
         return admin_show_event(merchant_id)
+    if logical_id == "DeviceFlowFunction":
+        return device_start_event()
+    if logical_id == "DeviceWorkerFunction":
+        return device_poll_event(started_device_authorization(services, live), 0)
     raise KeyError(logical_id)

@@ -3,14 +3,14 @@ HTML 404 page for every other address (the HttpApi ``$default`` route). HttpApi 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.shared.cookies import Cookie
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ucoauth import pages, web
+from ucoauth import web
 from ucoauth.errors import (
     APP_MISCONFIGURED_ERRORS,
     KeyUnavailableError,
@@ -36,6 +36,11 @@ from ucoauth.observability import logger, metrics
 from ucoauth.services import get_services
 from ucoauth.timing import Deadline
 from ucoauth.validation import OAUTH_ERROR, OAUTH_VALUE, BadInput, parse_query
+
+if TYPE_CHECKING:
+    # Imported where a page is rendered: /install and a completed callback (a redirect with the
+    # receipt cookie) render none, so their cold start does without the pages' templates.
+    from ucoauth import pages
 
 app = APIGatewayHttpResolver()
 _CALLBACK_PARAMS = frozenset({"code", "state", "error", "error_description", "error_uri"})
@@ -103,6 +108,8 @@ def callback() -> Response[str]:
         return web.redirect(target, cookies=cookies)
     receipt = issue_receipt(services, result, state=state)
     if receipt is None:  # the install is done; without a receipt, show its page right here
+        from ucoauth import pages
+
         page = pages.installed(
             _brand(),
             result.merchant_id,
@@ -116,6 +123,8 @@ def callback() -> Response[str]:
 
 @app.get("/installed")
 def installed() -> Response[str]:
+    from ucoauth import pages
+
     services = get_services()
     try:
         nonce = web.read_cookie(app.current_event.raw_event, RECEIPT_COOKIE)
@@ -135,6 +144,8 @@ def installed() -> Response[str]:
 
 def _authorization_refused(error: str) -> Response[str]:
     """UltraCart redirected back with ``error=`` instead of a code."""
+    from ucoauth import pages
+
     metrics.add_metric(name="InstallDeclined", unit="Count", value=1)
     if error == "access_denied":
         return _page(pages.declined(_brand(), _retry_href()))
@@ -154,6 +165,8 @@ def _authorization_refused(error: str) -> Response[str]:
 
 @app.exception_handler(BadInput)
 def bad_input(exc: BadInput) -> Response[str]:
+    from ucoauth import pages
+
     logger.info("malformed browser request", reason=str(exc))
     return _page(pages.damaged_link(_brand(), _retry_href()))
 
@@ -161,6 +174,8 @@ def bad_input(exc: BadInput) -> Response[str]:
 @app.exception_handler(StateCookieMissingError)
 @app.exception_handler(StateExpiredError)
 def timed_out(exc: StateInvalidError) -> Response[str]:
+    from ucoauth import pages
+
     metrics.add_metric(name="InstallStateRejected", unit="Count", value=1)
     logger.info("install session timed out", reason=type(exc).__name__)
     minutes = max(1, get_services().settings.state_ttl_seconds // 60)
@@ -171,6 +186,8 @@ def timed_out(exc: StateInvalidError) -> Response[str]:
 # browser (another tab), which clearing it would break.
 @app.exception_handler(StateForeignBrowserError)
 def other_tab(_: StateForeignBrowserError) -> Response[str]:
+    from ucoauth import pages
+
     metrics.add_metric(name="InstallStateRejected", unit="Count", value=1)
     logger.info("install state bound to another browser nonce")
     return _page(pages.started_in_another_tab(_brand(), _retry_href()), cookies=[])
@@ -178,6 +195,8 @@ def other_tab(_: StateForeignBrowserError) -> Response[str]:
 
 @app.exception_handler(StateInvalidError)
 def already_used(exc: StateInvalidError) -> Response[str]:
+    from ucoauth import pages
+
     metrics.add_metric(name="InstallStateRejected", unit="Count", value=1)
     logger.info("install state unknown or already used", reason=type(exc).__name__)
     return _page(pages.already_used(_brand(), _retry_href()), cookies=[])
@@ -185,6 +204,8 @@ def already_used(exc: StateInvalidError) -> Response[str]:
 
 @app.exception_handler(PermanentUltraCartError)
 def code_refused(exc: PermanentUltraCartError) -> Response[str]:
+    from ucoauth import pages
+
     if exc.app_misconfigured:
         logger.error(
             "UltraCart refused the app's registration: check the client id and scopes", error=str(exc)
@@ -196,6 +217,8 @@ def code_refused(exc: PermanentUltraCartError) -> Response[str]:
 
 @app.exception_handler(TransientUltraCartError)
 def upstream(exc: TransientUltraCartError) -> Response[str]:
+    from ucoauth import pages
+
     logger.error("UltraCart failed during the install", error=str(exc))
     status = 504 if isinstance(exc, UltraCartTimeoutError) else 502
     return _page(pages.upstream_failed(_brand(), status, _retry_href()))
@@ -203,6 +226,8 @@ def upstream(exc: TransientUltraCartError) -> Response[str]:
 
 @app.exception_handler(RetryLaterError)
 def busy(exc: RetryLaterError) -> Response[str]:
+    from ucoauth import pages
+
     # Nothing was sent to UltraCart (its budget is spent, or too little time is left): the
     # state is consumed, so the merchant starts again, later.
     logger.warning("install not attempted", error=str(exc))
@@ -213,12 +238,16 @@ def busy(exc: RetryLaterError) -> Response[str]:
 @app.exception_handler(ClientError)
 @app.exception_handler(BotoCoreError)
 def aws_failed(exc: Exception) -> Response[str]:
+    from ucoauth import pages
+
     logger.error("AWS call failed during the install", error=type(exc).__name__)
     return web.html_response(pages.upstream_failed(_brand(), 503, _retry_href()))
 
 
 @app.not_found
 def not_found(_: Exception) -> Response[str]:
+    from ucoauth import pages
+
     return web.html_response(pages.not_found(_brand(), _retry_href()))
 
 

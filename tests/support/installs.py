@@ -9,8 +9,8 @@ from tests.support.deadlines import a_deadline
 from tests.support.fake_ultracart import FakeUltraCart
 from ucoauth.crypto import TokenSet
 from ucoauth.install import begin_install, complete_install
+from ucoauth.issued import token_fields
 from ucoauth.services import Services
-from ucoauth.tokens import token_fields
 from ucoauth.ultracart import TokenResponse
 from ucsandbox import Sandbox
 

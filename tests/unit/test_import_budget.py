@@ -34,24 +34,48 @@ FORBIDDEN_EVERYWHERE = (
 )
 # Only the functions whose first request calls UltraCart load requests (and what it brings).
 ULTRACART_ONLY = ("requests", "charset_normalizer", "idna")
-CALLS_ULTRACART = {"OAuthBrowserFunction", "RefreshWorkerFunction", "RevokeWorkerFunction"}
+CALLS_ULTRACART = {
+    "OAuthBrowserFunction",
+    "RefreshWorkerFunction",
+    "RevokeWorkerFunction",
+    "DeviceFlowFunction",
+    "DeviceWorkerFunction",
+}
 HTTP_ONLY = ("aws_lambda_powertools.event_handler",)
-HTTP_FUNCTIONS = {"OAuthBrowserFunction", "TokenApiFunction", "UninstallWebhookFunction", "AdminApiFunction"}
+HTTP_FUNCTIONS = {
+    "OAuthBrowserFunction",
+    "TokenApiFunction",
+    "UninstallWebhookFunction",
+    "AdminApiFunction",
+    "DeviceFlowFunction",
+}
 BATCH_ONLY = ("aws_lambda_powertools.utilities.batch",)
-BATCH_FUNCTIONS = {"RefreshWorkerFunction", "RevokeWorkerFunction"}
+BATCH_FUNCTIONS = {"RefreshWorkerFunction", "RevokeWorkerFunction", "DeviceWorkerFunction"}
+# What a path needs only when it is taken is imported there: the install's failure and reinstall
+# paths (rotation, the revoke queue), the pages (a completed callback redirects), token access
+# (an install only stores tokens), the device approval (the install path).
+_RARE_FOR_AN_INSTALL = ("ucoauth.rotation", "ucoauth.superseded", "ucoauth.tokens")
+_RARE_FOR_A_DEVICE = ("ucoauth.install", "ucoauth.rotation", "ucoauth.superseded", "ucoauth.tokens")
 # Powertools' resolver package and its batch processor import asyncio at module level (AppSync
 # resolvers, async batch processing); the planner uses neither and must stay without it.
-FORBIDDEN = {"RefreshPlannerFunction": ("asyncio", "aws_lambda_powertools.utilities.data_classes")}
+FORBIDDEN = {
+    "RefreshPlannerFunction": ("asyncio", "aws_lambda_powertools.utilities.data_classes"),
+    "OAuthBrowserFunction": ("ucoauth.pages", *_RARE_FOR_AN_INSTALL),
+    "DeviceFlowFunction": ("ucoauth.pages", *_RARE_FOR_A_DEVICE),
+    "DeviceWorkerFunction": ("ucoauth.pages", *_RARE_FOR_A_DEVICE),
+}
 
 # Modules beyond the botocore baseline after import + first-request clients (measured + headroom).
 BUDGET = {
-    "OAuthBrowserFunction": 285,
-    "TokenApiFunction": 175,
-    "UninstallWebhookFunction": 178,
-    "RefreshPlannerFunction": 70,
-    "RefreshWorkerFunction": 250,
-    "RevokeWorkerFunction": 250,
-    "AdminApiFunction": 178,
+    "OAuthBrowserFunction": 268,
+    "TokenApiFunction": 166,
+    "UninstallWebhookFunction": 172,
+    "RefreshPlannerFunction": 65,
+    "RefreshWorkerFunction": 238,
+    "RevokeWorkerFunction": 239,
+    "AdminApiFunction": 171,
+    "DeviceFlowFunction": 265,
+    "DeviceWorkerFunction": 235,
 }
 
 _BASELINE = (

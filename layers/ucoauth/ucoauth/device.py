@@ -38,7 +38,6 @@ from ucoauth.errors import (
     RetryLaterError,
     TransientUltraCartError,
 )
-from ucoauth.install import store_new_installation
 from ucoauth.observability import logger, metrics
 from ucoauth.settings import Settings
 from ucoauth.store import ACTIVE
@@ -540,6 +539,9 @@ class _Poll:
             self.store.note_merchant(
                 self.authorization_id, seq=item.poll_seq, owner=self.owner, merchant_id=answer.merchant_id
             )
+        # Imported on approval only: a start or a pending poll never stores an installation.
+        from ucoauth.install import store_new_installation
+
         try:
             result = store_new_installation(
                 self.services,

@@ -12,14 +12,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ucoauth.crypto import TokenSet
 from ucoauth.errors import DeadlineTooCloseError, KeyUnavailableError, TransientUltraCartError
 from ucoauth.events import INSTALLATION_COMPLETED
+from ucoauth.issued import token_fields
 from ucoauth.observability import logger, metrics
 from ucoauth.outbox import announce
 from ucoauth.retry import retry_within
-from ucoauth.rotation import revoke_tokens
 from ucoauth.store import Receipt, digest
-from ucoauth.superseded import queue_superseded
 from ucoauth.timing import AWS_CALL_MAX, call_needs
-from ucoauth.tokens import token_fields
 from ucoauth.ultracart import authorize_url
 from ucoauth.validation import is_merchant_id
 
@@ -136,7 +134,10 @@ def store_new_installation(
         _give_back(services, deadline, merchant_id, tokens)
         raise
     if replaced is not None:
-        # The grant this install replaced is still live at UltraCart: have it revoked.
+        # The grant this install replaced is still live at UltraCart: have it revoked. Imported
+        # here: a first install (the common case) never needs the revoke queue's code.
+        from ucoauth.superseded import queue_superseded
+
         queue_superseded(services, deadline, merchant_id, replaced)
     reinstall = installation.generation > 1
     metrics.add_metric(name="InstallCompleted", unit="Count", value=1)
@@ -167,6 +168,8 @@ def store_new_installation(
 def _give_back(services: Services, deadline: Deadline, merchant_id: str, tokens: TokenSet) -> None:
     """Tokens from a code exchange that cannot be stored: revoke them, so no grant is left
     live at UltraCart that nobody holds (the merchant starts the install again)."""
+    from ucoauth.rotation import revoke_tokens  # the failure path only: not on every cold start
+
     if revoke_tokens(services, deadline, merchant_id, tokens):
         logger.warning("unstored install tokens revoked", merchant_id=merchant_id)
     else:

@@ -205,7 +205,7 @@ def persist(
     recovered_generation: int | None = None,
 ) -> Rotated:
     """Store tokens UltraCart issued for the leased installation; never drop them."""
-    from ucoauth.tokens import token_fields
+    from ucoauth.issued import token_fields
 
     merchant_id = lease.merchant_id
     held = lease.installation

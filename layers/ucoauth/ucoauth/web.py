@@ -18,14 +18,15 @@ if TYPE_CHECKING:
     from ucoauth.settings import Settings
 
 # The browser's pages and cookies (ucoauth.pages, ucoauth.install) are imported where they are
-# used: the JSON functions (token API, webhook, admin) use only the helpers below them.
+# used: the JSON functions (token API, webhook, admin, device flow) use only the helpers below
+# them; a redirect needs only the headers (ucoauth.headers).
 
 JSON_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
 def html_response(page: Page, *, cookies: list[Cookie] | None = None) -> Response[str]:
     """An HTML page with the browser security headers."""
-    from ucoauth.pages import SECURITY_HEADERS
+    from ucoauth.headers import SECURITY_HEADERS
 
     return Response(
         status_code=page.status,
@@ -38,7 +39,7 @@ def html_response(page: Page, *, cookies: list[Cookie] | None = None) -> Respons
 
 def redirect(location: str, *, cookies: list[Cookie] | None = None, status: int = 302) -> Response[str]:
     """A redirect (302 unless told; 303 "see other" after the callback) with the security headers."""
-    from ucoauth.pages import SECURITY_HEADERS
+    from ucoauth.headers import SECURITY_HEADERS
 
     return Response(
         status_code=status, body="", headers={**SECURITY_HEADERS, "Location": location}, cookies=cookies
