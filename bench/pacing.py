@@ -361,14 +361,26 @@ BURST_COUNT = 100
 UNPACED_RATE = 1000.0
 
 
+# The shortest paced run worth judging: the planner's first run and the last message's delivery
+# are a few seconds whatever N is, which a run of a few seconds would count against the pace.
+MIN_RUN_SECONDS = 60.0
+
+
+def minimum_count(requested: int, rate: float) -> int:
+    """The fewest due installations (in hundreds) that keep a run at ``rate`` busy for
+    ``MIN_RUN_SECONDS`` (at most ``requested``)."""
+    return min(requested, max(100, math.ceil(rate * MIN_RUN_SECONDS / 100) * 100))
+
+
 def affordable_count(
     requested: int, rate: float, seconds_left: float, *, seed_seconds_each: float = SEED_SECONDS_EACH
 ) -> int:
-    """The largest N (at most ``requested``, in hundreds, at least 100) whose seeding and paced
-    run fit ``seconds_left``."""
+    """The largest N (at most ``requested``, in hundreds) whose seeding and paced run fit
+    ``seconds_left``; never fewer than :func:`minimum_count` (a shorter run would measure its own
+    start and end, not the pace: the bench then runs over its budget rather than judge that)."""
     per_item = seed_seconds_each + 1.1 / rate
     fits = int(max(0.0, seconds_left - 15) / per_item)
-    return max(100, min(requested, fits // 100 * 100))
+    return max(minimum_count(requested, rate), min(requested, fits // 100 * 100))
 
 
 def choose_rate(configured: float, capacity: float) -> tuple[float, str]:

@@ -11,7 +11,15 @@ import pytest
 from bench import report
 from bench.cold import Candidate, ColdResult
 from bench.memory import MemoryResult
-from bench.pacing import CAPACITY_SHARE, Calibration, PacingResult, affordable_count, choose_rate
+from bench.pacing import (
+    CAPACITY_SHARE,
+    MIN_RUN_SECONDS,
+    Calibration,
+    PacingResult,
+    affordable_count,
+    choose_rate,
+    minimum_count,
+)
 from bench.planner import PlannerResult
 
 
@@ -93,9 +101,10 @@ def test_the_number_of_due_installations_fits_the_time_left(
     rate: float, seconds_left: float, seed_each: float
 ) -> None:
     count = affordable_count(2000, rate, seconds_left, seed_seconds_each=seed_each)
-    assert 100 <= count <= 2000 and count % 100 == 0
-    # seeding them plus a paced run of them (with 10% slack per call) fits what is left, minus 15 s
-    assert count * (seed_each + 1.1 / rate) <= seconds_left - 15 or count == 100
+    assert minimum_count(2000, rate) <= count <= 2000 and count % 100 == 0
+    # seeding them plus a paced run of them (with 10% slack per call) fits what is left, minus 15 s,
+    # unless that is less than a minute of pacing (too short to judge the pace)
+    assert count * (seed_each + 1.1 / rate) <= seconds_left - 15 or count == minimum_count(2000, rate)
     # and one hundred more would not (unless the request itself was the limit)
     assert count == 2000 or (count + 100) * (seed_each + 1.1 / rate) > seconds_left - 15
 
@@ -207,3 +216,12 @@ def test_the_whole_page_judges_a_finished_run() -> None:
     assert "**Pacing: 0.98 R sustained, 0 429s** (meets the target" in page
     assert "**Pacing: not measured**" not in page and "| not measured |" not in page
     assert "cut off by the bench's own time budget" not in page
+
+
+@pytest.mark.parametrize("rate", [1.0, 8.0, 13.0, 20.0])
+def test_a_paced_run_is_never_shorter_than_a_minute_of_pacing(rate: float) -> None:
+    # The run that measured 0.75 R: 100 due at R = 8/s is 12.5 s of pacing, in which the planner's
+    # first run and the last delivery weigh as much as the pace. Even with no time left, a minute.
+    count = affordable_count(2000, rate, 0.0)
+    assert count / rate >= MIN_RUN_SECONDS
+    assert count == minimum_count(2000, rate) and count - 100 < rate * MIN_RUN_SECONDS
