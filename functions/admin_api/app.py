@@ -25,23 +25,12 @@ from ucoauth.observability import logger, metrics
 from ucoauth.services import get_services
 from ucoauth.timing import Deadline
 from ucoauth.validation import is_merchant_id
-from ucoauth.web import JSON_HEADERS
+from ucoauth.web import json_error, json_response
 
 app = APIGatewayHttpResolver()
 LIST_PARAMETERS = {"status", "limit", "cursor"}
 # Someone else holds the merchant's lease (a refresh or a revoke in flight): ask again shortly.
 LEASE_BUSY_RETRY_SECONDS = 5
-
-
-def _json(status: int, body: dict[str, Any], *, retry_after: float | None = None) -> Response[Any]:
-    headers = dict(JSON_HEADERS)
-    if retry_after is not None:
-        headers["Retry-After"] = str(max(1, int(retry_after + 0.999)))
-    return Response(status_code=status, content_type="application/json", body=body, headers=headers)
-
-
-def _error(status: int, error: str, *, retry_after: float | None = None) -> Response[Any]:
-    return _json(status, {"error": error}, retry_after=retry_after)
 
 
 def _caller() -> str:
@@ -74,14 +63,14 @@ def list_installations() -> Response[Any]:
         admin.decode_cursor(cursor)
     page = admin.list_installations(get_services(), status=status, limit=limit, cursor=cursor)
     logger.info("installations listed", caller=_caller(), status=status, count=len(page.items))
-    return _json(200, {"items": page.items, "next_cursor": page.next_cursor})
+    return json_response(200, {"items": page.items, "next_cursor": page.next_cursor})
 
 
 @app.get("/admin/installations/<merchant_id>")
 def show_installation(merchant_id: str) -> Response[Any]:
     item = admin.show(get_services(), _merchant(merchant_id))
     logger.info("installation shown", caller=_caller(), merchant_id=merchant_id)
-    return _json(200, item)
+    return json_response(200, item)
 
 
 @app.post("/admin/installations/<merchant_id>/refresh")
@@ -91,8 +80,8 @@ def refresh_installation(merchant_id: str) -> Response[Any]:
     result = admin.refresh(services, _merchant(merchant_id), deadline=deadline)
     admin.announce(services, "refresh", caller=_caller(), merchant_id=merchant_id, result=result)
     if result == "reauthorization":
-        return _error(409, "reauthorization_required")
-    return _json(200, {"merchant_id": merchant_id, "result": result})
+        return json_error(409, "reauthorization_required")
+    return json_response(200, {"merchant_id": merchant_id, "result": result})
 
 
 @app.post("/admin/installations/<merchant_id>/uninstall")
@@ -101,80 +90,80 @@ def uninstall_installation(merchant_id: str) -> Response[Any]:
     caller = _caller()
     request_id = admin.uninstall(services, _merchant(merchant_id), caller=caller)
     admin.announce(services, "uninstall", caller=caller, merchant_id=merchant_id, request_id=request_id)
-    return _json(202, {"merchant_id": merchant_id, "result": "queued"})
+    return json_response(202, {"merchant_id": merchant_id, "result": "queued"})
 
 
 @app.post("/admin/dead-letters/<queue>/redrive")
 def redrive(queue: str) -> Response[Any]:
     _query(set())
     if queue not in ("refresh", "revoke"):
-        return _error(404, "not_found")
+        return json_error(404, "not_found")
     services = get_services()
     deadline = Deadline.of_context(app.lambda_context, services.clock)
     moved = admin.redrive(services, "refresh" if queue == "refresh" else "revoke", deadline=deadline)
     admin.announce(services, "redrive", caller=_caller(), queue=queue, moved=moved)
-    return _json(202, {"queue": queue, "moved": moved})
+    return json_response(202, {"queue": queue, "moved": moved})
 
 
 @app.get("/admin/stats")
 def stats() -> Response[Any]:
     _query(set())
-    return _json(200, admin.stats(get_services()))
+    return json_response(200, admin.stats(get_services()))
 
 
 @app.exception_handler(admin.AdminRequestError)
 def bad_request(exc: admin.AdminRequestError) -> Response[Any]:
-    return _error(400, exc.code)
+    return json_error(400, exc.code)
 
 
 @app.exception_handler(NotInstalledError)
 def not_installed(_: NotInstalledError) -> Response[Any]:
-    return _error(404, "not_installed")
+    return json_error(404, "not_installed")
 
 
 @app.exception_handler(ReauthorizationRequiredError)
 @app.exception_handler(TokenDecryptError)
 def reauthorization(_: Exception) -> Response[Any]:
-    return _error(409, "reauthorization_required")
+    return json_error(409, "reauthorization_required")
 
 
 @app.exception_handler(LeaseBusyError)
 def lease_busy(_: LeaseBusyError) -> Response[Any]:
-    return _error(503, "lease_busy", retry_after=LEASE_BUSY_RETRY_SECONDS)
+    return json_error(503, "lease_busy", retry_after=LEASE_BUSY_RETRY_SECONDS)
 
 
 @app.exception_handler(RetryLaterError)
 def retry_later(exc: RetryLaterError) -> Response[Any]:
     code = "budget_exhausted" if isinstance(exc, BudgetExhaustedError) else "retry_later"
-    return _error(503, code, retry_after=exc.retry_after)
+    return json_error(503, code, retry_after=exc.retry_after)
 
 
 @app.exception_handler(TransientUltraCartError)
 def upstream(_: TransientUltraCartError) -> Response[Any]:
-    return _error(503, "upstream_unavailable", retry_after=30)
+    return json_error(503, "upstream_unavailable", retry_after=30)
 
 
 @app.exception_handler(PermanentUltraCartError)
 def upstream_refused(_: PermanentUltraCartError) -> Response[Any]:
     # UltraCart refused our request itself (not the grant): logged where it happened.
-    return _error(502, "upstream_rejected")
+    return json_error(502, "upstream_rejected")
 
 
 @app.exception_handler(KeyUnavailableError)
 def key_unavailable(_: KeyUnavailableError) -> Response[Any]:
-    return _error(503, "temporarily_unavailable", retry_after=30)
+    return json_error(503, "temporarily_unavailable", retry_after=30)
 
 
 @app.exception_handler(ClientError)
 @app.exception_handler(BotoCoreError)
 def aws_failed(exc: Exception) -> Response[Any]:
     logger.error("AWS call failed serving an admin request", error=type(exc).__name__)
-    return _error(503, "temporarily_unavailable", retry_after=5)
+    return json_error(503, "temporarily_unavailable", retry_after=5)
 
 
 @app.not_found
 def not_found(_: Exception) -> Response[Any]:
-    return _error(404, "not_found")
+    return json_error(404, "not_found")
 
 
 @logger.inject_lambda_context(clear_state=True)

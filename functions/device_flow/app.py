@@ -29,24 +29,11 @@ from ucoauth.observability import logger, metrics
 from ucoauth.services import get_services
 from ucoauth.timing import Deadline
 from ucoauth.validation import BadInput, is_scope
-from ucoauth.web import JSON_HEADERS, raw_body
+from ucoauth.web import json_error, json_response, raw_body
 
 app = APIGatewayHttpResolver()
 MAX_BODY = 1024
 _FIELDS = frozenset({"scope"})
-
-
-def _answer(
-    status: int, body: dict[str, Any], *, retry_after: float | None = None
-) -> Response[dict[str, Any]]:
-    headers = dict(JSON_HEADERS)
-    if retry_after is not None:
-        headers["Retry-After"] = str(max(1, int(retry_after + 0.999)))
-    return Response(status_code=status, content_type="application/json", body=body, headers=headers)
-
-
-def _error(status: int, error: str, *, retry_after: float | None = None) -> Response[dict[str, Any]]:
-    return _answer(status, {"error": error}, retry_after=retry_after)
 
 
 def _requested_scope(event: dict[str, Any]) -> str | None:
@@ -71,58 +58,58 @@ def _requested_scope(event: dict[str, Any]) -> str | None:
 @app.post("/device/authorizations")
 def create_authorization() -> Response[dict[str, Any]]:
     if app.current_event.query_string_parameters:
-        return _error(400, "invalid_request")
+        return json_error(400, "invalid_request")
     scope = _requested_scope(app.current_event.raw_event)
     services = get_services()
     deadline = Deadline.of_context(app.lambda_context, services.clock)
     started = start_device_authorization(services, get_device_settings(), scope=scope, deadline=deadline)
-    return _answer(201, started.as_json())
+    return json_response(201, started.as_json())
 
 
 @app.get("/device/authorizations/<authorization_id>")
 def get_authorization(authorization_id: str) -> Response[dict[str, Any]]:
     if not is_authorization_id(authorization_id):
-        return _error(400, "invalid_authorization_id")
-    return _answer(200, device_status(get_services(), authorization_id))
+        return json_error(400, "invalid_authorization_id")
+    return json_response(200, device_status(get_services(), authorization_id))
 
 
 @app.exception_handler(BadInput)
 def bad_input(_: BadInput) -> Response[dict[str, Any]]:
-    return _error(400, "invalid_request")
+    return json_error(400, "invalid_request")
 
 
 @app.exception_handler(RequestTooLargeError)
 def too_large(_: RequestTooLargeError) -> Response[dict[str, Any]]:
-    return _error(413, "request_too_large")
+    return json_error(413, "request_too_large")
 
 
 @app.exception_handler(DeviceAuthorizationNotFoundError)
 def not_found_id(_: DeviceAuthorizationNotFoundError) -> Response[dict[str, Any]]:
-    return _error(404, "not_found")
+    return json_error(404, "not_found")
 
 
 @app.exception_handler(BudgetExhaustedError)
 def budget(exc: BudgetExhaustedError) -> Response[dict[str, Any]]:
-    return _error(503, "budget_exhausted", retry_after=exc.retry_after)
+    return json_error(503, "budget_exhausted", retry_after=exc.retry_after)
 
 
 @app.exception_handler(DeadlineTooCloseError)
 def too_late(exc: DeadlineTooCloseError) -> Response[dict[str, Any]]:
-    return _error(503, "retry_later", retry_after=exc.retry_after)
+    return json_error(503, "retry_later", retry_after=exc.retry_after)
 
 
 @app.exception_handler(PermanentUltraCartError)
 def refused(exc: PermanentUltraCartError) -> Response[dict[str, Any]]:
     if exc.error == "invalid_scope":
-        return _error(400, "invalid_scope")
+        return json_error(400, "invalid_scope")
     # The app itself was refused (client id, ...): the operator's to fix, not the caller's.
     logger.error("UltraCart refused a device authorization", error=exc.error, status=exc.status)
-    return _error(502, "ultracart_refused")
+    return json_error(502, "ultracart_refused")
 
 
 @app.exception_handler(TransientUltraCartError)
 def upstream(_: TransientUltraCartError) -> Response[dict[str, Any]]:
-    return _error(503, "upstream_unavailable", retry_after=30)
+    return json_error(503, "upstream_unavailable", retry_after=30)
 
 
 @app.exception_handler(KeyUnavailableError)
@@ -131,12 +118,12 @@ def upstream(_: TransientUltraCartError) -> Response[dict[str, Any]]:
 @app.exception_handler(BotoCoreError)
 def aws_failed(exc: Exception) -> Response[dict[str, Any]]:
     logger.error("AWS call failed in the device flow", error=type(exc).__name__)
-    return _error(503, "temporarily_unavailable", retry_after=30)
+    return json_error(503, "temporarily_unavailable", retry_after=30)
 
 
 @app.not_found
 def not_found(_: Exception) -> Response[dict[str, Any]]:
-    return _error(404, "not_found")
+    return json_error(404, "not_found")
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -20,7 +20,7 @@ from ucoauth.services import get_services
 from ucoauth.timing import Deadline
 from ucoauth.tokens import MAX_MIN_VALID_SECONDS, Demand, access_token
 from ucoauth.validation import BadInput, bounded_int, is_merchant_id, parse_query
-from ucoauth.web import JSON_HEADERS
+from ucoauth.web import json_error, json_response
 
 app = APIGatewayHttpResolver()
 
@@ -29,26 +29,15 @@ QUERY = frozenset({"min_valid_seconds", "newer_than"})
 MAX_VERSION = 10**15 - 1
 
 
-def _error(status: int, error: str, *, retry_after: float | None = None) -> Response[dict[str, str]]:
-    headers = dict(JSON_HEADERS)
-    if retry_after is not None:
-        headers["Retry-After"] = str(max(1, int(retry_after + 0.999)))
-    return Response(
-        status_code=status, content_type="application/json", body={"error": error}, headers=headers
-    )
-
-
 @app.get("/tokens/<merchant_id>")
 def get_token(merchant_id: str) -> Response[Any]:
     if not is_merchant_id(merchant_id):
-        return _error(400, "invalid_merchant_id")
+        return json_error(400, "invalid_merchant_id")
     demand = _demand(app.current_event.raw_query_string or "")
     services = get_services()
     deadline = Deadline.of_context(app.lambda_context, services.clock)
     token = access_token(services, merchant_id, deadline=deadline, demand=demand)
-    return Response(
-        status_code=200, content_type="application/json", body=token.as_json(), headers=JSON_HEADERS
-    )
+    return json_response(200, token.as_json())
 
 
 def _demand(raw_query: str) -> Demand:
@@ -67,41 +56,41 @@ def _demand(raw_query: str) -> Demand:
 
 @app.exception_handler(BadInput)
 def bad_input(_: BadInput) -> Response[dict[str, str]]:
-    return _error(400, "invalid_parameter")
+    return json_error(400, "invalid_parameter")
 
 
 @app.exception_handler(NotInstalledError)
 def not_installed(_: NotInstalledError) -> Response[dict[str, str]]:
-    return _error(404, "not_installed")
+    return json_error(404, "not_installed")
 
 
 @app.exception_handler(ReauthorizationRequiredError)
 @app.exception_handler(TokenDecryptError)
 def reauthorization(_: Exception) -> Response[dict[str, str]]:
-    return _error(409, "reauthorization_required")
+    return json_error(409, "reauthorization_required")
 
 
 @app.exception_handler(UpstreamUnavailableError)
 def upstream(exc: UpstreamUnavailableError) -> Response[dict[str, str]]:
-    return _error(503, "upstream_unavailable", retry_after=exc.retry_after)
+    return json_error(503, "upstream_unavailable", retry_after=exc.retry_after)
 
 
 @app.exception_handler(KeyUnavailableError)
 def key_unavailable(_: KeyUnavailableError) -> Response[dict[str, str]]:
     # KMS refused to work (alarmed where it happened): a fault of ours, never the merchant's.
-    return _error(503, "temporarily_unavailable", retry_after=30)
+    return json_error(503, "temporarily_unavailable", retry_after=30)
 
 
 @app.exception_handler(ClientError)
 @app.exception_handler(BotoCoreError)
 def aws_failed(exc: Exception) -> Response[dict[str, str]]:
     logger.error("AWS call failed serving a token", error=type(exc).__name__)
-    return _error(503, "temporarily_unavailable")
+    return json_error(503, "temporarily_unavailable")
 
 
 @app.not_found
 def not_found(_: Exception) -> Response[dict[str, str]]:
-    return _error(404, "not_found")
+    return json_error(404, "not_found")
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -13,55 +13,51 @@ from ucoauth.observability import logger, metrics
 from ucoauth.services import get_services
 from ucoauth.uninstall import MAX_WEBHOOK_BODY, accept_webhook
 from ucoauth.validation import BadInput
-from ucoauth.web import JSON_HEADERS, raw_body
+from ucoauth.web import json_response, raw_body
 
 app = APIGatewayHttpResolver()
-
-
-def _json(status: int, body: dict[str, str]) -> Response[dict[str, str]]:
-    return Response(status_code=status, content_type="application/json", body=body, headers=JSON_HEADERS)
 
 
 @app.post("/webhooks/uninstall")
 def uninstall() -> Response[dict[str, str]]:
     body = raw_body(app.current_event.raw_event, limit=MAX_WEBHOOK_BODY)
     outcome = accept_webhook(get_services(), body, dict(app.current_event.headers))
-    return _json(202, {"status": outcome})
+    return json_response(202, {"status": outcome})
 
 
 @app.exception_handler(WebhookSignatureError)
 def not_signed(exc: WebhookSignatureError) -> Response[dict[str, str]]:
     logger.info("webhook rejected", status=401, reason=str(exc))
-    return _json(401, {"error": str(exc)})
+    return json_response(401, {"error": str(exc)})
 
 
 @app.exception_handler(WebhookPayloadError)
 def not_an_uninstall(exc: WebhookPayloadError) -> Response[dict[str, str]]:
     logger.info("webhook rejected", status=400, reason=str(exc))
-    return _json(400, {"error": str(exc)})
+    return json_response(400, {"error": str(exc)})
 
 
 @app.exception_handler(RequestTooLargeError)
 def too_large(exc: RequestTooLargeError) -> Response[dict[str, str]]:
     logger.info("webhook rejected", status=413, reason=str(exc))
-    return _json(413, {"error": "body_too_large"})
+    return json_response(413, {"error": "body_too_large"})
 
 
 @app.exception_handler(BadInput)
 def bad_input(exc: BadInput) -> Response[dict[str, str]]:
-    return _json(400, {"error": str(exc)})
+    return json_response(400, {"error": str(exc)})
 
 
 @app.exception_handler(ClientError)
 @app.exception_handler(BotoCoreError)
 def aws_failed(exc: Exception) -> Response[dict[str, str]]:
     logger.error("AWS call failed accepting a webhook", error=type(exc).__name__)
-    return _json(503, {"error": "temporarily_unavailable"})
+    return json_response(503, {"error": "temporarily_unavailable"})
 
 
 @app.not_found
 def not_found(_: Exception) -> Response[dict[str, str]]:
-    return _json(404, {"error": "not_found"})
+    return json_response(404, {"error": "not_found"})
 
 
 @logger.inject_lambda_context(clear_state=True)

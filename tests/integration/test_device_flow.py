@@ -16,7 +16,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from botocore.credentials import Credentials
 
 from devstack.invoke import LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY
 from devstack.stack import LocalStack
-from tests.support.browser_flow import TIMEOUT, install
+from tests.support.browser_flow import TIMEOUT, PageForm, install
 from tests.support.observer import observed_events
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("devstack_local_stack")]
@@ -93,25 +92,11 @@ def poll_until(
         assert time.monotonic() < deadline, f"still {answer} after {seconds} s"
 
 
-class _Form(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.action = ""
-        self.fields: dict[str, str] = {}
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        values = {k: v or "" for k, v in attrs}
-        if tag == "form":
-            self.action = values.get("action", "")
-        elif tag == "input" and "name" in values:
-            self.fields[values["name"]] = values.get("value", "")
-
-
 def decide_on_page(started: dict[str, Any], merchant_id: str, decision: str) -> requests.Response:
     """The merchant opens verification_uri_complete and presses Approve or Deny."""
     page = requests.get(started["verification_uri_complete"], timeout=TIMEOUT)
     assert page.status_code == 200
-    form = _Form()
+    form = PageForm()
     form.feed(page.text)
     assert form.fields["user_code"] == started["user_code"]
     action = started["verification_uri"].split("/rest/v2")[0] + form.action

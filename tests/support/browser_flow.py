@@ -15,8 +15,8 @@ STATE_COOKIE = "__Host-ucoauth_state"
 RECEIPT_COOKIE = "__Host-ucoauth_receipt"
 
 
-class _Form(HTMLParser):
-    """The consent page's form: its action and inputs."""
+class PageForm(HTMLParser):
+    """A page's form (the sandbox's consent or device verification page): its action and inputs."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -51,7 +51,7 @@ def decide(stack: LocalStack, started: Started, merchant_id: str, decision: str)
     assert page.status_code == 200
     assert 'id="approve"' in page.text
     assert 'id="deny"' in page.text
-    form = _Form()
+    form = PageForm()
     form.feed(page.text)
     action = urlsplit(started.authorize_url)._replace(path=form.action, query="").geturl()
     answer = requests.post(

@@ -24,6 +24,19 @@ if TYPE_CHECKING:
 JSON_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
 
 
+def json_response(status: int, body: Any, *, retry_after: float | None = None) -> Response[Any]:
+    """A JSON API answer (never cached); ``Retry-After`` in whole seconds (at least 1) when given."""
+    headers = dict(JSON_HEADERS)
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, int(retry_after + 0.999)))
+    return Response(status_code=status, content_type="application/json", body=body, headers=headers)
+
+
+def json_error(status: int, error: str, *, retry_after: float | None = None) -> Response[Any]:
+    """``{"error": "<code>"}``, the one error shape of the JSON APIs."""
+    return json_response(status, {"error": error}, retry_after=retry_after)
+
+
 def html_response(page: Page, *, cookies: list[Cookie] | None = None) -> Response[str]:
     """An HTML page with the browser security headers."""
     from ucoauth.headers import SECURITY_HEADERS
