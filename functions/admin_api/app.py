@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -22,6 +21,7 @@ from ucoauth.errors import (
     TransientUltraCartError,
 )
 from ucoauth.observability import logger, metrics
+from ucoauth.resolver import APIGatewayHttpResolver, Response
 from ucoauth.services import get_services
 from ucoauth.timing import Deadline
 from ucoauth.validation import is_merchant_id

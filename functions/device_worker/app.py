@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from ucoauth.batch import (
+    BatchProcessor,
+    EventType,
+    PartialItemFailureResponse,
+    SQSRecord,
+    process_partial_response,
+)
 from ucoauth.device import get_device_settings, parse_poll_message, poll_device_authorization
 from ucoauth.observability import logger, metrics
 from ucoauth.services import get_services

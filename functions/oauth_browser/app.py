@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.shared.cookies import Cookie
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
@@ -33,6 +32,7 @@ from ucoauth.install import (
     receipt_for_callback,
 )
 from ucoauth.observability import logger, metrics
+from ucoauth.resolver import APIGatewayHttpResolver, Response
 from ucoauth.services import get_services
 from ucoauth.timing import Deadline
 from ucoauth.validation import OAUTH_ERROR, OAUTH_VALUE, BadInput, parse_query

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_lambda_powertools.event_handler import APIGatewayHttpResolver, Response
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ucoauth.errors import RequestTooLargeError, WebhookPayloadError, WebhookSignatureError
 from ucoauth.observability import logger, metrics
+from ucoauth.resolver import APIGatewayHttpResolver, Response
 from ucoauth.services import get_services
 from ucoauth.uninstall import MAX_WEBHOOK_BODY, accept_webhook
 from ucoauth.validation import BadInput

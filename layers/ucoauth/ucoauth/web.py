@@ -7,10 +7,10 @@ import binascii
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
-from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.shared.cookies import Cookie, SameSite
 
 from ucoauth.errors import RequestTooLargeError
+from ucoauth.resolver import Response
 from ucoauth.validation import BadInput
 
 if TYPE_CHECKING:
