@@ -8,7 +8,7 @@ CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(shell cat requirements-checkov.txt
 PY313 := $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin) /usr/bin)
 export PATH := $(abspath $(VENV)/bin):$(PY313):$(PATH)
 
-.PHONY: dev test unit checkov-env lint typecheck invoke events webhook reliability bench clean system-deps venv
+.PHONY: dev test unit checkov-env lint typecheck invoke events webhook reliability bench bench-deps clean system-deps venv
 
 # The toolchain runs the Lambda runtime's Python (python3.13): a venv of another version is rebuilt.
 $(STAMP):
@@ -76,8 +76,14 @@ webhook: $(STAMP) $(PTH)
 reliability: $(STAMP) $(PTH)
 	$(PY) -m bench.reliability
 
+## bench-deps: Debian's valgrind, which counts each cold start's instructions (installed when missing and we are root)
+bench-deps:
+	@command -v valgrind >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq valgrind >/dev/null; \
+	  else echo "valgrind is missing (sudo apt-get install valgrind): the bench reports wall-clock ratios only"; fi; }
+
 ## bench: cold start, calls per operation, planner reads, refresh pacing, memory -> docs/BENCHMARKS.md
-bench: $(STAMP) $(PTH)
+bench: $(STAMP) $(PTH) bench-deps
 	$(PY) -m bench
 	$(PY) -m bench.capacity
 

@@ -99,7 +99,7 @@ def main(argv: list[str]) -> int:
     sys.stderr = _QuietStderr(sys.stderr)
     warnings.filterwarnings("ignore", message="No application metrics to publish")
 
-    from bench import calls, cold, machine, report
+    from bench import calls, cold, instructions, machine, report
     from bench.common import live_stack, set_process_aws_env
     from bench.planner import PlannerResult
 
@@ -158,6 +158,16 @@ def main(argv: list[str]) -> int:
         receive_count = _max_receive_count(dict(live.resources.template))
     launcher.close()
 
+    # Last and outside the budget: callgrind needs a few minutes, and its counts do not depend on
+    # what else runs (both cores at once).
+    instructions_note = ""
+    counts: dict[str, int] | None = None
+    if instructions.available():
+        progress("cold start: instructions per candidate (callgrind)")
+        counts = instructions.measure(instructions.wanted())
+    else:
+        instructions_note = "valgrind is not installed (Debian: apt-get install valgrind)"
+
     results = report.Results(
         machine=described,
         rounds=args.rounds,
@@ -175,6 +185,8 @@ def main(argv: list[str]) -> int:
         memory=memory_results,
         imports=import_rows,
         import_runs=IMPORT_RUNS,
+        instructions=counts,
+        instructions_note=instructions_note,
     )
     results.elapsed_seconds = time.monotonic() - started
     args.output.parent.mkdir(parents=True, exist_ok=True)

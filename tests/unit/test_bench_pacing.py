@@ -161,7 +161,9 @@ def test_the_report_states_the_capacity_the_chosen_r_and_why() -> None:
     assert rows[0][2] == "17.5/s: R = 11/s" and rows[0][4] == "info"
 
 
-def _results(pacing: PacingResult, calibration: Calibration | None) -> report.Results:
+def _results(
+    pacing: PacingResult, calibration: Calibration | None, instructions: dict[str, int] | None = None
+) -> report.Results:
     floor = ColdResult(Candidate("floor", "floor", "floor", "floor"), ready=[0.2], spawn_to_ready=[0.21])
     floor.wall, floor.imports, floor.clients, floor.cpu = [0.22], [0.15], [0.05], [0.2]
     function = ColdResult(Candidate("token_api", "token_api", "TokenApiFunction", "function"), ready=[0.22])
@@ -197,6 +199,8 @@ def _results(pacing: PacingResult, calibration: Calibration | None) -> report.Re
         max_receive_count=5,
         memory=memory,
         calibration=calibration,
+        instructions=instructions,
+        instructions_note="" if instructions else "valgrind is not installed",
     )
 
 
@@ -225,3 +229,23 @@ def test_a_paced_run_is_never_shorter_than_a_minute_of_pacing(rate: float) -> No
     count = affordable_count(2000, rate, 0.0)
     assert count / rate >= MIN_RUN_SECONDS
     assert count == minimum_count(2000, rate) and count - 100 < rate * MIN_RUN_SECONDS
+
+
+def test_the_cold_start_target_is_judged_on_instructions_when_they_were_counted() -> None:
+    # The token API's wall-clock median is 1.10x the floor; its instructions say 1.20x: a miss.
+    over = _results(_pacing(), None, {"floor": 1_000_000_000, "token_api": 1_200_000_000})
+    row = next(r for r in report.summary_rows(over) if r[0] == "cold start")
+    assert row[2].startswith("1.200x floor in instructions; 220 ms = 1.10x floor") and row[4] == "MISS"
+    page = report.markdown(over)
+    assert "**Cold start: 0 of 1 functions meet <= 1.15x the floor in instructions**" in page
+    assert "In wall-clock medians, 1 of 1 do" in page
+    assert "| 1200, 1.200 |" in page
+    within = _results(_pacing(), None, {"floor": 1_000_000_000, "token_api": 1_100_000_000})
+    assert next(r for r in report.summary_rows(within) if r[0] == "cold start")[4] == "ok"
+
+
+def test_without_valgrind_the_wall_clock_stands_in_and_the_page_says_so() -> None:
+    page = report.markdown(_results(_pacing(), None))
+    assert "functions meet <= 1.15x the floor in wall-clock medians**" in page
+    assert "not counted in this run: valgrind is not installed" in page
+    assert "| not counted |" in page
