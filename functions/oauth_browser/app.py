@@ -30,6 +30,7 @@ from ucoauth.install import (
     issue_receipt,
     read_receipt,
     receipt_for_callback,
+    state_issued_here,
 )
 from ucoauth.observability import logger, metrics
 from ucoauth.resolver import APIGatewayHttpResolver, Response
@@ -77,7 +78,7 @@ def callback() -> Response[str]:
     query = parse_query(event.get("rawQueryString", ""), allowed=_CALLBACK_PARAMS)
     error = query.get("error")
     if error is not None:
-        return _authorization_refused(error)
+        return _authorization_refused(error, query.get("state", ""))
     code, state = query.get("code", ""), query.get("state", "")
     if not OAUTH_VALUE.match(code) or not OAUTH_VALUE.match(state):
         raise BadInput("callback without a well-formed code and state")
@@ -142,25 +143,35 @@ def installed() -> Response[str]:
     return web.html_response(page)
 
 
-def _authorization_refused(error: str) -> Response[str]:
+def _authorization_refused(error: str, state: str) -> Response[str]:
     """UltraCart redirected back with ``error=`` instead of a code."""
     from ucoauth import pages
 
     metrics.add_metric(name="InstallDeclined", unit="Count", value=1)
+    # The state cookie is cleared only when this attempt set it: after a Deny in an older tab, it
+    # belongs to the newer tab's installation, which must still finish.
+    try:
+        nonce = web.read_cookie(app.current_event.raw_event, STATE_COOKIE)
+    except BadInput:  # two different state cookies: neither is provably this attempt's
+        nonce = None
+    ours = OAUTH_VALUE.match(state) is not None and state_issued_here(get_services(), nonce, state=state)
+    cookies: list[Cookie] | None = None if ours else []
     if error == "access_denied":
-        return _page(pages.declined(_brand(), _retry_href()))
+        return _page(pages.declined(_brand(), _retry_href()), cookies=cookies)
     if error == "invalid_request":
-        return _page(pages.link_expired(_brand(), _retry_href()))
+        return _page(pages.link_expired(_brand(), _retry_href()), cookies=cookies)
     if error in _TEMPORARY_ERRORS:
         logger.warning("UltraCart reported a temporary failure on the redirect", error=error)
-        return _page(pages.upstream_failed(_brand(), _TEMPORARY_ERRORS[error], _retry_href()))
+        return _page(
+            pages.upstream_failed(_brand(), _TEMPORARY_ERRORS[error], _retry_href()), cookies=cookies
+        )
     if error in APP_MISCONFIGURED_ERRORS:
         logger.error("UltraCart refused the app's registration: check the client id and scopes", error=error)
-        return _page(pages.misconfigured(_brand()))
+        return _page(pages.misconfigured(_brand()), cookies=cookies)
     logger.warning(
         "unknown error on the redirect from UltraCart", error=error if OAUTH_ERROR.match(error) else "?"
     )
-    return _page(pages.damaged_link(_brand(), _retry_href()))
+    return _page(pages.damaged_link(_brand(), _retry_href()), cookies=cookies)
 
 
 @app.exception_handler(BadInput)

@@ -72,6 +72,20 @@ def test_callback_costs_5_aws_calls_plus_one_budget_unit_per_ultracart_call(
     assert sandbox.requests() == []
 
 
+def test_a_deny_costs_one_read_of_its_state_and_no_ultracart_call(live: Services, sandbox: Sandbox) -> None:
+    start = invoke("OAuthBrowserFunction", load_event("install.json"))
+    state = parse_qs(urlsplit(start["headers"]["Location"]).query)["state"][0]
+    nonce = start["cookies"][0].split(";")[0].split("=", 1)[1]
+    counter = AwsCallCounter()
+    sandbox.clear_requests()
+    event = load_event("callback-success.json", code="unused", state=state, nonce=nonce)
+    event["rawQueryString"] = f"error=access_denied&state={state}"
+    response = invoke("OAuthBrowserFunction", event)
+    assert response["statusCode"] == 200
+    assert counter.by_operation() == {"dynamodb.GetItem": 1}  # was the state issued to this tab?
+    assert sandbox.requests() == []
+
+
 def test_refresh_costs_at_most_6_aws_calls_and_1_ultracart_call(live: Services, sandbox: Sandbox) -> None:
     seed_installation(live, sandbox, "COUNT2", expires_in=60)
     counter = AwsCallCounter()

@@ -386,3 +386,40 @@ def test_post_install_redirect(services: Services, fake_uc: FakeUltraCart, aws: 
     assert response["headers"]["Location"] == "https://app.example/welcome?merchant_id=DEMO1"
     assert RECEIPT_COOKIE not in repr(response["cookies"])
     assert not [i for i in items(aws) if i["pk"]["S"].startswith("RECEIPT#")]
+
+
+def declined(state: str, nonce: str) -> dict[str, Any]:
+    """UltraCart's redirect after the merchant pressed Deny, in a browser holding ``nonce``."""
+    event = load_event("callback-success.json", code="unused", state=state, nonce=nonce)
+    event["rawQueryString"] = f"error=access_denied&state={state}"
+    return invoke(FN, event)  # type: ignore[no-any-return]
+
+
+def _clears_state_cookie(response: dict[str, Any]) -> bool:
+    return any(str(c).startswith("__Host-ucoauth_state=;") for c in response.get("cookies") or [])
+
+
+def test_a_decline_in_an_older_tab_leaves_the_newer_tabs_installation_alone(
+    services: Services, fake_uc: FakeUltraCart
+) -> None:
+    # Given two tabs started from /install: the second one's cookie replaced the first one's.
+    older_state, _, _ = start_install(services)
+    newer_state, newer_nonce, _ = start_install(services)
+    # When the older tab declines
+    response = declined(older_state, newer_nonce)
+    # Then it shows the cancelled page and keeps the newer tab's state cookie
+    assert response["statusCode"] == 200 and "cancelled" in response["body"]
+    assert not _clears_state_cookie(response)
+    # and the newer tab still installs
+    finished = callback(fake_uc.new_code("DEMO1"), newer_state, newer_nonce)
+    assert finished["statusCode"] == 303
+
+
+def test_a_decline_in_the_tab_that_started_clears_its_state_cookie(
+    services: Services, fake_uc: FakeUltraCart
+) -> None:
+    state, nonce, _ = start_install(services)
+    response = declined(state, nonce)
+    assert response["statusCode"] == 200 and "cancelled" in response["body"]
+    assert _clears_state_cookie(response)
+    assert fake_uc.calls == []

@@ -317,7 +317,7 @@ def test_one_runbook_table_covers_every_alarm(cfn: dict[str, Any]) -> None:
 # --------------------------------------------------------------------------------------
 PUBLIC_ITEM_RIGHTS: dict[str, dict[str, set[str]]] = {
     "OAuthBrowserFunction": {
-        "STATE#*": {"dynamodb:PutItem", "dynamodb:DeleteItem"},
+        "STATE#*": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem"},
         "MERCHANT#*": {"dynamodb:UpdateItem"},
         "BUDGET#*": {"dynamodb:UpdateItem"},
         "RECEIPT#*": {"dynamodb:GetItem", "dynamodb:PutItem"},

@@ -18,7 +18,7 @@ CALLS: dict[str, set[str]] = {
         "dynamodb:PutItem",  # state; success receipt
         "dynamodb:DeleteItem",  # consume state
         "dynamodb:UpdateItem",  # save installation; the shared UltraCart call budget
-        "dynamodb:GetItem",  # the reload-safe success receipt
+        "dynamodb:GetItem",  # the reload-safe success receipt; a Deny: was the state issued here?
         "kms:Encrypt",
         "events:PutEvents",
         "sqs:SendMessage",  # a reinstall: the replaced grant, to the revoke queue
@@ -101,7 +101,7 @@ CALLS: dict[str, set[str]] = {
 # UpdateItem). Every other function's table rights are unconditional on the key.
 ITEM_PREFIXES: dict[str, dict[str, set[str]]] = {
     "OAuthBrowserFunction": {
-        "STATE#*": {"dynamodb:PutItem", "dynamodb:DeleteItem"},
+        "STATE#*": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem"},  # Get: whose Deny
         "MERCHANT#*": {"dynamodb:UpdateItem"},
         "BUDGET#*": {"dynamodb:UpdateItem"},
         "RECEIPT#*": {"dynamodb:GetItem", "dynamodb:PutItem"},

@@ -200,6 +200,16 @@ def read_receipt(services: Services, nonce: str | None) -> Receipt | None:
     return services.receipts.get(nonce, now=services.now())
 
 
+def state_issued_here(services: Services, nonce: str | None, *, state: str) -> bool:
+    """Whether this browser (its state cookie ``nonce``) started the install ``state`` belongs to.
+
+    Asked on an error redirect (a Deny): only then is the state cookie this attempt's to clear. A
+    newer /install in another tab has replaced it, and that tab still needs it."""
+    if not nonce or not state:
+        return False
+    return services.states.issued_to(state, browser_nonce=nonce)
+
+
 def receipt_for_callback(services: Services, nonce: str | None, *, state: str) -> Receipt | None:
     """The receipt of the install that consumed ``state``: a reload of its own callback URL."""
     receipt = read_receipt(services, nonce)

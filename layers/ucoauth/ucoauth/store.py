@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -839,6 +840,14 @@ class StateStore:
             },
             ConditionExpression="attribute_not_exists(pk)",
         )
+
+    def issued_to(self, state: str, *, browser_nonce: str) -> bool:
+        """Whether ``state`` is stored and was issued to the browser holding ``browser_nonce``."""
+        found = self._ddb().get_item(
+            TableName=self.table_name, Key=self._key(state), ProjectionExpression="browser"
+        )
+        stored = found.get("Item", {}).get("browser", {}).get("S")
+        return stored is not None and secrets.compare_digest(stored, digest(browser_nonce))
 
     def consume(self, state: str, *, browser_nonce: str, now: int) -> None:
         """Delete the state in one conditional write that checks existence, expiry and browser.

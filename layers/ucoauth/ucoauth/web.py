@@ -80,7 +80,7 @@ def state_cookie(nonce: str, *, max_age: int) -> Cookie:
 
 
 def clear_state_cookie() -> Cookie:
-    """Expire the state cookie (after any callback, successful or not)."""
+    """Expire the state cookie (after a callback that spent this browser's state)."""
     return state_cookie("", max_age=0)
 
 
