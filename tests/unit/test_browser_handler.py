@@ -9,6 +9,7 @@ import boto3
 import pytest
 
 from devstack.resources import LocalResources
+from tests.support import faults
 from tests.support.clock import Clock
 from tests.support.fake_ultracart import FakeUltraCart, transient
 from tests.support.lambdas import invoke, load_event
@@ -423,3 +424,14 @@ def test_a_decline_in_the_tab_that_started_clears_its_state_cookie(
     assert response["statusCode"] == 200 and "cancelled" in response["body"]
     assert _clears_state_cookie(response)
     assert fake_uc.calls == []
+
+
+def test_a_deny_shows_its_page_even_when_the_state_cannot_be_read(
+    services: Services, fake_uc: FakeUltraCart
+) -> None:
+    state, nonce, _ = start_install(services)
+    with faults.aws_faults(faults.throttle("dynamodb", "GetItem")):
+        response = declined(state, nonce)
+    # The merchant still sees that the installation was cancelled; the cookie stays (unknown).
+    assert response["statusCode"] == 200 and "cancelled" in response["body"]
+    assert not _clears_state_cookie(response)

@@ -207,7 +207,12 @@ def state_issued_here(services: Services, nonce: str | None, *, state: str) -> b
     newer /install in another tab has replaced it, and that tab still needs it."""
     if not nonce or not state:
         return False
-    return services.states.issued_to(state, browser_nonce=nonce)
+    try:
+        return services.states.issued_to(state, browser_nonce=nonce)
+    except (BotoCoreError, ClientError) as exc:
+        # The page matters more than the cookie: keep it (it expires with the state) and go on.
+        logger.warning("could not read the state of a refused authorization", error=type(exc).__name__)
+        return False
 
 
 def receipt_for_callback(services: Services, nonce: str | None, *, state: str) -> Receipt | None:
