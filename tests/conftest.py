@@ -12,7 +12,7 @@ from moto.server import ThreadedMotoServer
 
 from devstack.motolock import serialize_dynamodb
 from devstack.resources import LocalResources, create_resources
-from tests.support.moto_stack import in_process_stack, shared_botocore_data
+from tests.support.moto_stack import in_process_stack, shared_botocore_data, update_expressions_checked_once
 
 REGION = "us-east-1"
 
@@ -21,6 +21,13 @@ REGION = "us-east-1"
 def _botocore_data_parsed_once() -> Iterator[None]:
     """botocore's data files (service models, endpoints) parsed once per process, not per session."""
     with shared_botocore_data():
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _update_expressions_checked_once() -> Iterator[None]:
+    """moto parses and shape-checks each distinct UpdateExpression once per process, not per write."""
+    with update_expressions_checked_once():
         yield
 
 

@@ -18,6 +18,8 @@ import boto3
 import botocore.session
 import moto
 from moto.backends import get_backend
+from moto.dynamodb.parsing import validators
+from moto.dynamodb.parsing.expressions import UpdateExpressionParser  # type: ignore[attr-defined]
 
 from devstack.resources import LocalResources, create_resources
 
@@ -45,6 +47,72 @@ def shared_botocore_data() -> Iterator[None]:
         yield
     finally:
         botocore.session.create_loader = original
+
+
+@contextmanager
+def update_expressions_checked_once() -> Iterator[None]:
+    """moto's DynamoDB parses an UpdateExpression once per UpdateItem and checks its shape once per
+    UpdateItem, as DynamoDB does; here both happen once per distinct expression.
+
+    An installation write sets and removes some twenty attributes, and moto's two checks of the
+    expression's shape alone (at most one clause of each kind, no path set twice) visit every
+    sub-expression of every sub-expression: several milliseconds per write, most of the unit
+    tests' time in moto. Neither looks at the item or the values, only at the expression (and the
+    attribute names), so the answer of the first check holds for every later write of the same
+    expression. Everything that depends on the item or the values (types, missing paths, key
+    attributes, the conditions) is still evaluated on every write, and an expression that fails
+    to parse or a check is never remembered: it fails every time.
+    """
+    original_make = UpdateExpressionParser.__dict__["make"]
+    original_init = validators.UpdateExpressionValidator.__init__
+    parsed: dict[str, Any] = {}
+    # id of a parsed expression -> (that expression, the attribute names it passed the checks with)
+    passed: dict[int, tuple[Any, set[tuple[tuple[str, str], ...]]]] = {}
+    shape_checks = (validators.ActionCountValidator, validators.OverlappingPathsValidator)
+
+    def make(cls: Any, expression_str: str) -> Any:
+        # moto's validators work on a deep copy; nothing changes the parsed tree itself.
+        if expression_str not in parsed:
+            parsed[expression_str] = original_make.__func__(cls, expression_str)
+            passed[id(parsed[expression_str])] = (parsed[expression_str], set())
+        return parsed[expression_str]
+
+    class _ShapeChecksOnce:
+        """The two shape checks as one processor, skipped once they passed for (expression, names)."""
+
+        def __init__(self, checks: list[Any], remembered: set[tuple[tuple[str, str], ...]], names: Any):
+            self.checks = checks
+            self.remembered = remembered
+            self.names = tuple(sorted((names or {}).items()))
+
+        def traverse(self, node: Any) -> Any:
+            if self.names in self.remembered:
+                return node
+            for check in self.checks:
+                node = check.traverse(node)
+            self.remembered.add(self.names)
+            return node
+
+    def init(self: Any, expression: Any, expression_attribute_names: Any, *args: Any, **kwargs: Any) -> None:
+        original_init(self, expression, expression_attribute_names, *args, **kwargs)
+        entry = passed.get(id(expression))
+        if entry is None or entry[0] is not expression:
+            return  # not an expression parsed here: every check runs
+        checks = self.processors[: len(shape_checks)]
+        if tuple(type(p) for p in checks) != shape_checks:
+            return  # another moto: its processors as they are
+        self.processors = [
+            _ShapeChecksOnce(checks, entry[1], expression_attribute_names),
+            *self.processors[len(checks) :],
+        ]
+
+    UpdateExpressionParser.make = classmethod(make)
+    validators.UpdateExpressionValidator.__init__ = init  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        UpdateExpressionParser.make = original_make
+        validators.UpdateExpressionValidator.__init__ = original_init  # type: ignore[method-assign]
 
 
 @contextmanager
