@@ -14,6 +14,9 @@ from devstack.motolock import serialize_dynamodb
 from devstack.resources import LocalResources, create_resources
 from tests.support.moto_stack import in_process_stack, shared_botocore_data, update_expressions_checked_once
 
+# pytest-xdist's groups under pytest 9.2 (a hook: conftest registers what it imports).
+from tests.support.xdist_groups import pytest_collection_modifyitems  # noqa: F401
+
 REGION = "us-east-1"
 
 
