@@ -13,7 +13,12 @@ from moto.server import ThreadedMotoServer
 
 from devstack.motolock import serialize_dynamodb
 from devstack.resources import LocalResources, create_resources
-from tests.support.moto_stack import in_process_stack, shared_botocore_data, update_expressions_checked_once
+from tests.support.moto_stack import (
+    in_process_stack,
+    shared_botocore_data,
+    shared_botocore_handler_checks,
+    update_expressions_checked_once,
+)
 
 # pytest-xdist's groups under pytest 9.2 (a hook: conftest registers what it imports).
 from tests.support.xdist_groups import pytest_collection_modifyitems  # noqa: F401
@@ -37,8 +42,9 @@ def pytest_collection_finish(session: pytest.Session) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def _botocore_data_parsed_once() -> Iterator[None]:
-    """botocore's data files (service models, endpoints) parsed once per process, not per session."""
-    with shared_botocore_data():
+    """botocore's data files (service models, endpoints) parsed, and its handlers' signatures and
+    event names worked out, once per process, not per session."""
+    with shared_botocore_data(), shared_botocore_handler_checks():
         yield
 
 

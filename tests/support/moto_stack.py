@@ -10,11 +10,14 @@ that resets moto's backends (``mock_aws`` with its default reset, moto's server'
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import types
+import weakref
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import boto3
+import botocore.hooks
 import botocore.session
 import moto
 from moto.backends import get_backend
@@ -47,6 +50,44 @@ def shared_botocore_data() -> Iterator[None]:
         yield
     finally:
         botocore.session.create_loader = original
+
+
+@contextmanager
+def shared_botocore_handler_checks() -> Iterator[None]:
+    """A new botocore session registers some 130 handlers, and botocore works out two things
+    for each, every time: the handler's signature (does it take ``**kwargs``?) and the event's
+    name after botocore's renames (``EVENT_ALIASES``). Both depend only on the function and
+    the name, so in the block they are worked out once per process instead of once per
+    session (and the package makes a session after every ``ucoauth.reset()``).
+    """
+    hooks: Any = botocore.hooks  # private names, which botocore's type stubs leave out
+    original_accepts = hooks.accepts_kwargs
+    original_alias = hooks.EventAliaser._alias_event_name
+    signatures: weakref.WeakKeyDictionary[Callable[..., Any], Any] = weakref.WeakKeyDictionary()
+    aliases: dict[str, str] = {}
+
+    def accepts_kwargs(func: Any) -> Any:
+        function = getattr(func, "__func__", func)  # a bound method has its function's **kwargs
+        if not isinstance(function, types.FunctionType):
+            return original_accepts(func)
+        if function not in signatures:
+            signatures[function] = original_accepts(func)
+        return signatures[function]
+
+    def alias_event_name(self: Any, event_name: str) -> str:
+        if self._event_aliases is not hooks.EVENT_ALIASES:
+            return original_alias(self, event_name)  # type: ignore[no-any-return]
+        if event_name not in aliases:
+            aliases[event_name] = original_alias(self, event_name)
+        return aliases[event_name]
+
+    hooks.accepts_kwargs = accepts_kwargs
+    hooks.EventAliaser._alias_event_name = alias_event_name
+    try:
+        yield
+    finally:
+        hooks.accepts_kwargs = original_accepts
+        hooks.EventAliaser._alias_event_name = original_alias
 
 
 @contextmanager
