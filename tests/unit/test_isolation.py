@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import boto3
+from moto.core.models import responses_mock
 
 from devstack.resources import LocalResources
 from tests.support.moto_stack import in_process_stack
@@ -58,3 +59,14 @@ def test_an_update_expression_checked_once_is_still_refused_where_dynamodb_refus
         assert update("SET #a = :v, #b = :v REMOVE #a", {"#a": "one", "#b": "two"}) == "ValidationException"
     item = dynamodb.get_item(TableName=aws.table_name, Key=key)["Item"]
     assert item["one"] == item["two"] == {"S": "v"}
+
+
+def test_each_test_starts_moto_with_the_same_routes_not_the_last_tests_too(aws_env: None) -> None:
+    # mock_aws(reset=False) adds its routes for the requests library at every start; the stack
+    # removes them when the mock stops, so a worker's hundredth test routes what its first did.
+    counts = []
+    for _ in range(3):
+        with in_process_stack("us-east-1"):
+            counts.append(len(responses_mock.registered()))
+    assert counts[0] > 0 and counts == [counts[0]] * 3
+    assert responses_mock.registered() == []
