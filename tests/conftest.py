@@ -14,6 +14,7 @@ from moto.server import ThreadedMotoServer
 from devstack.motolock import serialize_dynamodb
 from devstack.resources import LocalResources, create_resources
 from tests.support.moto_stack import (
+    event_paths_parsed_once,
     in_process_stack,
     shared_botocore_data,
     shared_botocore_handler_checks,
@@ -50,8 +51,9 @@ def _botocore_data_parsed_once() -> Iterator[None]:
 
 @pytest.fixture(scope="session", autouse=True)
 def _update_expressions_checked_once() -> Iterator[None]:
-    """moto parses and shape-checks each distinct UpdateExpression once per process, not per write."""
-    with update_expressions_checked_once():
+    """moto parses and shape-checks each distinct UpdateExpression, and parses each JSONPath of its
+    EventBridge, once per process, not per write or event."""
+    with update_expressions_checked_once(), event_paths_parsed_once():
         yield
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import boto3
 import botocore.hooks
 import botocore.session
+import jsonpath_ng.ext
 import moto
 from moto.backends import get_backend
 from moto.core.custom_responses_mock import reset_responses_mock
@@ -168,6 +169,28 @@ def update_expressions_checked_once() -> Iterator[None]:
         UpdateExpressionParser.make = original_make
         validators.UpdateExpressionValidator.__init__ = original_init  # type: ignore[method-assign]
         traverser.nodes_to_be_processed = original_node_types
+
+
+@contextmanager
+def event_paths_parsed_once() -> Iterator[None]:
+    """moto's EventBridge parses the same eight JSONPath expressions (its default input paths) for
+    every target of every event it delivers, each with a new lexer and parser (~1 ms apiece, a
+    tenth of a PutEvents). A parsed path is only read (``find``), so one per expression serves all.
+    """
+    module: Any = jsonpath_ng.ext
+    original = module.parse
+    parsed: dict[tuple[str, Any], Any] = {}
+
+    def parse(path: str, debug: Any = None) -> Any:
+        if (path, debug) not in parsed:
+            parsed[path, debug] = original(path, debug)
+        return parsed[path, debug]
+
+    module.parse = parse  # moto imports it from the module at each call
+    try:
+        yield
+    finally:
+        module.parse = original
 
 
 @contextmanager
