@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import urllib.request
 from collections.abc import Iterator
@@ -12,15 +13,47 @@ from moto.server import ThreadedMotoServer
 
 from devstack.motolock import serialize_dynamodb
 from devstack.resources import LocalResources, create_resources
-from tests.support.moto_stack import in_process_stack, shared_botocore_data
+from tests.support.moto_stack import (
+    event_paths_parsed_once,
+    in_process_stack,
+    shared_botocore_data,
+    shared_botocore_handler_checks,
+    update_expressions_checked_once,
+)
+
+# pytest-xdist's groups under pytest 9.2 (a hook: conftest registers what it imports).
+from tests.support.xdist_groups import pytest_collection_modifyitems  # noqa: F401
 
 REGION = "us-east-1"
 
 
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Python's cyclic garbage collector, tuned for a test process (a tenth of the unit tests' CPU).
+
+    After collection the heap holds every imported module (botocore's models, moto, hypothesis),
+    which lives until the process ends; each full collection walked all of it again. ``freeze``
+    leaves those objects out of every later collection, and larger thresholds collect the many
+    short-lived objects of moto's requests less often. Only when garbage is collected changes,
+    not what is: cycles are still freed, and pytest's own collection at the end still runs.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(20_000, 50, 100)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _botocore_data_parsed_once() -> Iterator[None]:
-    """botocore's data files (service models, endpoints) parsed once per process, not per session."""
-    with shared_botocore_data():
+    """botocore's data files (service models, endpoints) parsed, and its handlers' signatures and
+    event names worked out, once per process, not per session."""
+    with shared_botocore_data(), shared_botocore_handler_checks():
+        yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _update_expressions_checked_once() -> Iterator[None]:
+    """moto parses and shape-checks each distinct UpdateExpression, and parses each JSONPath of its
+    EventBridge, once per process, not per write or event."""
+    with update_expressions_checked_once(), event_paths_parsed_once():
         yield
 
 
