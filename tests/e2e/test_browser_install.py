@@ -157,8 +157,16 @@ def test_merchant_denies_and_sees_the_cancelled_page(stack: LocalStack, chromium
         context.close()
 
 
-def test_two_tabs_the_older_one_names_the_other_and_the_newer_one_still_installs(
-    stack: LocalStack, chromium: Any
+@pytest.mark.parametrize(
+    ("button", "merchant_id", "status", "heading"),
+    [
+        ("#approve", "E2E3", 400, "The installation was started again in another tab"),
+        ("#deny", "E2E4", 200, "Installation of Acme Sync cancelled"),
+    ],
+    ids=["approve", "deny"],
+)
+def test_two_tabs_what_the_older_one_does_leaves_the_newer_one_to_install(
+    stack: LocalStack, chromium: Any, button: str, merchant_id: str, status: int, heading: str
 ) -> None:
     browser = chromium.get()
     context = browser.new_context(viewport=VIEWPORT)
@@ -167,45 +175,16 @@ def test_two_tabs_the_older_one_names_the_other_and_the_newer_one_still_installs
         # Given two tabs started from /install: the second one's cookie replaced the first's.
         older = _open_consent_page(stack, context)
         newer = _open_consent_page(stack, context)
-        # When the older tab approves
-        older.fill("#merchant_id", "E2E3")
+        # When the older tab approves (or declines)
+        older.fill("#merchant_id", merchant_id)
         with older.expect_response(_is_callback) as callback:
-            older.click("#approve")
+            older.click(button)
         older.wait_for_load_state()
-        # Then it says what happened, and leaves the newer tab's installation alone
-        assert callback.value.status == 400
-        assert older.locator("h1").inner_text() == "The installation was started again in another tab"
+        # Then it says what happened, and leaves the newer tab's state cookie and installation alone
+        assert callback.value.status == status
+        assert older.locator("h1").inner_text() == heading
         assert STATE_COOKIE in {c["name"] for c in context.cookies(stack.gateway_url)}
-        newer.fill("#merchant_id", "E2E3")
-        with newer.expect_response(_is_callback) as finished:
-            newer.click("#approve")
-        newer.wait_for_load_state()
-        assert finished.value.status == 303
-        assert newer.locator("h1").inner_text() == "Acme Sync is installed"
-    finally:
-        context.close()
-
-
-def test_two_tabs_a_deny_in_the_older_one_leaves_the_newer_one_to_install(
-    stack: LocalStack, chromium: Any
-) -> None:
-    browser = chromium.get()
-    context = browser.new_context(viewport=VIEWPORT)
-    context.set_default_timeout(TIMEOUT_MS)
-    try:
-        # Given two tabs started from /install: the second one's cookie replaced the first's.
-        older = _open_consent_page(stack, context)
-        newer = _open_consent_page(stack, context)
-        # When the older tab declines
-        older.fill("#merchant_id", "E2E4")
-        with older.expect_response(_is_callback) as callback:
-            older.click("#deny")
-        older.wait_for_load_state()
-        assert callback.value.status == 200
-        assert older.locator("h1").inner_text() == "Installation of Acme Sync cancelled"
-        # Then the newer tab's state cookie is still there, and its installation finishes
-        assert STATE_COOKIE in {c["name"] for c in context.cookies(stack.gateway_url)}
-        newer.fill("#merchant_id", "E2E4")
+        newer.fill("#merchant_id", merchant_id)
         with newer.expect_response(_is_callback) as finished:
             newer.click("#approve")
         newer.wait_for_load_state()
