@@ -13,6 +13,7 @@ from moto.server import ThreadedMotoServer
 
 from devstack.motolock import serialize_dynamodb
 from devstack.resources import LocalResources, create_resources
+from devstack.stack import LocalStack
 from tests.support.moto_stack import (
     event_paths_parsed_once,
     in_process_stack,
@@ -55,6 +56,17 @@ def _update_expressions_checked_once() -> Iterator[None]:
     EventBridge, once per process, not per write or event."""
     with update_expressions_checked_once(), event_paths_parsed_once():
         yield
+
+
+@pytest.fixture(autouse=True)
+def _roles_respected() -> Iterator[None]:
+    """After every test: no function of a running local stack made a call its role does not allow
+    (the stack refused it as AWS would; this fails the test even when the code swallowed it)."""
+    yield
+    stack = LocalStack.running()
+    if stack is not None:
+        violations = stack.take_violations()
+        assert not violations, "calls the functions' roles do not allow:\n" + "\n".join(map(str, violations))
 
 
 @pytest.fixture

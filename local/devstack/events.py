@@ -93,7 +93,8 @@ def regenerate(state: dict[str, Any], out: Path = EVENTS) -> None:
 
     template = load_template()
     environment: dict[str, str] = dict(state["environment"])
-    apply_environment({**environment, **aws_environment(state["moto_url"], state["region"])})
+    harness = state.get("credentials", {}).get("harness")
+    apply_environment({**environment, **aws_environment(state["moto_url"], state["region"], harness)})
     # Each function's own environment (a state file of an older stack has only the shared one).
     environments: dict[str, dict[str, str]] = state.get("environments") or {}
     invoker = template_invoker(

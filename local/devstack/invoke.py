@@ -28,6 +28,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from devstack.iam import acting_as
 from devstack.resources import DEFAULT_REGION, ROOT, FunctionCode, function_handlers, function_timeouts
 
 LAYER_DIR = ROOT / "layers" / "ucoauth"
@@ -200,7 +201,8 @@ class Invoker:
         with self._lock:
             context = self.context(logical_id)
             try:
-                with self._environment_of(logical_id):
+                # As the function: its clients sign with its role (when the local stack enforces roles).
+                with self._environment_of(logical_id), acting_as(logical_id):
                     return handler(event, context)
             finally:
                 if context.get_remaining_time_in_millis() == 0:
@@ -273,18 +275,26 @@ def template_invoker(
 # --------------------------------------------------------------------------------------
 # The process environment
 # --------------------------------------------------------------------------------------
-def aws_environment(endpoint_url: str, region: str = DEFAULT_REGION) -> dict[str, str]:
-    """Variables that point every boto3 client at the local AWS with the fake credentials."""
-    return {
+def aws_environment(
+    endpoint_url: str, region: str = DEFAULT_REGION, credentials: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Variables that point every boto3 client at the local AWS with ``credentials`` (a state
+    file's ``access_key``/``secret_key``/``token``: the harness's or a function's role session),
+    or the fake ones that work while the local AWS enforces nothing."""
+    credentials = credentials or {"access_key": LOCAL_ACCESS_KEY_ID, "secret_key": LOCAL_SECRET_ACCESS_KEY}
+    variables = {
         "AWS_ENDPOINT_URL": endpoint_url,
-        "AWS_ACCESS_KEY_ID": LOCAL_ACCESS_KEY_ID,
-        "AWS_SECRET_ACCESS_KEY": LOCAL_SECRET_ACCESS_KEY,
+        "AWS_ACCESS_KEY_ID": credentials["access_key"],
+        "AWS_SECRET_ACCESS_KEY": credentials["secret_key"],
         "AWS_REGION": region,
         "AWS_DEFAULT_REGION": region,
         # Never read a developer's real profile or credentials file.
         "AWS_CONFIG_FILE": os.devnull,
         "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
     }
+    if credentials.get("token"):
+        variables["AWS_SESSION_TOKEN"] = str(credentials["token"])
+    return variables
 
 
 def apply_environment(variables: Mapping[str, str]) -> dict[str, str | None]:
@@ -458,7 +468,9 @@ def _invoke(args: argparse.Namespace, result_stream: Any) -> int:
         return 2
     # The function's own environment (a state file of an older stack has only the shared one).
     environment = state.get("environments", {}).get(args.function, state["environment"])
-    apply_environment({**environment, **aws_environment(state["moto_url"], state["region"])})
+    # Signed as the function's role, as Lambda gives a function its role's session in these variables.
+    credentials = state.get("credentials", {}).get("functions", {}).get(args.function)
+    apply_environment({**environment, **aws_environment(state["moto_url"], state["region"], credentials)})
     try:
         result = invoker.invoke(args.function, event)
     except Exception:

@@ -134,7 +134,11 @@ class Runner:
         *,
         schedule_seconds: float | None = None,
         wait_seconds: int = 1,
+        event_source_client: Callable[[str], SQSClient] | None = None,
     ) -> None:
+        """``event_source_client(function)``: the SQS client that function's event source mapping
+        polls with. Lambda's poller uses the function's role, and so does the local stack's (the
+        default is one client with the fake credentials, for an AWS that enforces nothing)."""
         self.resources = resources
         self._invoke = invoke
         self._wait_seconds = wait_seconds
@@ -156,11 +160,15 @@ class Runner:
             self.schedule_seconds[schedule.logical_id] = float(seconds)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._sqs: SQSClient = boto3.session.Session(
-            aws_access_key_id=LOCAL_ACCESS_KEY_ID,
-            aws_secret_access_key=LOCAL_SECRET_ACCESS_KEY,
-            region_name=resources.region,
-        ).client("sqs", endpoint_url=resources.endpoint_url, config=_SQS_CONFIG)
+        if event_source_client is None:
+            shared: SQSClient = boto3.session.Session(
+                aws_access_key_id=LOCAL_ACCESS_KEY_ID,
+                aws_secret_access_key=LOCAL_SECRET_ACCESS_KEY,
+                region_name=resources.region,
+            ).client("sqs", endpoint_url=resources.endpoint_url, config=_SQS_CONFIG)
+            self._pollers = dict.fromkeys(self.sources, shared)
+        else:
+            self._pollers = {function: event_source_client(function) for function in self.sources}
 
     # -- one step at a time (tests) ------------------------------------------------------------
 
@@ -183,7 +191,8 @@ class Runner:
             raise KeyError(f"no function of template.yaml is fed by {queue_logical_id}")
         source = self.sources[function]
         queue_url = self.resources.queue_url(queue_logical_id)
-        answer = self._sqs.receive_message(
+        poller = self._pollers[function]
+        answer = poller.receive_message(
             QueueUrl=queue_url,
             MaxNumberOfMessages=min(10, source.batch_size),
             WaitTimeSeconds=self._wait_seconds if wait_seconds is None else wait_seconds,
@@ -213,7 +222,7 @@ class Runner:
         done = [m for m in messages if m["MessageId"] not in failed]
         for start in range(0, len(done), 10):
             chunk = done[start : start + 10]
-            self._sqs.delete_message_batch(
+            poller.delete_message_batch(
                 QueueUrl=queue_url,
                 Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)],
             )

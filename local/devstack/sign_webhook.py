@@ -78,9 +78,15 @@ def curl_command(url: str, webhook: SignedWebhook) -> str:
 
 def read_secret(state: dict[str, Any]) -> str:
     """The webhook secret, from the running stack's (local) Secrets Manager."""
+    # The stack's harness credentials (the local AWS enforces IAM); the fake ones for an older state file.
+    harness = state.get("credentials", {}).get("harness") or {
+        "access_key": LOCAL_ACCESS_KEY_ID,
+        "secret_key": LOCAL_SECRET_ACCESS_KEY,
+    }
     client = boto3.Session(
-        aws_access_key_id=LOCAL_ACCESS_KEY_ID,
-        aws_secret_access_key=LOCAL_SECRET_ACCESS_KEY,
+        aws_access_key_id=harness["access_key"],
+        aws_secret_access_key=harness["secret_key"],
+        aws_session_token=harness.get("token"),
         region_name=state["region"],
     ).client("secretsmanager", endpoint_url=state["moto_url"])
     return client.get_secret_value(SecretId=state["webhook_secret_arn"])["SecretString"]

@@ -13,6 +13,7 @@ Chromium treats ``http://localhost`` as a secure context, so the ``__Host-`` sta
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -24,6 +25,7 @@ from typing import Any
 import boto3
 from moto.server import ThreadedMotoServer
 
+from devstack import iam
 from devstack.gateway import Gateway
 from devstack.invoke import (
     LOCAL_ACCESS_KEY_ID,
@@ -45,6 +47,7 @@ from devstack.resources import (
     resources_of_type,
 )
 from devstack.runner import Runner
+from devstack.translate import translate
 
 HOST = "127.0.0.1"
 PUBLIC_HOST = "localhost"
@@ -102,6 +105,7 @@ class LocalStack:
         parameters: Mapping[str, str] | None = None,
         environ: Mapping[str, str] | None = None,
         schedule_seconds: float | None = None,
+        enforce_roles: bool = True,
     ) -> None:
         self.moto_port = moto_port
         self.gateway_port = gateway_port
@@ -125,8 +129,19 @@ class LocalStack:
         self.environment: dict[str, str] = {}
         self.environments: dict[str, dict[str, str]] = {}
         self.moto_url = ""
+        # Every function's role enforced (devstack.iam): the checker of their calls, and the
+        # credentials the local AWS knows (None until the roles exist, or with enforce_roles=False).
+        self.enforce_roles = enforce_roles
+        self.checker: iam.PolicyChecker | None = None
+        self.identities: iam.Identities | None = None
+        self._enforcement: contextlib.ExitStack | None = None
 
     # -- what tests and tools use -------------------------------------------------------------
+
+    @classmethod
+    def running(cls) -> LocalStack | None:
+        """The stack running in this process, if any (one at a time: os.environ is shared)."""
+        return cls._active
 
     def _invoke(self, logical_id: str, event: dict[str, Any]) -> Any:
         """The gateway's way in (the invoker is made once the gateway's URL is known)."""
@@ -167,13 +182,29 @@ class LocalStack:
     def ultracart_base_url(self) -> str:
         return self.environment["ULTRACART_BASE_URL"]
 
-    def session(self) -> boto3.Session:
-        """A boto3 session with the local fake credentials (use ``endpoint_url=stack.moto_url``)."""
+    def session(self, function: str | None = None) -> boto3.Session:
+        """A boto3 session of the local AWS (use ``endpoint_url=stack.moto_url``): the harness's,
+        allowed everything, or with ``function`` that function's role session. Before the roles
+        exist (or without enforcement) the fake credentials."""
+        if self.identities is None:
+            if function is not None:
+                raise StackError("roles are not enforced in this stack: no function credentials")
+            return boto3.Session(
+                aws_access_key_id=LOCAL_ACCESS_KEY_ID,
+                aws_secret_access_key=LOCAL_SECRET_ACCESS_KEY,
+                region_name=DEFAULT_REGION,
+            )
+        found = self.identities.harness if function is None else self.identities.functions[function]
         return boto3.Session(
-            aws_access_key_id=LOCAL_ACCESS_KEY_ID,
-            aws_secret_access_key=LOCAL_SECRET_ACCESS_KEY,
+            aws_access_key_id=found.access_key,
+            aws_secret_access_key=found.secret_key,
+            aws_session_token=found.token,
             region_name=DEFAULT_REGION,
         )
+
+    def take_violations(self) -> list[iam.Violation]:
+        """The calls a function made that its role does not allow, since the last take (and forget them)."""
+        return [] if self.checker is None else self.checker.take_violations()
 
     def client(self, service: str) -> Any:
         """A boto3 client of the local AWS."""
@@ -236,13 +267,23 @@ class LocalStack:
         except ValueError as exc:  # a parameter the template refuses (e.g. a non-https UltraCart)
             raise StackError(str(exc)) from exc
         self._resources = resources
+        if self.enforce_roles:
+            self._enforce(resources)
 
         # 3. The gateway (bound now: the redirect URI names its port).
         try:
             gateway = Gateway(
                 http_routes(self.template),
                 self._invoke,
-                credentials={LOCAL_ACCESS_KEY_ID: LOCAL_SECRET_ACCESS_KEY},
+                # The fake credentials (curl, the README) and the harness's, which moto's IAM knows too.
+                credentials={
+                    LOCAL_ACCESS_KEY_ID: LOCAL_SECRET_ACCESS_KEY,
+                    **(
+                        {}
+                        if self.identities is None
+                        else {self.identities.harness.access_key: self.identities.harness.secret_key}
+                    ),
+                },
                 host=HOST,
                 port=self.gateway_port,
                 region=resources.region,
@@ -272,12 +313,54 @@ class LocalStack:
         )
         self._invoker = invoker
         self._previous_env = apply_environment(
-            {**self.environment, **aws_environment(self.moto_url, resources.region)}
+            {**self.environment, **aws_environment(self.moto_url, resources.region, self._credentials(None))}
         )
+        if self.identities is not None:
+            from ucoauth import aws
+
+            # Every client of the package signs as the function being run (the invoker says which).
+            aws.set_session(iam.identity_session(self.identities, self.checker))
         # Imported with the environment in place, as Lambda imports them (Powertools reads it then).
         invoker.loader.load_all()
-        self._runner = Runner(resources, invoker.invoke, schedule_seconds=self.schedule_seconds)
+        self._runner = Runner(
+            resources,
+            invoker.invoke,
+            schedule_seconds=self.schedule_seconds,
+            event_source_client=self.event_source_client if self.identities is not None else None,
+        )
         gateway.start()
+
+    def _enforce(self, resources: LocalResources) -> None:
+        """Every function's role from the translated template, in moto's IAM, enforced."""
+        translated = translate()  # the roles' shape; conditions and ARNs resolve to this stack below
+        roles = iam.function_roles(translated, resources.resolve)
+        self.checker = iam.PolicyChecker(
+            roles, iam.names_of(resources), iam.key_policy_denies(self.template, resources.resolve)
+        )
+        unsigned = self.session()
+        self.identities = iam.provision(
+            unsigned.client("iam", endpoint_url=self.moto_url),
+            unsigned.client("sts", endpoint_url=self.moto_url),
+            roles,
+            prefix=resources.stack_name,
+        )
+        stack = contextlib.ExitStack()
+        stack.enter_context(iam.enforcing())
+        self._enforcement = stack
+
+    def _credentials(self, function: str | None) -> dict[str, str] | None:
+        if self.identities is None:
+            return None
+        found = self.identities.harness if function is None else self.identities.functions[function]
+        return {"access_key": found.access_key, "secret_key": found.secret_key, "token": found.token or ""}
+
+    def event_source_client(self, function: str) -> Any:
+        """The SQS client of a function's event source mapping: signed with the function's role
+        (Lambda's poller uses it), its calls checked against that role."""
+        client = self.session(function).client("sqs", endpoint_url=self.moto_url)
+        if self.checker is not None:
+            self.checker.attach(client.meta.events, identity=function)
+        return client
 
     def stop(self) -> None:
         """Stop everything that was started, restore the environment (idempotent)."""
@@ -293,6 +376,12 @@ class LocalStack:
                 self._moto.stop()
                 self._moto = None
         finally:
+            if self._enforcement is not None:
+                self._enforcement.close()
+                self._enforcement = None
+                from ucoauth import aws
+
+                aws.set_session(None)
             if self._previous_env is not None:
                 restore_environment(self._previous_env)
                 self._previous_env = None
@@ -336,6 +425,13 @@ class LocalStack:
             "queue_urls": {logical_id: resources.queue_url(logical_id) for logical_id in queues},
             "events_observer_queue_url": resources.events_observer_queue_url,
             "webhook_secret_arn": resources.webhook_secret_arn,
+            # Local fake credentials of the local AWS (moto's IAM), for the tools run beside it.
+            "credentials": None
+            if self.identities is None
+            else {
+                "harness": self._credentials(None),
+                "functions": {name: self._credentials(name) for name in self.identities.functions},
+            },
             "environment": dict(self.environment),
             "environments": {logical_id: dict(env) for logical_id, env in self.environments.items()},
         }

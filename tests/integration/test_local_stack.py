@@ -207,7 +207,7 @@ def test_queue_drain_deletes_like_an_event_source_mapping(stack: LocalStack, out
             return {"batchItemFailures": [{"itemIdentifier": "not-in-this-batch"}]}
         return {"batchItemFailures": [{"itemIdentifier": second}]}
 
-    runner = Runner(stack.resources, worker)
+    runner = Runner(stack.resources, worker, event_source_client=stack.event_source_client)
     queue_url = stack.resources.refresh_queue_url
     sqs = stack.client("sqs")
     for index in range(3):
@@ -369,3 +369,33 @@ def test_a_reinstall_revokes_the_grant_it_replaces_and_an_uninstall_leaves_none(
     assert response.status_code == 202, response.text
     stack.runner.drain_until_empty(timeout=10)
     assert not sandbox.live_grants("LS9").any  # nothing UltraCart honours outlives the uninstall
+
+
+# -- every role enforced -------------------------------------------------------------------------
+
+
+def test_an_uninstall_of_a_damaged_row_completes_under_the_revoke_workers_own_role(
+    stack: LocalStack, sandbox: Any
+) -> None:
+    # Given an installation whose stored ciphertext is damaged (KMS rejects it; the key works)
+    install(stack, "LS9")
+    stack.client("dynamodb").update_item(
+        TableName=stack.resources.table_name,
+        Key={"pk": {"S": "MERCHANT#LS9"}, "sk": {"S": "INSTALLATION"}},
+        UpdateExpression="SET tokens = :damaged",
+        ExpressionAttributeValues={":damaged": {"B": b"not a KMS ciphertext"}},
+    )
+    # When the merchant uninstalls, and the revoke worker runs under its own role
+    signed = sign_webhook.sign_uninstall(webhook_secret(stack), "LS9")
+    url = f"{stack.gateway_url}/webhooks/uninstall"
+    assert (
+        requests.post(url, data=signed.body.encode(), headers=signed.headers, timeout=TIMEOUT).status_code
+        == 202
+    )
+    stack.runner.drain_until_empty(timeout=10)
+    # Then the uninstall completes: no ciphertext kept, a tombstone, no KMS right missing
+    item = installation_item(stack, "LS9")
+    assert item["status"]["S"] == "uninstalled"
+    assert "tokens" not in item
+    assert get_token(stack, "LS9").json() == {"error": "not_installed"}
+    assert stack.take_violations() == []

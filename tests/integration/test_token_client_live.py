@@ -241,7 +241,7 @@ def test_the_client_finds_the_api_in_the_stacks_outputs(stack: LocalStack, sandb
     cloudformation = stack.client("cloudformation")
     cloudformation.create_stack(StackName="consumer-test", TemplateBody=json.dumps(template))
 
-    client = TokenClient(stack_name="consumer-test", session=local_session())
+    client = TokenClient(stack_name="consumer-test", session=local_session(stack))
     assert client.get("TC8").merchant_id == "TC8"
     assert client.url == stack.gateway_url
 

@@ -42,10 +42,15 @@ class CountingOpener(urllib.request.OpenerDirector):
         return self._inner.open(fullurl, data, timeout)
 
 
-def local_session() -> botocore.session.Session:
-    """A botocore session with the local stack's credentials (the gateway checks SigV4 with them)."""
+def local_session(stack: LocalStack | None = None) -> botocore.session.Session:
+    """A botocore session with the local fake credentials (the gateway checks SigV4 with them), or
+    with ``stack`` its harness's, which the local AWS's IAM knows as well (CloudFormation lookups)."""
     session = botocore.session.get_session()
-    session.set_credentials(LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY)
+    if stack is not None and stack.identities is not None:
+        harness = stack.identities.harness
+        session.set_credentials(harness.access_key, harness.secret_key)
+    else:
+        session.set_credentials(LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY)
     session.set_config_variable("region", DEFAULT_REGION)
     return session
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 _lock = threading.Lock()
 _clients: dict[str, Any] = {}
 _session: Any = None
+_injected_session: Any = None
 
 
 def _make(service: str) -> Any:
@@ -67,12 +68,22 @@ def set_client(service: str, value: Any) -> None:
         _clients[service] = value
 
 
+def set_session(session: Any) -> None:
+    """Build every client from this botocore session from now on (an app's own session, or the
+    local stack's, whose clients sign as the function being run); None: a default session."""
+    global _session, _injected_session
+    with _lock:
+        _clients.clear()
+        _injected_session = _session = session
+
+
 def reset_clients() -> None:
-    """Forget every cached client and the session, so the next ones read the environment anew."""
+    """Forget every cached client (and a default session), so the next ones read the environment
+    anew; a session given to :func:`set_session` stays."""
     global _session
     with _lock:
         _clients.clear()
-        _session = None
+        _session = _injected_session
 
 
 def dynamodb() -> DynamoDBClient:

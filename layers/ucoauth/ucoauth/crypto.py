@@ -26,6 +26,9 @@ PURPOSE = "ultracart-oauth-tokens"
 # with a key of its own (DeviceCodeKey), bound to its authorization id (it has no merchant yet).
 DEVICE_CODE_PURPOSE = "ultracart-device-code"
 _PROBE = b"ucoauth key probe"
+# A probe is encrypted under a purpose of its own: a role allowed to probe (the revoke worker's)
+# can encrypt probes for a merchant, never a ciphertext that would pass for that merchant's tokens.
+PROBE_PURPOSE = "ultracart-oauth-key-probe"
 
 
 def _code(exc: ClientError) -> str:
@@ -56,9 +59,10 @@ class TokenSet:
     refresh_token: str | None = field(repr=False)
 
 
-def encryption_context(merchant_id: str) -> dict[str, str]:
-    """The KMS encryption context for a merchant's tokens (the key policy requires merchant_id)."""
-    return {"merchant_id": merchant_id, "purpose": PURPOSE}
+def encryption_context(merchant_id: str, purpose: str = PURPOSE) -> dict[str, str]:
+    """The KMS encryption context for a merchant's tokens (the key policy requires merchant_id), or
+    with ``purpose`` for another use of the key for that merchant (the key probe)."""
+    return {"merchant_id": merchant_id, "purpose": purpose}
 
 
 def device_code_context(authorization_id: str) -> dict[str, str]:
@@ -73,18 +77,22 @@ class TokenCipher:
         self._key_id = key_id
         self._kms = kms_client
 
-    def _encrypt(self, merchant_id: str, plaintext: bytes) -> bytes:
+    def _encrypt(self, merchant_id: str, plaintext: bytes, purpose: str = PURPOSE) -> bytes:
         try:
             answer = self._kms().encrypt(
-                KeyId=self._key_id, Plaintext=plaintext, EncryptionContext=encryption_context(merchant_id)
+                KeyId=self._key_id,
+                Plaintext=plaintext,
+                EncryptionContext=encryption_context(merchant_id, purpose),
             )
         except (ClientError, BotoCoreError) as exc:
             raise _key_unavailable(exc, merchant_id) from None
         return answer["CiphertextBlob"]
 
-    def _decrypt(self, merchant_id: str, blob: bytes) -> bytes:
+    def _decrypt(self, merchant_id: str, blob: bytes, purpose: str = PURPOSE) -> bytes:
         answer = self._kms().decrypt(
-            CiphertextBlob=blob, EncryptionContext=encryption_context(merchant_id), KeyId=self._key_id
+            CiphertextBlob=blob,
+            EncryptionContext=encryption_context(merchant_id, purpose),
+            KeyId=self._key_id,
         )
         return answer["Plaintext"]
 
@@ -100,7 +108,7 @@ class TokenCipher:
         disabled or pending key, throttling, an outage): no state may change because of it.
         :class:`TokenDecryptError` only on evidence that the blob itself is damaged: KMS answers
         ``InvalidCiphertextException`` for it while a fresh probe, encrypted and decrypted with
-        the same key and this merchant's context, succeeds (so key, rights and context work).
+        the same key for this merchant, succeeds (so the key, its rights and the merchant work).
         """
         try:
             plaintext = self._decrypt(merchant_id, blob)
@@ -120,10 +128,13 @@ class TokenCipher:
         return TokenSet(access_token=str(data["a"]), refresh_token=str(refresh) if refresh else None)
 
     def _probe(self, merchant_id: str) -> None:
-        """Encrypt and decrypt a probe for this merchant: raises KeyUnavailableError unless both work."""
-        blob = self._encrypt(merchant_id, _PROBE)
+        """Encrypt and decrypt a probe for this merchant (under the probe's purpose): raises
+        KeyUnavailableError unless both work."""
+        blob = self._encrypt(merchant_id, _PROBE, PROBE_PURPOSE)
         try:
-            if self._decrypt(merchant_id, blob) != _PROBE:  # pragma: no cover - KMS returns what it got
+            if (
+                self._decrypt(merchant_id, blob, PROBE_PURPOSE) != _PROBE
+            ):  # pragma: no cover - KMS returns what it got
                 raise KeyUnavailableError("KMS returned a different probe")
         except (ClientError, BotoCoreError) as exc:
             raise _key_unavailable(exc, merchant_id) from None
