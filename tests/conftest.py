@@ -21,6 +21,7 @@ from tests.support.moto_stack import (
     shared_botocore_handler_checks,
     update_expressions_checked_once,
 )
+from tests.support.roles import package_under_roles
 
 # pytest-xdist's groups under pytest 9.2 (a hook: conftest registers what it imports).
 from tests.support.xdist_groups import pytest_collection_modifyitems  # noqa: F401
@@ -105,10 +106,25 @@ def moto_server() -> Iterator[str]:
 
 
 @pytest.fixture
-def aws_server(aws_env: None, moto_server: str, monkeypatch: pytest.MonkeyPatch) -> LocalResources:
-    """template.yaml's resources in a freshly reset moto server; AWS_ENDPOINT_URL points boto3 at it."""
-    request = urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST")
-    with urllib.request.urlopen(request, timeout=10) as response:
+def aws_server(
+    aws_env: None, moto_server: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> Iterator[LocalResources]:
+    """template.yaml's resources in a freshly reset moto server; AWS_ENDPOINT_URL points boto3 at it.
+    Every function's role is enforced (tests.support.roles): a handler the test invokes, or code it
+    runs ``acting_as`` a function, signs with that function's role and is judged against it.
+    ``@pytest.mark.client_secret(value)``: the stack is deployed with an UltraCart client secret
+    (a Secrets Manager secret holding ``value``, its ARN the ``UltraCartClientSecretArn`` parameter)."""
+    reset = urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST")
+    with urllib.request.urlopen(reset, timeout=10) as response:
         response.read()
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
-    return create_resources(boto3.Session(region_name=REGION), endpoint_url=moto_server, stage="test")
+    session = boto3.Session(region_name=REGION)
+    parameters: dict[str, str] = {}
+    marker = request.node.get_closest_marker("client_secret")
+    if marker is not None:
+        secrets = session.client("secretsmanager", endpoint_url=moto_server)
+        created = secrets.create_secret(Name="ultracart-client-secret", SecretString=str(marker.args[0]))
+        parameters["UltraCartClientSecretArn"] = created["ARN"]
+    resources = create_resources(session, endpoint_url=moto_server, stage="test", parameters=parameters)
+    with package_under_roles(resources, moto_server, monkeypatch):
+        yield resources

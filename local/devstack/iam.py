@@ -409,25 +409,23 @@ class PolicyChecker:
             taken, self.violations = self.violations, []
         return taken
 
-    def attach(self, events: Any, *, identity: str | None = None) -> None:
-        """Check the calls of every client made from a botocore session (its event system): as
-        ``identity``, or as whoever runs in the calling thread (:func:`acting_as`)."""
-        events.register("before-parameter-build", self._before_build(identity))
-        events.register("before-call", _refuse_denied)
 
-    def _before_build(self, fixed: str | None) -> Any:
-        def handler(params: Mapping[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
-            identity = fixed or _current.get()
-            if identity is None:
-                return  # the harness (tests, the local stack itself): not a function of the template
-            service = model.service_model.service_name
-            decision = self.check(identity, service, model.name, params)
-            if not decision.allowed:
-                context["devstack_denied"] = (
-                    f"{identity} ({self.roles[identity].logical_id}): {decision.reason}"
-                )
+def attach_checks(events: Any, *, identity: str | None = None) -> None:
+    """Judge the calls of the clients made from a botocore session (or of one client: its event
+    system) with the active enforcement's checker: as ``identity``, or as whoever runs in the
+    calling thread (:func:`acting_as`). Nothing is judged while no enforcement is active."""
 
-        return handler
+    def judge(params: Mapping[str, Any], model: Any, context: dict[str, Any], **_: Any) -> None:
+        active = _active
+        who = identity or _current.get()
+        if active is None or who is None:
+            return  # the harness (tests, the stack's own set-up): not a function of the template
+        decision = active.checker.check(who, model.service_model.service_name, model.name, params)
+        if not decision.allowed:
+            context["devstack_denied"] = f"{who} ({active.checker.roles[who].logical_id}): {decision.reason}"
+
+    events.register("before-parameter-build", judge)
+    events.register("before-call", _refuse_denied)
 
 
 def _refuse_denied(context: dict[str, Any], **_: Any) -> tuple[AWSResponse, dict[str, Any]] | None:
@@ -456,18 +454,26 @@ def current_identity() -> str | None:
     return _current.get()
 
 
-class IdentityCredentials(Credentials):
-    """Credentials that are those of whoever runs in the calling thread: a function's role's
-    session credentials inside :func:`acting_as`, the harness's otherwise."""
+# Credentials moto accepts while it enforces nothing (the local stack's fake ones).
+_UNENFORCED = ReadOnlyCredentials("testing", "testing", None)
 
-    def __init__(self, harness: KeyPair, functions: Mapping[str, KeyPair]) -> None:
-        super().__init__(harness.access_key, harness.secret_key, harness.token, method="devstack")
-        self._harness = harness.frozen()
-        self._functions = {name: pair.frozen() for name, pair in functions.items()}
+
+class IdentityCredentials(Credentials):
+    """Credentials that are those of whoever runs in the calling thread, under the active
+    enforcement: a function's role session inside :func:`acting_as`, the harness's otherwise
+    (and the fake ones while no enforcement is active)."""
+
+    def __init__(self) -> None:
+        super().__init__("testing", "testing", None, method="devstack")
+
+    harness_only = False
 
     def get_frozen_credentials(self) -> ReadOnlyCredentials:
-        identity = _current.get()
-        return self._harness if identity is None else self._functions[identity]
+        active, identity = _active, None if self.harness_only else _current.get()
+        if active is None:
+            return _UNENFORCED
+        pair = active.identities.harness if identity is None else active.identities.functions[identity]
+        return pair.frozen()
 
 
 # --------------------------------------------------------------------------------------
@@ -527,32 +533,63 @@ def provision(iam: Any, sts: Any, roles: Mapping[str, Role], *, prefix: str) -> 
     return Identities(harness, functions)
 
 
+@dataclass(frozen=True)
+class Enforcement:
+    """What is enforced in this process now: who may sign, and the checker of their calls."""
+
+    identities: Identities
+    checker: PolicyChecker
+
+
 _enforce_lock = threading.Lock()
+_active: Enforcement | None = None
 
 
 @contextmanager
-def enforcing() -> Iterator[None]:
-    """moto's IAM enforcement on, for this process's moto (its documented setting
-    ``INITIAL_NO_AUTH_ACTION_COUNT``, set at run time because moto is imported already)."""
+def enforced(identities: Identities, checker: PolicyChecker) -> Iterator[Enforcement]:
+    """moto's IAM enforcement on for this process's moto (its documented setting
+    ``INITIAL_NO_AUTH_ACTION_COUNT``, set at run time because moto is imported already), with
+    ``identities`` signing and ``checker`` judging every identity session's calls. One at a time."""
+    global _active
     from moto import settings
 
     with _enforce_lock:
+        if _active is not None:
+            raise RuntimeError("roles are already enforced in this process")
         previous = settings.INITIAL_NO_AUTH_ACTION_COUNT
         settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
+        _active = Enforcement(identities, checker)
     try:
-        yield
+        yield _active
     finally:
         with _enforce_lock:
             settings.INITIAL_NO_AUTH_ACTION_COUNT = previous
+            _active = None
 
 
-def identity_session(identities: Identities, checker: PolicyChecker | None) -> Any:
-    """A botocore session whose clients sign as whoever runs in the calling thread (the harness,
-    or the function :func:`acting_as` names) and whose calls ``checker`` judges."""
+def active() -> Enforcement | None:
+    """The enforcement in force in this process, if any."""
+    return _active
+
+
+def harness_session() -> Any:
+    """A botocore session whose clients always sign as the harness of the active enforcement
+    (the tests' own view of the local AWS, even from inside a function's call), unchecked."""
+    credentials = IdentityCredentials()
+    credentials.harness_only = True
+    return _session_with(credentials, checked=False)
+
+
+def identity_session() -> Any:
+    """A botocore session whose clients sign as whoever runs in the calling thread under the
+    active enforcement (the harness, or the function :func:`acting_as` names), and whose calls
+    the active checker judges. Its clients stay valid across enforcements (tests reuse them)."""
+    return _session_with(IdentityCredentials(), checked=True)
+
+
+def _session_with(credentials: Credentials, *, checked: bool) -> Any:
     import botocore.session
     from botocore.credentials import CredentialProvider
-
-    credentials = IdentityCredentials(identities.harness, identities.functions)
 
     class _Provider(CredentialProvider):
         METHOD = "devstack"
@@ -562,8 +599,8 @@ def identity_session(identities: Identities, checker: PolicyChecker | None) -> A
 
     session = botocore.session.get_session()
     session.get_component("credential_provider").insert_before("env", _Provider())
-    if checker is not None:
-        checker.attach(session.get_component("event_emitter"))
+    if checked:
+        attach_checks(session.get_component("event_emitter"))
     return session
 
 

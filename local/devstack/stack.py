@@ -319,7 +319,7 @@ class LocalStack:
             from ucoauth import aws
 
             # Every client of the package signs as the function being run (the invoker says which).
-            aws.set_session(iam.identity_session(self.identities, self.checker))
+            aws.set_session(iam.identity_session())
         # Imported with the environment in place, as Lambda imports them (Powertools reads it then).
         invoker.loader.load_all()
         self._runner = Runner(
@@ -345,7 +345,7 @@ class LocalStack:
             prefix=resources.stack_name,
         )
         stack = contextlib.ExitStack()
-        stack.enter_context(iam.enforcing())
+        stack.enter_context(iam.enforced(self.identities, self.checker))
         self._enforcement = stack
 
     def _credentials(self, function: str | None) -> dict[str, str] | None:
@@ -358,8 +358,7 @@ class LocalStack:
         """The SQS client of a function's event source mapping: signed with the function's role
         (Lambda's poller uses it), its calls checked against that role."""
         client = self.session(function).client("sqs", endpoint_url=self.moto_url)
-        if self.checker is not None:
-            self.checker.attach(client.meta.events, identity=function)
+        iam.attach_checks(client.meta.events, identity=function)
         return client
 
     def stop(self) -> None:

@@ -41,12 +41,14 @@ from urllib.parse import parse_qs, urlsplit
 import boto3
 import pytest
 
+from devstack.iam import acting_as
 from devstack.resources import LocalResources, create_resources, load_template
 from tests.support import faults
 from tests.support.deadlines import a_deadline
 from tests.support.installs import seed_installation
 from tests.support.lambdas import call_handler, follow_to_installed, invoke, load_event, signed_webhook_event
 from tests.support.processes import results_of, start_processes
+from tests.support.roles import package_under_roles
 from ucoauth import aws as uc_aws
 from ucoauth import queues as uc_queues
 from ucoauth.crypto import TokenCipher, TokenSet
@@ -121,14 +123,16 @@ def template() -> dict[str, Any]:
 
 
 @pytest.fixture
-def aws_server(aws_env: None, moto_server: str, monkeypatch: pytest.MonkeyPatch) -> LocalResources:
-    """The conftest's ``aws_server`` (moto reset, template.yaml's resources created), with one
-    boto3 session and one parsed template per process instead of new ones per test."""
+def aws_server(aws_env: None, moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalResources]:
+    """The conftest's ``aws_server`` (moto reset, template.yaml's resources created, every role
+    enforced), with one boto3 session and one parsed template per process instead of new ones per test."""
     request = urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST")
     with urllib.request.urlopen(request, timeout=10) as response:
         response.read()
     monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
-    return create_resources(boto_session(), endpoint_url=moto_server, stage="test", template=template())
+    resources = create_resources(boto_session(), endpoint_url=moto_server, stage="test", template=template())
+    with package_under_roles(resources, moto_server, monkeypatch):
+        yield resources
 
 
 def reuse_package_clients(endpoint: str) -> None:
@@ -1233,7 +1237,8 @@ def second_refresh(world: World, merchant: str) -> Callable[[], Any]:
     def call() -> Any:
         world.advance(SECOND_CALLER_AFTER)
         try:
-            return refresh_due(world.live, merchant, deadline=a_deadline(world.live))
+            with acting_as("RefreshWorkerFunction"):  # another invocation: the refresh worker's
+                return refresh_due(world.live, merchant, deadline=a_deadline(world.live))
         except Exception as exc:
             return type(exc).__name__
 
@@ -1417,9 +1422,11 @@ def test_a_duplicate_after_a_dead_holders_lease(world: World, cell: Cell, fault:
     merchant = world.merchants[0]
     processes = start_processes(world.env, merchant, 1, time.time(), mode="die_after_lease")
     assert results_of(processes) == ["exit:9"]
-    early = refresh_due(world.live, merchant, deadline=a_deadline(world.live))
+    with acting_as("RefreshWorkerFunction"):
+        early = refresh_due(world.live, merchant, deadline=a_deadline(world.live))
     world.let_backoff_pass()
-    later = refresh_due(world.live, merchant, deadline=a_deadline(world.live))
+    with acting_as("RefreshWorkerFunction"):
+        later = refresh_due(world.live, merchant, deadline=a_deadline(world.live))
     cell.outcome = (
         "busy until the dead holder's horizon, then " + later if early == "busy" else f"{early}, then {later}"
     )

@@ -7,7 +7,6 @@ import threading
 import time
 from typing import Any
 
-import boto3
 import pytest
 
 from devstack.resources import LocalResources
@@ -15,6 +14,7 @@ from tests.support.deadlines import a_deadline
 from tests.support.installs import seed_installation, stored_tokens
 from tests.support.observer import observed_events
 from tests.support.processes import results_of, start_processes
+from tests.support.roles import harness_boto3_session
 from ucoauth.errors import GrantUnsettledError
 from ucoauth.refresh import plan, refresh_due
 from ucoauth.rotation import RECOVERY_GRACE
@@ -121,7 +121,7 @@ def test_a_worker_killed_after_ultracart_answered(
 
 
 def test_the_planner_reads_only_the_due_items(live: Services, aws_server: LocalResources) -> None:
-    ddb = boto3.client("dynamodb", region_name=aws_server.region, endpoint_url=aws_server.endpoint_url)
+    ddb = harness_boto3_session(aws_server.region).client("dynamodb", endpoint_url=aws_server.endpoint_url)
     now = live.now()
     from ucoauth.store import due_shard
 

@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import boto3
 import pytest
 from standardwebhooks.webhooks import Webhook
 
@@ -28,14 +27,15 @@ from devstack.resources import LocalResources
 from tests.support.installs import stored_tokens
 from tests.support.lambdas import follow_to_installed, invoke, load_event
 from tests.support.observer import observed_events
+from tests.support.roles import harness_boto3_session
 from ucoauth.device import get_device_settings
 from ucoauth.observability import logger
 from ucoauth.services import Services, set_services
 from ucoauth.settings import Settings
 from ucsandbox import Sandbox
 
-pytestmark = pytest.mark.integration
 CLIENT_SECRET = "client-secret-Zq81Lm4Xw9Rt2Vb7"
+pytestmark = [pytest.mark.integration, pytest.mark.client_secret(CLIENT_SECRET)]
 REDIRECT = "http://localhost:3000/oauth/callback"
 LOG_BUFFER = io.StringIO()
 
@@ -43,10 +43,7 @@ LOG_BUFFER = io.StringIO()
 @pytest.fixture
 def story(aws_server: LocalResources, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Services, Sandbox]]:
     """The stack with a client secret configured (in Secrets Manager) and DEBUG logging."""
-    secrets = boto3.client(
-        "secretsmanager", region_name=aws_server.region, endpoint_url=aws_server.endpoint_url
-    )
-    arn = secrets.create_secret(Name="ultracart-client-secret", SecretString=CLIENT_SECRET)["ARN"]
+    arn = aws_server.parameters["UltraCartClientSecretArn"]  # deployed with it (the marker below)
     with Sandbox(client_secret=CLIENT_SECRET) as sandbox:
         env = aws_server.every_function_environment(
             overrides={
@@ -128,7 +125,7 @@ def test_no_secret_reaches_any_output(
     # refresh: once failing (exception path), then for real
     item = services.installations.get("HYG1")
     assert item is not None
-    ddb = boto3.client("dynamodb", region_name=aws_server.region, endpoint_url=aws_server.endpoint_url)
+    ddb = harness_boto3_session(aws_server.region).client("dynamodb", endpoint_url=aws_server.endpoint_url)
     ddb.update_item(
         TableName=aws_server.table_name,
         Key={"pk": {"S": "MERCHANT#HYG1"}, "sk": {"S": "INSTALLATION"}},
@@ -188,7 +185,7 @@ def test_no_secret_reaches_any_output(
     accepted = invoke("UninstallWebhookFunction", hook)
     assert accepted["statusCode"] == 202
     outputs.append(json.dumps(accepted))
-    sqs = boto3.client("sqs", region_name=aws_server.region, endpoint_url=aws_server.endpoint_url)
+    sqs = harness_boto3_session(aws_server.region).client("sqs", endpoint_url=aws_server.endpoint_url)
     messages = sqs.receive_message(QueueUrl=aws_server.revoke_queue_url, MaxNumberOfMessages=10)["Messages"]
     revoke_event = load_event("sqs-revoke-webhook.json")
     revoke_event["Records"][0]["body"] = messages[0]["Body"]

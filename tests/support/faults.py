@@ -30,6 +30,7 @@ from typing import Any, Literal
 import boto3
 from botocore.awsrequest import AWSResponse
 
+from tests.support.roles import harness_boto3_session
 from ucoauth import aws
 from ucoauth.services import Services
 from ucoauth.ultracart import UltraCartClient
@@ -68,7 +69,9 @@ def own_client(service: str) -> Any:
     with _own_lock:
         if key not in _own_clients:
             if _own_session is None:
-                _own_session = boto3.Session(region_name=os.environ.get("AWS_REGION", "us-east-1"))
+                # The harness's credentials of whatever enforcement is active, even when asked from
+                # inside a function's call (a fault wrapper reads the item as the test, not the role).
+                _own_session = harness_boto3_session(os.environ.get("AWS_REGION", "us-east-1"))
             _own_clients[key] = _own_session.client(service, endpoint_url=endpoint)  # type: ignore[call-overload]
         return _own_clients[key]
 

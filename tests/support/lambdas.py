@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from devstack.iam import acting_as
 from devstack.invoke import Invoker, LambdaContext, fill_event, template_invoker
 from devstack.resources import load_template
 
@@ -39,7 +40,8 @@ def call_handler(logical_id: str, event: dict[str, Any], *, timeout_seconds: flo
     context: LambdaContext = invoker.context(logical_id)
     if timeout_seconds is not None:
         context.timeout_seconds = timeout_seconds
-    return invoker.loader.handler(logical_id)(event, context)
+    with acting_as(logical_id):  # its clients sign with its role, where roles are enforced
+        return invoker.loader.handler(logical_id)(event, context)
 
 
 def follow_to_installed(response: dict[str, Any]) -> dict[str, Any]:

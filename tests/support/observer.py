@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import boto3
-
 from devstack.resources import LocalResources
+from tests.support.roles import harness_boto3_session
 
 
 def published_events(resources: LocalResources) -> list[dict[str, Any]]:
     """Everything the code published on EventBridge (read from the local observer queue)."""
-    sqs = boto3.client("sqs", region_name=resources.region)
+    sqs = harness_boto3_session(resources.region).client("sqs")
     out: list[dict[str, Any]] = []
     while True:
         answer = sqs.receive_message(QueueUrl=resources.events_observer_queue_url, MaxNumberOfMessages=10)
@@ -29,7 +28,7 @@ def published_events(resources: LocalResources) -> list[dict[str, Any]]:
 
 def observed_events(resources: LocalResources) -> list[dict[str, Any]]:
     """What the code published on EventBridge, via the local observer queue."""
-    sqs = boto3.client("sqs", region_name=resources.region, endpoint_url=resources.endpoint_url)
+    sqs = harness_boto3_session(resources.region).client("sqs", endpoint_url=resources.endpoint_url)
     out: list[dict[str, Any]] = []
     while True:
         messages = sqs.receive_message(
