@@ -40,7 +40,8 @@ CALLS: dict[str, set[str]] = {
     },
     "RefreshPlannerFunction": {
         "dynamodb:Query",
-        "dynamodb:GetItem",  # what is left of the UltraCart budget
+        "dynamodb:GetItem",  # what is left of the UltraCart budget; the DueIndex shard mark
+        "dynamodb:UpdateItem",  # the shard mark: recorded when DueShards grows, lowered once drained
         "sqs:SendMessage",
     },
     "RefreshWorkerFunction": {
@@ -200,6 +201,14 @@ def test_public_functions_touch_only_their_own_key_prefixes(function: str) -> No
     else:
         # Unconditioned, or confined to a key prefix (the planner reads only the budget item).
         assert all(prefix == "*" or prefix.endswith("#*") for prefix in rights), rights
+    if function == "RefreshPlannerFunction":
+        # The planner queries DueIndex, and touches items only to read the budget and keep its
+        # shard mark.
+        assert rights == {
+            "*": {"dynamodb:Query"},
+            "BUDGET#*": {"dynamodb:GetItem"},
+            "SHARDS#*": {"dynamodb:GetItem", "dynamodb:UpdateItem"},
+        }
 
 
 def test_only_the_functions_that_need_the_key_can_use_it() -> None:
