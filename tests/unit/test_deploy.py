@@ -74,7 +74,13 @@ def _alarms(cfn: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def _dimension(alarm: dict[str, Any], name: str) -> Any:
-    values = [d["Value"] for d in alarm.get("Dimensions", []) if d["Name"] == name]
+    """The value of one dimension; with Dimensions chosen by a condition, the value both choices give."""
+    dimensions = alarm.get("Dimensions", [])
+    if isinstance(dimensions, dict) and "Fn::If" in dimensions:
+        _, chosen, otherwise = dimensions["Fn::If"]
+        first, second = _dimension({"Dimensions": chosen}, name), _dimension({"Dimensions": otherwise}, name)
+        return first if first == second else None
+    values = [d["Value"] for d in dimensions if d["Name"] == name]
     return values[0] if len(values) == 1 else None
 
 

@@ -19,6 +19,7 @@ from ucoauth import aws
 from ucoauth.errors import NotInstalledError, UcOAuthError
 from ucoauth.observability import logger
 from ucoauth.outbox import parked_events
+from ucoauth.shards import DueShards
 from ucoauth.store import (
     ACTIVE,
     DUE_INDEX,
@@ -373,6 +374,8 @@ def stats(services: Services) -> dict[str, Any]:
         )
         for status in STATUSES
     }
+    # Every shard the planner reads: a lowered DUE_SHARDS leaves installations above it.
+    shards = DueShards(settings.table_name, configured=settings.due_shards).in_use()
     due = sum(
         _count(
             services,
@@ -380,7 +383,7 @@ def stats(services: Services) -> dict[str, Any]:
             KeyConditionExpression="due_shard = :s AND due_at <= :t",
             ExpressionAttributeValues={":s": {"S": str(shard)}, ":t": {"N": str(now + 3600)}},
         )
-        for shard in range(settings.due_shards)
+        for shard in range(shards)
     )
     hour_used, day_used = services.budget.used(now)
     hourly, daily = services.budget.limits("callback")

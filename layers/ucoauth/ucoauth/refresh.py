@@ -17,6 +17,7 @@ from ucoauth.errors import (
 from ucoauth.observability import logger, metrics
 from ucoauth.outbox import relay
 from ucoauth.rotation import Rotation, reconcile, recovery_from_json
+from ucoauth.shards import DueShards
 from ucoauth.store import ACTIVE, REAUTHORIZATION_REQUIRED
 from ucoauth.timing import call_needs
 
@@ -54,8 +55,14 @@ def plan(services: Services, *, stats: dict[str, int] | None = None) -> list[str
     # The dashboard draws this against the hourly limit.
     metrics.add_metric(name="UltraCartBudgetUsed", unit="Count", value=hour_used)
     allowed = max(0, min(allowed, hourly - hour_used, daily - day_used))
+    # Every shard that may still hold installations, the ones a lower DUE_SHARDS dropped included.
+    shards = DueShards(settings.table_name, configured=settings.due_shards)
+    mark = shards.to_read(stats)
     # One more than allowed tells whether anything is left behind.
-    due = services.installations.due_merchants(now=services.now(), limit=allowed + 1, stats=stats)
+    due = services.installations.due_merchants(
+        now=services.now(), limit=allowed + 1, stats=stats, shards=mark.shards
+    )
+    shards.retire_dropped(mark, now=services.now(), stats=stats)
     backlog = max(0, len(due) - allowed)
     if stats is not None:
         stats["backlog"] = backlog

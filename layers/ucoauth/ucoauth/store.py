@@ -780,16 +780,22 @@ class InstallationStore:
     # -- planner --------------------------------------------------------------------------
 
     def due_merchants(
-        self, *, now: int, limit: int | None = None, stats: dict[str, int] | None = None
+        self,
+        *,
+        now: int,
+        limit: int | None = None,
+        stats: dict[str, int] | None = None,
+        shards: int | None = None,
     ) -> list[str]:
         """Merchants whose refresh is due, most overdue first, read from the sparse ``DueIndex``.
 
         Each shard is queried for ``due_at <= now`` (in due order, at most ``limit`` items), so
         reads are proportional to what is due, never to all installations; with ``limit`` the
-        earliest ``limit`` over all shards are returned and the rest stay in the index.
+        earliest ``limit`` over all shards are returned and the rest stay in the index. ``shards``
+        (default: the shards written to) is how many to read (``ucoauth.shards``).
         """
         found: list[tuple[int, str]] = []
-        for shard in range(self.shards):
+        for shard in range(self.shards if shards is None else shards):
             kwargs: dict[str, Any] = {
                 "TableName": self.table_name,
                 "IndexName": DUE_INDEX,
