@@ -21,8 +21,7 @@ from tests.support.clock import Clock
 from tests.support.deadlines import a_deadline
 from tests.support.fake_ultracart import FakeUltraCart
 from tests.support.installs import install, stored_tokens
-from tests.support.lambdas import invoke
-from tests.unit.test_uninstall import body_for, signed
+from tests.support.lambdas import invoke, signed_webhook_event
 from ucoauth.app_secrets import PREVIOUS_WEBHOOK_SECRET_SECONDS, ClientSecret, SecretVersion
 from ucoauth.errors import (
     AppCredentialsRejectedError,
@@ -255,18 +254,18 @@ def test_after_a_rotation_both_secrets_are_accepted_for_a_day_then_only_the_new_
     monotonic = [1000.0]
     monkeypatch.setattr("ucoauth.uninstall._secret_clock", lambda: monotonic[0])
     old = aws.webhook_secret_value
-    assert post(signed(old, body_for("W1"))) == 202
+    assert post(signed_webhook_event(old, "W1")) == 202
     # When the secret is rotated and the sender switches right away, before this process re-reads
     put_version(aws, aws.webhook_secret_arn, ROTATED)
     monotonic[0] += 60
-    assert post(signed(ROTATED, body_for("W2"))) == 202  # read again on the failure: not refused
+    assert post(signed_webhook_event(ROTATED, "W2")) == 202  # read again on the failure: not refused
     # A sender still signing with the previous secret is accepted during the switch-over
-    assert post(signed(old, body_for("W3"))) == 202
+    assert post(signed_webhook_event(old, "W3")) == 202
     # A day after the rotation only the current secret is
     clock.now += PREVIOUS_WEBHOOK_SECRET_SECONDS + 1
     monotonic[0] += 3600
-    assert post(signed(old, body_for("W4"))) == 401
-    assert post(signed(ROTATED, body_for("W5"))) == 202
+    assert post(signed_webhook_event(old, "W4")) == 401
+    assert post(signed_webhook_event(ROTATED, "W5")) == 202
 
 
 def test_a_bad_signature_reads_the_secret_again_at_most_every_few_seconds(
@@ -285,11 +284,11 @@ def test_a_bad_signature_reads_the_secret_again_at_most_every_few_seconds(
 
     monkeypatch.setattr(app_secrets, "read_secret", counting)
     forged = "whsec_" + "Zm9yZ2VkLXNlY3JldC1mb3ItdGhlLXRlc3RzLTAwMQ=="
-    assert post(signed(aws.webhook_secret_value, body_for("B0"))) == 202
+    assert post(signed_webhook_event(aws.webhook_secret_value, "B0")) == 202
     first = len(reads)
     for i in range(5):
-        assert post(signed(forged, body_for(f"B{i + 1}"))) == 401
+        assert post(signed_webhook_event(forged, f"B{i + 1}")) == 401
     assert len(reads) == first  # all within SECRET_REREAD_AFTER_FAILURE of the first read
     monotonic[0] += uninstall.SECRET_REREAD_AFTER_FAILURE
-    assert post(signed(forged, body_for("B9"))) == 401
+    assert post(signed_webhook_event(forged, "B9")) == 401
     assert len(reads) > first
