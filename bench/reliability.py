@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PYTHONPATH = [str(ROOT / "layers" / "ucoauth"), str(ROOT / "local"), str(ROOT)]
 OUTPUT = ROOT / "docs" / "RELIABILITY.md"
 COMMAND = "python -m bench.reliability"
-OPERATIONS = ("callback", "refresh", "token", "revoke", "webhook")
+OPERATIONS = ("callback", "refresh", "token", "revoke", "webhook", "device")
 # Which test of tests/unit/test_fuzz_routes.py fuzzes which route (as it reports them).
 FUZZ_TESTS = {
     "GET /install": "test_fuzz_install",

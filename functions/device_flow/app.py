@@ -15,6 +15,7 @@ from ucoauth.device import (
     start_device_authorization,
 )
 from ucoauth.errors import (
+    AppCredentialsRejectedError,
     BudgetExhaustedError,
     DeadlineTooCloseError,
     DeviceAuthorizationNotFoundError,
@@ -96,6 +97,12 @@ def budget(exc: BudgetExhaustedError) -> Response[dict[str, Any]]:
 @app.exception_handler(DeadlineTooCloseError)
 def too_late(exc: DeadlineTooCloseError) -> Response[dict[str, Any]]:
     return json_error(503, "retry_later", retry_after=exc.retry_after)
+
+
+@app.exception_handler(AppCredentialsRejectedError)
+def app_refused(exc: AppCredentialsRejectedError) -> Response[dict[str, Any]]:
+    # UltraCart refused the app's own credentials (alarmed where it happened): the caller retries.
+    return json_error(503, "upstream_unavailable", retry_after=exc.retry_after)
 
 
 @app.exception_handler(PermanentUltraCartError)

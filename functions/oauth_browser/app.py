@@ -12,6 +12,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ucoauth import web
 from ucoauth.errors import (
     APP_MISCONFIGURED_ERRORS,
+    AppCredentialsRejectedError,
     KeyUnavailableError,
     PermanentUltraCartError,
     RetryLaterError,
@@ -224,6 +225,14 @@ def code_refused(exc: PermanentUltraCartError) -> Response[str]:
         return _page(pages.misconfigured(_brand()))
     logger.warning("UltraCart refused the authorization code", error=str(exc))
     return _page(pages.code_refused(_brand(), _retry_href()))
+
+
+@app.exception_handler(AppCredentialsRejectedError)
+def app_refused(_: AppCredentialsRejectedError) -> Response[str]:
+    from ucoauth import pages
+
+    # Alarmed where it happened (AppCredentialsRejected); the state is spent, the code was not.
+    return _page(pages.app_unavailable(_brand(), _retry_href()))
 
 
 @app.exception_handler(TransientUltraCartError)

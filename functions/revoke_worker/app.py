@@ -45,7 +45,10 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> str:
         # UltraCart could not confirm the revoke (or nothing was attempted): the request comes back
         # as a new, delayed message, so an outage of hours never walks it into the DLQ.
         if isinstance(exc, RevokePendingError):
-            body = {**body, "retry_since": exc.retry_since}
+            body = {k: v for k, v in body.items() if k != "app_refused_at"}
+            body["retry_since"] = exc.retry_since
+            if exc.app_refused_at is not None:  # the app was refused: that wait does not count
+                body["app_refused_at"] = exc.app_refused_at
             metrics.add_metric(name="RevokeRetried", unit="Count", value=1)
         if defer(services.settings.revoke_queue_url, json.dumps(body), not_before=exc.retry_after):
             return "deferred"

@@ -116,6 +116,7 @@ class SandboxControl:
         scope: str | Unset = UNSET,
         device_interval: int | Unset = UNSET,
         device_expires_in: int | Unset = UNSET,
+        refuse_client: bool | Unset = UNSET,
     ) -> Settings:
         changes = settings_changes(
             rotate=rotate,
@@ -127,8 +128,12 @@ class SandboxControl:
             scope=scope,
             device_interval=device_interval,
             device_expires_in=device_expires_in,
+            refuse_client=refuse_client,
         )
         return Settings().updated(self._call("POST", "configure", json=changes))
+
+    def set_client_secret(self, client_secret: str | None) -> None:
+        self._call("POST", "client_secret", json={"client_secret": client_secret})
 
     def add_fault(
         self,

@@ -3,6 +3,9 @@
     GET    /__sandbox/health              {"ok", "base_url", "client_id"}
     GET    /__sandbox/configure           current settings
     POST   /__sandbox/configure           {setting: value, ...} -> new settings
+                                          ("refuse_client": true: the app itself is refused)
+    POST   /__sandbox/client_secret       {"client_secret": "..." | null}: the secret token, revoke
+                                          and device authorize calls must send (null: none)
     GET    /__sandbox/faults              {"faults": [... with "remaining"]}
     POST   /__sandbox/faults              {"endpoint", "status", "body", "uc_rest_error", "latency_ms",
                                            "timeout", "malformed", "reset", "after_success",
@@ -79,6 +82,12 @@ def _dispatch(
         return json_reply(200, state.settings.to_json())
     if key == ("POST", "configure"):
         return json_reply(200, state.apply_settings(_json_object(body)).to_json())
+    if key == ("POST", "client_secret"):
+        secret = _json_object(body).get("client_secret")
+        if secret is not None and (not isinstance(secret, str) or not secret):
+            raise _BadRequest("client_secret must be a non-empty string or null")
+        state.set_client_secret(secret)
+        return json_reply(200, {"ok": True})
     if key == ("GET", "faults"):
         return json_reply(200, {"faults": state.faults.pending()})
     if key == ("POST", "faults"):
@@ -153,6 +162,7 @@ def _dispatch(
         "device",
         "health",
         "configure",
+        "client_secret",
         "faults",
         "requests",
         "reset",

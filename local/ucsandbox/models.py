@@ -74,6 +74,10 @@ class Settings:
     # Device authorizations (RFC 8628): the polling interval and the lifetime they are issued with.
     device_interval: int = DEFAULT_DEVICE_INTERVAL
     device_expires_in: int = DEFAULT_DEVICE_EXPIRES_IN
+    # UltraCart refuses the app itself: every call its client authenticates (token, revoke,
+    # device authorize) answers 401 invalid_client, whatever grant it carries (a revoked or
+    # mistyped client secret, a disabled application).
+    refuse_client: bool = False
 
     def token_lifetime(self) -> int:
         """Seconds an access token lives, whatever `expires_in` tells the client."""
@@ -130,6 +134,9 @@ class Settings:
             or device_expires_in < 1
         ):
             raise ValueError("device_expires_in must be a positive integer")
+        refuse_client = merged["refuse_client"]
+        if not isinstance(refuse_client, bool):
+            raise ValueError("refuse_client must be a boolean")
 
         return Settings(
             rotate=rotate,
@@ -141,6 +148,7 @@ class Settings:
             scope=scope,
             device_interval=device_interval,
             device_expires_in=device_expires_in,
+            refuse_client=refuse_client,
         )
 
 
@@ -202,7 +210,10 @@ class SandboxApi(Protocol):
         scope: str | Unset = UNSET,
         device_interval: int | Unset = UNSET,
         device_expires_in: int | Unset = UNSET,
+        refuse_client: bool | Unset = UNSET,
     ) -> Settings: ...
+
+    def set_client_secret(self, client_secret: str | None) -> None: ...
 
     def add_fault(
         self,

@@ -312,6 +312,8 @@ class SandboxHandler(BaseHTTPRequestHandler):
     def _check_client(self, form: dict[str, str], content_type: str, is_form: bool) -> str:
         if not is_form:
             raise OAuthError("invalid_request", f"Content-Type must be {FORM}, not {content_type or 'none'}.")
+        if self.state.settings.refuse_client:
+            raise OAuthError("invalid_client", "Client authentication failed.", 401)
         client_id = form.get("client_id", "")
         if not client_id:
             raise OAuthError("invalid_request", "client_id is required.")

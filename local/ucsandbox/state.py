@@ -480,6 +480,7 @@ class SandboxState:
         if not client_id:
             raise ValueError("client_id must not be empty")
         self._client_id = client_id
+        self._initial_client_secret = client_secret
         self.client_secret = client_secret
         self.clock = Clock()
         self.tokens = TokenStore(self.clock)
@@ -536,6 +537,7 @@ class SandboxState:
         scope: str | Unset = UNSET,
         device_interval: int | Unset = UNSET,
         device_expires_in: int | Unset = UNSET,
+        refuse_client: bool | Unset = UNSET,
     ) -> Settings:
         """Change behaviour; arguments not given keep their value. Returns the new settings."""
         return self.apply_settings(
@@ -549,8 +551,17 @@ class SandboxState:
                 scope=scope,
                 device_interval=device_interval,
                 device_expires_in=device_expires_in,
+                refuse_client=refuse_client,
             )
         )
+
+    def set_client_secret(self, client_secret: str | None) -> None:
+        """The client secret token, revoke and device authorize calls must send from now on (None:
+        none required, a sent one ignored); a call with another one answers 401 invalid_client.
+        ``reset`` goes back to the secret the sandbox was started with."""
+        if client_secret is not None and not client_secret:
+            raise ValueError("client_secret must be a non-empty string or null")
+        self.client_secret = client_secret
 
     def add_fault(
         self,
@@ -598,6 +609,7 @@ class SandboxState:
         """Back to a fresh sandbox: default settings, no faults, no tokens, empty log, real time."""
         with self._settings_lock:
             self._settings = Settings()
+        self.client_secret = self._initial_client_secret
         self.faults.clear()
         self.log.clear()
         self.tokens.reset()

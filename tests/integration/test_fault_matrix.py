@@ -2,10 +2,12 @@
 
 Operations (each through its Lambda handler, with moto's server and the UltraCart sandbox):
 ``callback`` (a real /install, then the callback with a code the sandbox issued), ``refresh``
-(RefreshWorkerFunction fed from the real refresh queue), ``token`` (TokenApiFunction) and
+(RefreshWorkerFunction fed from the real refresh queue), ``token`` (TokenApiFunction),
 ``revoke`` (RevokeWorkerFunction fed from the real revoke queue, ``ApproximateReceiveCount``
-included). Faults: UltraCart failing every way it can (status codes, refused and reset
-connections, read timeouts, unreadable bodies, a garbage ``expires_in``), DynamoDB and KMS
+included) and ``device`` (DeviceWorkerFunction polling an approved device authorization, fed
+from the real device queue). Faults: UltraCart failing every way it can (status codes, refused
+and reset connections, read timeouts, unreadable bodies, a garbage ``expires_in``, refusing the
+app's own client credentials), DynamoDB and KMS
 errors injected on the package's own clients (tests/support/faults.py), and the refresh
 worker killed at each step under its lease (tests/support/refresh_process.py).
 
@@ -82,6 +84,8 @@ DESCRIPTIONS = {
     "uc_not_json": "200 with a text/plain body",
     "uc_html": "200 with an HTML error page",
     "uc_expires_garbage": 'token answers carry `expires_in: "soon"`',
+    "uc_app_refused": "UltraCart refuses the app's own client: 401 invalid_client on the token, revoke and "
+    "device authorize endpoints (a rotated or mistyped client secret), every grant still live",
     "uc_refused_events_throttled": "the merchant removed the app in UltraCart; "
     "EventBridge PutEvents throttles",
     "ddb_throttled": "ProvisionedThroughputExceededException on the first DynamoDB call "
@@ -523,6 +527,13 @@ def inject(world: World, operation: str, fault: str) -> Callable[[], None]:
             closed.close()
 
         return reconnect
+    if fault == "uc_app_refused":
+        sandbox.configure(refuse_client=True)
+
+        def accept_the_app() -> None:
+            sandbox.configure(refuse_client=False)
+
+        return accept_the_app
     if fault == "uc_expires_garbage":
         sandbox.configure(expires_in="soon")
 
@@ -799,6 +810,7 @@ CALLBACK = {
     "uc_read_timeout": "504 page, nothing stored",
     "uc_refused": "400 page, nothing stored",
     "uc_expires_garbage": "200 page, installed, expiry unknown",
+    "uc_app_refused": "503 page, nothing stored",  # "cannot complete installations right now"
     "ddb_throttled": "503 page, nothing stored",
     "ddb_throttled_write": "503 page, nothing stored",
     "ddb_throttled_write_x2": "200 page, installed",  # the write is retried: the spent code is not lost
@@ -848,6 +860,8 @@ REFRESH = {
     **dict.fromkeys(UC_TRANSIENT, "back to queue, tokens untouched"),
     "uc_refused": "acked, reauthorization_required + event",
     "uc_expires_garbage": "acked, refreshed, expiry unknown",
+    # Acknowledged: still due, the planner's next run queues it again.
+    "uc_app_refused": "acked, tokens untouched",
     "ddb_throttled": "back to queue, tokens untouched",
     "ddb_throttled_write": f"acked, {KEPT}",
     "ddb_throttled_write_x2": "acked, refreshed",
@@ -974,6 +988,7 @@ TOKEN = {
     **dict.fromkeys(UC_TRANSIENT, "200 stored token; once expired: 503 upstream_unavailable"),
     "uc_refused": "409 reauthorization_required, reauthorization_required + event",
     "uc_expires_garbage": "200 new token, expiry unknown",
+    "uc_app_refused": "200 stored token; once expired: 503 upstream_unavailable",
     "ddb_throttled": "503 temporarily_unavailable",
     "ddb_throttled_write": "200 new token",  # served, and kept in a recovery record
     "ddb_throttled_write_x2": "200 new token",
@@ -1008,7 +1023,7 @@ def test_token_access(world: World, cell: Cell, fault: str, expected: str) -> No
     try:
         answers = {m: token_call(m) for m in world.merchants}
         expired: dict[str, tuple[int, dict[str, Any]]] = {}
-        if fault in UC_TRANSIENT:
+        if fault in (*UC_TRANSIENT, "uc_app_refused"):
             world.advance(120, ultracart=False)  # the stored token has expired; UltraCart still fails
             expired = {m: token_call(m) for m in world.merchants}
     finally:
@@ -1037,6 +1052,7 @@ DEFERRED = f"deferred {MAX_RECEIVES} times (uninstalling, tokens kept for the re
 REVOKE = {
     **dict.fromkeys(UC_TRANSIENT, DEFERRED),
     "uc_refused": f"shredded on delivery 1 (webhook), {REVOKED}",
+    "uc_app_refused": DEFERRED,  # never confirmed, never given up while the app is refused
     "ddb_throttled": f"failed {MAX_RECEIVES} times, in the DLQ, still active, {NOT_REVOKED}",
     "ddb_throttled_write": f"failed {MAX_RECEIVES} times, in the DLQ, still active, {REVOKED}",
     "ddb_throttled_write_x2": f"shredded on delivery 1 (webhook), {REVOKED}",
@@ -1121,6 +1137,71 @@ def test_revoke(world: World, cell: Cell, fault: str, expected: str) -> None:
         cell.problems["queue"] = f"a repeated uninstall failed for {delivery.failed}"
     judge(world, cell)
     cell.note(removed_problems(world))
+    conclude(cell)
+
+
+# -- device poll ------------------------------------------------------------------------------------
+
+DEVICE = {
+    "uc_app_refused": "acked (the same poll queued again), pending, no grant issued",
+}
+
+
+def start_approved_device(world: World, merchant: str) -> str:
+    """A device authorization started through DeviceFlowFunction, approved by the merchant on
+    UltraCart's page (not yet polled). Returns its id."""
+    response = invoke("DeviceFlowFunction", load_event("device-start.json"))
+    assert response["statusCode"] == 201, response
+    started = json.loads(response["body"])
+    world.sandbox.device(started["user_code"], "approve", merchant_id=merchant)
+    return str(started["authorization_id"])
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"), [pytest.param(f, e, id=f"device-{f}") for f, e in DEVICE.items()]
+)
+def test_device_poll(
+    world: World, cell: Cell, fault: str, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ucoauth import device
+
+    monkeypatch.setattr(device, "MAX_DELAY", 0)  # a poll queued for later is visible at once
+    queue = Queue(
+        world.res,
+        world.res.queue_url("DeviceQueue"),
+        world.res.queue_url("DeviceDeadLetterQueue"),
+        "DeviceWorkerFunction",
+        lambda body: str(body["authorization_id"]),
+    )
+    authorizations = {m: start_approved_device(world, m) for m in world.merchants}
+    merchant_of = {aid: m for m, aid in authorizations.items()}
+    remove = inject(world, "device", fault)
+    try:
+        delivery = queue.deliver()
+    finally:
+        remove()
+    assert delivery.raised is None, delivery.raised
+    labels = {}
+    for merchant, aid in authorizations.items():
+        head = "back to queue" if aid in delivery.failed else "acked"
+        if aid not in delivery.failed and queue.pending():
+            head += " (the same poll queued again)"
+        status = device.device_status(world.live, aid)["status"]
+        grant = "a grant issued" if world.sandbox.live_grants(merchant).any else "no grant issued"
+        labels[merchant] = f"{head}, {status}, {grant}"
+    cell.outcome = summarize(labels)
+    cell.recovery.append("polled again")
+    for _ in range(MAX_RECEIVES):
+        if not queue.deliver().received:
+            break
+    for aid, merchant in merchant_of.items():
+        ended = device.device_status(world.live, aid)
+        if ended != {"status": "installed", "merchant_id": merchant}:
+            cell.problems[merchant] = f"device authorization ended {ended}"
+    if queue.dead():
+        cell.problems["queue"] = "device polls dead-lettered"
+    judge(world, cell)
+    cell.note(active_problems(world))
     conclude(cell)
 
 

@@ -514,6 +514,77 @@ def test_client_secret_is_required_only_when_configured(sandbox: Sandbox) -> Non
     assert right.status_code == 200
 
 
+def device_authorize(sandbox: SandboxApi, form: dict[str, str]) -> requests.Response:
+    return requests.post(
+        f"{sandbox.base_url}/oauth/device/authorize", data=form, headers=API_HEADERS, timeout=TIMEOUT
+    )
+
+
+@pytest.fixture(params=["in_process", "over_http"])
+def either_control(request: pytest.FixtureRequest, sandbox: Sandbox) -> Iterator[SandboxApi]:
+    """The sandbox's controls, in-process or over its control API."""
+    if request.param == "in_process":
+        yield sandbox
+        return
+    with SandboxControl(sandbox.base_url) as remote:
+        yield remote
+
+
+def test_refusing_the_app_answers_invalid_client_on_every_oauth_endpoint_and_keeps_the_grants(
+    sandbox: Sandbox, either_control: SandboxApi
+) -> None:
+    # Given live grants, and UltraCart refusing the app's client (in-process or over the control API)
+    control = either_control
+    access, refresh_token = sandbox.issue_tokens("DEMO1")
+    code = sandbox.issue_code("DEMO2", REDIRECT_URI)
+    assert control.configure(refuse_client=True).refuse_client is True
+
+    # When the app calls the token, revoke and device authorize endpoints
+    answers = [
+        refresh(sandbox, refresh_token),
+        exchange(sandbox, code),
+        revoke(sandbox, refresh_token),
+        device_authorize(sandbox, {"client_id": sandbox.client_id, "scope": "crm"}),
+    ]
+
+    # Then every one is refused as the app's fault, and no grant was touched or consumed
+    assert [a.status_code for a in answers] == [401, 401, 401, 401]
+    assert {a.json()["error"] for a in answers} == {"invalid_client"}
+    assert sandbox.refresh_token_is_valid(refresh_token) and sandbox.token_is_valid(access)
+    assert sandbox.live_grants("DEMO1").refresh_tokens == [refresh_token]
+    control.configure(refuse_client=False)
+    assert exchange(sandbox, code).status_code == 200  # the code was not spent
+    assert refresh(sandbox, refresh_token).status_code == 200
+
+
+@pytest.mark.parametrize("remote", [False, True])
+def test_the_expected_client_secret_can_be_changed_and_reset_restores_it(
+    sandbox: Sandbox, remote: bool
+) -> None:
+    control: SandboxApi = SandboxControl(sandbox.base_url) if remote else sandbox
+    _, refresh_token = sandbox.issue_tokens("DEMO1")
+    base = {"client_id": sandbox.client_id, "grant_type": "refresh_token", "refresh_token": refresh_token}
+    control.set_client_secret("rotated-secret")
+    old = post_token(sandbox, {**base, "client_secret": "first-secret"})
+    assert (old.status_code, old.json()["error"]) == (401, "invalid_client")
+    assert sandbox.refresh_token_is_valid(refresh_token)
+    new = post_token(sandbox, {**base, "client_secret": "rotated-secret"})
+    assert new.status_code == 200
+    control.reset()  # back to the secret the sandbox started with: none
+    assert sandbox.client_secret is None
+    _, fresh = sandbox.issue_tokens("DEMO1")
+    assert refresh(sandbox, fresh).status_code == 200
+
+
+def test_the_client_controls_reject_bad_values(sandbox: Sandbox) -> None:
+    with SandboxControl(sandbox.base_url) as control:
+        with pytest.raises(SandboxControlError, match="refuse_client"):
+            control.configure(refuse_client="yes")  # type: ignore[arg-type]
+        with pytest.raises(SandboxControlError, match="client_secret"):
+            control._call("POST", "client_secret", json={"client_secret": ""})
+    assert sandbox.settings.refuse_client is False and sandbox.client_secret is None
+
+
 # -- faults -------------------------------------------------------------------------------------
 
 

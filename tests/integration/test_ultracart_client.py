@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ucoauth.errors import PermanentUltraCartError, TransientUltraCartError
+from ucoauth.errors import AppCredentialsRejectedError, PermanentUltraCartError, TransientUltraCartError
 from ucoauth.ultracart import UltraCartClient
 from ucsandbox import Sandbox
 
@@ -87,7 +87,8 @@ def test_revoke_reports_success_then_already_invalid(sandbox: Sandbox) -> None:
         ({"status": 429, "uc_rest_error": "Rate limit exceeded"}, TransientUltraCartError, 429),
         ({"status": 500}, TransientUltraCartError, 500),
         ({"status": 502}, TransientUltraCartError, 502),
-        ({"status": 401}, PermanentUltraCartError, 401),
+        ({"status": 401}, AppCredentialsRejectedError, 401),  # a 401 without invalid_grant: the app's
+        ({"status": 401, "body": {"error": "invalid_grant"}}, PermanentUltraCartError, 401),
         ({"status": 410}, PermanentUltraCartError, 410),
         ({"malformed": "truncated"}, TransientUltraCartError, 200),
         ({"malformed": "html"}, TransientUltraCartError, 200),

@@ -94,11 +94,14 @@ def test_invalid_grant_marks_reauthorization_with_an_event(
     assert list(plan(services)) == []
 
 
-@pytest.mark.parametrize("status", [401, 410])
-def test_401_and_410_mean_reauthorization(services: Services, fake_uc: FakeUltraCart, status: int) -> None:
+# A 401 without invalid_grant refuses the app itself, not the grant: tests/unit/test_app_refusal.py.
+@pytest.mark.parametrize(("status", "error"), [(410, None), (400, "invalid_grant"), (401, "invalid_grant")])
+def test_410_and_invalid_grant_mean_reauthorization(
+    services: Services, fake_uc: FakeUltraCart, status: int, error: str | None
+) -> None:
     fake_uc.expires_in = 60
     install(services, fake_uc)
-    fake_uc.fail_next.append(PermanentUltraCartError("refused", status=status))
+    fake_uc.fail_next.append(PermanentUltraCartError("refused", status=status, error=error))
     assert refresh_due(services, "DEMO1", deadline=a_deadline(services)) == "reauthorization"
 
 

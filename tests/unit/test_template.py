@@ -527,6 +527,7 @@ def test_domain_failures_are_alarmed(template: dict[str, Any]) -> None:
         "RevokeFailed",
         "EventLost",
         "KeyUnavailable",
+        "AppCredentialsRejected",
         "TokensUndecryptable",
         "TokensLost",
         "RefreshBacklog",

@@ -303,23 +303,37 @@ def test_a_malformed_replaced_grant_message_is_dropped(
 
 
 def test_the_webhook_secret_is_read_once_while_warm_and_again_after_its_max_age(
-    services: Services, aws: LocalResources, monkeypatch: pytest.MonkeyPatch
+    services: Services, aws: LocalResources, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from ucoauth import aws as uc_aws
     from ucoauth import uninstall
 
+    clock.now = time.time()  # Secrets Manager dates a secret's versions by the real clock
+    reads: list[str] = []
+    uc_aws.secretsmanager().meta.events.register(
+        "before-call.secrets-manager.GetSecretValue", lambda **_: reads.append("read")
+    )
     # Given a warm function that verified one webhook with the stack's secret
     now = [1000.0]
     monkeypatch.setattr("ucoauth.uninstall._secret_clock", lambda: now[0])
     assert post(signed(aws.webhook_secret_value, body_for("ROT1")))[0] == 202
+    cold = len(reads)  # the current version (and the previous one, when the current is under a day old)
+    assert cold in (1, 2)
+    now[0] += uninstall.SECRET_MAX_AGE - 1
+    assert post(signed(aws.webhook_secret_value, body_for("ROT2")))[0] == 202
+    assert len(reads) == cold  # warm: no Secrets Manager call
     # When the secret is rotated in Secrets Manager
     rotated = "whsec_" + "cm90YXRlZC1zZWNyZXQtZm9yLXRoZS10ZXN0cy0wMQ=="
-    boto3.client("secretsmanager", region_name=aws.region).put_secret_value(
-        SecretId=aws.webhook_secret_arn, SecretString=rotated
-    )
-    # Then the cached secret still decides until its max age has passed, then the new one does
-    now[0] += uninstall.SECRET_MAX_AGE - 1
-    assert post(signed(rotated, body_for("ROT2")))[0] == 401
-    assert post(signed(aws.webhook_secret_value, body_for("ROT3")))[0] == 202
-    now[0] += 2
-    assert post(signed(rotated, body_for("ROT4")))[0] == 202
-    assert post(signed(aws.webhook_secret_value, body_for("ROT5")))[0] == 401
+    secrets = boto3.client("secretsmanager", region_name=aws.region)
+    secrets.put_secret_value(SecretId=aws.webhook_secret_arn, SecretString=rotated)
+    try:
+        # Then the cached secret still verifies until its max age has passed, with no read
+        assert post(signed(aws.webhook_secret_value, body_for("ROT3")))[0] == 202
+        assert len(reads) == cold
+        # And then both are read (the new one is current, the old one previous for a day)
+        now[0] += 2
+        assert post(signed(rotated, body_for("ROT4")))[0] == 202
+        assert post(signed(aws.webhook_secret_value, body_for("ROT5")))[0] == 202
+        assert len(reads) == cold + 2
+    finally:  # moto's secrets outlive the test
+        secrets.put_secret_value(SecretId=aws.webhook_secret_arn, SecretString=aws.webhook_secret_value)

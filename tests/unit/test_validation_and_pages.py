@@ -155,6 +155,7 @@ def test_every_page_carries_the_app_name_in_title_and_heading() -> None:
         pages.already_used(brand, "/install"),
         pages.damaged_link(brand, "/install"),
         pages.misconfigured(brand),
+        pages.app_unavailable(brand, "/install"),
         pages.upstream_failed(brand, 502, "/install"),
         pages.not_found(brand, "/install"),
     ]

@@ -109,8 +109,3 @@ def events() -> EventBridgeClient:
 def secretsmanager() -> SecretsManagerClient:
     """Secrets Manager client."""
     return client("secretsmanager")  # type: ignore[no-any-return]
-
-
-def secret_string(secret_id: str) -> str:
-    """The current ``SecretString`` of a Secrets Manager secret (one GetSecretValue; callers cache)."""
-    return secretsmanager().get_secret_value(SecretId=secret_id)["SecretString"]

@@ -12,12 +12,13 @@ used their share.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from botocore.exceptions import ClientError
 
 from ucoauth import aws
-from ucoauth.errors import BudgetExhaustedError, DeadlineTooCloseError
+from ucoauth.errors import AppCredentialsRejectedError, BudgetExhaustedError, DeadlineTooCloseError
+from ucoauth.observability import logger, metrics
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     )
 
 Tier = Literal["callback", "background"]
+T = TypeVar("T")
 HOUR = 3600
 DAY = 86_400
 BUDGET_PK = "BUDGET#ultracart"
@@ -118,7 +120,13 @@ class UltraCartBudget:
 class BudgetedUltraCart:
     """An UltraCart client for one invocation: before every call it checks that the call and the
     write reserve fit before the deadline (shortening the read timeout to fit), then takes one
-    unit of the budget. Nothing is sent when either says no."""
+    unit of the budget. Nothing is sent when either says no.
+
+    When UltraCart refuses the app itself (:class:`AppCredentialsRejectedError`), the client
+    secret is read again; if a new version is in use, the same call is sent once more (UltraCart
+    did not consume the refused one; the second call takes its own unit). A refusal that stands
+    is counted (metric ``AppCredentialsRejected``, alarmed) and raised.
+    """
 
     def __init__(
         self,
@@ -148,20 +156,47 @@ class BudgetedUltraCart:
             return self._client.with_read_timeout(read)
         return self._client
 
+    def _call(self, send: Callable[[UltraCartApi], T]) -> T:
+        from ucoauth.ultracart import UltraCartClient
+
+        try:
+            return send(self._ready())
+        except AppCredentialsRejectedError as refused:
+            renewed = isinstance(self._client, UltraCartClient) and self._client.renew_credentials(refused)
+            if not renewed:
+                _count_refusal(refused)
+                raise
+        try:
+            return send(self._ready())
+        except AppCredentialsRejectedError as refused:
+            _count_refusal(refused)
+            raise
+
     def exchange_code(self, code: str, redirect_uri: str) -> TokenResponse:
-        return self._ready().exchange_code(code, redirect_uri)
+        return self._call(lambda client: client.exchange_code(code, redirect_uri))
 
     def refresh(self, refresh_token: str) -> TokenResponse:
-        return self._ready().refresh(refresh_token)
+        return self._call(lambda client: client.refresh(refresh_token))
 
     def revoke(self, token: str) -> RevokeResponse:
-        return self._ready().revoke(token)
+        return self._call(lambda client: client.revoke(token))
 
     def me(self, access_token: str) -> MerchantInfo:
-        return self._ready().me(access_token)
+        return self._ready().me(access_token)  # the merchant's token authenticates it, not the app
 
     def device_authorize(self, scope: str) -> DeviceAuthorization:
-        return self._ready().device_authorize(scope)
+        return self._call(lambda client: client.device_authorize(scope))
 
     def poll_device(self, device_code: str) -> TokenResponse:
-        return self._ready().poll_device(device_code)
+        return self._call(lambda client: client.poll_device(device_code))
+
+
+def _count_refusal(refused: AppCredentialsRejectedError) -> None:
+    """One refusal of the app's credentials that stands: alarmed, and nothing per merchant."""
+    metrics.add_metric(name="AppCredentialsRejected", unit="Count", value=1)
+    logger.error(
+        "UltraCart refused the app's client credentials: check the client id and the client secret "
+        "in Secrets Manager; work waits and resumes once they are accepted",
+        status=refused.status,
+        error=refused.error,
+    )

@@ -522,7 +522,8 @@ class _Poll:
             client = self.services.ultracart_for("background", self.deadline)
             answer = client.poll_device(device_code)
         except (RetryLaterError, KeyUnavailableError) as exc:
-            # Nothing reached UltraCart (budget, time, the key): the same poll, later.
+            # Nothing reached UltraCart (budget, time, the key), or it refused the app itself and
+            # consumed nothing (AppCredentialsRejectedError): the same poll, later.
             retry_after = exc.retry_after if isinstance(exc, RetryLaterError) else item.interval
             self.again_later(max(item.interval, retry_after))
             return "deferred"

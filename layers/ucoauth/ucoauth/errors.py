@@ -48,20 +48,37 @@ class UltraCartError(UcOAuthError):
 APP_MISCONFIGURED_ERRORS = frozenset(
     {"unauthorized_client", "invalid_scope", "invalid_client", "unsupported_response_type"}
 )
+# OAuth errors that refuse the app's client itself (its id or secret), whatever grant the request
+# carried: never evidence about a merchant's grant.
+APP_REFUSED_ERRORS = frozenset({"invalid_client", "unauthorized_client"})
+# How long work refused with the app's credentials waits before it is tried again.
+APP_REFUSED_RETRY_SECONDS = 60.0
+
+
+def refuses_the_app(status: int | None, error: str | None) -> bool:
+    """Whether an answer of an endpoint the app's client authenticates to (token, revoke, device
+    authorize) refuses the app itself rather than a merchant's grant: ``invalid_client``,
+    ``unauthorized_client``, or a 401 that does not say ``invalid_grant``.
+
+    Only ``invalid_grant`` and a 410 say that a merchant's grant is gone.
+    """
+    return error in APP_REFUSED_ERRORS or (status == 401 and error != "invalid_grant")
 
 
 class PermanentUltraCartError(UltraCartError):
-    """Retrying the same request cannot succeed (invalid_grant, invalid_client, 400, 401, 410)."""
+    """Retrying the same request cannot succeed (invalid_grant, 400, 410, a 401 on ``/oauth/me``)."""
 
     @property
     def app_misconfigured(self) -> bool:
-        """UltraCart refused the app itself (its client id or scopes), not this merchant's grant."""
+        """UltraCart refused the app's registration (its scopes, a response type), not this
+        merchant's grant."""
         return self.error in APP_MISCONFIGURED_ERRORS
 
     @property
     def requires_reauthorization(self) -> bool:
-        """The merchant must install again: the grant or the app itself is no longer valid."""
-        return self.status in (401, 410) or self.error == "invalid_grant"
+        """The merchant must install again: UltraCart says the grant is gone (``invalid_grant``,
+        or 410 "Authorized Application Disabled"). A refusal of the app itself never says so."""
+        return self.status == 410 or self.error == "invalid_grant"
 
 
 class TransientUltraCartError(UltraCartError):
@@ -169,13 +186,43 @@ class GrantUnsettledError(RetryLaterError):
 
 class RevokePendingError(RetryLaterError):
     """UltraCart could not confirm a revoke yet; the uninstall is retried until the revoke period
-    that started at ``retry_since`` (epoch seconds) ends."""
+    that started at ``retry_since`` (epoch seconds) ends. ``app_refused_at`` (epoch seconds) when
+    this attempt was refused with the app's own credentials: the time until the next attempt
+    does not count toward that period."""
 
     reason = "revoke not confirmed yet"
 
-    def __init__(self, retry_after: float, *, retry_since: int) -> None:
+    def __init__(self, retry_after: float, *, retry_since: int, app_refused_at: int | None = None) -> None:
         super().__init__(retry_after)
         self.retry_since = retry_since
+        self.app_refused_at = app_refused_at
+
+
+class AppCredentialsRejectedError(RetryLaterError, UltraCartError):
+    """UltraCart refused the app itself (``invalid_client``, ``unauthorized_client``, a 401
+    without ``invalid_grant`` on the token, revoke or device authorize endpoint): a rotated,
+    mistyped or revoked client secret, a wrong client id.
+
+    One fault for every merchant at once, never evidence about a merchant's grant: no merchant's
+    state changes because of it and no revoke counts as confirmed. UltraCart did not consume the
+    request, so the same work is tried again after ``retry_after`` seconds.
+    ``credentials_version`` is the client secret's version the refused request was sent with.
+    """
+
+    reason = "UltraCart refused the app's client credentials"
+
+    def __init__(
+        self,
+        retry_after: float = APP_REFUSED_RETRY_SECONDS,
+        *,
+        status: int | None = None,
+        error: str | None = None,
+        credentials_version: str | None = None,
+    ) -> None:
+        super().__init__(retry_after)
+        self.status = status
+        self.error = error
+        self.credentials_version = credentials_version
 
 
 class KeyUnavailableError(UcOAuthError):

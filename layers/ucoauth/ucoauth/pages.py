@@ -217,6 +217,20 @@ def misconfigured(brand: Branding) -> Page:
     )
 
 
+def app_unavailable(brand: Branding, retry_href: str) -> Page:
+    """UltraCart refused the app's own credentials (a rotated or mistyped client secret): the
+    app's fault, never the merchant's; it works again once its developer fixes them."""
+    return render(
+        brand,
+        503,
+        "err",
+        f"{brand.app_name} cannot complete installations right now",
+        f"{brand.app_name} was not installed because of a problem on the app's side, not with your "
+        "account; its developer has been alerted. Please try again later.",
+        retry_href=retry_href,
+    )
+
+
 def code_refused(brand: Branding, retry_href: str) -> Page:
     """UltraCart refused the authorization code (used, expired or revoked meanwhile)."""
     return render(

@@ -6,6 +6,7 @@ import uuid
 from typing import TYPE_CHECKING, Any, Literal
 
 from ucoauth.errors import (
+    AppCredentialsRejectedError,
     DeadlineTooCloseError,
     EventRelayError,
     LeaseBusyError,
@@ -35,6 +36,7 @@ RefreshResult = Literal[
     "lost_race",
     "reauthorization",
     "kept_for_recovery",
+    "app_refused",
 ]
 
 
@@ -77,7 +79,9 @@ def refresh_due(services: Services, merchant_id: str, *, deadline: Deadline) -> 
 
     Raises RetryLaterError subclasses (nothing was sent: pace, budget, time, an unsettled
     grant), TransientUltraCartError, KeyUnavailableError and AWS errors, so the message comes
-    back; everything else ends in a result.
+    back; everything else ends in a result. ``app_refused``: UltraCart refused the app itself,
+    not this merchant's grant; nothing changed, the installation stays due, and the planner's
+    next run queues it again (one message per due merchant per run, however long it lasts).
     """
     if services.clock() < services.pace_blocked_until:
         # The window's pace is known to be spent: no lease, no counter read, no call.
@@ -112,7 +116,10 @@ def refresh_due(services: Services, merchant_id: str, *, deadline: Deadline) -> 
         if wait > 0:
             services.pace_blocked_until = services.clock() + wait
             raise PaceExceededError(wait)
-        return Rotation(services, lease, deadline).run().result
+        try:
+            return Rotation(services, lease, deadline).run().result
+        except AppCredentialsRejectedError:
+            return "app_refused"
 
 
 def refresh_now(services: Services, merchant_id: str, *, deadline: Deadline) -> RefreshResult:

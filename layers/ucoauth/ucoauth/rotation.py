@@ -29,6 +29,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ucoauth.crypto import TokenSet
 from ucoauth.errors import (
+    AppCredentialsRejectedError,
     BudgetExhaustedError,
     DeadlineTooCloseError,
     GrantUnsettledError,
@@ -89,7 +90,9 @@ class Rotation:
 
     def run(self) -> Rotated:
         """Refresh the tokens (after reconciling a recovery record). Raises RetryLaterError
-        subclasses (nothing was sent), TransientUltraCartError, KeyUnavailableError, AWS errors."""
+        subclasses (nothing was sent, or UltraCart refused the app itself and consumed nothing:
+        :class:`AppCredentialsRejectedError`, which changes nothing on the installation),
+        TransientUltraCartError, KeyUnavailableError, AWS errors."""
         installation = self.lease.installation
         if installation.recovery is not None:
             reconciled = reconcile(self.s, self.lease, self.deadline, installation.recovery)
@@ -273,20 +276,36 @@ def _installation_moved(
     return Rotated("lost_race")
 
 
-def revoke_tokens(services: Services, deadline: Deadline, merchant_id: str, tokens: TokenSet) -> bool:
+def revoke_tokens(
+    services: Services,
+    deadline: Deadline,
+    merchant_id: str,
+    tokens: TokenSet,
+    *,
+    raise_app_refusal: bool = False,
+) -> bool:
     """Revoke both tokens at UltraCart (budgeted); True when UltraCart confirmed or already knew
-    them as invalid, False when it could not be asked (time, budget, a transient failure)."""
+    them as invalid, False when it could not be asked (time, budget, a transient failure).
+
+    A refusal of the app's own credentials never confirms a revoke: False, or with
+    ``raise_app_refusal`` the :class:`AppCredentialsRejectedError` itself (for callers whose
+    give-up clock must not count that time)."""
     client = services.ultracart_for("background", deadline)
     try:
         for token in (tokens.refresh_token, tokens.access_token):
             if token:
                 client.revoke(token)  # False means already invalid: counts as revoked
+    except AppCredentialsRejectedError:
+        logger.warning("revoke waits: UltraCart refused the app's credentials", merchant_id=merchant_id)
+        if raise_app_refusal:
+            raise
+        return False
     except (TransientUltraCartError, BudgetExhaustedError, DeadlineTooCloseError) as exc:
         logger.warning("revoke failed; will retry", merchant_id=merchant_id, error=str(exc))
         return False
     except PermanentUltraCartError as exc:
         logger.warning("UltraCart refused the revoke", merchant_id=merchant_id, error=str(exc))
-        return exc.requires_reauthorization  # 401/410/invalid_grant: the grant is dead already
+        return exc.requires_reauthorization  # 410/invalid_grant: the grant is dead already
     return True
 
 

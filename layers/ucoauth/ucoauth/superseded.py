@@ -5,6 +5,10 @@ gets a new grant from UltraCart while the one the stack held stays live there. T
 write hands back exactly the tokens it took off the item (``InstallationStore.replace_installation``);
 the installing function queues them, still encrypted, on the revoke queue, and the revoke worker
 revokes both tokens under the merchant's lease, retrying for ``REVOKE_RETRY_SECONDS``.
+
+Time during which UltraCart refuses the app's own credentials does not count toward that period
+(:func:`revoke_period_start`): such a refusal says nothing about the grant, and the revoke waits
+for the credentials to work again however long that takes.
 """
 
 from __future__ import annotations
@@ -18,7 +22,13 @@ from typing import TYPE_CHECKING, Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ucoauth import aws
-from ucoauth.errors import KeyUnavailableError, NotInstalledError, RevokePendingError, TokenDecryptError
+from ucoauth.errors import (
+    AppCredentialsRejectedError,
+    KeyUnavailableError,
+    NotInstalledError,
+    RevokePendingError,
+    TokenDecryptError,
+)
 from ucoauth.observability import logger, metrics
 from ucoauth.retry import retry_within
 from ucoauth.rotation import revoke_tokens
@@ -105,8 +115,7 @@ def revoke_superseded(services: Services, body: dict[str, Any], *, deadline: Dea
         return "invalid"
     except KeyUnavailableError:
         raise
-    retry_since = body.get("retry_since")
-    first_try = retry_since if isinstance(retry_since, int) else services.now()
+    first_try = revoke_period_start(services, body)
     try:
         # One UltraCart conversation per merchant at a time: the lease keeps a refresh out.
         lease = services.installations.lease(
@@ -114,11 +123,16 @@ def revoke_superseded(services: Services, body: dict[str, Any], *, deadline: Dea
         )
     except NotInstalledError:
         lease = None
-    if lease is None:
-        revoked = revoke_tokens(services, deadline, merchant_id, tokens)
-    else:
-        with lease:
-            revoked = revoke_tokens(services, deadline, merchant_id, tokens)
+    try:
+        if lease is None:
+            revoked = revoke_tokens(services, deadline, merchant_id, tokens, raise_app_refusal=True)
+        else:
+            with lease:
+                revoked = revoke_tokens(services, deadline, merchant_id, tokens, raise_app_refusal=True)
+    except AppCredentialsRejectedError as exc:
+        raise RevokePendingError(
+            exc.retry_after, retry_since=first_try, app_refused_at=services.now()
+        ) from exc
     if revoked:
         metrics.add_metric(name="SupersededGrantRevoked", unit="Count", value=1)
         logger.info("replaced grant revoked", merchant_id=merchant_id)
@@ -129,6 +143,23 @@ def revoke_superseded(services: Services, body: dict[str, Any], *, deadline: Dea
         logger.error("a replaced grant could not be revoked in time", merchant_id=merchant_id)
         return "gave_up"
     raise RevokePendingError(revoke_backoff(services, first_try), retry_since=first_try)
+
+
+def revoke_period_start(services: Services, body: Any) -> int:
+    """When the revoke period of a queued revoke began (epoch seconds): its first attempt
+    (``retry_since``, now for a first attempt), moved later by the time since an attempt UltraCart
+    refused with the app's own credentials (``app_refused_at``): that time does not count."""
+    now = services.now()
+    since = _epoch(body, "retry_since") or now
+    refused_at = _epoch(body, "app_refused_at")
+    if refused_at is not None:
+        since = min(now, since + max(0, now - refused_at))
+    return since
+
+
+def _epoch(body: Any, name: str) -> int | None:
+    value = body.get(name) if isinstance(body, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 def revoke_backoff(services: Services, retry_since: int) -> float:

@@ -1,10 +1,12 @@
 """UltraCart OAuth over HTTP with ``requests``: token, refresh, revoke and me.
 
 Every call has a connect and a read timeout and sends the API-version header UltraCart
-requires. Failures become :class:`PermanentUltraCartError` (do not retry) or
-:class:`TransientUltraCartError` (retry later); no message ever carries a token or code.
-The client never retries by itself: a code exchange or a rotating refresh is not idempotent,
-so retries belong to the caller (the queue), which knows whether a retry is safe.
+requires. Failures become :class:`PermanentUltraCartError` (do not retry),
+:class:`TransientUltraCartError` (retry later) or, when UltraCart refuses the app itself rather
+than a merchant's grant, :class:`AppCredentialsRejectedError`; no message ever carries a token
+or code. The client never retries by itself: a code exchange or a rotating refresh is not
+idempotent, so retries belong to the caller (the queue, or the budgeted client after a renewed
+client secret), which knows whether a retry is safe.
 """
 
 from __future__ import annotations
@@ -19,13 +21,17 @@ from urllib.parse import urlencode
 if TYPE_CHECKING:
     import requests
 
+    from ucoauth.app_secrets import ClientSecret
     from ucoauth.settings import Settings
 
 from ucoauth.errors import (
+    APP_REFUSED_ERRORS,
+    AppCredentialsRejectedError,
     PermanentUltraCartError,
     TransientUltraCartError,
     UltraCartError,
     UltraCartTimeoutError,
+    refuses_the_app,
 )
 from ucoauth.observability import redact_text
 
@@ -122,14 +128,18 @@ def _short(text: str | None, limit: int = 200) -> str | None:
 
 
 class UltraCartClient:
-    """Talks to one UltraCart base URL for one application (client id)."""
+    """Talks to one UltraCart base URL for one application (client id).
+
+    The optional client secret is a fixed string, or a :class:`~ucoauth.app_secrets.ClientSecret`
+    read from Secrets Manager by version (see :meth:`renew_credentials`).
+    """
 
     def __init__(
         self,
         base_url: str,
         client_id: str,
         *,
-        client_secret: str | None = None,
+        client_secret: str | ClientSecret | None = None,
         connect_timeout: float = 3.05,
         read_timeout: float = 10.0,
         session: requests.Session | None = None,
@@ -153,6 +163,16 @@ class UltraCartClient:
         clone = copy.copy(self)
         clone._timeout = (self._timeout[0], read_timeout)
         return clone
+
+    def renew_credentials(self, refused: AppCredentialsRejectedError) -> bool:
+        """UltraCart refused the app: read the client secret again. True when another version of it
+        is in use now, so the refused call (which UltraCart did not consume) may be sent once more;
+        False for a fixed secret, or when the secret did not change."""
+        from ucoauth.app_secrets import ClientSecret
+
+        if not isinstance(self._client_secret, ClientSecret):
+            return False
+        return self._client_secret.renew(refused.credentials_version)
 
     # -- public API -----------------------------------------------------------------------
 
@@ -187,8 +207,9 @@ class UltraCartClient:
 
     def me(self, access_token: str) -> MerchantInfo:
         """Who the access token belongs to (used only when a token response lacks merchant_id)."""
+        # Authenticated by the merchant's access token, not the app's client: a 401 here is the token's.
         body = self._request(
-            "GET", "/oauth/me", headers={"Authorization": f"Bearer {access_token}"}, data=None
+            "GET", "/oauth/me", headers={"Authorization": f"Bearer {access_token}"}, data=None, app=False
         )
         merchant_id = body.get("merchant_id")
         if not isinstance(merchant_id, str) or not merchant_id:
@@ -202,13 +223,31 @@ class UltraCartClient:
     # -- transport ------------------------------------------------------------------------
 
     def _post(self, path: str, form: dict[str, str]) -> dict[str, Any]:
+        """A call the app's client authenticates to (client id, and the secret when configured)."""
+        from ucoauth.app_secrets import ClientSecret
+
         data = {"client_id": self.client_id, **form}
-        if self._client_secret:
-            data["client_secret"] = self._client_secret
-        return self._request("POST", path, headers=None, data=data)
+        version = None
+        secret = self._client_secret
+        if isinstance(secret, ClientSecret):
+            current = secret.current()
+            version, secret = current.version_id, current.value
+        if secret:
+            data["client_secret"] = secret
+        try:
+            return self._request("POST", path, headers=None, data=data, app=True)
+        except AppCredentialsRejectedError as exc:
+            exc.credentials_version = version
+            raise
 
     def _request(
-        self, method: str, path: str, *, headers: dict[str, str] | None, data: dict[str, str] | None
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: dict[str, str] | None,
+        data: dict[str, str] | None,
+        app: bool,
     ) -> dict[str, Any]:
         import requests
 
@@ -223,10 +262,12 @@ class UltraCartClient:
         except requests.RequestException as exc:
             # The exception text can contain the URL only (no body), but keep it out anyway.
             raise TransientUltraCartError(f"{path} failed: {type(exc).__name__}") from None
-        return self._interpret(path, response, raw)
+        return self._interpret(path, response, raw, app=app)
 
     @staticmethod
-    def _interpret(path: str, response: requests.Response, raw: bytes) -> dict[str, Any]:
+    def _interpret(path: str, response: requests.Response, raw: bytes, *, app: bool) -> dict[str, Any]:
+        """The answer's body, or the typed error it means. ``app``: the call was authenticated with
+        the app's client, so a refusal of that client is told apart from a refused grant."""
         status = response.status_code
         rest_error = _short(response.headers.get("UC-REST-ERROR"))
         body: dict[str, Any] | None = None
@@ -245,7 +286,9 @@ class UltraCartClient:
             raise TransientUltraCartError(
                 f"{path} answered {status}", status=status, error=error_code, rest_error=rest_error
             )
-        if status in (401, 410) or 400 <= status < 500:
+        if app and 400 <= status < 500 and refuses_the_app(status, error_code):
+            raise AppCredentialsRejectedError(status=status, error=error_code)
+        if 400 <= status < 500:
             raise PermanentUltraCartError(
                 f"{path} refused the request",
                 status=status,
@@ -260,6 +303,8 @@ class UltraCartClient:
             raise TransientUltraCartError(f"{path} answered a malformed body", status=status)
         if error_code:
             # An OAuth error inside a 2xx: still a refusal.
+            if app and error_code in APP_REFUSED_ERRORS:
+                raise AppCredentialsRejectedError(status=status, error=error_code)
             raise PermanentUltraCartError(
                 f"{path} refused the request", status=status, error=error_code, description=description
             )
@@ -319,7 +364,9 @@ def get_client(settings: Settings | None = None) -> UltraCartClient:
     """The client for ``settings`` (default: the process settings), built once and reused.
 
     One ``requests`` Session per configuration, so a warm Lambda reuses its connections. The
-    optional client secret is read from Secrets Manager once, when the client is built.
+    optional client secret is read from Secrets Manager when the client is built, and again when
+    UltraCart refuses it (:meth:`UltraCartClient.renew_credentials`): a rotated secret is picked
+    up without a redeploy.
     """
     if _injected is not None:
         return _injected
@@ -342,9 +389,10 @@ def get_client(settings: Settings | None = None) -> UltraCartClient:
         if found is None:
             secret = None
             if settings.ultracart_client_secret_arn:
-                from ucoauth import aws
+                from ucoauth.app_secrets import ClientSecret
 
-                secret = aws.secret_string(settings.ultracart_client_secret_arn)
+                secret = ClientSecret(settings.ultracart_client_secret_arn)
+                secret.current()  # read now, as before any call: a failure to read it surfaces here
             found = UltraCartClient(
                 settings.ultracart_base_url,
                 settings.ultracart_client_id,
@@ -372,6 +420,7 @@ def forget_clients() -> None:
 
 __all__ = [
     "DEVICE_GRANT_TYPE",
+    "AppCredentialsRejectedError",
     "DeviceAuthorization",
     "MerchantInfo",
     "PermanentUltraCartError",

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from ucoauth.errors import (
+    AppCredentialsRejectedError,
     NotInstalledError,
     RevokePendingError,
     StaleWriteError,
@@ -27,7 +28,7 @@ from ucoauth.observability import logger, metrics
 from ucoauth.outbox import announce
 from ucoauth.retry import retry_within
 from ucoauth.store import UNINSTALLED, UNINSTALLING, Installation, Recovery
-from ucoauth.superseded import revoke_backoff
+from ucoauth.superseded import revoke_backoff, revoke_period_start
 from ucoauth.validation import is_merchant_id
 
 if TYPE_CHECKING:
@@ -81,38 +82,73 @@ def parse_uninstall_message(body: Any) -> UninstallRequest | None:
 # -- webhook --------------------------------------------------------------------------------
 
 _secret_lock = threading.Lock()
-# (the secret, its standardwebhooks.Webhook, time.monotonic() when the secret was read)
-_verifier: tuple[str, Any, float] | None = None
+# (the secrets accepted, current first; their verifier; time.monotonic() when they were read)
+_verifier: tuple[tuple[str, ...], _Verifier, float] | None = None
 SECRET_MAX_AGE = 300
+# A signature none of the cached secrets verifies has the secrets read again, at most this often:
+# a sender that switched to a rotated secret before this process noticed is not refused, and a
+# flood of bad signatures costs at most one read per this many seconds.
+SECRET_REREAD_AFTER_FAILURE = 10
 _secret_clock = time.monotonic  # tests move it
 
 
-def _webhook_verifier(services: Services) -> Any:
-    """A ``standardwebhooks.Webhook`` for the secret, read from Secrets Manager at most once per
-    ``SECRET_MAX_AGE`` seconds.
+class _Verifier:
+    """Standard Webhooks verification with each accepted secret in turn (the current one first;
+    the previous one for a day after a rotation, see ``ucoauth.app_secrets``)."""
 
-    The cache lives for the whole process, so a warm invocation makes no Secrets Manager call;
-    a rotated secret is picked up within ``SECRET_MAX_AGE`` seconds. (One GetSecretValue rather
-    than Powertools' SecretsProvider: the parameters package imports boto3 and every provider,
-    SSM, AppConfig and DynamoDB included, which costs the webhook's cold start more than the
-    rest of its code.)
+    def __init__(self, webhooks: tuple[Any, ...]) -> None:
+        self.webhooks = webhooks
+
+    def verifies(self, text: str, headers: dict[str, str]) -> bool:
+        for webhook in self.webhooks:
+            try:
+                webhook.verify(text, headers, json_parse=False)
+            except Exception:  # noqa: BLE001, S112 - the library raises several types for malformed headers
+                continue
+            return True
+        return False
+
+
+def _webhook_verifier(services: Services, *, after_failure: bool = False) -> _Verifier:
+    """The verifier for the accepted secrets, read from Secrets Manager at most once per
+    ``SECRET_MAX_AGE`` seconds (and, ``after_failure``, once per ``SECRET_REREAD_AFTER_FAILURE``).
+
+    The cache lives for the whole process, so a warm invocation makes no Secrets Manager call.
+    (GetSecretValue rather than Powertools' SecretsProvider: the parameters package imports boto3
+    and every provider, SSM, AppConfig and DynamoDB included, which costs the webhook's cold start
+    more than the rest of its code.)
     """
     global _verifier
     from standardwebhooks.webhooks import Webhook
 
-    from ucoauth import aws
+    from ucoauth.app_secrets import webhook_secrets
 
     with _secret_lock:
         now = _secret_clock()
-        if _verifier is None or now - _verifier[2] >= SECRET_MAX_AGE:
-            secret = aws.secret_string(services.settings.webhook_secret_arn)
-            verifier = _verifier[1] if _verifier is not None and _verifier[0] == secret else Webhook(secret)
-            _verifier = (secret, verifier, now)
-        return _verifier[1]
+        cached = _verifier
+        if cached is not None:
+            age = now - cached[2]
+            if age < SECRET_MAX_AGE and not (after_failure and age >= SECRET_REREAD_AFTER_FAILURE):
+                return cached[1]
+        accepted = tuple(webhook_secrets(services.settings.webhook_secret_arn, now=services.clock()))
+        known = dict(zip(cached[0], cached[1].webhooks, strict=True)) if cached is not None else {}
+        verifier = _Verifier(tuple(known.get(s) or Webhook(s) for s in accepted))
+        _verifier = (accepted, verifier, now)
+        return verifier
+
+
+def _signed_by_the_sender(services: Services, text: str, headers: dict[str, str]) -> bool:
+    """Whether one of the accepted secrets signed the webhook (the secrets read again, within
+    limits, before a signature is refused)."""
+    verifier = _webhook_verifier(services)
+    if verifier.verifies(text, headers):
+        return True
+    again = _webhook_verifier(services, after_failure=True)
+    return again is not verifier and again.verifies(text, headers)
 
 
 def reset_webhook_secret_cache() -> None:
-    """Forget the cached secret and verifier (tests, or after rotating the secret by hand)."""
+    """Forget the cached secrets and verifier (tests; a rotation needs no reset)."""
     global _verifier
     with _secret_lock:
         _verifier = None
@@ -135,11 +171,9 @@ def accept_webhook(
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise WebhookPayloadError("body is not UTF-8") from None
-    try:
-        _webhook_verifier(services).verify(text, lowered, json_parse=False)
-    except Exception:  # noqa: BLE001 - the library raises several types for malformed headers
+    if not _signed_by_the_sender(services, text, lowered):
         metrics.add_metric(name="WebhookRejected", unit="Count", value=1)
-        raise WebhookSignatureError("signature verification failed") from None
+        raise WebhookSignatureError("signature verification failed")
     try:
         payload = json.loads(text)
     except ValueError:
@@ -188,8 +222,11 @@ def process_uninstall(services: Services, body: Any, *, deadline: Deadline) -> R
     While UltraCart cannot confirm the revoke, the installation is ``uninstalling`` (no longer
     served or refreshed; tokens kept only to revoke them) and :class:`RevokePendingError` asks
     for the message to come back later; only once ``REVOKE_RETRY_SECONDS`` have passed since the
-    first attempt is the ciphertext shredded without a confirmed revoke. Raises (so the message
-    is retried) on a held lease, too little time left, a KMS fault or an AWS error.
+    first attempt is the ciphertext shredded without a confirmed revoke. A revoke UltraCart
+    refuses with the app's own credentials is never confirmed and never given up on: the
+    uninstall waits (:class:`RevokePendingError` with ``app_refused_at``), and that time does not
+    count toward the period. Raises (so the message is retried) on a held lease, too little time
+    left, a KMS fault or an AWS error.
     """
     # Deferred: the revoke path's modules are the worker's; the webhook only queues.
     from ucoauth.rotation import reconcile
@@ -201,7 +238,7 @@ def process_uninstall(services: Services, body: Any, *, deadline: Deadline) -> R
         return "invalid"
     merchant_id = request.merchant_id
     requested = int(request.requested_at.timestamp())
-    retry_since = _retry_since(body) or services.now()
+    retry_since = revoke_period_start(services, body)
     try:
         # The lease comes back with the item: no separate read (and no refresh can start now).
         lease = services.installations.lease(
@@ -226,7 +263,13 @@ def process_uninstall(services: Services, body: Any, *, deadline: Deadline) -> R
                 # The uninstalled generation's tokens, kept for this revoke: revoke them now.
                 reconcile(services, lease, deadline, installation.recovery)
             return "late"
-        confirmed, failure = _revoke_everything(services, deadline, installation)
+        try:
+            confirmed, failure = _revoke_everything(services, deadline, installation)
+        except AppCredentialsRejectedError as exc:
+            _stop_serving(services, installation)
+            raise RevokePendingError(
+                exc.retry_after, retry_since=retry_since, app_refused_at=services.now()
+            ) from exc
         if not confirmed and failure == "":
             if services.now() - retry_since < services.settings.revoke_retry_seconds:
                 _stop_serving(services, installation)
@@ -235,16 +278,12 @@ def process_uninstall(services: Services, body: Any, *, deadline: Deadline) -> R
         return _shred(services, lease, deadline, request, confirmed=confirmed, failure=failure)
 
 
-def _retry_since(body: Any) -> int | None:
-    value = body.get("retry_since") if isinstance(body, dict) else None
-    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
-
-
 def _revoke_everything(
     services: Services, deadline: Deadline, installation: Installation
 ) -> tuple[bool, str]:
     """Revoke the stored tokens and any recovered ones. (True, "") when UltraCart confirmed every
-    revoke; (False, "") when it could not be asked now; (False, reason) when it never can."""
+    revoke; (False, "") when it could not be asked now; (False, reason) when it never can.
+    Raises :class:`AppCredentialsRejectedError` when UltraCart refused the app itself."""
     from ucoauth.rotation import revoke_tokens
 
     merchant_id = installation.merchant_id
@@ -259,7 +298,7 @@ def _revoke_everything(
             tokens = services.cipher.decrypt(merchant_id, blob)
         except TokenDecryptError:
             return False, "undecryptable"
-        if not revoke_tokens(services, deadline, merchant_id, tokens):
+        if not revoke_tokens(services, deadline, merchant_id, tokens, raise_app_refusal=True):
             confirmed = False
     return confirmed, ""
 
