@@ -85,6 +85,7 @@ bench-deps:
 ## bench: cold start, calls per operation, planner reads, refresh pacing, memory -> docs/BENCHMARKS.md
 bench: $(STAMP) $(PTH) bench-deps
 	$(PY) -m bench
+	$(PY) -m bench.modules
 	$(PY) -m bench.capacity
 
 clean:

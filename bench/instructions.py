@@ -6,7 +6,7 @@ leaves. The number of instructions one cold start executes does not: with the sa
 ``PYTHONHASHSEED=0`` and the same environment, two runs agree to a few parts in a million. The
 bench judges the target on this ratio and reports the wall-clock medians beside it. It does not
 count the kernel's work (``stat`` and ``read`` of each imported file), which the wall clock does:
-fewer modules also matter (tests/unit/test_import_budget.py counts them).
+fewer modules also matter (python -m bench.modules counts them).
 
 ``python -m bench.instructions [candidates]`` prints the table alone.
 """

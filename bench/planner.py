@@ -3,7 +3,7 @@
 Items read are the sum of ``ScannedCount`` over the queries. Two reads of the same table: the
 planner itself (``ucoauth.refresh.plan(stats=)``, which may queue fewer than are due when the pace
 allows fewer before its next run) and every due installation
-(``InstallationStore.due_merchants(stats=)``). Reads proportional to what is due keep
+(``InstallationReads.due_merchants(stats=)``). Reads proportional to what is due keep
 items read / items due near 1, whatever the number of installations. The admin API's listing
 reads the same table through ``StatusIndex``: a page of 50 must read at most 60 items.
 """
@@ -65,7 +65,7 @@ def _item(merchant_id: str, *, due_at: int, shards: int, blob: bytes) -> dict[st
     they change neither what the planner reads nor ``ScannedCount``, and moto's item-size
     bookkeeping grows with the square of the attribute count (it would only slow the load).
     """
-    from ucoauth.store import due_shard, merchant_key
+    from ucoauth.table import due_shard, merchant_key
 
     return {
         **merchant_key(merchant_id),
@@ -125,7 +125,7 @@ def measure(installations: int = 100_000, due_fraction: float = 0.01) -> Planner
         planned = list(plan(services, stats=stats))
         plan_seconds = time.perf_counter() - started
         every_due: dict[str, int] = {}
-        found = list(services.installations.due_merchants(now=services.now(), stats=every_due))
+        found = list(services.installation_reads.due_merchants(now=services.now(), stats=every_due))
         listed: dict[str, int] = {}
         started = time.perf_counter()
         page = admin.list_installations(

@@ -431,7 +431,7 @@ def _planner_section(results: Results) -> str:
                 f"{p.plan_seconds:.1f} s",
             ],
             [
-                "`InstallationStore.due_merchants` (every due one)",
+                "`InstallationReads.due_merchants` (every due one)",
                 f"{p.all_due:,}",
                 f"{p.all_scanned:,}",
                 str(p.all_queries),

@@ -6,20 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from botocore.exceptions import BotoCoreError, ClientError
 
 from ucoauth import admin
-from ucoauth.errors import (
-    BudgetExhaustedError,
-    KeyUnavailableError,
-    LeaseBusyError,
-    NotInstalledError,
-    PermanentUltraCartError,
-    ReauthorizationRequiredError,
-    RetryLaterError,
-    TokenDecryptError,
-    TransientUltraCartError,
-)
+from ucoauth.api_errors import answer_errors
 from ucoauth.observability import logger, metrics
 from ucoauth.resolver import APIGatewayHttpResolver, Response
 from ucoauth.services import get_services
@@ -29,8 +18,6 @@ from ucoauth.web import json_error, json_response
 
 app = APIGatewayHttpResolver()
 LIST_PARAMETERS = {"status", "limit", "cursor"}
-# Someone else holds the merchant's lease (a refresh or a revoke in flight): ask again shortly.
-LEASE_BUSY_RETRY_SECONDS = 5
 
 
 def _caller() -> str:
@@ -111,59 +98,7 @@ def stats() -> Response[Any]:
     return json_response(200, admin.stats(get_services()))
 
 
-@app.exception_handler(admin.AdminRequestError)
-def bad_request(exc: admin.AdminRequestError) -> Response[Any]:
-    return json_error(400, exc.code)
-
-
-@app.exception_handler(NotInstalledError)
-def not_installed(_: NotInstalledError) -> Response[Any]:
-    return json_error(404, "not_installed")
-
-
-@app.exception_handler(ReauthorizationRequiredError)
-@app.exception_handler(TokenDecryptError)
-def reauthorization(_: Exception) -> Response[Any]:
-    return json_error(409, "reauthorization_required")
-
-
-@app.exception_handler(LeaseBusyError)
-def lease_busy(_: LeaseBusyError) -> Response[Any]:
-    return json_error(503, "lease_busy", retry_after=LEASE_BUSY_RETRY_SECONDS)
-
-
-@app.exception_handler(RetryLaterError)
-def retry_later(exc: RetryLaterError) -> Response[Any]:
-    code = "budget_exhausted" if isinstance(exc, BudgetExhaustedError) else "retry_later"
-    return json_error(503, code, retry_after=exc.retry_after)
-
-
-@app.exception_handler(TransientUltraCartError)
-def upstream(_: TransientUltraCartError) -> Response[Any]:
-    return json_error(503, "upstream_unavailable", retry_after=30)
-
-
-@app.exception_handler(PermanentUltraCartError)
-def upstream_refused(_: PermanentUltraCartError) -> Response[Any]:
-    # UltraCart refused our request itself (not the grant): logged where it happened.
-    return json_error(502, "upstream_rejected")
-
-
-@app.exception_handler(KeyUnavailableError)
-def key_unavailable(_: KeyUnavailableError) -> Response[Any]:
-    return json_error(503, "temporarily_unavailable", retry_after=30)
-
-
-@app.exception_handler(ClientError)
-@app.exception_handler(BotoCoreError)
-def aws_failed(exc: Exception) -> Response[Any]:
-    logger.error("AWS call failed serving an admin request", error=type(exc).__name__)
-    return json_error(503, "temporarily_unavailable", retry_after=5)
-
-
-@app.not_found
-def not_found(_: Exception) -> Response[Any]:
-    return json_error(404, "not_found")
+answer_errors(app, {admin.AdminRequestError: lambda exc: json_error(400, exc.code)})
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -6,25 +6,15 @@ import json
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from botocore.exceptions import BotoCoreError, ClientError
 
+from ucoauth.api_errors import Answer, answer_errors
 from ucoauth.device import (
     device_status,
     get_device_settings,
     is_authorization_id,
     start_device_authorization,
 )
-from ucoauth.errors import (
-    AppCredentialsRejectedError,
-    BudgetExhaustedError,
-    DeadlineTooCloseError,
-    DeviceAuthorizationNotFoundError,
-    KeyUnavailableError,
-    PermanentUltraCartError,
-    QueueSendError,
-    RequestTooLargeError,
-    TransientUltraCartError,
-)
+from ucoauth.errors import PermanentUltraCartError
 from ucoauth.observability import logger, metrics
 from ucoauth.resolver import APIGatewayHttpResolver, Response
 from ucoauth.services import get_services
@@ -74,39 +64,7 @@ def get_authorization(authorization_id: str) -> Response[dict[str, Any]]:
     return json_response(200, device_status(get_services(), authorization_id))
 
 
-@app.exception_handler(BadInput)
-def bad_input(_: BadInput) -> Response[dict[str, Any]]:
-    return json_error(400, "invalid_request")
-
-
-@app.exception_handler(RequestTooLargeError)
-def too_large(_: RequestTooLargeError) -> Response[dict[str, Any]]:
-    return json_error(413, "request_too_large")
-
-
-@app.exception_handler(DeviceAuthorizationNotFoundError)
-def not_found_id(_: DeviceAuthorizationNotFoundError) -> Response[dict[str, Any]]:
-    return json_error(404, "not_found")
-
-
-@app.exception_handler(BudgetExhaustedError)
-def budget(exc: BudgetExhaustedError) -> Response[dict[str, Any]]:
-    return json_error(503, "budget_exhausted", retry_after=exc.retry_after)
-
-
-@app.exception_handler(DeadlineTooCloseError)
-def too_late(exc: DeadlineTooCloseError) -> Response[dict[str, Any]]:
-    return json_error(503, "retry_later", retry_after=exc.retry_after)
-
-
-@app.exception_handler(AppCredentialsRejectedError)
-def app_refused(exc: AppCredentialsRejectedError) -> Response[dict[str, Any]]:
-    # UltraCart refused the app's own credentials (alarmed where it happened): the caller retries.
-    return json_error(503, "upstream_unavailable", retry_after=exc.retry_after)
-
-
-@app.exception_handler(PermanentUltraCartError)
-def refused(exc: PermanentUltraCartError) -> Response[dict[str, Any]]:
+def _refused(exc: PermanentUltraCartError) -> Response[Any]:
     if exc.error == "invalid_scope":
         return json_error(400, "invalid_scope")
     # The app itself was refused (client id, ...): the operator's to fix, not the caller's.
@@ -114,23 +72,9 @@ def refused(exc: PermanentUltraCartError) -> Response[dict[str, Any]]:
     return json_error(502, "ultracart_refused")
 
 
-@app.exception_handler(TransientUltraCartError)
-def upstream(_: TransientUltraCartError) -> Response[dict[str, Any]]:
-    return json_error(503, "upstream_unavailable", retry_after=30)
-
-
-@app.exception_handler(KeyUnavailableError)
-@app.exception_handler(QueueSendError)
-@app.exception_handler(ClientError)
-@app.exception_handler(BotoCoreError)
-def aws_failed(exc: Exception) -> Response[dict[str, Any]]:
-    logger.error("AWS call failed in the device flow", error=type(exc).__name__)
-    return json_error(503, "temporarily_unavailable", retry_after=30)
-
-
-@app.not_found
-def not_found(_: Exception) -> Response[dict[str, Any]]:
-    return json_error(404, "not_found")
+# The device flow's own contract: a bad body is an invalid request, and UltraCart refusing the
+# authorization is either the caller's scope or the operator's registration.
+answer_errors(app, {BadInput: Answer(400, "invalid_request"), PermanentUltraCartError: _refused})
 
 
 @logger.inject_lambda_context(clear_state=True)

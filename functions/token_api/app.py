@@ -5,21 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from botocore.exceptions import BotoCoreError, ClientError
 
-from ucoauth.errors import (
-    KeyUnavailableError,
-    NotInstalledError,
-    ReauthorizationRequiredError,
-    TokenDecryptError,
-    UpstreamUnavailableError,
-)
+from ucoauth.api_errors import answer_errors
 from ucoauth.observability import logger, metrics
 from ucoauth.resolver import APIGatewayHttpResolver, Response
 from ucoauth.services import get_services
 from ucoauth.timing import Deadline
 from ucoauth.tokens import MAX_MIN_VALID_SECONDS, Demand, access_token
-from ucoauth.validation import BadInput, bounded_int, is_merchant_id, parse_query
+from ucoauth.validation import bounded_int, is_merchant_id, parse_query
 from ucoauth.web import json_error, json_response
 
 app = APIGatewayHttpResolver()
@@ -54,43 +47,7 @@ def _demand(raw_query: str) -> Demand:
     )
 
 
-@app.exception_handler(BadInput)
-def bad_input(_: BadInput) -> Response[dict[str, str]]:
-    return json_error(400, "invalid_parameter")
-
-
-@app.exception_handler(NotInstalledError)
-def not_installed(_: NotInstalledError) -> Response[dict[str, str]]:
-    return json_error(404, "not_installed")
-
-
-@app.exception_handler(ReauthorizationRequiredError)
-@app.exception_handler(TokenDecryptError)
-def reauthorization(_: Exception) -> Response[dict[str, str]]:
-    return json_error(409, "reauthorization_required")
-
-
-@app.exception_handler(UpstreamUnavailableError)
-def upstream(exc: UpstreamUnavailableError) -> Response[dict[str, str]]:
-    return json_error(503, "upstream_unavailable", retry_after=exc.retry_after)
-
-
-@app.exception_handler(KeyUnavailableError)
-def key_unavailable(_: KeyUnavailableError) -> Response[dict[str, str]]:
-    # KMS refused to work (alarmed where it happened): a fault of ours, never the merchant's.
-    return json_error(503, "temporarily_unavailable", retry_after=30)
-
-
-@app.exception_handler(ClientError)
-@app.exception_handler(BotoCoreError)
-def aws_failed(exc: Exception) -> Response[dict[str, str]]:
-    logger.error("AWS call failed serving a token", error=type(exc).__name__)
-    return json_error(503, "temporarily_unavailable")
-
-
-@app.not_found
-def not_found(_: Exception) -> Response[dict[str, str]]:
-    return json_error(404, "not_found")
+answer_errors(app)
 
 
 @logger.inject_lambda_context(clear_state=True)

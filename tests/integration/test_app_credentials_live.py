@@ -20,8 +20,8 @@ from devstack.resources import LocalResources
 from tests.support.installs import seed_installation, stored_tokens
 from tests.support.lambdas import invoke, load_event
 from tests.support.observer import observed_events
+from ucoauth.installations.model import ACTIVE, UNINSTALLED
 from ucoauth.services import Services
-from ucoauth.store import ACTIVE, UNINSTALLED
 from ucsandbox import Sandbox
 
 pytestmark = pytest.mark.integration

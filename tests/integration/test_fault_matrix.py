@@ -54,9 +54,10 @@ from tests.support.roles import package_under_roles
 from ucoauth import aws as uc_aws
 from ucoauth import queues as uc_queues
 from ucoauth.crypto import TokenCipher, TokenSet
+from ucoauth.installations.model import ACTIVE, REAUTHORIZATION_REQUIRED, UNINSTALLED, Installation
+from ucoauth.installations.store import InstallationStore
 from ucoauth.refresh import refresh_due
 from ucoauth.services import Services
-from ucoauth.store import ACTIVE, REAUTHORIZATION_REQUIRED, UNINSTALLED, Installation, InstallationStore
 from ucsandbox import Sandbox
 from ucsandbox.models import EndpointName
 

@@ -17,9 +17,9 @@ from tests.support.deadlines import a_deadline
 from tests.support.installs import seed_installation, stored_tokens
 from tests.support.processes import results_of, start_processes
 from ucoauth.install import begin_install, complete_install
+from ucoauth.installations.model import ACTIVE
 from ucoauth.refresh import refresh_due
 from ucoauth.services import Services
-from ucoauth.store import ACTIVE
 from ucoauth.uninstall import process_uninstall
 from ucsandbox import Sandbox
 

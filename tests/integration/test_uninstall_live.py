@@ -11,9 +11,9 @@ import pytest
 from tests.support.deadlines import a_deadline
 from tests.support.installs import seed_installation
 from ucoauth.errors import RevokePendingError
+from ucoauth.installations.model import UNINSTALLED
 from ucoauth.refresh import refresh_due
 from ucoauth.services import Services
-from ucoauth.store import UNINSTALLED
 from ucoauth.uninstall import process_uninstall
 from ucsandbox import Sandbox
 

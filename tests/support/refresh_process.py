@@ -42,9 +42,10 @@ def _exit_instead(*_: Any, **__: Any) -> Any:
 
 def install_crash(mode: str) -> None:
     """Patch this process's package so it dies at ``mode``'s step."""
-    from ucoauth import store, ultracart
+    from ucoauth import ultracart
+    from ucoauth.installations import store as store_module
 
-    installations = store.InstallationStore
+    installations = store_module.InstallationStore
     if mode == "die_after_lease":
         installations.lease = _exit_after(installations.lease)  # type: ignore[method-assign]
     elif mode == "die_after_ultracart":

@@ -24,9 +24,10 @@ from tests.support.lambdas import invoke, load_event, sqs_event
 from tests.support.observer import published_events
 from ucoauth.device import DeviceSettings, poll_device_authorization, start_device_authorization
 from ucoauth.errors import RevokePendingError
+from ucoauth.installations.model import ACTIVE, UNINSTALLED
 from ucoauth.refresh import plan, refresh_due
 from ucoauth.services import Services
-from ucoauth.store import ACTIVE, UNINSTALLED, merchant_key
+from ucoauth.table import merchant_key
 from ucoauth.timing import Deadline
 from ucoauth.uninstall import process_uninstall
 

@@ -18,10 +18,11 @@ from tests.support.deadlines import a_deadline
 from tests.support.fake_ultracart import FakeUltraCart
 from tests.support.installs import install
 from ucoauth import admin
+from ucoauth.installations.store import InstallationStore
 from ucoauth.refresh import plan, refresh_due
 from ucoauth.services import Services
 from ucoauth.shards import DRAIN_SECONDS, MARK_KEY, DueShards
-from ucoauth.store import InstallationStore, due_shard, merchant_key
+from ucoauth.table import due_shard, merchant_key
 
 
 def _merchants_in_shard(shard: int, *, shards: int, count: int, prefix: str = "S") -> list[str]:

@@ -17,10 +17,10 @@ from ucoauth.errors import (
     ReauthorizationRequiredError,
     UpstreamUnavailableError,
 )
+from ucoauth.installations.model import REAUTHORIZATION_REQUIRED
 from ucoauth.issued import refresh_window
 from ucoauth.refresh import plan, refresh_due
 from ucoauth.services import Services
-from ucoauth.store import REAUTHORIZATION_REQUIRED
 from ucoauth.tokens import access_token
 
 REDIRECT = "https://api.example/oauth/callback"

@@ -6,6 +6,7 @@ import boto3
 import pytest
 
 from devstack.resources import LocalResources
+from ucoauth.browser_items import Receipt
 from ucoauth.errors import (
     LeaseBusyError,
     NotDueError,
@@ -16,8 +17,8 @@ from ucoauth.errors import (
     StateInvalidError,
     StateUnknownError,
 )
+from ucoauth.installations.model import ACTIVE, TokenFields
 from ucoauth.services import Services
-from ucoauth.store import ACTIVE, Receipt, TokenFields
 
 NOW = 1_800_000_000
 
@@ -138,12 +139,12 @@ def test_reauthorization_and_uninstall_leave_the_due_index(services: Services, a
     store = services.installations
     a = store.save_installation("A1", fields(due_at=NOW - 1), now=NOW)
     b = store.save_installation("B1", fields(due_at=NOW - 1), now=NOW)
-    assert sorted(store.due_merchants(now=NOW)) == ["A1", "B1"]
+    assert sorted(services.installation_reads.due_merchants(now=NOW)) == ["A1", "B1"]
     assert store.mark_reauthorization_required("A1", expected_version=a.version, now=NOW)
     assert store.mark_uninstalled(
         "B1", expected_version=b.version, reason="webhook", revoke_confirmed=True, now=NOW, ttl=NOW + 99
     )
-    assert list(store.due_merchants(now=NOW)) == []
+    assert list(services.installation_reads.due_merchants(now=NOW)) == []
     tombstone = store.get("B1")
     assert tombstone is not None and tombstone.status == "uninstalled" and tombstone.tokens_ciphertext is None
     raw = boto3.client("dynamodb").get_item(
@@ -158,7 +159,7 @@ def test_the_planner_reads_only_what_is_due(services: Services) -> None:
         store.save_installation(f"M{i}", fields(due_at=NOW - 10 if i % 6 == 0 else NOW + 5000), now=NOW)
     store.save_installation("NOEXPIRY", fields(due_at=None), now=NOW)
     stats: dict[str, int] = {}
-    due = sorted(store.due_merchants(now=NOW, stats=stats))
+    due = sorted(services.installation_reads.due_merchants(now=NOW, stats=stats))
     assert due == sorted(f"M{i}" for i in range(0, 60, 6))
     assert stats["scanned"] == len(due)
     assert stats["queries"] == services.settings.due_shards
@@ -168,7 +169,7 @@ def test_a_limited_plan_takes_the_most_overdue_first(services: Services) -> None
     store = services.installations
     for i in range(12):
         store.save_installation(f"L{i}", fields(due_at=NOW - 100 + i), now=NOW)
-    assert store.due_merchants(now=NOW, limit=3) == ["L0", "L1", "L2"]
+    assert services.installation_reads.due_merchants(now=NOW, limit=3) == ["L0", "L1", "L2"]
 
 
 def test_state_is_consumed_once_by_the_browser_that_started(services: Services) -> None:

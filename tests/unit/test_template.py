@@ -46,6 +46,7 @@ from ucoauth.settings import (
     function_variables,
     variables_of,
 )
+from ucoauth.table import STATUS_INDEX
 
 BIN = Path(sys.executable).parent
 CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
@@ -391,7 +392,7 @@ def test_table_keys_index_and_ttl(template: dict[str, Any]) -> None:
     ]
     assert index["Projection"] == {"ProjectionType": "KEYS_ONLY"}
     # The admin API's listing: what a listed item shows, never the tokens, recovery or lease.
-    assert by_status["IndexName"] == admin.STATUS_INDEX
+    assert by_status["IndexName"] == STATUS_INDEX
     assert by_status["KeySchema"] == [
         {"AttributeName": "status", "KeyType": "HASH"},
         {"AttributeName": "merchant_id", "KeyType": "RANGE"},

@@ -17,17 +17,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ucoauth import aws
 from ucoauth.errors import NotInstalledError, UcOAuthError
+from ucoauth.installations.model import ACTIVE, REAUTHORIZATION_REQUIRED, UNINSTALLED, UNINSTALLING
 from ucoauth.observability import logger
 from ucoauth.outbox import parked_events
 from ucoauth.shards import DueShards
-from ucoauth.store import (
-    ACTIVE,
-    DUE_INDEX,
-    REAUTHORIZATION_REQUIRED,
-    UNINSTALLED,
-    UNINSTALLING,
-    merchant_key,
-)
+from ucoauth.table import number, string
 from ucoauth.uninstall import UNINSTALL_DETAIL_TYPE
 
 if TYPE_CHECKING:
@@ -35,7 +29,6 @@ if TYPE_CHECKING:
     from ucoauth.services import Services
     from ucoauth.timing import Deadline
 
-STATUS_INDEX = "StatusIndex"
 STATUSES = (ACTIVE, REAUTHORIZATION_REQUIRED, UNINSTALLING, UNINSTALLED)
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
@@ -88,16 +81,6 @@ def _iso(epoch: int | None) -> str | None:
     return datetime.fromtimestamp(epoch, tz=UTC).isoformat().replace("+00:00", "Z")
 
 
-def _n(item: dict[str, Any], name: str) -> int | None:
-    value = item.get(name)
-    return int(value["N"]) if isinstance(value, dict) and "N" in value else None
-
-
-def _s(item: dict[str, Any], name: str) -> str | None:
-    value = item.get(name)
-    return value["S"] if isinstance(value, dict) and "S" in value else None
-
-
 def view(item: dict[str, Any], *, detailed: bool = False) -> dict[str, Any]:
     """An installation as an operator sees it (no token, ciphertext or lease owner).
 
@@ -105,44 +88,34 @@ def view(item: dict[str, Any], *, detailed: bool = False) -> dict[str, Any]:
     ``consecutive_failures`` how many refreshes failed since then.
     """
     assumed = bool(item.get("expiry_assumed", {}).get("BOOL", False))
-    pending = [detail_type for detail_type, _ in parked_events(_s(item, "pending_event"))]
+    pending = [detail_type for detail_type, _ in parked_events(string(item, "pending_event"))]
     revoke = item.get("revoke_confirmed")
     shown: dict[str, Any] = {
-        "merchant_id": _s(item, "merchant_id"),
-        "status": _s(item, "status"),
-        "generation": _n(item, "generation"),
-        "installed_at": _iso(_n(item, "installed_at")),
-        "access_expires_at": None if assumed else _iso(_n(item, "access_expires_at")),
-        "next_refresh_at": _iso(_n(item, "due_at")),
-        "last_refreshed_at": _iso(_n(item, "refreshed_at")),
+        "merchant_id": string(item, "merchant_id"),
+        "status": string(item, "status"),
+        "generation": number(item, "generation"),
+        "installed_at": _iso(number(item, "installed_at")),
+        "access_expires_at": None if assumed else _iso(number(item, "access_expires_at")),
+        "next_refresh_at": _iso(number(item, "due_at")),
+        "last_refreshed_at": _iso(number(item, "refreshed_at")),
         "last_error": (
-            {"code": _s(item, "last_error"), "at": _iso(_n(item, "last_error_at"))}
+            {"code": string(item, "last_error"), "at": _iso(number(item, "last_error_at"))}
             if "last_error" in item
             else None
         ),
-        "consecutive_failures": _n(item, "consecutive_failures") or 0,
+        "consecutive_failures": number(item, "consecutive_failures") or 0,
         "revoke_confirmed": revoke["BOOL"] if isinstance(revoke, dict) and "BOOL" in revoke else None,
         "pending_event": ", ".join(pending) if pending else None,
-        "uninstalled_at": _iso(_n(item, "uninstalled_at")),
+        "uninstalled_at": _iso(number(item, "uninstalled_at")),
     }
     if detailed:
         shown["has_recovery_record"] = "recovery" in item
     return shown
 
 
-def _projection(names: tuple[str, ...]) -> dict[str, Any]:
-    return {"ProjectionExpression": ", ".join(names), "ExpressionAttributeNames": {"#status": "status"}}
-
-
 def show(services: Services, merchant_id: str) -> dict[str, Any]:
     """One installation (uninstalled tombstones too). Raises NotInstalledError."""
-    answer = aws.dynamodb().get_item(
-        TableName=services.settings.table_name,
-        Key=merchant_key(merchant_id),
-        ConsistentRead=True,
-        **_projection(_SHOWN),
-    )
-    item = answer.get("Item")
+    item = services.installation_reads.projected(merchant_id, _SHOWN)
     if not item or "status" not in item:
         raise NotInstalledError(merchant_id)
     return view(item, detailed=True)
@@ -224,22 +197,10 @@ def list_installations(
     for position in range(order.index(current), len(order)):
         current = order[position]
         while len(items) < limit:
-            kwargs: dict[str, Any] = {
-                "TableName": services.settings.table_name,
-                "IndexName": STATUS_INDEX,
-                "KeyConditionExpression": "#status = :s",
-                "ExpressionAttributeValues": {":s": {"S": current}},
-                "Limit": limit - len(items),
-                **_projection(_LISTED),
-            }
-            if start is not None:
-                kwargs["ExclusiveStartKey"] = start
-            page = aws.dynamodb().query(**kwargs)
-            if stats is not None:
-                stats["queries"] = stats.get("queries", 0) + 1
-                stats["read"] = stats.get("read", 0) + page.get("ScannedCount", 0)
-            items.extend(view(item) for item in page.get("Items", []))
-            start = page.get("LastEvaluatedKey")
+            found, start = services.installation_reads.status_page(
+                current, limit=limit - len(items), start=start, attributes=_LISTED, stats=stats
+            )
+            items.extend(view(item) for item in found)
             if not start:
                 break
         if len(items) >= limit:
@@ -255,14 +216,7 @@ def list_installations(
 
 
 def _status_of(services: Services, merchant_id: str) -> str | None:
-    answer = aws.dynamodb().get_item(
-        TableName=services.settings.table_name,
-        Key=merchant_key(merchant_id),
-        ConsistentRead=True,
-        ProjectionExpression="#status",
-        ExpressionAttributeNames={"#status": "status"},
-    )
-    return _s(answer.get("Item") or {}, "status")
+    return string(services.installation_reads.projected(merchant_id, ("#status",)) or {}, "status")
 
 
 def refresh(services: Services, merchant_id: str, *, deadline: Deadline) -> RefreshResult:
@@ -324,18 +278,6 @@ def redrive(services: Services, queue: DeadLetterQueue, *, deadline: Deadline) -
 # -- stats -------------------------------------------------------------------------------------
 
 
-def _count(services: Services, **query: Any) -> int:
-    total = 0
-    kwargs: dict[str, Any] = {"TableName": services.settings.table_name, "Select": "COUNT", **query}
-    while True:
-        page = aws.dynamodb().query(**kwargs)
-        total += int(page.get("Count", 0))
-        last = page.get("LastEvaluatedKey")
-        if not last:
-            return total
-        kwargs["ExclusiveStartKey"] = last
-
-
 def _queue(url: str) -> dict[str, Any]:
     if not url:
         return {"depth": None, "in_flight": None, "delayed": None, "oldest_age_seconds": None}
@@ -364,27 +306,11 @@ def stats(services: Services) -> dict[str, Any]:
     """Installations per status, due within the next hour, the UltraCart budget, the queues."""
     settings = services.settings
     now = services.now()
-    per_status = {
-        status: _count(
-            services,
-            IndexName=STATUS_INDEX,
-            KeyConditionExpression="#status = :s",
-            ExpressionAttributeNames={"#status": "status"},
-            ExpressionAttributeValues={":s": {"S": status}},
-        )
-        for status in STATUSES
-    }
+    reads = services.installation_reads
+    per_status = {status: reads.count_status(status) for status in STATUSES}
     # Every shard the planner reads: a lowered DUE_SHARDS leaves installations above it.
     shards = DueShards(settings.table_name, configured=settings.due_shards).in_use()
-    due = sum(
-        _count(
-            services,
-            IndexName=DUE_INDEX,
-            KeyConditionExpression="due_shard = :s AND due_at <= :t",
-            ExpressionAttributeValues={":s": {"S": str(shard)}, ":t": {"N": str(now + 3600)}},
-        )
-        for shard in range(shards)
-    )
+    due = reads.count_due(until=now + 3600, shards=shards)
     hour_used, day_used = services.budget.used(now)
     hourly, daily = services.budget.limits("callback")
     background_hourly, background_daily = services.budget.limits("background")

@@ -38,9 +38,9 @@ from ucoauth.errors import (
     RetryLaterError,
     TransientUltraCartError,
 )
+from ucoauth.installations.model import ACTIVE
 from ucoauth.observability import logger, metrics
 from ucoauth.settings import Settings
-from ucoauth.store import ACTIVE
 from ucoauth.timing import call_needs
 
 if TYPE_CHECKING:

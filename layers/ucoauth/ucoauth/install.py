@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ucoauth.browser_items import Receipt
 from ucoauth.crypto import TokenSet
 from ucoauth.errors import DeadlineTooCloseError, KeyUnavailableError, TransientUltraCartError
 from ucoauth.events import INSTALLATION_COMPLETED
@@ -16,13 +17,14 @@ from ucoauth.issued import token_fields
 from ucoauth.observability import logger, metrics
 from ucoauth.outbox import announce
 from ucoauth.retry import retry_within
-from ucoauth.store import Receipt, digest
+from ucoauth.table import digest
 from ucoauth.timing import AWS_CALL_MAX, call_needs
 from ucoauth.ultracart import authorize_url
 from ucoauth.validation import is_merchant_id
 
 if TYPE_CHECKING:
     from ucoauth.budget import BudgetedUltraCart
+    from ucoauth.installations.model import Installation, Replaced
     from ucoauth.services import Services
     from ucoauth.timing import Deadline
     from ucoauth.ultracart import TokenResponse
@@ -113,26 +115,7 @@ def store_new_installation(
         merchant_id = client.me(answer.access_token).merchant_id
     if not is_merchant_id(merchant_id):
         raise TransientUltraCartError("UltraCart answered a malformed merchant id")
-    # The grant is issued at UltraCart now: a failed write would lose it, so retry it while the
-    # invocation has time; if it still fails, revoke the grant rather than orphan it.
-    try:
-        fields = retry_within(
-            services,
-            deadline,
-            lambda: token_fields(services, merchant_id, tokens, answer),
-            keep_back=AWS_CALL_MAX,
-        )
-        installation, replaced = retry_within(
-            services,
-            deadline,
-            lambda: services.installations.replace_installation(
-                merchant_id, fields, now=services.now(), install_id=install_id
-            ),
-            keep_back=AWS_CALL_MAX,
-        )
-    except (ClientError, BotoCoreError, KeyUnavailableError):
-        _give_back(services, deadline, merchant_id, tokens)
-        raise
+    installation, replaced = _write_installation(services, deadline, merchant_id, tokens, answer, install_id)
     if replaced is not None:
         # The grant this install replaced is still live at UltraCart: have it revoked. Imported
         # here: a first install (the common case) never needs the revoke queue's code.
@@ -147,6 +130,43 @@ def store_new_installation(
         generation=installation.generation,
         reinstall=reinstall,
     )
+    _announce_installed(services, installation, reinstall=reinstall)
+    return InstallResult(merchant_id=merchant_id, generation=installation.generation, reinstall=reinstall)
+
+
+def _write_installation(
+    services: Services,
+    deadline: Deadline,
+    merchant_id: str,
+    tokens: TokenSet,
+    answer: TokenResponse,
+    install_id: str,
+) -> tuple[Installation, Replaced | None]:
+    """Store the new grant. It is issued at UltraCart now: a failed write would lose it, so the
+    write is retried while the invocation has time; if it still fails, the grant is revoked
+    rather than orphaned, and the AWS error raised."""
+    try:
+        fields = retry_within(
+            services,
+            deadline,
+            lambda: token_fields(services, merchant_id, tokens, answer),
+            keep_back=AWS_CALL_MAX,
+        )
+        return retry_within(
+            services,
+            deadline,
+            lambda: services.installations.replace_installation(
+                merchant_id, fields, now=services.now(), install_id=install_id
+            ),
+            keep_back=AWS_CALL_MAX,
+        )
+    except (ClientError, BotoCoreError, KeyUnavailableError):
+        _give_back(services, deadline, merchant_id, tokens)
+        raise
+
+
+def _announce_installed(services: Services, installation: Installation, *, reinstall: bool) -> None:
+    merchant_id = installation.merchant_id
     announce(
         services,
         merchant_id,
@@ -162,7 +182,6 @@ def store_new_installation(
         active=True,
         parked=installation.pending_event,
     )
-    return InstallResult(merchant_id=merchant_id, generation=installation.generation, reinstall=reinstall)
 
 
 def _give_back(services: Services, deadline: Deadline, merchant_id: str, tokens: TokenSet) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ucoauth.store import TokenFields
+from ucoauth.installations.model import TokenFields
 
 if TYPE_CHECKING:
     from ucoauth.crypto import TokenSet

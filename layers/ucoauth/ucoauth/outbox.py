@@ -18,8 +18,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ucoauth.observability import logger, metrics
 
 if TYPE_CHECKING:
+    from ucoauth.installations.model import Installation
     from ucoauth.services import Services
-    from ucoauth.store import Installation
 
 Event = tuple[str, dict[str, Any]]
 
@@ -93,7 +93,7 @@ def announce(
 
 def relay(services: Services, installation: Installation) -> bool:
     """Publish an installation's parked events in order; True once all are published and cleared."""
-    from ucoauth.store import ACTIVE
+    from ucoauth.installations.model import ACTIVE
 
     events = parked_events(installation.pending_event)
     left = _publish_in_order(services, events)

@@ -15,11 +15,11 @@ from ucoauth.errors import (
     PaceExceededError,
     ReauthorizationRequiredError,
 )
+from ucoauth.installations.model import ACTIVE, REAUTHORIZATION_REQUIRED
 from ucoauth.observability import logger, metrics
 from ucoauth.outbox import relay
 from ucoauth.rotation import Rotation, reconcile, recovery_from_json
 from ucoauth.shards import DueShards
-from ucoauth.store import ACTIVE, REAUTHORIZATION_REQUIRED
 from ucoauth.timing import call_needs
 
 if TYPE_CHECKING:
@@ -61,7 +61,7 @@ def plan(services: Services, *, stats: dict[str, int] | None = None) -> list[str
     shards = DueShards(settings.table_name, configured=settings.due_shards)
     mark = shards.to_read(stats)
     # One more than allowed tells whether anything is left behind.
-    due = services.installations.due_merchants(
+    due = services.installation_reads.due_merchants(
         now=services.now(), limit=allowed + 1, stats=stats, shards=mark.shards
     )
     shards.retire_dropped(mark, now=services.now(), stats=stats)

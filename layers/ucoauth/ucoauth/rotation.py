@@ -42,17 +42,17 @@ from ucoauth.errors import (
 )
 from ucoauth.events import INSTALLATION_RESTORED
 from ucoauth.events import REAUTHORIZATION_REQUIRED as REAUTH_EVENT
+from ucoauth.installations.model import ACTIVE, HOLD_PREFIX, REAUTHORIZATION_REQUIRED, Installation, Recovery
 from ucoauth.observability import logger, metrics
 from ucoauth.outbox import announce
 from ucoauth.retry import retry_within
-from ucoauth.store import ACTIVE, HOLD_PREFIX, REAUTHORIZATION_REQUIRED, Installation, Recovery
 from ucoauth.timing import AWS_CALL_MAX
 from ucoauth.ultracart import TokenResponse
 
 if TYPE_CHECKING:
     from ucoauth.budget import Tier
+    from ucoauth.installations.store import Lease
     from ucoauth.services import Services
-    from ucoauth.store import Lease
     from ucoauth.timing import Deadline
 
 # How long after a dead holder's lease horizon a recovery message it sent may still arrive.

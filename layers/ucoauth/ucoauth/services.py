@@ -14,11 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ucoauth.browser_items import ReceiptStore, StateStore, WebhookIdStore
 from ucoauth.budget import BudgetedUltraCart, Tier, UltraCartBudget
 from ucoauth.crypto import TokenCipher
 from ucoauth.events import EventPublisher
+from ucoauth.installations.reads import InstallationReads
+from ucoauth.installations.store import InstallationStore
+from ucoauth.pace import PaceCounter
 from ucoauth.settings import Settings, get_settings
-from ucoauth.store import InstallationStore, PaceCounter, ReceiptStore, StateStore, WebhookIdStore
 
 if TYPE_CHECKING:
     from ucoauth.timing import Deadline
@@ -46,6 +49,20 @@ class Services:
     _pace: PaceCounter | None = None
     _budget: UltraCartBudget | None = None
     _events: EventPublisher | None = None
+    _installation_reads: InstallationReads | None = None
+
+    @property
+    def installation_reads(self) -> InstallationReads:
+        """Index reads over many installations (the planner's due items, the admin API's pages)."""
+        if self._installation_reads is None:
+            self._installation_reads = InstallationReads(
+                self.settings.table_name, shards=self.settings.due_shards
+            )
+        return self._installation_reads
+
+    @installation_reads.setter
+    def installation_reads(self, value: InstallationReads) -> None:
+        self._installation_reads = value
 
     @property
     def pace(self) -> PaceCounter:

@@ -37,7 +37,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ucoauth import aws
 from ucoauth.observability import logger
-from ucoauth.store import DUE_INDEX
+from ucoauth.table import DUE_INDEX
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient

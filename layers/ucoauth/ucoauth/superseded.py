@@ -35,8 +35,8 @@ from ucoauth.rotation import revoke_tokens
 from ucoauth.validation import is_merchant_id
 
 if TYPE_CHECKING:
+    from ucoauth.installations.model import Replaced
     from ucoauth.services import Services
-    from ucoauth.store import Replaced
     from ucoauth.timing import Deadline
 
 MESSAGE_TYPE = "revoke_superseded"

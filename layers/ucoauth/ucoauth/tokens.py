@@ -34,13 +34,13 @@ from ucoauth.errors import (
     TransientUltraCartError,
     UpstreamUnavailableError,
 )
+from ucoauth.installations.model import ACTIVE, REAUTHORIZATION_REQUIRED, Installation
 from ucoauth.observability import logger
 from ucoauth.retry import is_transient_aws_error
-from ucoauth.store import ACTIVE, REAUTHORIZATION_REQUIRED, Installation
 
 if TYPE_CHECKING:
+    from ucoauth.installations.store import Lease
     from ucoauth.services import Services
-    from ucoauth.store import Lease
     from ucoauth.timing import Deadline
 
 _LEASE_WAIT_SECONDS = 6.0
@@ -287,8 +287,8 @@ def _wait_for_sibling(
 
 def _reauthorize_without_lease(services: Services, installation: Installation) -> None:
     """Damaged row seen by a reader: the same conditional write and event a lease holder makes."""
+    from ucoauth.installations.store import Lease
     from ucoauth.rotation import reauthorize
-    from ucoauth.store import Lease
 
     lease = Lease(services.installations, installation, owner="reader")
     lease.done = True  # nothing to release: this reader holds no lease

@@ -24,16 +24,16 @@ from ucoauth.errors import (
     WebhookSignatureError,
 )
 from ucoauth.events import INSTALLATION_REMOVED
+from ucoauth.installations.model import UNINSTALLED, UNINSTALLING, Installation, Recovery
 from ucoauth.observability import logger, metrics
 from ucoauth.outbox import announce
 from ucoauth.retry import retry_within
-from ucoauth.store import UNINSTALLED, UNINSTALLING, Installation, Recovery
 from ucoauth.superseded import revoke_backoff, revoke_period_start
 from ucoauth.validation import is_merchant_id
 
 if TYPE_CHECKING:
+    from ucoauth.installations.store import Lease
     from ucoauth.services import Services
-    from ucoauth.store import Lease
     from ucoauth.timing import Deadline
 
 UNINSTALL_DETAIL_TYPE = "App Uninstalled"
