@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 CHECKOV_VENV := .venv-checkov
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat requirements-dev.txt constraints.txt layers/ucoauth/requirements.txt | sha1sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat requirements-dev.txt constraints.txt layers/ucoauth/requirements.txt layers/ucoauth/pyproject.toml client/pyproject.toml | sha1sum | cut -c1-12)
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed-$(shell cat requirements-checkov.txt | sha1sum | cut -c1-12)
 PY313 := $(firstword $(wildcard $(HOME)/.pyenv/versions/3.13*/bin) /usr/bin)
 export PATH := $(abspath $(VENV)/bin):$(PY313):$(PATH)
@@ -11,11 +11,14 @@ export PATH := $(abspath $(VENV)/bin):$(PY313):$(PATH)
 .PHONY: dev test unit checkov-env lint typecheck invoke events webhook reliability bench bench-deps clean system-deps venv
 
 # The toolchain runs the Lambda runtime's Python (python3.13): a venv of another version is rebuilt.
+# The layer's package and the client (with its `ucoauth` command line, .venv/bin/ucoauth) are
+# installed editable, without dependencies: theirs are in requirements-dev.txt already.
 $(STAMP):
 	@$(PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 13))' 2>/dev/null || { rm -rf $(VENV); python3.13 -m venv $(VENV); }
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-dev.txt -c constraints.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e ./layers/ucoauth
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e ./client
 	@rm -f $(VENV)/.installed-*; touch $@
 
 venv: $(STAMP)

@@ -2,8 +2,9 @@
 
 The API's address comes from the stack's ``ApiUrl`` output (looked up once, on first use) or is
 given. Requests are signed with botocore (service ``execute-api``) and sent with the standard
-library, with a timeout. Tokens are cached in memory per merchant while they stay valid long
-enough; concurrent callers for one merchant share one request.
+library, with a timeout, by ``ucoauth_client.aws`` (which the ``ucoauth`` command line shares).
+Tokens are cached in memory per merchant while they stay valid long enough; concurrent callers
+for one merchant share one request.
 """
 
 from __future__ import annotations
@@ -14,14 +15,14 @@ import random
 import re
 import threading
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
+from ucoauth_client.aws import checked_url, exchange, session_credentials, sign, signing_region, stack_outputs
 from ucoauth_client.errors import (
     AccessDenied,
     InvalidRequest,
@@ -40,7 +41,6 @@ API_URL_OUTPUT = "ApiUrl"
 MAX_MIN_VALID_SECONDS = 3300
 # The same merchant id check as the stack's: refused here, before anything is sent.
 _MERCHANT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-_EXECUTE_API_HOST = re.compile(r"[a-z0-9]+\.execute-api\.([a-z0-9-]+)\.amazonaws\.com(\.cn)?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +112,7 @@ class TokenClient:
         if (stack_name is None) == (url is None):
             raise TypeError("give exactly one of stack_name or url")
         self._stack_name = stack_name
-        self._url = _checked_url(url) if url is not None else None
+        self._url = checked_url(url) if url is not None else None
         self._session = session
         self._region = region
         self.timeout = timeout
@@ -223,17 +223,12 @@ class TokenClient:
             return self._send(url, merchant_id)
 
     def _send(self, url: str, merchant_id: str) -> AccessToken:
-        # The scheme is http(s), checked where the URL was set (_checked_url).
-        request = urllib.request.Request(url, headers=self._signed_headers(url), method="GET")  # noqa: S310
+        headers = self._signed_headers(url)
         try:
-            with self._opener.open(request, timeout=self.timeout) as response:
-                status, body = response.status, response.read()
-                headers = response.headers
-        except urllib.error.HTTPError as exc:
-            status, body, headers = exc.code, exc.read(), exc.headers
-            exc.close()
+            answer = exchange(self._opener, "GET", url, headers, timeout=self.timeout)
         except (OSError, http.client.HTTPException) as exc:  # URLError, timeouts, resets
             raise Unavailable(f"token API unreachable: {type(exc).__name__}") from None
+        status, body = answer.status, answer.body
         if status == 200:
             return _parse_token(body, merchant_id)
         error = _error_code(body)
@@ -246,25 +241,12 @@ class TokenClient:
         if status == 409:
             raise ReauthorizationRequired(f"{merchant_id} must authorize the app again")
         if status >= 500 or status == 429:
-            raise Unavailable(f"token API answered {status}", retry_after=_retry_after(headers))
+            raise Unavailable(f"token API answered {status}", retry_after=_retry_after(answer.headers))
         raise TokenClientError(f"token API answered {status}")
 
     def _signed_headers(self, url: str) -> dict[str, str]:
-        from botocore.auth import SigV4Auth
-        from botocore.awsrequest import AWSRequest
-        from botocore.credentials import Credentials
-
-        session = self._botocore_session()
-        credentials = session.get_credentials()
-        if credentials is None:
-            raise TokenClientError("no AWS credentials to sign the token request")
-        frozen = credentials.get_frozen_credentials()
-        if not frozen.access_key or not frozen.secret_key:
-            raise TokenClientError("no AWS credentials to sign the token request")
-        request = AWSRequest(method="GET", url=url, headers={"Accept": "application/json"})
-        signing = Credentials(frozen.access_key, frozen.secret_key, frozen.token)
-        SigV4Auth(signing, "execute-api", self._signing_region()).add_auth(request)
-        return {name: str(value) for name, value in request.headers.items()}
+        credentials = session_credentials(self._botocore_session())
+        return sign(credentials, self._signing_region(), "GET", url, {"Accept": "application/json"})
 
     # -- where and as whom ------------------------------------------------------------------------
 
@@ -279,38 +261,16 @@ class TokenClient:
 
     def _signing_region(self) -> str:
         if self._region is None:
-            host = urlsplit(self.url).hostname or ""
-            found = _EXECUTE_API_HOST.fullmatch(host)
-            configured = self._botocore_session().get_config_variable("region")
-            region = found.group(1) if found else configured
-            if not region:
-                raise TokenClientError("no AWS region: pass region= or configure one")
-            self._region = str(region)
+            self._region = signing_region(self.url, self._botocore_session())
         return self._region
 
     def _stack_api_url(self) -> str:
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        session = self._botocore_session()
-        region = self._region or session.get_config_variable("region")
-        try:
-            client: Any = session.create_client("cloudformation", region_name=region)
-            stacks = client.describe_stacks(StackName=self._stack_name)["Stacks"]
-        except (BotoCoreError, ClientError) as exc:
-            raise TokenClientError(f"cannot read stack {self._stack_name}: {exc}") from None
-        outputs = {o["OutputKey"]: o["OutputValue"] for o in (stacks[0].get("Outputs") or []) if stacks}
+        assert self._stack_name is not None  # no URL was given, so a stack name was
+        outputs = stack_outputs(self._botocore_session(), self._stack_name, self._region)
         url = outputs.get(API_URL_OUTPUT)
         if not url:
-            raise TokenClientError(f"stack {self._stack_name} has no {API_URL_OUTPUT} output")
-        return _checked_url(str(url))
-
-
-def _checked_url(url: str) -> str:
-    """The API's base URL, http(s) only (urllib would also open file: and ftp: addresses)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.netloc or parts.query or parts.fragment:
-        raise TokenClientError("the token API's URL must be an http(s) base URL")
-    return url.rstrip("/")
+            raise TokenClientError(f"the stack {self._stack_name} has no {API_URL_OUTPUT} output")
+        return checked_url(url)
 
 
 def _parse_token(body: bytes, merchant_id: str) -> AccessToken:

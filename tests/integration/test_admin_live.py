@@ -89,7 +89,7 @@ def test_signed_admin_requests_reach_the_admin_function(stack: LocalStack) -> No
 
 def ucoauth(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
     script = Path(sys.executable).parent / "ucoauth"
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "ucoauth.cli"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "ucoauth_client.cli"]
     return subprocess.run(
         [*command, *args],
         env={**os.environ, "DEVSTACK_STATE": str(state), "AWS_ACCESS_KEY_ID": "", "AWS_PROFILE": ""},

@@ -306,7 +306,7 @@ def test_ucoauth_install_device_shows_the_code_and_waits_for_the_approval(
     state = tmp_path / "state.json"
     stack.write_state(state)
     script = Path(sys.executable).parent / "ucoauth"
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "ucoauth.cli"]
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "ucoauth_client.cli"]
     stack.runner.start()  # the queue drains in the background, as under `make dev`
     try:
         cli = subprocess.Popen(

@@ -154,7 +154,7 @@ def test_bad_urls_and_ids_are_refused_before_sending() -> None:
 
 
 def test_the_client_parses_as_python_3_10_and_imports_no_sdk() -> None:
-    for source in sorted((CLIENT_DIR / "ucoauth_client").glob("*.py")):
+    for source in sorted((CLIENT_DIR / "ucoauth_client").rglob("*.py")):
         ast.parse(source.read_text(), filename=str(source), feature_version=(3, 10))
     probe = "import sys, ucoauth_client; print('ultracart' in sys.modules)"
     out = subprocess.run(
