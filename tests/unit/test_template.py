@@ -166,7 +166,7 @@ def test_sam_build_packages_the_layer_with_its_dependencies(tmp_path: Path) -> N
 
 
 # --------------------------------------------------------------------------------------
-# (e) the contract (README, docs/ARCHITECTURE.md)
+# (e) the contract (README, docs/CONFIGURATION.md, docs/ARCHITECTURE.md)
 # --------------------------------------------------------------------------------------
 def test_transform_and_runtime(template: dict[str, Any]) -> None:
     assert template["Transform"] == "AWS::Serverless-2016-10-31"
@@ -281,10 +281,12 @@ def test_base_url_is_https_or_loopback(template: dict[str, Any], url: str, accep
 
 def test_every_parameter_and_variable_is_documented(template: dict[str, Any]) -> None:
     readme = (ROOT / "README.md").read_text()
+    configuration = (ROOT / "docs" / "CONFIGURATION.md").read_text()
     architecture = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
     assert [name for name in template["Parameters"] if f"`{name}`" not in readme] == []
+    assert [name for name in template["Parameters"] if f"`{name}`" not in configuration] == []
     assert [name for name in ENVIRONMENT if f"`{name}" not in architecture] == []
-    assert [name for name in ENVIRONMENT if f"`{name}" not in readme] == []
+    assert [name for name in ENVIRONMENT if f"`{name}" not in configuration] == []
 
 
 def _table_rows(markdown: str, heading: str) -> list[list[str]]:
@@ -306,7 +308,7 @@ def _names(cell: str) -> list[str]:
 
 
 def test_every_environment_variable_is_described_and_each_functions_listed() -> None:
-    readme = (ROOT / "README.md").read_text()
+    configuration = (ROOT / "docs" / "CONFIGURATION.md").read_text()
     architecture = (ROOT / "docs" / "ARCHITECTURE.md").read_text()
     # Each variable has a row of its own meaning in the architecture's variable table.
     described = {n for row in _table_rows(architecture, "### Variables") for n in _names(row[0])}
@@ -320,9 +322,9 @@ def test_every_environment_variable_is_described_and_each_functions_listed() -> 
         FUNCTION_SECTIONS
     )
     assert tuple(_names(per_function[len(FUNCTIONS)][1])) == ACCESS_TOKEN_SECTIONS
-    # The README's table: each function's own variables (besides the core ones).
+    # The configuration page's table: each function's own variables (besides the core ones).
     core = set(variables_of(GLOBAL_SECTIONS))
-    rows = _table_rows(readme, "### Environment variables per function")
+    rows = _table_rows(configuration, "## Environment variables per function")
     listed = {row[0].strip("`"): set(_names(row[1])) for row in rows[: len(FUNCTIONS)]}
     assert listed == {f: set(function_variables(f)) - core for f in FUNCTIONS}
     assert set(_names(rows[len(FUNCTIONS)][1])) == set(variables_of(ACCESS_TOKEN_SECTIONS)) - core
