@@ -39,7 +39,8 @@ RefreshResult = Literal[
 
 def plan(services: Services, *, stats: dict[str, int] | None = None) -> list[str]:
     """Merchants due for a refresh now, at most what the pace and the budget allow before the
-    planner's next run; the rest stays in the sparse index, in due order, for the next run.
+    planner's next run (the budget's application windows, where refreshes count in them); the
+    rest stays in the sparse index, in due order, for the next run.
 
     Queueing more than the workers may send to UltraCart before the next run would only bounce
     messages between the queue and the pace. When more is due than this run may queue, the
@@ -53,7 +54,10 @@ def plan(services: Services, *, stats: dict[str, int] | None = None) -> list[str
     hour_used, day_used = services.budget.used(services.now())
     # The dashboard draws this against the hourly limit.
     metrics.add_metric(name="UltraCartBudgetUsed", unit="Count", value=hour_used)
-    allowed = max(0, min(allowed, hourly - hour_used, daily - day_used))
+    if services.budget.counts_refreshes:
+        allowed = min(allowed, hourly - hour_used, daily - day_used)
+    # else each merchant's own windows decide, at the call (a merchant is due about once a lifetime)
+    allowed = max(0, allowed)
     # One more than allowed tells whether anything is left behind.
     due = services.installations.due_merchants(now=services.now(), limit=allowed + 1, stats=stats)
     backlog = max(0, len(due) - allowed)

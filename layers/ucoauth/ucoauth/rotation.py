@@ -106,7 +106,8 @@ class Rotation:
         try:
             # Nothing is sent unless the call and the write reserve fit before the deadline and
             # the budget has a unit for it (DeadlineTooCloseError / BudgetExhaustedError).
-            answer = self.s.ultracart_for(self.tier, self.deadline).refresh(tokens.refresh_token)
+            client = self.s.ultracart_for(self.tier, self.deadline, merchant_id=self.merchant_id)
+            answer = client.refresh(tokens.refresh_token)
         except PermanentUltraCartError as exc:
             metrics.add_metric(name="TokenRefreshFailed", unit="Count", value=1)
             self._record_failure(exc)
@@ -276,7 +277,7 @@ def _installation_moved(
 def revoke_tokens(services: Services, deadline: Deadline, merchant_id: str, tokens: TokenSet) -> bool:
     """Revoke both tokens at UltraCart (budgeted); True when UltraCart confirmed or already knew
     them as invalid, False when it could not be asked (time, budget, a transient failure)."""
-    client = services.ultracart_for("background", deadline)
+    client = services.ultracart_for("background", deadline, merchant_id=merchant_id)
     try:
         for token in (tokens.refresh_token, tokens.access_token):
             if token:
