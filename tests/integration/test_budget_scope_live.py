@@ -15,6 +15,7 @@ import pytest
 from tests.support.deadlines import a_deadline
 from tests.support.installs import seed_installation, stored_tokens
 from tests.support.lambdas import invoke, load_event
+from tests.support.processes import results_of, start_processes
 from ucoauth.refresh import refresh_due
 from ucoauth.services import Services
 from ucsandbox import Sandbox
@@ -148,3 +149,24 @@ def test_concurrent_refreshes_of_different_merchants_meet_no_429_when_the_applic
     assert [r.status for r in sandbox.requests()] == [200] * 4  # no 429: one call at a time
     for merchant in merchants:
         assert sandbox.refresh_token_is_valid(stored_tokens(services, merchant).refresh_token or "")
+
+
+@pytest.mark.xdist_group("processes")
+def test_refreshes_in_separate_processes_meet_no_429_in_the_application_scope(
+    live_in_scope: Scoped, live_env: dict[str, str], sandbox: Sandbox
+) -> None:
+    # Each process is a Lambda execution environment of its own: the line is the table's, not a
+    # process's.
+    services = live_in_scope("application")
+    merchants = [f"PROC{n}" for n in range(4)]
+    for merchant in merchants:
+        seed_installation(services, sandbox, merchant)
+    sandbox.configure(concurrency_scope="application", latency_ms=300)
+    sandbox.clear_requests()
+    start_at = time.time() + 4.0
+    env = {**live_env, "ULTRACART_BUDGET_SCOPE": "application"}
+    processes = [process for m in merchants for process in start_processes(env, m, 1, start_at)]
+
+    assert results_of(processes) == ["refreshed"] * 4
+    assert [r.status for r in sandbox.requests()] == [200] * 4
+    assert refreshed_merchants(sandbox) == merchants
