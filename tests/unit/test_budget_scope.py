@@ -30,6 +30,7 @@ from ucoauth.errors import (
 from ucoauth.refresh import plan
 from ucoauth.services import Services
 from ucoauth.settings import BUDGET_SCOPES, BudgetScope, Settings
+from ucoauth.timing import read_timeout_within, ultracart_call_max
 
 NOW = 1_800_000_000.0  # 10:40 UTC
 
@@ -272,6 +273,28 @@ def test_a_release_that_fails_does_not_lose_ultracarts_answer(
     with pytest.raises(UltraCartBusyError):  # the line stays until its hold ends
         services.budget.take(clock(), "background", "M2", hold=3)
     clock.now += 15
+    assert services.budget.take(clock(), "background", "M2", hold=3) is not None
+
+
+def test_a_call_that_leaves_only_the_time_to_store_its_answer_leaves_the_line_to_its_hold(
+    services: Services, fake_uc: FakeUltraCart, clock: Clock, aws: LocalResources
+) -> None:
+    services = scoped(services, aws, "application")
+    tokens = fake_uc.seed("M1")
+    # A 29 s invocation whose refresh takes 9.5 s: 19.5 s are left, less than the write reserve
+    # and one more AWS call for giving the line back.
+    fake_uc.during_refresh = lambda: setattr(clock, "now", clock.now + 9.5)
+    deadline = a_deadline(services, 29)
+    read = read_timeout_within(services.settings, deadline)
+    assert read is not None
+    hold_ends = clock() + ultracart_call_max(services.settings, read)
+    answer = services.ultracart_for("background", deadline, merchant_id="M1").refresh(
+        tokens.refresh_token or ""
+    )
+    assert answer.access_token in fake_uc.access_owner
+    with pytest.raises(UltraCartBusyError):  # not given back: it ends with its hold
+        services.budget.take(clock(), "background", "M2", hold=3)
+    clock.now = hold_ends + 0.01
     assert services.budget.take(clock(), "background", "M2", hold=3) is not None
 
 

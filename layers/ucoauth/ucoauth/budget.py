@@ -182,17 +182,13 @@ class BudgetedUltraCart:
 
     def _take(self) -> tuple[float, Line | None]:
         """(the read timeout, the line held) for a call made now."""
-        from ucoauth.timing import AWS_CALL_MAX, Deadline, read_timeout_within, ultracart_call_max
+        from ucoauth.timing import read_timeout_within, ultracart_call_max
 
         serialises = self._budget.serialises
-        # Giving the line back is one more AWS call before the answer can be stored.
-        deadline = (
-            Deadline(self._deadline.at - AWS_CALL_MAX, self._deadline.clock) if serialises else self._deadline
-        )
         waited_since = self._clock()
         attempt = 0
         while True:
-            read = read_timeout_within(self._settings, deadline)
+            read = read_timeout_within(self._settings, self._deadline)
             if read is None:
                 raise DeadlineTooCloseError(self._deadline.remaining())
             hold = ultracart_call_max(self._settings, read)
@@ -223,7 +219,14 @@ class BudgetedUltraCart:
                 self._release(line)
 
     def _release(self, line: Line) -> None:
-        # Never in the way of UltraCart's answer: a line not given back ends with its hold.
+        """Give the line back, never in the way of storing UltraCart's answer: only while the
+        invocation has the time for this write and the whole write reserve after it, and a
+        failure is only logged. A line not given back ends with its hold."""
+        from ucoauth.timing import AWS_CALL_MAX, WRITE_RESERVE
+
+        if not self._deadline.allows(WRITE_RESERVE + AWS_CALL_MAX):
+            logger.info("UltraCart line left to end with its hold: the answer's writes come first")
+            return
         try:
             self._budget.release(line)
         except (ClientError, BotoCoreError) as exc:
