@@ -9,7 +9,9 @@ lifetime), with the real code: ``ucoauth.refresh.plan`` every planner interval, 
    decide it), and from that the capacity at the default budget and at UltraCart's own limit;
 2. what happens past capacity, on a budget scaled down so a day is quick to simulate: at 90% of
    capacity nothing is left behind; at 130% the backlog grows (the ``RefreshBacklog`` metric the
-   capacity alarm watches is above zero run after run) and tokens start to expire unrefreshed.
+   capacity alarm watches is above zero run after run) and tokens start to expire unrefreshed;
+3. from the refresh rates of 1, what each reading of UltraCart's limits allows (the budget's
+   scope, ``UltraCartBudgetScope``): per application, per merchant's authorization, per IP.
 
 Writes docs/CAPACITY.md.
 """
@@ -32,6 +34,7 @@ PLANNER_INTERVAL = 300
 DEFAULT_DAILY = 9000
 ULTRACART_DAILY = 10_000
 DEFAULT_RESERVE = 0.1
+ULTRACART_HOURLY = 1000
 
 
 class _FakeUltraCart:
@@ -164,6 +167,139 @@ def capacity(rate: float, daily: int, reserve: float) -> int:
     return int(daily * (1 - reserve) // rate)
 
 
+def template_pace() -> tuple[int, int]:
+    """(RefreshPaceLimit, RefreshPaceWindowSeconds): the template's defaults."""
+    from devstack.resources import load_template
+
+    parameters = load_template()["Parameters"]
+    limit, window = (
+        parameters["RefreshPaceLimit"]["Default"],
+        parameters["RefreshPaceWindowSeconds"]["Default"],
+    )
+    return int(limit), int(window)
+
+
+def pace_capacity(rate: float, pace_limit: int, pace_window: int) -> int:
+    """Merchants the refresh pace alone keeps refreshed at ``rate`` refreshes per day."""
+    return int(pace_limit * 86_400 / pace_window // rate)
+
+
+# Measured with the pacing bench (``python -m bench.pacing``: 300 due, R = 10/s, two workers, the
+# sandbox refusing concurrent calls per application): the merchant scope met 132 429s, the
+# application scope none.
+WRONG_GUESS_429S = 132
+
+
+def _merchants(reading: str, count: int, per_application: int) -> str:
+    if reading.startswith("per merchant"):
+        return f"{count:,} (the pace)"
+    if reading.startswith("per egress"):
+        return f"{per_application:,}, or fewer if the address is shared"
+    return f"{count:,}"
+
+
+def readings_section(rates: dict[int, Run], pace: tuple[int, int]) -> str:
+    """What each reading of "per authorized application and per IP" allows, and which scope."""
+    hour_rate, day_rate = per_merchant_day(rates[3600]), per_merchant_day(rates[86_400])
+    pace_limit, pace_window = pace
+    app_hour = capacity(hour_rate, DEFAULT_DAILY, DEFAULT_RESERVE)
+    app_day = capacity(day_rate, DEFAULT_DAILY, DEFAULT_RESERVE)
+    full_hour = capacity(hour_rate, ULTRACART_DAILY, 0.0)
+    full_day = capacity(day_rate, ULTRACART_DAILY, 0.0)
+    pace_hour = pace_capacity(hour_rate, pace_limit, pace_window)
+    pace_day = pace_capacity(day_rate, pace_limit, pace_window)
+    pace_per_day = int(pace_limit * 86_400 / pace_window)
+    background = int(DEFAULT_DAILY * (1 - DEFAULT_RESERVE))
+    table = [
+        (
+            "per application",
+            "every call for every merchant",
+            "`application` (the default)",
+            app_hour,
+            app_day,
+        ),
+        ("per merchant's authorization", "one merchant's calls", "`merchant`", pace_hour, pace_day),
+        (
+            "per egress IP",
+            "every call leaving one address, whoever makes it",
+            "`application` (its share)",
+            0,
+            0,
+        ),
+    ]
+    rows = "\n".join(
+        f"| {reading} | {together} | {setting} | {_merchants(reading, hour, app_hour)} "
+        f"| {_merchants(reading, day, app_day)} |"
+        for reading, together, setting, hour, day in table
+    )
+    return f"""## Which limits UltraCart means
+
+UltraCart documents {ULTRACART_HOURLY:,} requests an hour and {ULTRACART_DAILY:,} a day "per authorized
+application and per IP", counted in a leaky bucket, with no `Retry-After`, and a 429 for
+concurrent requests for the same application. Whose calls count together is not settled by
+those words; the `UltraCartBudgetScope` parameter says which reading the stack plans for.
+
+| reading | what counts together | setting | merchants, 1-hour tokens | merchants, 24-hour tokens |
+|---|---|---|---|---|
+{rows}
+
+- **Per application** (every merchant together): {background:,} background calls a day at the
+  defaults keep {app_hour:,} merchants with 1-hour tokens refreshed ({hour_rate:.2f} refreshes each a
+  day) and {app_day:,} with 24-hour tokens ({day_rate:.2f} a day); all of UltraCart's {ULTRACART_DAILY:,}
+  with no reserve would keep {full_hour:,} and {full_day:,}. Calls go out one at a time for the
+  whole application (the budget's line: one more DynamoDB write per call), so UltraCart never sees
+  two at once. Your app's own calls with the merchants' tokens count at UltraCart too, but not in
+  this budget: lower `UltraCartHourlyLimit` and `UltraCartDailyLimit` to leave them room.
+- **Per merchant's authorization** (what a merchant sees as the "authorized application" in its
+  UltraCart account): each merchant has {ULTRACART_HOURLY:,} an hour and {ULTRACART_DAILY:,} a day of its own
+  and the stack uses about {hour_rate:.0f} of them a day with 1-hour tokens, so the budget never stops a
+  refresh; the global refresh pace does. {pace_limit} per {pace_window} s (the template's default) is
+  {pace_per_day:,} refreshes a day: {pace_hour:,} merchants with 1-hour tokens, {pace_day:,} with 24-hour
+  tokens; raise `RefreshPaceLimit` for more. Each merchant's windows (`BUDGET#M#<merchant>`) count
+  the stack's calls for it; a code exchange (and `/oauth/me` after it) counts in the application's,
+  as UltraCart has not said yet whose it is. Calls for different merchants may overlap; one
+  merchant's never do (its lease).
+- **Per egress IP**: every call leaving one address counts together, whichever application or
+  merchant it is for. Behind a NAT gateway (Lambda in a VPC) that is the NAT's Elastic IP: when
+  this stack is its only UltraCart caller, per IP is per application (`application`); when other
+  stacks or apps call UltraCart through it too, give this one its share by lowering
+  `UltraCartHourlyLimit` and `UltraCartDailyLimit`. Outside a VPC, Lambda's calls leave from AWS
+  addresses that change and are shared, and nothing here can count them per address;
+  `application` at least keeps the whole stack within one address's limits.
+- **`both`** (a call needs room in the application's windows and in its merchant's) reads the
+  limits as per authorization *and* per IP at once. Both windows use the same limits (one pair of
+  parameters), and a merchant's calls are a part of the application's, so `both` refuses exactly
+  what `application` refuses, at one more write per call for a known merchant; what it adds is
+  each merchant's own counts.
+
+**Which to choose.** `application` until UltraCart says otherwise: it stays within every reading
+as long as the stack is its address's only UltraCart caller, and a wrong guess costs capacity
+only. `merchant` once UltraCart confirms that the limits count per merchant's authorization and
+that no per-IP limit applies to your egress. `both` where you want each merchant's counts kept
+under the `application` reading's refusals.
+
+**If the guess is wrong.**
+
+- `application` where UltraCart counts per merchant: nothing fails. The stack stops short of
+  what UltraCart would allow: the planner leaves installations behind (`RefreshBacklog` and its
+  alarm) from about {app_hour:,} merchants with 1-hour tokens, and calls wait for each other on the
+  line.
+- `merchant` where UltraCart counts per application (or per IP): nothing in the stack keeps it
+  under {ULTRACART_HOURLY:,} an hour once the merchants' refreshes add up to more, and calls for
+  different merchants overlap. UltraCart answers 429 to the excess and to the overlaps (the pacing
+  bench, `python -m bench.pacing --set ULTRACART_BUDGET_SCOPE=merchant`, with the sandbox refusing
+  concurrent calls per application: {WRONG_GUESS_429S} 429s in 300 refreshes at 10/s with two workers;
+  none with `application`). A 429 is transient: the stored tokens stay, the message comes back
+  with capped exponential backoff and full jitter (30 s doubling up to 15 minutes; UltraCart sends
+  no `Retry-After`), and `TokenRefreshFailedAlarm` fires. Refreshes run late; a token that expires
+  meanwhile gets 503 with `Retry-After` from the token API, and a merchant whose code exchange
+  meets a 429 gets the 502 page that asks to start the installation again in a minute. Switch to
+  `application`.
+- Per IP with the address shared: every setting overshoots by what the others send, with the
+  same 429s; lower the limits to this stack's share.
+"""
+
+
 def render(rates: dict[int, Run], past: list[Run], scaled_daily: int, seconds: float) -> str:
     lines = [
         "# Capacity",
@@ -182,6 +318,8 @@ def render(rates: dict[int, Run], past: list[Run], scaled_daily: int, seconds: f
         "that window of jitter. Every UltraCart call the stack makes counts against one budget (1,000",
         "an hour and 10,000 a day per app at UltraCart; 900 and 9,000 by default here, and 10% of both",
         "kept for merchants installing in the browser), so background refreshes may use 8,100 a day.",
+        "This is the default reading of UltraCart's limits (per application); see",
+        "[Which limits UltraCart means](#which-limits-ultracart-means) for the others.",
         "",
         "| token lifetime | refreshes per merchant per day (measured) | merchants at 8,100/day (defaults) "
         "| merchants at 10,000/day (all of UltraCart's, no reserve) |",
@@ -231,10 +369,11 @@ def render(rates: dict[int, Run], past: list[Run], scaled_daily: int, seconds: f
         "",
         "What to do when the alarm fires: raise `UltraCartHourlyLimit`/`UltraCartDailyLimit` if UltraCart",
         "granted your app more, ask UltraCart for longer-lived tokens (capacity grows with the lifetime),",
-        "or split merchants across apps.",
+        "set `UltraCartBudgetScope` to `merchant` if UltraCart confirms its limits count per merchant's",
+        "authorization (below), or split merchants across apps.",
         "",
     ]
-    return "\n".join(lines)
+    return "\n".join(lines) + "\n" + readings_section(rates, template_pace())
 
 
 def main(argv: list[str] | None = None) -> int:

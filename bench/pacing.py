@@ -1,6 +1,7 @@
 """Refresh pacing: N due installations refreshed by the real worker at its real concurrency.
 
-The sandbox answers one call at a time per merchant (``concurrency_scope="merchant"``) and leaks
+The sandbox answers one call at a time for the whole application, as UltraCart documents
+(``concurrency_scope="application"``: the stack's default budget scope serialises its calls) and leaks
 ``rate`` calls per second (429 beyond), each taking ``latency_ms``. The pace is set to the same
 rate (``REFRESH_PACE_LIMIT`` = rate per ``REFRESH_PACE_WINDOW_SECONDS`` = 1). The planner queues
 every due installation; as many worker processes as the template allows (the smaller of
@@ -22,7 +23,7 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench import scenarios
 from bench.common import (
@@ -35,6 +36,9 @@ from bench.common import (
     progress,
     wire_process,
 )
+
+if TYPE_CHECKING:
+    from ucsandbox.models import ConcurrencyScope
 
 TARGET_FRACTION = 0.9
 WORKER = "RefreshWorkerFunction"
@@ -60,6 +64,8 @@ class PacingResult:
     left_in_queue: int
     per_window: list[int]
     planner_interval: float = 300.0
+    # What the sandbox answers 429 to when calls overlap ("merchant", "application" or None).
+    concurrency_scope: ConcurrencyScope | None = "application"
     cpu: dict[str, float] = field(default_factory=dict)
     workers: list[dict[str, Any]] = field(default_factory=list)
     timed_out: bool = False
@@ -167,25 +173,35 @@ class Prepared:
     seed_seconds: float
     plan_seconds: float
     planner_interval: float
+    concurrency_scope: ConcurrencyScope | None = "application"
 
 
 def prepare(
-    live: Live, *, count: int, rate: float, latency_ms: int, unlimited_sandbox: bool = False
+    live: Live,
+    *,
+    count: int,
+    rate: float,
+    latency_ms: int,
+    unlimited_sandbox: bool = False,
+    concurrency_scope: ConcurrencyScope | None = "application",
+    overrides: dict[str, str] | None = None,
 ) -> Prepared:
     """Fresh stack, sandbox limits set, ``count`` due installations seeded, the planner run once.
 
-    ``unlimited_sandbox``: the sandbox leaks no rate (429 never), for the calibration burst."""
+    ``unlimited_sandbox``: the sandbox leaks no rate (429 never), for the calibration burst.
+    ``concurrency_scope``: what the sandbox refuses overlapping calls for (``"merchant"``,
+    ``"application"`` or None). ``overrides``: more of the worker's variables."""
     from tests.support.lambdas import invoke
 
     live.reset()
     live.sandbox.configure(
-        concurrency_scope="merchant",
+        concurrency_scope=concurrency_scope,
         rate_per_second=None if unlimited_sandbox else rate,
         latency_ms=latency_ms,
     )
     concurrency, reserved, maximum, batch_size = worker_concurrency(dict(live.resources.template))
     pace = {"REFRESH_PACE_LIMIT": str(int(rate)), "REFRESH_PACE_WINDOW_SECONDS": "1"}
-    env = live.function_env(WORKER, **pace)
+    env = live.function_env(WORKER, **pace, **(overrides or {}))
     services = wire_process(env)
     progress(f"pacing: seeding {count:,} due installations")
     clock = time.perf_counter()
@@ -211,6 +227,7 @@ def prepare(
         seed_seconds=seed_seconds,
         plan_seconds=plan_seconds,
         planner_interval=interval,
+        concurrency_scope=concurrency_scope,
     )
 
 
@@ -329,6 +346,7 @@ def run(
         workers=stats,
         timed_out=timed_out,
         seed_seconds=prepared.seed_seconds,
+        concurrency_scope=prepared.concurrency_scope,
     )
 
 
@@ -434,3 +452,70 @@ def calibrate(
         rate=rate,
         reason=reason,
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m bench.pacing``: one paced run alone (no calibration, no other benchmark), its
+    result as JSON on stdout. ``make bench`` runs the same code after a calibration."""
+    import argparse
+
+    from bench.common import live_stack
+
+    parser = argparse.ArgumentParser(prog="python -m bench.pacing", description=main.__doc__)
+    parser.add_argument("--count", type=int, default=300, help="due installations")
+    parser.add_argument("--rate", type=float, default=10.0, help="R: the pace and the sandbox's rate, /s")
+    parser.add_argument("--latency-ms", type=int, default=20, help="the sandbox's latency per call")
+    parser.add_argument(
+        "--sandbox-concurrency",
+        choices=("merchant", "application", "none"),
+        default="application",
+        help="what the sandbox answers 429 to when calls overlap (default: as UltraCart documents)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a worker variable, e.g. ULTRACART_BUDGET_SCOPE=merchant (repeatable)",
+    )
+    parser.add_argument("--time-budget", type=float, default=120.0, help="seconds the paced run may take")
+    args = parser.parse_args(argv)
+    overrides = dict(item.split("=", 1) for item in args.set)
+    scope: ConcurrencyScope | None = None if args.sandbox_concurrency == "none" else args.sandbox_concurrency
+    out = sys.stdout
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the handlers log to stdout; the JSON goes to `out`
+    try:
+        with live_stack() as live:
+            prepared = prepare(
+                live,
+                count=args.count,
+                rate=args.rate,
+                latency_ms=args.latency_ms,
+                concurrency_scope=scope,
+                overrides=overrides,
+            )
+            result = run(live, prepared, time_budget=args.time_budget)
+    finally:
+        sys.stdout.close()
+        sys.stdout = out
+    summary = {
+        "sandbox_concurrency": args.sandbox_concurrency,
+        "overrides": overrides,
+        "due": result.seeded,
+        "planned": result.planned,
+        "refreshed": result.refreshed,
+        "too_many_requests": result.too_many_requests,
+        "other_failures": result.other_failures,
+        "dead_lettered": result.dead_lettered,
+        "left_in_queue": result.left_in_queue,
+        "sustained_per_second": round(result.throughput, 2),
+        "fraction_of_r": round(result.fraction, 2),
+        "timed_out": result.timed_out,
+        "aws_calls": dict(result.aws_calls()),
+    }
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -473,6 +473,15 @@ million read units an hour), not for a tight loop.
 """
 
 
+def _one_at_a_time(scope: str | None) -> str:
+    """Which calls the sandbox refuses to overlap, in words."""
+    if scope == "application":
+        return 'for the whole application, as UltraCart documents (`concurrency_scope="application"`)'
+    if scope == "merchant":
+        return 'per merchant (`concurrency_scope="merchant"`)'
+    return "or more (`concurrency_scope=None`)"
+
+
 def _pacing_section(results: Results) -> str:
     p = results.pacing
     handled = sum(int(w.get("records", 0)) for w in p.workers)
@@ -524,7 +533,7 @@ def _pacing_section(results: Results) -> str:
     )
     return f"""## 4. Refresh pacing
 
-The sandbox answers one call at a time per merchant (`concurrency_scope="merchant"`), leaks
+The sandbox answers one call at a time {_one_at_a_time(p.concurrency_scope)}, leaks
 R = {p.rate:g} calls/s (429 beyond) and takes {p.latency_ms} ms per call; the pace is
 `REFRESH_PACE_LIMIT` = {p.rate:g} per `REFRESH_PACE_WINDOW_SECONDS` = 1. {results.pacing_note}
 The planner handler ran once and queued what it plans into the real refresh queue in moto's

@@ -245,7 +245,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
         bearer = self._bearer()
         merchant_id = self._merchant_of_request(endpoint, form, bearer)
         record["merchant_id"] = merchant_id
-        application = form.get("client_id") or state.client_id
+        application = self._application_of_request(form, bearer)
 
         if self.headers.get(API_VERSION_HEADER) != API_VERSION:
             message = f"Missing or unsupported {API_VERSION_HEADER} header; send {API_VERSION}"
@@ -294,6 +294,14 @@ class SandboxHandler(BaseHTTPRequestHandler):
         if scheme.lower() != "bearer":
             return None
         return value.strip() or None
+
+    def _application_of_request(self, form: dict[str, str], bearer: str | None) -> str:
+        """The client id a call counts for (its concurrency slot and rate): the form's on the OAuth
+        endpoints, the one its access token was issued to on the others."""
+        if form.get("client_id"):
+            return form["client_id"]
+        grant = self.state.tokens.access_grant(bearer) if bearer else None
+        return grant.client_id if grant is not None else self.state.client_id
 
     def _merchant_of_request(self, endpoint: str, form: dict[str, str], bearer: str | None) -> str | None:
         tokens = self.state.tokens

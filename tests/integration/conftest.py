@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -57,4 +57,24 @@ def live(live_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[
     services = Services.from_settings(Settings.from_env(live_env))
     set_services(services)
     yield services
+    ucoauth.reset()
+
+
+@pytest.fixture
+def live_in_scope(
+    live_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., Services]]:
+    """``live_in_scope(scope, **variables)``: the ``live`` services, built as a deployment whose
+    ``UltraCartBudgetScope`` is ``scope`` (and with these variables) builds them."""
+
+    def build(scope: str, **variables: str) -> Services:
+        env = {**live_env, "ULTRACART_BUDGET_SCOPE": scope, **variables}
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        ucoauth.reset()
+        services = Services.from_settings(Settings.from_env(env))
+        set_services(services)
+        return services
+
+    yield build
     ucoauth.reset()

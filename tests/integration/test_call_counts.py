@@ -2,6 +2,13 @@
 
 AWS calls are counted with botocore event hooks on the package's own clients, UltraCart calls
 with the sandbox's request log; everything runs over real HTTP (moto's server, the sandbox).
+
+The operations that call UltraCart are counted in each budget scope (``UltraCartBudgetScope``).
+In the ``merchant`` scope each call costs one write (its unit of the budget): the budgets of
+issue "Benchmarks". Where UltraCart's concurrency limit covers the whole application
+(``application``, the default, and ``both``), the write that takes the unit also takes the line
+(one call at a time), and giving the line back after the call is one more write per call;
+``both`` counts a call on a known merchant's behalf in the merchant's windows too, one more.
 """
 
 from __future__ import annotations
@@ -9,6 +16,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from urllib.parse import parse_qs, urlsplit
 
@@ -25,6 +33,12 @@ from ucsandbox import Sandbox
 
 pytestmark = pytest.mark.integration
 REDIRECT = "http://localhost:3000/oauth/callback"
+SCOPES = ["application", "merchant", "both"]
+# Writes per UltraCart call beyond its unit of the budget: the line given back; and in ``both``,
+# for a call on a known merchant's behalf, the unit in the merchant's windows.
+LINE = {"application": 1, "merchant": 0, "both": 1}
+MERCHANT_UNIT = {"application": 0, "merchant": 0, "both": 1}
+InScope = Callable[..., Services]
 
 
 def install_via_handlers(sandbox: Sandbox, merchant_id: str) -> dict[str, object]:
@@ -37,10 +51,15 @@ def install_via_handlers(sandbox: Sandbox, merchant_id: str) -> dict[str, object
     )
 
 
+@pytest.mark.parametrize("scope", SCOPES)
 @pytest.mark.parametrize(("include_merchant_id", "uc_calls"), [(True, 1), (False, 2)])
 def test_callback_costs_5_aws_calls_plus_one_budget_unit_per_ultracart_call(
-    live: Services, sandbox: Sandbox, include_merchant_id: bool, uc_calls: int
+    live_in_scope: InScope, sandbox: Sandbox, include_merchant_id: bool, uc_calls: int, scope: str
 ) -> None:
+    live_in_scope(scope)
+    # The code exchange and /oauth/me come before UltraCart said whose authorization it is:
+    # they count in the application's windows in every scope.
+    per_call = 1 + LINE[scope]
     sandbox.configure(include_merchant_id=include_merchant_id)
     counter = AwsCallCounter()
     start = invoke("OAuthBrowserFunction", load_event("install.json"))
@@ -54,12 +73,12 @@ def test_callback_costs_5_aws_calls_plus_one_budget_unit_per_ultracart_call(
         "OAuthBrowserFunction", load_event("callback-success.json", code=code, state=state, nonce=nonce)
     )
     assert response["statusCode"] == 303
-    assert counter.count <= 5 + uc_calls, counter.calls
+    assert counter.count <= 5 + per_call * uc_calls, counter.calls
     assert counter.by_operation() == {
         "dynamodb.DeleteItem": 1,  # the state
         "kms.Encrypt": 1,
-        # the installation, and one unit of the UltraCart budget per UltraCart call
-        "dynamodb.UpdateItem": 1 + uc_calls,
+        # the installation, and one unit of the UltraCart budget per UltraCart call (+ the line)
+        "dynamodb.UpdateItem": 1 + per_call * uc_calls,
         "events.PutEvents": 1,
         "dynamodb.PutItem": 1,  # the success receipt behind the clean /installed URL
     }
@@ -86,16 +105,21 @@ def test_a_deny_costs_one_read_of_its_state_and_no_ultracart_call(live: Services
     assert sandbox.requests() == []
 
 
-def test_refresh_costs_at_most_6_aws_calls_and_1_ultracart_call(live: Services, sandbox: Sandbox) -> None:
+@pytest.mark.parametrize("scope", SCOPES)
+def test_refresh_costs_at_most_6_aws_calls_and_1_ultracart_call(
+    live_in_scope: InScope, sandbox: Sandbox, scope: str
+) -> None:
+    live = live_in_scope(scope)
+    extra = LINE[scope] + MERCHANT_UNIT[scope]
     seed_installation(live, sandbox, "COUNT2", expires_in=60)
     counter = AwsCallCounter()
     sandbox.clear_requests()
     event = load_event("sqs-refresh.json")
     event["Records"][0]["body"] = json.dumps({"merchant_id": "COUNT2"})
     assert invoke("RefreshWorkerFunction", event) == {"batchItemFailures": []}
-    assert counter.count <= 6, counter.calls
-    # lease, pace, budget, token write
-    assert counter.by_operation() == {"dynamodb.UpdateItem": 4, "kms.Decrypt": 1, "kms.Encrypt": 1}
+    assert counter.count <= 6 + extra, counter.calls
+    # lease, pace, budget (+ the line given back, + the merchant's unit), token write
+    assert counter.by_operation() == {"dynamodb.UpdateItem": 4 + extra, "kms.Decrypt": 1, "kms.Encrypt": 1}
     assert [r.grant_type for r in sandbox.requests()] == ["refresh_token"]
 
 
@@ -147,7 +171,12 @@ def test_a_warm_webhook_costs_3_aws_calls(live: Services, aws_server: LocalResou
     assert counter.calls == ["dynamodb.GetItem", "sqs.SendMessage", "dynamodb.PutItem"]
 
 
-def test_revoke_costs_at_most_6_aws_calls_and_2_ultracart_calls(live: Services, sandbox: Sandbox) -> None:
+@pytest.mark.parametrize("scope", SCOPES)
+def test_revoke_costs_at_most_6_aws_calls_and_2_ultracart_calls(
+    live_in_scope: InScope, sandbox: Sandbox, scope: str
+) -> None:
+    live = live_in_scope(scope)
+    extra = 2 * (LINE[scope] + MERCHANT_UNIT[scope])
     seed_installation(live, sandbox, "COUNT5", expires_in=3600)
     counter = AwsCallCounter()
     sandbox.clear_requests()
@@ -157,7 +186,11 @@ def test_revoke_costs_at_most_6_aws_calls_and_2_ultracart_calls(live: Services, 
     body["time"] = datetime.fromtimestamp(time.time() + 1, tz=UTC).isoformat()
     event["Records"][0]["body"] = json.dumps(body)
     assert invoke("RevokeWorkerFunction", event) == {"batchItemFailures": []}
-    assert counter.count <= 6, counter.calls
-    # lease, one budget unit per revoke (2), shred
-    assert counter.by_operation() == {"dynamodb.UpdateItem": 4, "kms.Decrypt": 1, "events.PutEvents": 1}
+    assert counter.count <= 6 + extra, counter.calls
+    # lease, one budget unit per revoke (2) (+ for each: the line given back, the merchant's unit), shred
+    assert counter.by_operation() == {
+        "dynamodb.UpdateItem": 4 + extra,
+        "kms.Decrypt": 1,
+        "events.PutEvents": 1,
+    }
     assert [r.endpoint for r in sandbox.requests()] == ["revoke", "revoke"]

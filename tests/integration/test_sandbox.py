@@ -804,6 +804,22 @@ def test_application_scope_limits_across_merchants(sandbox: Sandbox) -> None:
     assert (slow.status_code, other.status_code) == (200, 429)
 
 
+def test_application_scope_counts_per_client_id(sandbox: Sandbox) -> None:
+    # A call of another application (client id) is not this application's concurrent call: it
+    # gets that application's answer (here: unknown to the sandbox), not a 429.
+    sandbox.configure(concurrency_scope="application")
+    _, refresh_token = sandbox.issue_tokens("DEMO1")
+    _, other_refresh = sandbox.issue_tokens("DEMO2")
+    another_app = {"client_id": "another-app", "grant_type": "refresh_token", "refresh_token": other_refresh}
+
+    slow, other = _while_one_call_is_in_flight(
+        sandbox, lambda: refresh(sandbox, refresh_token), lambda: post_token(sandbox, another_app)
+    )
+
+    assert (slow.status_code, other.status_code) == (200, 401)
+    assert other.json()["error"] == "invalid_client"
+
+
 def test_concurrency_limit_can_be_switched_off(sandbox: Sandbox) -> None:
     sandbox.configure(concurrency_scope=None)
     access, refresh_token = sandbox.issue_tokens("DEMO1")

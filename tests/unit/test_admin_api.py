@@ -269,6 +269,7 @@ def test_stats_count_statuses_due_budget_and_queues(
     assert body["due_within_hour"] == 1
     hour = body["ultracart_budget"]["hour"]
     assert hour["used"] == 2 and hour["limit"] == 900 and hour["background_limit"] == 810
+    assert body["ultracart_budget"]["scope"] == "application"
     assert body["dead_letters"] == {"refresh": 0, "revoke": 1}
     assert set(body["queues"]) == {"refresh", "revoke"}
     assert body["queues"]["refresh"]["depth"] == 0

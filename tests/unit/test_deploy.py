@@ -435,6 +435,14 @@ def test_number_parameters_have_exactly_the_bounds_settings_accepts() -> None:
     ]
 
 
+def test_the_budget_scope_parameter_allows_exactly_the_scopes_settings_accepts() -> None:
+    from ucoauth.settings import BUDGET_SCOPES
+
+    spec = load_template()["Parameters"]["UltraCartBudgetScope"]
+    assert spec["AllowedValues"] == list(BUDGET_SCOPES)
+    assert spec["Default"] == BUDGET_SCOPES[0] == "application"  # today's one budget for the app
+
+
 @pytest.mark.parametrize(
     ("arn", "accepted"),
     [

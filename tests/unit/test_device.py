@@ -189,7 +189,7 @@ def test_a_spent_budget_or_no_time_sends_nothing_and_the_same_poll_comes_later(
     queued: list[tuple[str, int, int]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def spent(now: float, tier: str) -> None:
+    def spent(now: float, tier: str, merchant_id: str | None = None, *, hold: float | None = None) -> None:
         raise BudgetExhaustedError(120)
 
     with monkeypatch.context() as patch:

@@ -56,6 +56,7 @@ def stats_text(stats: dict[str, Any], out: TextIO) -> None:
     print("installations  " + "  ".join(f"{k} {v}" for k, v in per_status.items()), file=out)
     print(f"due within 1h  {stats.get('due_within_hour')}", file=out)
     budget = stats.get("ultracart_budget", {})
+    print(f"ultracart scope {budget.get('scope')}", file=out)
     for window in ("hour", "day"):
         used = budget.get(window, {})
         print(

@@ -320,6 +320,9 @@ def stats(services: Services) -> dict[str, Any]:
         "installations": per_status,
         "due_within_hour": due,
         "ultracart_budget": {
+            # The application's windows; in the merchant scope, only calls made before a merchant
+            # was known count there (each merchant has windows of its own).
+            "scope": services.budget.scope,
             "hour": {"used": hour_used, "limit": hourly, "background_limit": background_hourly},
             "day": {"used": day_used, "limit": daily, "background_limit": background_daily},
         },

@@ -172,6 +172,18 @@ class BudgetExhaustedError(RetryLaterError):
     reason = "UltraCart budget spent"
 
 
+class UltraCartBusyError(BudgetExhaustedError):
+    """Another of the application's UltraCart calls is in flight (UltraCart answers 429 to
+    concurrent calls): the budget has no room for this one now. ``busy_for``: seconds until that
+    call's hold on the line ends at the latest."""
+
+    reason = "another UltraCart call is in flight"
+
+    def __init__(self, busy_for: float) -> None:
+        super().__init__(busy_for)
+        self.busy_for = busy_for
+
+
 class DeadlineTooCloseError(RetryLaterError):
     """The invocation has too little time left to make an UltraCart call and store its answer."""
 

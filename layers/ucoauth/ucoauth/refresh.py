@@ -42,7 +42,8 @@ RefreshResult = Literal[
 
 def plan(services: Services, *, stats: dict[str, int] | None = None) -> list[str]:
     """Merchants due for a refresh now, at most what the pace and the budget allow before the
-    planner's next run; the rest stays in the sparse index, in due order, for the next run.
+    planner's next run (the budget's application windows, where refreshes count in them); the
+    rest stays in the sparse index, in due order, for the next run.
 
     Queueing more than the workers may send to UltraCart before the next run would only bounce
     messages between the queue and the pace. When more is due than this run may queue, the
@@ -56,7 +57,10 @@ def plan(services: Services, *, stats: dict[str, int] | None = None) -> list[str
     hour_used, day_used = services.budget.used(services.now())
     # The dashboard draws this against the hourly limit.
     metrics.add_metric(name="UltraCartBudgetUsed", unit="Count", value=hour_used)
-    allowed = max(0, min(allowed, hourly - hour_used, daily - day_used))
+    if services.budget.counts_refreshes:
+        allowed = min(allowed, hourly - hour_used, daily - day_used)
+    # else each merchant's own windows decide, at the call (a merchant is due about once a lifetime)
+    allowed = max(0, allowed)
     # Every shard that may still hold installations, the ones a lower DUE_SHARDS dropped included.
     shards = DueShards(settings.table_name, configured=settings.due_shards)
     mark = shards.to_read(stats)

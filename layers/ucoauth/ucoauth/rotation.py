@@ -109,7 +109,8 @@ class Rotation:
         try:
             # Nothing is sent unless the call and the write reserve fit before the deadline and
             # the budget has a unit for it (DeadlineTooCloseError / BudgetExhaustedError).
-            answer = self.s.ultracart_for(self.tier, self.deadline).refresh(tokens.refresh_token)
+            client = self.s.ultracart_for(self.tier, self.deadline, merchant_id=self.merchant_id)
+            answer = client.refresh(tokens.refresh_token)
         except PermanentUltraCartError as exc:
             metrics.add_metric(name="TokenRefreshFailed", unit="Count", value=1)
             self._record_failure(exc)
@@ -290,7 +291,7 @@ def revoke_tokens(
     A refusal of the app's own credentials never confirms a revoke: False, or with
     ``raise_app_refusal`` the :class:`AppCredentialsRejectedError` itself (for callers whose
     give-up clock must not count that time)."""
-    client = services.ultracart_for("background", deadline)
+    client = services.ultracart_for("background", deadline, merchant_id=merchant_id)
     try:
         for token in (tokens.refresh_token, tokens.access_token):
             if token:

@@ -88,6 +88,7 @@ class Services:
                 hourly=self.settings.ultracart_hourly_limit,
                 daily=self.settings.ultracart_daily_limit,
                 callback_reserve=self.settings.ultracart_callback_reserve,
+                scope=self.settings.ultracart_budget_scope,
             )
         return self._budget
 
@@ -115,11 +116,24 @@ class Services:
 
         return get_client(self.settings)
 
-    def ultracart_for(self, tier: Tier, deadline: Deadline) -> BudgetedUltraCart:
-        """The UltraCart client for a kind of work before ``deadline``: every call takes from the
-        shared budget first, and waits no longer than leaves time to store its answer
+    def ultracart_for(
+        self, tier: Tier, deadline: Deadline, *, merchant_id: str | None = None
+    ) -> BudgetedUltraCart:
+        """The UltraCart client for a kind of work before ``deadline``, on behalf of ``merchant_id``
+        (None while UltraCart has not said whose authorization it is): every call takes from the
+        budget first, and waits no longer than leaves time to store its answer
         (:class:`~ucoauth.errors.DeadlineTooCloseError`, nothing sent, when there is no such time)."""
-        return BudgetedUltraCart(self.ultracart, self.budget, self.clock, tier, self.settings, deadline)
+        return BudgetedUltraCart(
+            self.ultracart,
+            self.budget,
+            self.clock,
+            tier,
+            self.settings,
+            deadline,
+            merchant_id=merchant_id,
+            sleep=self.sleep,
+            rng=self.rng,
+        )
 
     def now(self) -> int:
         """Current time in whole epoch seconds."""

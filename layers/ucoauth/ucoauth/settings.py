@@ -16,13 +16,18 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, overload
+from typing import Any, Literal, overload
 from urllib.parse import urlsplit
 
 from ucoauth.errors import ConfigurationError
 from ucoauth.validation import is_scope
 
 DEFAULT_BASE_URL = "https://secure.ultracart.com/rest/v2"
+
+# Where UltraCart's hourly and daily limits count (docs/CAPACITY.md): the application as a whole,
+# each merchant's authorization of it, or both at once. The first is the default.
+BudgetScope = Literal["application", "merchant", "both"]
+BUDGET_SCOPES: tuple[BudgetScope, ...] = ("application", "merchant", "both")
 
 
 def _url(name: str, value: str, *, allow_empty: bool) -> str:
@@ -122,6 +127,16 @@ class _Reader:
             raise ConfigurationError(f"environment variable {name} must be a whole number")
         return int(value)
 
+    def choice[T: str](self, name: str, allowed: tuple[T, ...]) -> T:
+        """One of ``allowed``; the first when the variable is absent or empty."""
+        raw = self._get(name)
+        if not raw:
+            return allowed[0]
+        for value in allowed:
+            if raw == value:
+                return value
+        raise ConfigurationError(f"environment variable {name} must be one of {', '.join(allowed)}")
+
 
 Parser = Callable[[_Reader], dict[str, Any]]
 
@@ -187,6 +202,7 @@ def _events(env: _Reader) -> dict[str, Any]:
     "ULTRACART_HOURLY_LIMIT",
     "ULTRACART_DAILY_LIMIT",
     "ULTRACART_CALLBACK_RESERVE",
+    "ULTRACART_BUDGET_SCOPE",
 )
 def _ultracart(env: _Reader) -> dict[str, Any]:
     client_id = env.required("ULTRACART_CLIENT_ID")
@@ -202,6 +218,7 @@ def _ultracart(env: _Reader) -> dict[str, Any]:
         "ultracart_hourly_limit": env.integer("ULTRACART_HOURLY_LIMIT", 900, low=1, high=1_000_000),
         "ultracart_daily_limit": env.integer("ULTRACART_DAILY_LIMIT", 9000, low=1, high=10_000_000),
         "ultracart_callback_reserve": env.number("ULTRACART_CALLBACK_RESERVE", 0.1, low=0.0, high=0.9),
+        "ultracart_budget_scope": env.choice("ULTRACART_BUDGET_SCOPE", BUDGET_SCOPES),
     }
 
 
@@ -416,6 +433,7 @@ class Settings:
     ultracart_hourly_limit = _Value[int]("ultracart")
     ultracart_daily_limit = _Value[int]("ultracart")
     ultracart_callback_reserve = _Value[float]("ultracart")
+    ultracart_budget_scope = _Value[BudgetScope]("ultracart")
     # tokens
     inline_refresh_margin_seconds = _Value[int]("tokens")
     refresh_min_window_seconds = _Value[int]("tokens")
