@@ -16,6 +16,7 @@ from tests.support.deadlines import a_deadline
 from tests.support.installs import seed_installation, stored_tokens
 from tests.support.lambdas import invoke, load_event
 from tests.support.processes import results_of, start_processes
+from tests.support.roles import harness_boto3_session
 from ucoauth.refresh import refresh_due
 from ucoauth.services import Services
 from ucsandbox import Sandbox
@@ -41,9 +42,7 @@ def refreshed_merchants(sandbox: Sandbox) -> list[str]:
 
 def deferred(services: Services) -> int:
     """Refresh messages re-queued for later (nothing was sent: the budget said no)."""
-    import boto3
-
-    sqs = boto3.client("sqs", region_name=services.settings.region)
+    sqs = harness_boto3_session(services.settings.region).client("sqs")
     attributes = sqs.get_queue_attributes(
         QueueUrl=services.settings.refresh_queue_url, AttributeNames=["ApproximateNumberOfMessagesDelayed"]
     )["Attributes"]

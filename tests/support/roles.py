@@ -72,6 +72,8 @@ def package_under_roles(
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", harness.secret_key)
         monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
         monkeypatch.delenv("AWS_SECURITY_TOKEN", raising=False)
+        # boto3's default session keeps the credentials it first read: a new one reads these.
+        boto3.setup_default_session()
         aws.set_session(identity_session())
         try:
             yield enforcement
