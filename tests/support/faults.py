@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -286,9 +287,22 @@ def expression(params: Params) -> str:
     return str(params.get("UpdateExpression", ""))
 
 
+def _clause_attributes(params: Params, clause: str) -> set[str]:
+    """The attributes an UpdateExpression's SET or REMOVE clause names (placeholders resolved)."""
+    names: dict[str, str] = dict(params.get("ExpressionAttributeNames") or {})
+    found = re.search(rf"\b{clause}\s+(.*?)(?=\s+(?:SET|REMOVE|ADD|DELETE)\s|$)", expression(params))
+    if found is None:
+        return set()
+    attributes = set()
+    for action in found.group(1).split(","):
+        target = action.split("=", 1)[0].strip()
+        attributes.add(names.get(target, target))
+    return attributes
+
+
 def is_token_write(params: Params) -> bool:
-    """save_installation / write_refreshed_tokens: the UpdateItem that stores a ciphertext."""
-    return "tokens = :tokens" in expression(params)
+    """replace_installation / write_refreshed_tokens: the UpdateItem that stores a ciphertext."""
+    return "tokens" in _clause_attributes(params, "SET")
 
 
 def is_lease_take(params: Params) -> bool:
@@ -297,7 +311,7 @@ def is_lease_take(params: Params) -> bool:
 
 def is_shred(params: Params) -> bool:
     """mark_uninstalled: the UpdateItem that removes the ciphertext."""
-    return "REMOVE tokens" in expression(params)
+    return "tokens" in _clause_attributes(params, "REMOVE")
 
 
 def item_key(params: Params) -> str:
