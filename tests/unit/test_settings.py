@@ -166,6 +166,9 @@ def test_a_section_reads_only_its_own_variables_and_gives_its_declared_values(na
 def test_every_variable_is_in_exactly_one_section() -> None:
     names = [variable for section in SECTIONS.values() for variable in section.variables]
     assert len(names) == len(set(names)) == len(ENVIRONMENT)
+    # and each value is a field of exactly one section (Settings reads it by its name alone)
+    values = [value for section in SECTIONS.values() for value in section.fields]
+    assert len(values) == len(set(values))
 
 
 def test_an_apps_own_lambda_gets_a_token_with_only_the_token_sections(

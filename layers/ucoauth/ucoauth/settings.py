@@ -14,7 +14,6 @@ sections at once, as its cold start does.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -230,11 +229,12 @@ def _section[C: type](name: str) -> Callable[[C], C]:
     def register(cls: C) -> C:
         declared = {f.name: f.metadata[_VARIABLE] for f in dataclasses.fields(cls)}
         for field_name in declared:
+            # A value of Settings by its name alone: two sections must not both declare it.
             if _FIELD_SECTION.setdefault(field_name, name) != name:
-                raise TypeError(f"settings value {field_name!r} is declared twice")
+                raise ConfigurationError(f"settings value {field_name!r} is declared twice")
         unread: tuple[str, ...] = getattr(cls, "READ_ELSEWHERE", ())
         variables = tuple(v.name for v in declared.values() if not v.runtime) + unread
-        SECTIONS[name] = Section(name, cls, declared, variables, inspect.cleandoc(cls.__doc__ or ""))
+        SECTIONS[name] = Section(name, cls, declared, variables, " ".join((cls.__doc__ or "").split()))
         return cls
 
     return register
