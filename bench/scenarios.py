@@ -114,15 +114,15 @@ def device_start_event() -> dict[str, Any]:
     return _event("device-start.json")
 
 
-def started_device_authorization(services: Services, live: Live) -> str:
+def started_device_authorization(services: Services) -> str:
     """The id of a device authorization UltraCart issued and the device flow stored (pending, its
-    first poll queued), as a ``POST /device/authorizations`` leaves it."""
-    from ucoauth.device import DeviceSettings, start_device_authorization
+    first poll queued), as a ``POST /device/authorizations`` leaves it (``services`` of a device
+    function: its settings have the device section)."""
+    from ucoauth.device import start_device_authorization
     from ucoauth.timing import Deadline
 
-    device = DeviceSettings.from_env(live.function_env("DeviceFlowFunction"))
     deadline = Deadline(services.clock() + 30, services.clock)
-    return start_device_authorization(services, device, scope=None, deadline=deadline).authorization_id
+    return start_device_authorization(services, scope=None, deadline=deadline).authorization_id
 
 
 def device_poll_event(authorization_id: str, seq: int) -> dict[str, Any]:
@@ -164,5 +164,5 @@ def one_request(services: Services, live: Live, logical_id: str, tag: str) -> di
     if logical_id == "DeviceFlowFunction":
         return device_start_event()
     if logical_id == "DeviceWorkerFunction":
-        return device_poll_event(started_device_authorization(services, live), 0)
+        return device_poll_event(started_device_authorization(services), 0)
     raise KeyError(logical_id)

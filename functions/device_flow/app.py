@@ -10,7 +10,6 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from ucoauth.api_errors import Answer, answer_errors
 from ucoauth.device import (
     device_status,
-    get_device_settings,
     is_authorization_id,
     start_device_authorization,
 )
@@ -53,7 +52,7 @@ def create_authorization() -> Response[dict[str, Any]]:
     scope = _requested_scope(app.current_event.raw_event)
     services = get_services()
     deadline = Deadline.of_context(app.lambda_context, services.clock)
-    started = start_device_authorization(services, get_device_settings(), scope=scope, deadline=deadline)
+    started = start_device_authorization(services, scope=scope, deadline=deadline)
     return json_response(201, started.as_json())
 
 

@@ -13,7 +13,7 @@ from ucoauth.batch import (
     SQSRecord,
     process_partial_response,
 )
-from ucoauth.device import get_device_settings, parse_poll_message, poll_device_authorization
+from ucoauth.device import parse_poll_message, poll_device_authorization
 from ucoauth.observability import logger, metrics
 from ucoauth.services import get_services
 from ucoauth.timing import Deadline
@@ -30,9 +30,7 @@ def record_handler(record: SQSRecord, lambda_context: LambdaContext) -> str:
     authorization_id, seq = parsed
     services = get_services()
     deadline = Deadline.of_context(lambda_context, services.clock)
-    result = poll_device_authorization(
-        services, get_device_settings(), authorization_id, seq, deadline=deadline
-    )
+    result = poll_device_authorization(services, authorization_id, seq, deadline=deadline)
     logger.info("device poll handled", authorization_id=authorization_id, seq=seq, result=result)
     return result
 

@@ -28,7 +28,6 @@ from tests.support.installs import stored_tokens
 from tests.support.lambdas import follow_to_installed, invoke, load_event
 from tests.support.observer import observed_events
 from tests.support.roles import harness_boto3_session
-from ucoauth.device import get_device_settings
 from ucoauth.observability import logger
 from ucoauth.services import Services, set_services
 from ucoauth.settings import Settings
@@ -198,10 +197,6 @@ def test_no_secret_reaches_any_output(
     assert revoked == {second.access_token, second.refresh_token}
 
     # a device authorization (RFC 8628): its device code and user code are credentials too
-    for name, value in aws_server.function_environment("DeviceWorkerFunction").items():
-        if name.startswith("DEVICE_"):
-            monkeypatch.setenv(name, value)
-    get_device_settings.cache_clear()
     started = invoke("DeviceFlowFunction", load_event("device-start.json"))
     assert started["statusCode"] == 201
     device = json.loads(started["body"])  # the user code's one place: the answer to the caller

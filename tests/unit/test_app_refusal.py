@@ -22,7 +22,7 @@ from tests.support.fake_ultracart import FakeUltraCart, transient
 from tests.support.installs import install, stored_tokens
 from tests.support.lambdas import invoke, load_event, sqs_event
 from tests.support.observer import published_events
-from ucoauth.device import DeviceSettings, poll_device_authorization, start_device_authorization
+from ucoauth.device import poll_device_authorization, start_device_authorization
 from ucoauth.errors import RevokePendingError
 from ucoauth.installations.model import ACTIVE, UNINSTALLED
 from ucoauth.refresh import plan, refresh_due
@@ -264,18 +264,17 @@ def test_the_callback_says_the_app_cannot_install_now_not_that_the_merchant_did_
 def test_a_device_poll_refused_with_the_apps_credentials_is_polled_again_later(
     services: Services, fake_uc: FakeUltraCart, gate: AppGate, clock: Clock, aws: LocalResources
 ) -> None:
-    device = DeviceSettings.from_env(aws.function_environment("DeviceWorkerFunction"))
     deadline = Deadline(clock() + 60, clock)
-    started = start_device_authorization(services, device, scope=None, deadline=deadline)
+    started = start_device_authorization(services, scope=None, deadline=deadline)
     code = list(fake_uc.devices)[-1]
     fake_uc.decide_device(code, "approved", "DEV1")
     gate.refuse = True
-    result = poll_device_authorization(services, device, started.authorization_id, 0, deadline=deadline)
+    result = poll_device_authorization(services, started.authorization_id, 0, deadline=deadline)
     assert result not in ("failed", "expired", "denied")
     gate.refuse = False
     clock.now += 60
     later = Deadline(clock() + 60, clock)
-    again = poll_device_authorization(services, device, started.authorization_id, 0, deadline=later)
+    again = poll_device_authorization(services, started.authorization_id, 0, deadline=later)
     assert again == "installed"
     installation = services.installations.get("DEV1")
     assert installation is not None and installation.status == ACTIVE
@@ -284,12 +283,6 @@ def test_a_device_poll_refused_with_the_apps_credentials_is_polled_again_later(
 def test_starting_a_device_authorization_while_the_app_is_refused_is_a_503(
     services: Services, gate: AppGate, aws: LocalResources, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ucoauth.device import get_device_settings
-
-    for name, value in aws.function_environment("DeviceFlowFunction").items():
-        if name.startswith("DEVICE_"):
-            monkeypatch.setenv(name, value)
-    get_device_settings.cache_clear()
     gate.refuse = True
     response = invoke("DeviceFlowFunction", load_event("device-start.json"))
     assert response["statusCode"] == 503

@@ -7,7 +7,6 @@ source mappings), not only on the serverless shorthand.
 
 from __future__ import annotations
 
-import ast
 import json
 import re
 import tomllib
@@ -374,35 +373,16 @@ def test_public_roles_touch_the_table_only_under_their_key_prefixes(
 # --------------------------------------------------------------------------------------
 # 7. Parameter bounds are the settings' bounds
 # --------------------------------------------------------------------------------------
-def _constant(node: ast.expr) -> float:
-    """A literal or constant arithmetic such as ``30 * 86_400``."""
-    assert all(
-        isinstance(n, ast.Constant | ast.BinOp | ast.operator | ast.UnaryOp | ast.unaryop)
-        for n in ast.walk(node)
-    )
-    value = eval(compile(ast.Expression(node), "settings.py", "eval"), {"__builtins__": {}})
-    assert isinstance(value, int | float)
-    return value
-
-
 def _settings_bounds() -> dict[str, tuple[float, float, float]]:
-    """ENV_NAME -> (default, low, high) of every ``integer(...)``/``number(...)`` in settings.py."""
-    source = (ROOT / "layers" / "ucoauth" / "ucoauth" / "settings.py").read_text()
-    found: dict[str, tuple[float, float, float]] = {}
-    for node in ast.walk(ast.parse(source)):
-        if (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and node.func.attr in ("integer", "number")
-            and isinstance(node.args[0], ast.Constant)
-        ):
-            keywords = {k.arg: _constant(k.value) for k in node.keywords}
-            found[str(node.args[0].value)] = (
-                _constant(node.args[1]),
-                keywords["low"],
-                keywords["high"],
-            )
-    return found
+    """ENV_NAME -> (default, low, high) of every bounded variable the settings declare."""
+    from ucoauth.settings import SECTIONS
+
+    return {
+        variable.name: (variable.default, variable.low, variable.high)
+        for section in SECTIONS.values()
+        for variable in section.fields.values()
+        if variable.low is not None and variable.high is not None
+    }
 
 
 def test_number_parameters_have_exactly_the_bounds_settings_accepts() -> None:

@@ -14,7 +14,6 @@ from tests.support.fake_ultracart import FakeUltraCart
 from tests.support.installs import install, stored_tokens
 from ucoauth import device
 from ucoauth.device import (
-    DeviceSettings,
     device_status,
     parse_poll_message,
     poll_device_authorization,
@@ -23,11 +22,6 @@ from ucoauth.device import (
 from ucoauth.errors import BudgetExhaustedError, DeviceAuthorizationNotFoundError, QueueSendError
 from ucoauth.services import Services
 from ucoauth.timing import Deadline
-
-
-@pytest.fixture
-def settings_device(aws: LocalResources) -> DeviceSettings:
-    return DeviceSettings.from_env(aws.function_environment("DeviceWorkerFunction"))
 
 
 @pytest.fixture
@@ -53,15 +47,13 @@ def the_code(fake_uc: FakeUltraCart) -> str:
     return list(fake_uc.devices)[-1]
 
 
-def poll(services: Services, settings_device: DeviceSettings, clock: Clock, aid: str, seq: int) -> str:
-    return poll_device_authorization(services, settings_device, aid, seq, deadline=deadline(clock))
+def poll(services: Services, clock: Clock, aid: str, seq: int) -> str:
+    return poll_device_authorization(services, aid, seq, deadline=deadline(clock))
 
 
 @pytest.fixture
-def started(
-    services: Services, settings_device: DeviceSettings, clock: Clock, queued: list[tuple[str, int, int]]
-) -> str:
-    answer = start_device_authorization(services, settings_device, scope=None, deadline=deadline(clock))
+def started(services: Services, clock: Clock, queued: list[tuple[str, int, int]]) -> str:
+    answer = start_device_authorization(services, scope=None, deadline=deadline(clock))
     return answer.authorization_id
 
 
@@ -87,25 +79,24 @@ def test_start_asks_ultracart_once_stores_no_code_and_queues_poll_zero_at_the_in
 
 def test_pending_then_slow_down_then_approval(
     services: Services,
-    settings_device: DeviceSettings,
     fake_uc: FakeUltraCart,
     clock: Clock,
     started: str,
     queued: list[tuple[str, int, int]],
 ) -> None:
     code = the_code(fake_uc)
-    assert poll(services, settings_device, clock, started, 0) == "pending"
+    assert poll(services, clock, started, 0) == "pending"
     assert queued[-1] == (started, 1, 5)
     fake_uc.decide_device(code, "slow_down")
     clock.now += 5
-    assert poll(services, settings_device, clock, started, 1) == "slow_down"
+    assert poll(services, clock, started, 1) == "slow_down"
     assert queued[-1] == (started, 2, 10)  # interval + 5
     clock.now += 10
-    assert poll(services, settings_device, clock, started, 2) == "pending"
+    assert poll(services, clock, started, 2) == "pending"
     assert queued[-1] == (started, 3, 10)  # the longer interval stays
     fake_uc.decide_device(code, "approved", "DEVU1")
     clock.now += 10
-    assert poll(services, settings_device, clock, started, 3) == "installed"
+    assert poll(services, clock, started, 3) == "installed"
     assert len(queued) == 4  # no poll after the install
     assert device_status(services, started) == {"status": "installed", "merchant_id": "DEVU1"}
     installation = services.installations.get("DEVU1")
@@ -117,17 +108,16 @@ def test_pending_then_slow_down_then_approval(
 
 def test_a_redelivered_poll_message_never_polls_twice(
     services: Services,
-    settings_device: DeviceSettings,
     fake_uc: FakeUltraCart,
     clock: Clock,
     started: str,
     queued: list[tuple[str, int, int]],
 ) -> None:
-    assert poll(services, settings_device, clock, started, 0) == "pending"
-    assert poll(services, settings_device, clock, started, 0) == "stale"
+    assert poll(services, clock, started, 0) == "pending"
+    assert poll(services, clock, started, 0) == "stale"
     fake_uc.decide_device(the_code(fake_uc), "approved", "DEVU2")
-    assert poll(services, settings_device, clock, started, 1) == "installed"
-    assert poll(services, settings_device, clock, started, 1) == "done"
+    assert poll(services, clock, started, 1) == "installed"
+    assert poll(services, clock, started, 1) == "done"
     assert fake_uc.calls.count("poll_device") == 2
     installation = services.installations.get("DEVU2")
     assert installation is not None and installation.generation == 1
@@ -135,54 +125,50 @@ def test_a_redelivered_poll_message_never_polls_twice(
 
 def test_a_message_ahead_of_the_authorization_waits_for_it(
     services: Services,
-    settings_device: DeviceSettings,
     fake_uc: FakeUltraCart,
     clock: Clock,
     started: str,
     queued: list[tuple[str, int, int]],
 ) -> None:
-    assert poll(services, settings_device, clock, started, 3) == "early"
+    assert poll(services, clock, started, 3) == "early"
     assert queued[-1] == (started, 3, 5)
     assert "poll_device" not in fake_uc.calls
 
 
 def test_denial_and_expiry_end_it_and_delete_the_device_code(
     services: Services,
-    settings_device: DeviceSettings,
     fake_uc: FakeUltraCart,
     clock: Clock,
     started: str,
     queued: list[tuple[str, int, int]],
 ) -> None:
     fake_uc.decide_device(the_code(fake_uc), "denied")
-    assert poll(services, settings_device, clock, started, 0) == "denied"
+    assert poll(services, clock, started, 0) == "denied"
     item = device.device_store(services).get(started)
     assert item is not None and item.ciphertext is None
     assert device_status(services, started) == {"status": "denied"}
     assert len(queued) == 1
     # A second one simply runs out of time: no UltraCart call after its expiry
-    other = start_device_authorization(services, settings_device, scope="ultraship", deadline=deadline(clock))
+    other = start_device_authorization(services, scope="ultraship", deadline=deadline(clock))
     clock.now += 900
     calls = fake_uc.calls.count("poll_device")
-    assert poll(services, settings_device, clock, other.authorization_id, 0) == "expired"
+    assert poll(services, clock, other.authorization_id, 0) == "expired"
     assert fake_uc.calls.count("poll_device") == calls
     assert device_status(services, other.authorization_id) == {"status": "expired"}
 
 
 def test_expired_token_from_ultracart_ends_it_expired(
     services: Services,
-    settings_device: DeviceSettings,
     fake_uc: FakeUltraCart,
     clock: Clock,
     started: str,
 ) -> None:
     fake_uc.decide_device(the_code(fake_uc), "expired")
-    assert poll(services, settings_device, clock, started, 0) == "expired"
+    assert poll(services, clock, started, 0) == "expired"
 
 
 def test_a_spent_budget_or_no_time_sends_nothing_and_the_same_poll_comes_later(
     services: Services,
-    settings_device: DeviceSettings,
     fake_uc: FakeUltraCart,
     clock: Clock,
     started: str,
@@ -194,20 +180,16 @@ def test_a_spent_budget_or_no_time_sends_nothing_and_the_same_poll_comes_later(
 
     with monkeypatch.context() as patch:
         patch.setattr(services.budget, "take", spent)
-        assert poll(services, settings_device, clock, started, 0) == "deferred"
+        assert poll(services, clock, started, 0) == "deferred"
     assert queued[-1] == (started, 0, 120)
-    assert (
-        poll_device_authorization(services, settings_device, started, 0, deadline=deadline(clock, seconds=3))
-        == "deferred"
-    )
+    assert poll_device_authorization(services, started, 0, deadline=deadline(clock, seconds=3)) == "deferred"
     assert queued[-1] == (started, 0, 5)
     assert "poll_device" not in fake_uc.calls
-    assert poll(services, settings_device, clock, started, 0) == "pending"
+    assert poll(services, clock, started, 0) == "pending"
 
 
 def test_a_redelivery_after_a_crash_past_the_install_ends_installed(
     services: Services,
-    settings_device: DeviceSettings,
     fake_uc: FakeUltraCart,
     clock: Clock,
     started: str,
@@ -221,10 +203,10 @@ def test_a_redelivery_after_a_crash_past_the_install_ends_installed(
     with monkeypatch.context() as patch:
         patch.setattr(device.DeviceAuthorizationStore, "finish", crash)
         with pytest.raises(RuntimeError):
-            poll(services, settings_device, clock, started, 0)
+            poll(services, clock, started, 0)
     # The message comes back after its visibility timeout, the claim has lapsed by then
     clock.now += 400
-    assert poll(services, settings_device, clock, started, 0) == "installed"
+    assert poll(services, clock, started, 0) == "installed"
     assert device_status(services, started) == {"status": "installed", "merchant_id": "DEVU3"}
     installation = services.installations.get("DEVU3")
     assert installation is not None and installation.generation == 1
@@ -232,14 +214,13 @@ def test_a_redelivery_after_a_crash_past_the_install_ends_installed(
 
 def test_an_approval_over_an_active_installation_is_a_reinstall(
     services: Services,
-    settings_device: DeviceSettings,
     fake_uc: FakeUltraCart,
     clock: Clock,
     started: str,
 ) -> None:
     install(services, fake_uc, "DEVU4")
     fake_uc.decide_device(the_code(fake_uc), "approved", "DEVU4")
-    assert poll(services, settings_device, clock, started, 0) == "installed"
+    assert poll(services, clock, started, 0) == "installed"
     installation = services.installations.get("DEVU4")
     assert installation is not None and installation.generation == 2 and installation.status == "active"
     assert stored_tokens(services, "DEVU4").refresh_token in fake_uc.live_grants("DEVU4")
@@ -247,7 +228,6 @@ def test_an_approval_over_an_active_installation_is_a_reinstall(
 
 def test_a_poll_that_cannot_be_queued_leaves_nothing_pending(
     services: Services,
-    settings_device: DeviceSettings,
     fake_uc: FakeUltraCart,
     clock: Clock,
     monkeypatch: pytest.MonkeyPatch,
@@ -257,7 +237,7 @@ def test_a_poll_that_cannot_be_queued_leaves_nothing_pending(
 
     monkeypatch.setattr(device, "_send_poll", refuse)
     with pytest.raises(QueueSendError):
-        start_device_authorization(services, settings_device, scope=None, deadline=deadline(clock))
+        start_device_authorization(services, scope=None, deadline=deadline(clock))
     items = services.installations._ddb().scan(TableName=services.settings.table_name)["Items"]
     devices = [i for i in items if i["pk"]["S"].startswith("DEVICE#")]
     assert [i["device_status"]["S"] for i in devices] == ["expired"]

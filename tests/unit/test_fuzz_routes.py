@@ -236,17 +236,6 @@ def report_counts() -> Any:
                 handle.write(json.dumps({"route": route, "inputs": tried}) + "\n")
 
 
-@pytest.fixture
-def device_env(aws: LocalResources, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The device functions' own variables (beyond the Globals)."""
-    from ucoauth.device import get_device_settings
-
-    for name, value in aws.function_environment("DeviceFlowFunction").items():
-        if name.startswith("DEVICE_"):
-            monkeypatch.setenv(name, value)
-    get_device_settings.cache_clear()
-
-
 device_bodies = (
     st.binary(max_size=2000).map(lambda b: b.decode("utf-8", "replace"))
     | st.dictionaries(st.sampled_from(["scope", "x", ""]), st.text(max_size=300) | st.integers()).map(
@@ -258,9 +247,7 @@ device_bodies = (
 
 @FUZZ
 @given(body=device_bodies, query=st.sampled_from(["", "scope=crm", "x=1"]))
-def test_fuzz_device_start(
-    services: Services, aws: LocalResources, device_env: None, body: str, query: str
-) -> None:
+def test_fuzz_device_start(services: Services, aws: LocalResources, body: str, query: str) -> None:
     count("POST /device/authorizations")
     before = stored(aws)
     event = load_event("device-start.json")
@@ -280,9 +267,7 @@ def test_fuzz_device_start(
 
 @FUZZ
 @given(authorization_id=st.text(max_size=300))
-def test_fuzz_device_status(
-    services: Services, aws: LocalResources, device_env: None, authorization_id: str
-) -> None:
+def test_fuzz_device_status(services: Services, aws: LocalResources, authorization_id: str) -> None:
     count("GET /device/authorizations/{authorization_id}")
     event = load_event("device-status.json")
     event["rawPath"] = f"/device/authorizations/{authorization_id}"

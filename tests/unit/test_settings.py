@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import FrozenInstanceError
 from typing import Any
 
 import pytest
@@ -17,8 +18,6 @@ from ucoauth.settings import (
     FUNCTION_SECTIONS,
     SECTIONS,
     Settings,
-    _Reader,
-    _Value,
     function_variables,
     variables_of,
 )
@@ -84,7 +83,9 @@ def test_malformed_values_fail_with_the_variable_name(name: str, value: str) -> 
 def test_settings_are_frozen() -> None:
     settings = Settings.from_env(BASE)
     with pytest.raises(AttributeError):
-        settings.table_name = "other"
+        settings.table_name = "other"  # type: ignore[misc]
+    with pytest.raises(FrozenInstanceError):
+        settings.section("core").table_name = "other"
 
 
 def test_the_app_branding_has_defaults_and_is_validated() -> None:
@@ -155,15 +156,19 @@ def test_a_section_reads_only_its_own_variables_and_gives_its_declared_values(na
             read.append(key)
             return super().get(key, default)
 
-    values = SECTIONS[name].parse(_Reader(Recording(BASE), SECTIONS[name]))
+    values = SECTIONS[name].parse(Recording(BASE))
     assert set(read) - {"AWS_REGION", "AWS_DEFAULT_REGION"} <= set(SECTIONS[name].variables)
-    declared = {n for n, v in vars(Settings).items() if isinstance(v, _Value) and v.section == name}
-    assert set(values) == declared
+    assert isinstance(values, SECTIONS[name].values)
+    settings = Settings.from_env(BASE)
+    assert {field: getattr(settings, field) for field in SECTIONS[name].fields} == vars(values)
 
 
 def test_every_variable_is_in_exactly_one_section() -> None:
     names = [variable for section in SECTIONS.values() for variable in section.variables]
     assert len(names) == len(set(names)) == len(ENVIRONMENT)
+    # and each value is a field of exactly one section (Settings reads it by its name alone)
+    values = [value for section in SECTIONS.values() for value in section.fields]
+    assert len(values) == len(set(values))
 
 
 def test_an_apps_own_lambda_gets_a_token_with_only_the_token_sections(

@@ -42,7 +42,6 @@ from ucoauth.settings import (
     GLOBAL_SECTIONS,
     SECTIONS,
     Settings,
-    _Reader,
     function_variables,
     variables_of,
 )
@@ -340,7 +339,7 @@ def test_settings_read_only_declared_variables(aws: LocalResources) -> None:
             return super().get(key, default)
 
     for section in SECTIONS.values():
-        section.parse(_Reader(Recording(valid), section))
+        section.parse(Recording(valid))
     # AWS_REGION is Lambda's own (AWS_DEFAULT_REGION is read only when it is missing).
     assert read - set(ENVIRONMENT) == {"AWS_REGION"}
     assert set(ENVIRONMENT) - read == {n for n in ENVIRONMENT if n.startswith("POWERTOOLS_")}

@@ -20,7 +20,6 @@ CACHES: tuple[tuple[str, str], ...] = (
     ("ucoauth.uninstall", "reset_webhook_secret_cache"),  # webhook secret provider and verifier
     ("ucoauth.ultracart", "forget_clients"),  # UltraCart clients (sessions, client secret)
     ("ucoauth.aws", "reset_clients"),  # boto3 session and clients
-    ("ucoauth.device", "get_device_settings.cache_clear"),  # the device functions' own variables
     ("ucoauth.settings", "get_settings.cache_clear"),  # the parsed environment
 )
 

@@ -20,9 +20,8 @@ import json
 import math
 import re
 import secrets
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -40,7 +39,6 @@ from ucoauth.errors import (
 )
 from ucoauth.installations.model import ACTIVE
 from ucoauth.observability import logger, metrics
-from ucoauth.settings import Settings
 from ucoauth.timing import call_needs
 
 if TYPE_CHECKING:
@@ -66,36 +64,6 @@ SLOW_DOWN_STEP = 5  # RFC 8628 section 3.5
 MAX_DELAY = 900  # SQS's DelaySeconds limit
 _PK_PREFIX = "DEVICE#"
 _SK = "DEVICE"
-
-
-# -- settings (only the device functions have these variables) ---------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class DeviceSettings:
-    """The device functions' own variables (their template ``Environment`` blocks)."""
-
-    scope: str
-    queue_url: str
-    key_id: str
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> DeviceSettings:
-        """The ``device`` section of ``ucoauth.settings`` (parsed and validated there)."""
-        settings = Settings.from_env(env, sections=("device",))
-        return cls(
-            scope=settings.device_scope, queue_url=settings.device_queue_url, key_id=settings.device_key_id
-        )
-
-    @property
-    def cipher(self) -> DeviceCodeCipher:
-        return DeviceCodeCipher(self.key_id)
-
-
-@lru_cache(maxsize=1)
-def get_device_settings() -> DeviceSettings:
-    """The device settings, parsed on first use (cold start) and cached."""
-    return DeviceSettings.from_env()
 
 
 def is_authorization_id(value: str) -> bool:
@@ -365,9 +333,7 @@ def _send_poll(queue_url: str, authorization_id: str, seq: int, delay: float) ->
         raise QueueSendError(f"device poll not queued ({type(exc).__name__})") from None
 
 
-def start_device_authorization(
-    services: Services, device: DeviceSettings, *, scope: str | None, deadline: Deadline
-) -> DeviceStart:
+def start_device_authorization(services: Services, *, scope: str | None, deadline: Deadline) -> DeviceStart:
     """Ask UltraCart for a device authorization, store it, queue its first poll.
 
     Raises BudgetExhaustedError / DeadlineTooCloseError (nothing sent), UltraCart errors, AWS
@@ -375,7 +341,8 @@ def start_device_authorization(
     """
     if not deadline.allows(call_needs(services.settings)):
         raise DeadlineTooCloseError(deadline.remaining())
-    wanted = scope or device.scope
+    settings = services.settings
+    wanted = scope or settings.device_scope
     answer = services.ultracart_for("background", deadline).device_authorize(wanted)
     authorization_id = secrets.token_urlsafe(32)
     now = services.now()
@@ -383,7 +350,7 @@ def start_device_authorization(
     item = DeviceAuthorizationItem(
         authorization_id=authorization_id,
         device_status=PENDING,
-        ciphertext=device.cipher.encrypt(authorization_id, answer.device_code),
+        ciphertext=DeviceCodeCipher(settings.device_key_id).encrypt(authorization_id, answer.device_code),
         scope=wanted,
         interval=answer.interval,
         created_at=now,
@@ -392,7 +359,7 @@ def start_device_authorization(
     )
     store.create(item)
     try:
-        _send_poll(device.queue_url, authorization_id, 0, answer.interval)
+        _send_poll(settings.device_queue_url, authorization_id, 0, answer.interval)
     except QueueSendError:
         # Nobody would ever poll it: end it now, so its status does not claim it is pending.
         owner = "start"
@@ -454,7 +421,7 @@ def parse_poll_message(body: str) -> tuple[str, int] | None:
 
 
 def poll_device_authorization(
-    services: Services, device: DeviceSettings, authorization_id: str, seq: int, *, deadline: Deadline
+    services: Services, authorization_id: str, seq: int, *, deadline: Deadline
 ) -> str:
     """Handle poll ``seq`` of an authorization: at most one UltraCart call. Returns what happened:
     ``pending``, ``slow_down``, ``retry``, ``deferred``, ``installed``, ``denied``, ``expired``,
@@ -467,16 +434,15 @@ def poll_device_authorization(
     except PollSkipped as skip:
         if skip.reason in ("early", "busy") and skip.item is not None and now < skip.item.expires_at:
             # Another delivery is on it (or its move to this poll is still landing): look again later.
-            _send_poll(device.queue_url, authorization_id, seq, skip.item.interval)
+            _send_poll(services.settings.device_queue_url, authorization_id, seq, skip.item.interval)
         return skip.reason
-    poll = _Poll(services, device, store, item, owner, deadline)
+    poll = _Poll(services, store, item, owner, deadline)
     return poll.run()
 
 
 @dataclass
 class _Poll:
     services: Services
-    device: DeviceSettings
     store: DeviceAuthorizationStore
     item: DeviceAuthorizationItem
     owner: str
@@ -503,14 +469,14 @@ class _Poll:
         """Queue the next poll, then move the authorization to it (in that order: a worker dying in
         between leaves this message to be redelivered, and the duplicate it queues is dropped)."""
         seq = self.item.poll_seq
-        _send_poll(self.device.queue_url, self.authorization_id, seq + 1, delay)
+        _send_poll(self.services.settings.device_queue_url, self.authorization_id, seq + 1, delay)
         self.store.advance(
             self.authorization_id, seq=seq, owner=self.owner, interval=interval or self.item.interval
         )
 
     def again_later(self, delay: float) -> None:
         """The same poll later (nothing was sent to UltraCart): re-queued, the claim given back."""
-        _send_poll(self.device.queue_url, self.authorization_id, self.item.poll_seq, delay)
+        _send_poll(self.services.settings.device_queue_url, self.authorization_id, self.item.poll_seq, delay)
         self.store.release(self.authorization_id, seq=self.item.poll_seq, owner=self.owner)
 
     def run(self) -> str:
@@ -518,7 +484,8 @@ class _Poll:
         if self.services.now() >= item.expires_at or item.ciphertext is None:
             return self.finish(EXPIRED)
         try:
-            device_code = self.device.cipher.decrypt(self.authorization_id, item.ciphertext)
+            cipher = DeviceCodeCipher(self.services.settings.device_key_id)
+            device_code = cipher.decrypt(self.authorization_id, item.ciphertext)
             client = self.services.ultracart_for("background", self.deadline)
             answer = client.poll_device(device_code)
         except (RetryLaterError, KeyUnavailableError) as exc:

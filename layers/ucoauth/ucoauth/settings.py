@@ -1,22 +1,25 @@
 """Configuration: sections of environment variables, each parsed on first use into typed values.
 
-Each function of the template gets the variables of the sections it uses, and nothing else
-(:data:`FUNCTION_SECTIONS`); the ``core`` section is the template's Globals. A section is
-parsed (and validated: a missing or malformed variable raises naming it) the first time one of
-its values is read, so code that never reads a section never needs its variables: the
-in-process ``get_access_token`` of an app's own Lambda reads ``core``, ``events``,
-``ultracart`` and ``tokens`` only. ``Settings.for_function`` parses a function's sections at
-once, as its cold start does.
+A section is one frozen dataclass whose fields are its variables: a field declares the
+environment variable it is read from, with its default, bounds and parser, so each variable is
+named once (``ENV_VAR`` below). Each function of the template gets the variables of the sections
+it uses, and nothing else (:data:`FUNCTION_SECTIONS`); the ``core`` section is the template's
+Globals. A section is parsed (and validated: a missing or malformed variable raises naming it)
+the first time one of its values is read, so code that never reads a section never needs its
+variables: the in-process ``get_access_token`` of an app's own Lambda reads ``core``,
+``events``, ``ultracart`` and ``tokens`` only. ``Settings.for_function`` parses a function's
+sections at once, as its cold start does.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from ucoauth.errors import ConfigurationError
@@ -49,10 +52,9 @@ _APP_NAME_MAX = 80
 
 def _app_name(value: str) -> str:
     """The app's display name: printable, one line, at most 80 characters (HTML-escaped later)."""
-    name = value or DEFAULT_APP_NAME
-    if len(name) > _APP_NAME_MAX or any(ord(c) < 0x20 or ord(c) == 0x7F for c in name):
+    if len(value) > _APP_NAME_MAX or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
         raise ConfigurationError(f"APP_NAME must be one printable line of at most {_APP_NAME_MAX} characters")
-    return name
+    return value
 
 
 def _link(name: str, value: str, *, mailto: bool) -> str:
@@ -74,8 +76,8 @@ _UNIT_SECONDS = {"minute": 60, "hour": 3600, "day": 86_400}
 
 
 def _rate_seconds(expression: str) -> int:
-    """Seconds between planner runs from a ``rate(...)`` schedule; 300 for empty or cron."""
-    if not expression or expression.startswith("cron("):
+    """Seconds between planner runs from a ``rate(...)`` schedule; 300 for cron."""
+    if expression.startswith("cron("):
         return 300
     match = _RATE.match(expression)
     if match is None:
@@ -83,53 +85,107 @@ def _rate_seconds(expression: str) -> int:
     return int(match.group(1)) * _UNIT_SECONDS[match.group(2).rstrip("s")]
 
 
-# Read by the core section, set by Lambda itself (never by the template).
-_RUNTIME_VARIABLES = ("AWS_REGION", "AWS_DEFAULT_REGION")
+def _client_id(value: str) -> str:
+    if any(c.isspace() for c in value) or len(value) > 200:
+        raise ConfigurationError("environment variable ULTRACART_CLIENT_ID is malformed")
+    return value
 
 
-class _Reader:
-    """One section's view of the environment: reading a variable the section does not declare
-    is a bug (every variable belongs to exactly one section), and fails at once."""
+def _scope(value: str) -> str:
+    if not is_scope(value):
+        raise ConfigurationError("environment variable DEVICE_SCOPE must be one or more scope names")
+    return value
 
-    def __init__(self, env: Mapping[str, str], section: Section) -> None:
-        self._env = env
-        self._section = section
 
-    def _get(self, name: str) -> str:
-        if name not in self._section.variables and name not in _RUNTIME_VARIABLES:
-            raise ConfigurationError(f"{name} is not a variable of the {self._section.name} settings")
-        return self._env.get(name, "").strip()
+# -- how a field is read ---------------------------------------------------------------------------
 
-    def required(self, name: str) -> str:
-        value = self._get(name)
-        if not value:
-            raise ConfigurationError(f"environment variable {name} is missing or empty")
-        return value
 
-    def optional(self, name: str) -> str:
-        return self._get(name)
+@dataclass(frozen=True, slots=True)
+class Variable:
+    """How one field of a section is read from the environment.
 
-    def number(self, name: str, default: float, *, low: float, high: float) -> float:
-        raw = self._get(name)
+    ``names`` are tried in order and the first set one is read (only the runtime region has
+    more than one); ``parse`` turns the stripped text ("" when unset) into the value, applying
+    the default and validating. ``default``, ``low`` and ``high`` are what ``parse`` applies,
+    kept for the template test (a parameter's range is exactly the variable's).
+    """
+
+    names: tuple[str, ...]
+    parse: Callable[[str], Any]
+    default: Any = None
+    low: float | None = None
+    high: float | None = None
+    runtime: bool = False  # set by Lambda itself, never by the template
+
+    @property
+    def name(self) -> str:
+        return self.names[0]
+
+    def read(self, env: Mapping[str, str]) -> Any:
+        raw = ""
+        for name in self.names:
+            raw = env.get(name, "").strip()
+            if raw:
+                break
+        return self.parse(raw)
+
+
+_VARIABLE = "ucoauth.settings.variable"
+
+
+def _field(variable: Variable) -> Any:
+    return field(metadata={_VARIABLE: variable})
+
+
+def required(name: str, check: Callable[[str], str] = str) -> Any:
+    """A variable that must be set (and non-blank); ``check`` validates it further."""
+
+    def parse(raw: str) -> str:
         if not raw:
-            return default
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ConfigurationError(f"environment variable {name} must be a number") from None
-        if not low <= value <= high:
-            raise ConfigurationError(f"environment variable {name} must be between {low} and {high}")
-        return value
+            raise ConfigurationError(f"environment variable {name} is missing or empty")
+        return check(raw)
 
-    def integer(self, name: str, default: int, *, low: int, high: int) -> int:
-        value = self.number(name, default, low=low, high=high)
+    return _field(Variable((name,), parse))
+
+
+def optional(name: str, default: str = "", parse: Callable[[str], Any] = str) -> Any:
+    """A variable that may be unset (``default`` then); ``parse`` validates and converts it."""
+    return _field(Variable((name,), lambda raw: parse(raw or default), default=default))
+
+
+def _bounded(name: str, raw: str, default: float, low: float, high: float) -> float:
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"environment variable {name} must be a number") from None
+    if not low <= value <= high:
+        raise ConfigurationError(f"environment variable {name} must be between {low} and {high}")
+    return value
+
+
+def number(name: str, default: float, *, low: float, high: float) -> Any:
+    """A number within ``[low, high]``; ``default`` when unset."""
+    return _field(Variable((name,), lambda raw: _bounded(name, raw, default, low, high), default, low, high))
+
+
+def integer(name: str, default: int, *, low: int, high: int) -> Any:
+    """A whole number within ``[low, high]``; ``default`` when unset."""
+
+    def parse(raw: str) -> int:
+        value = _bounded(name, raw, default, low, high)
         if value != int(value):
             raise ConfigurationError(f"environment variable {name} must be a whole number")
         return int(value)
 
-    def choice[T: str](self, name: str, allowed: tuple[T, ...]) -> T:
-        """One of ``allowed``; the first when the variable is absent or empty."""
-        raw = self._get(name)
+    return _field(Variable((name,), parse, default, low, high))
+
+
+def choice[T: str](name: str, allowed: tuple[T, ...]) -> Any:
+    """One of ``allowed``; the first when unset."""
+
+    def parse(raw: str) -> T:
         if not raw:
             return allowed[0]
         for value in allowed:
@@ -137,8 +193,15 @@ class _Reader:
                 return value
         raise ConfigurationError(f"environment variable {name} must be one of {', '.join(allowed)}")
 
+    return _field(Variable((name,), parse, default=allowed[0]))
 
-Parser = Callable[[_Reader], dict[str, Any]]
+
+def runtime(*names: str, default: str) -> Any:
+    """A value Lambda sets (the first of ``names`` set), never the template."""
+    return _field(Variable(names, lambda raw: raw or default, default=default, runtime=True))
+
+
+# -- sections --------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,203 +209,167 @@ class Section:
     """A group of variables that go together: declared once, parsed together, given together."""
 
     name: str
-    variables: tuple[str, ...]
-    parse: Parser
+    values: type  # the frozen dataclass whose fields are the section's values
+    fields: dict[str, Variable]  # field name -> how it is read
+    variables: tuple[str, ...]  # the template's variables of the section, in declaration order
     doc: str
+
+    def parse(self, env: Mapping[str, str]) -> Any:
+        """The section's values from ``env``; raises naming the first bad variable."""
+        return self.values(**{name: variable.read(env) for name, variable in self.fields.items()})
 
 
 # Every section, in the order the docs list them. Each variable is declared in exactly one.
 SECTIONS: dict[str, Section] = {}
+# Field name -> its section: every field name is a value of Settings, so each is unique.
+_FIELD_SECTION: dict[str, str] = {}
 
 
-def _section(name: str, doc: str, *variables: str) -> Callable[[Parser], Parser]:
-    def register(parse: Parser) -> Parser:
-        SECTIONS[name] = Section(name, variables, parse, doc)
-        return parse
+def _section[C: type](name: str) -> Callable[[C], C]:
+    def register(cls: C) -> C:
+        declared = {f.name: f.metadata[_VARIABLE] for f in dataclasses.fields(cls)}
+        for field_name in declared:
+            # A value of Settings by its name alone: two sections must not both declare it.
+            if _FIELD_SECTION.setdefault(field_name, name) != name:
+                raise ConfigurationError(f"settings value {field_name!r} is declared twice")
+        unread: tuple[str, ...] = getattr(cls, "READ_ELSEWHERE", ())
+        variables = tuple(v.name for v in declared.values() if not v.runtime) + unread
+        SECTIONS[name] = Section(name, cls, declared, variables, " ".join((cls.__doc__ or "").split()))
+        return cls
 
     return register
 
 
-@_section(
-    "core",
-    "every function (the template's Globals): the table, the key, the stage, observability",
-    "STAGE",
-    "TABLE_NAME",
-    "KMS_KEY_ID",
-    "DUE_SHARDS",
-    "POWERTOOLS_SERVICE_NAME",
-    "POWERTOOLS_METRICS_NAMESPACE",
-    "POWERTOOLS_LOG_LEVEL",
-    "POWERTOOLS_LOGGER_LOG_EVENT",
-)
-def _core(env: _Reader) -> dict[str, Any]:
-    # The POWERTOOLS_* variables are read by Powertools itself.
-    return {
-        "stage": env.optional("STAGE") or "dev",
-        "table_name": env.required("TABLE_NAME"),
-        "kms_key_id": env.required("KMS_KEY_ID"),
-        "due_shards": env.integer("DUE_SHARDS", 8, low=1, high=256),
-        "region": env.optional("AWS_REGION") or env.optional("AWS_DEFAULT_REGION") or "us-east-1",
-    }
+@_section("core")
+@dataclass(frozen=True)
+class Core:
+    """every function (the template's Globals): the table, the key, the stage, observability"""
+
+    READ_ELSEWHERE: ClassVar[tuple[str, ...]] = (  # by Powertools itself
+        "POWERTOOLS_SERVICE_NAME",
+        "POWERTOOLS_METRICS_NAMESPACE",
+        "POWERTOOLS_LOG_LEVEL",
+        "POWERTOOLS_LOGGER_LOG_EVENT",
+    )
+
+    stage: str = optional("STAGE", "dev")
+    table_name: str = required("TABLE_NAME")
+    kms_key_id: str = required("KMS_KEY_ID")
+    due_shards: int = integer("DUE_SHARDS", 8, low=1, high=256)
+    region: str = runtime("AWS_REGION", "AWS_DEFAULT_REGION", default="us-east-1")
 
 
-@_section("events", "publishing events", "EVENT_BUS_NAME")
-def _events(env: _Reader) -> dict[str, Any]:
-    return {"event_bus_name": env.optional("EVENT_BUS_NAME") or "default"}
+@_section("events")
+@dataclass(frozen=True)
+class Events:
+    """publishing events"""
+
+    event_bus_name: str = optional("EVENT_BUS_NAME", "default")
 
 
-@_section(
-    "ultracart",
-    "calling UltraCart: the client and the one budget every call takes from",
-    "ULTRACART_BASE_URL",
-    "ULTRACART_CLIENT_ID",
-    "ULTRACART_CLIENT_SECRET_ARN",
-    "ULTRACART_CONNECT_TIMEOUT",
-    "ULTRACART_READ_TIMEOUT",
-    "ULTRACART_HOURLY_LIMIT",
-    "ULTRACART_DAILY_LIMIT",
-    "ULTRACART_CALLBACK_RESERVE",
-    "ULTRACART_BUDGET_SCOPE",
-)
-def _ultracart(env: _Reader) -> dict[str, Any]:
-    client_id = env.required("ULTRACART_CLIENT_ID")
-    if any(c.isspace() for c in client_id) or len(client_id) > 200:
-        raise ConfigurationError("environment variable ULTRACART_CLIENT_ID is malformed")
-    base_url = env.optional("ULTRACART_BASE_URL") or DEFAULT_BASE_URL
-    return {
-        "ultracart_base_url": _url("ULTRACART_BASE_URL", base_url, allow_empty=False).rstrip("/"),
-        "ultracart_client_id": client_id,
-        "ultracart_client_secret_arn": env.optional("ULTRACART_CLIENT_SECRET_ARN"),
-        "ultracart_connect_timeout": env.number("ULTRACART_CONNECT_TIMEOUT", 3.05, low=0.05, high=60),
-        "ultracart_read_timeout": env.number("ULTRACART_READ_TIMEOUT", 10.0, low=0.05, high=120),
-        "ultracart_hourly_limit": env.integer("ULTRACART_HOURLY_LIMIT", 900, low=1, high=1_000_000),
-        "ultracart_daily_limit": env.integer("ULTRACART_DAILY_LIMIT", 9000, low=1, high=10_000_000),
-        "ultracart_callback_reserve": env.number("ULTRACART_CALLBACK_RESERVE", 0.1, low=0.0, high=0.9),
-        "ultracart_budget_scope": env.choice("ULTRACART_BUDGET_SCOPE", BUDGET_SCOPES),
-    }
+@_section("ultracart")
+@dataclass(frozen=True)
+class UltraCart:
+    """calling UltraCart: the client and the one budget every call takes from"""
+
+    ultracart_base_url: str = optional(
+        "ULTRACART_BASE_URL",
+        DEFAULT_BASE_URL,
+        lambda raw: _url("ULTRACART_BASE_URL", raw, allow_empty=False).rstrip("/"),
+    )
+    ultracart_client_id: str = required("ULTRACART_CLIENT_ID", _client_id)
+    ultracart_client_secret_arn: str = optional("ULTRACART_CLIENT_SECRET_ARN")
+    ultracart_connect_timeout: float = number("ULTRACART_CONNECT_TIMEOUT", 3.05, low=0.05, high=60)
+    ultracart_read_timeout: float = number("ULTRACART_READ_TIMEOUT", 10.0, low=0.05, high=120)
+    ultracart_hourly_limit: int = integer("ULTRACART_HOURLY_LIMIT", 900, low=1, high=1_000_000)
+    ultracart_daily_limit: int = integer("ULTRACART_DAILY_LIMIT", 9000, low=1, high=10_000_000)
+    ultracart_callback_reserve: float = number("ULTRACART_CALLBACK_RESERVE", 0.1, low=0.0, high=0.9)
+    # A field() like every value here (ruff knows only that str, int and float are immutable).
+    ultracart_budget_scope: BudgetScope = choice("ULTRACART_BUDGET_SCOPE", BUDGET_SCOPES)  # noqa: RUF009
 
 
-@_section(
-    "tokens",
-    "storing and serving tokens: when a stored token is due, when it is refreshed inline",
-    "INLINE_REFRESH_MARGIN_SECONDS",
-    "REFRESH_MIN_WINDOW_SECONDS",
-    "REFRESH_WINDOW_FRACTION",
-    "REFRESH_IDLE_AFTER_SECONDS",
-    "REFRESH_TOKEN_LAPSE_SECONDS",
-    "ASSUMED_TOKEN_LIFETIME_SECONDS",
-)
-def _tokens(env: _Reader) -> dict[str, Any]:
-    return {
-        "inline_refresh_margin_seconds": env.integer(
-            "INLINE_REFRESH_MARGIN_SECONDS", 300, low=0, high=86_400
-        ),
-        "refresh_min_window_seconds": env.integer("REFRESH_MIN_WINDOW_SECONDS", 900, low=0, high=86_400),
-        "refresh_window_fraction": env.number("REFRESH_WINDOW_FRACTION", 0.2, low=0.0, high=0.9),
-        "refresh_idle_after_seconds": env.integer(
-            "REFRESH_IDLE_AFTER_SECONDS", 604_800, low=0, high=365 * 86_400
-        ),
-        "refresh_token_lapse_seconds": env.integer(
-            "REFRESH_TOKEN_LAPSE_SECONDS", 2_592_000, low=2 * 86_400, high=365 * 86_400
-        ),
-        "assumed_token_lifetime_seconds": env.integer(
-            "ASSUMED_TOKEN_LIFETIME_SECONDS", 3600, low=300, high=30 * 86_400
-        ),
-    }
+@_section("tokens")
+@dataclass(frozen=True)
+class Tokens:
+    """storing and serving tokens: when a stored token is due, when it is refreshed inline"""
+
+    inline_refresh_margin_seconds: int = integer("INLINE_REFRESH_MARGIN_SECONDS", 300, low=0, high=86_400)
+    refresh_min_window_seconds: int = integer("REFRESH_MIN_WINDOW_SECONDS", 900, low=0, high=86_400)
+    refresh_window_fraction: float = number("REFRESH_WINDOW_FRACTION", 0.2, low=0.0, high=0.9)
+    refresh_idle_after_seconds: int = integer("REFRESH_IDLE_AFTER_SECONDS", 604_800, low=0, high=365 * 86_400)
+    refresh_token_lapse_seconds: int = integer(
+        "REFRESH_TOKEN_LAPSE_SECONDS", 2_592_000, low=2 * 86_400, high=365 * 86_400
+    )
+    assumed_token_lifetime_seconds: int = integer(
+        "ASSUMED_TOKEN_LIFETIME_SECONDS", 3600, low=300, high=30 * 86_400
+    )
 
 
-@_section(
-    "pages",
-    "the merchant's browser: install, callback and the pages",
-    "OAUTH_REDIRECT_URI",
-    "POST_INSTALL_REDIRECT_URL",
-    "APP_NAME",
-    "APP_URL",
-    "SUPPORT_URL",
-    "STATE_TTL_SECONDS",
-)
-def _pages(env: _Reader) -> dict[str, Any]:
-    return {
-        "oauth_redirect_uri": _url(
-            "OAUTH_REDIRECT_URI", env.optional("OAUTH_REDIRECT_URI"), allow_empty=True
-        ),
-        "post_install_redirect_url": _url(
-            "POST_INSTALL_REDIRECT_URL", env.optional("POST_INSTALL_REDIRECT_URL"), allow_empty=True
-        ),
-        "app_name": _app_name(env.optional("APP_NAME")),
-        "app_url": _link("APP_URL", env.optional("APP_URL"), mailto=False),
-        "support_url": _link("SUPPORT_URL", env.optional("SUPPORT_URL"), mailto=True),
-        "state_ttl_seconds": env.integer("STATE_TTL_SECONDS", 600, low=30, high=3600),
-    }
+@_section("pages")
+@dataclass(frozen=True)
+class Pages:
+    """the merchant's browser: install, callback and the pages"""
+
+    oauth_redirect_uri: str = optional(
+        "OAUTH_REDIRECT_URI", "", lambda raw: _url("OAUTH_REDIRECT_URI", raw, allow_empty=True)
+    )
+    post_install_redirect_url: str = optional(
+        "POST_INSTALL_REDIRECT_URL", "", lambda raw: _url("POST_INSTALL_REDIRECT_URL", raw, allow_empty=True)
+    )
+    app_name: str = optional("APP_NAME", DEFAULT_APP_NAME, _app_name)
+    app_url: str = optional("APP_URL", "", lambda raw: _link("APP_URL", raw, mailto=False))
+    support_url: str = optional("SUPPORT_URL", "", lambda raw: _link("SUPPORT_URL", raw, mailto=True))
+    state_ttl_seconds: int = integer("STATE_TTL_SECONDS", 600, low=30, high=3600)
 
 
-@_section(
-    "refresh",
-    "scheduled refresh: the refresh queue (also where issued tokens that could not be stored are "
-    "kept), the global pace and the planner's schedule",
-    "REFRESH_QUEUE_URL",
-    "REFRESH_PACE_LIMIT",
-    "REFRESH_PACE_WINDOW_SECONDS",
-    "REFRESH_SCHEDULE_RATE",
-)
-def _refresh(env: _Reader) -> dict[str, Any]:
-    return {
-        "refresh_queue_url": env.required("REFRESH_QUEUE_URL"),
-        "refresh_pace_limit": env.integer("REFRESH_PACE_LIMIT", 10, low=1, high=100_000),
-        "refresh_pace_window_seconds": env.integer("REFRESH_PACE_WINDOW_SECONDS", 60, low=1, high=3600),
-        "planner_interval_seconds": _rate_seconds(env.optional("REFRESH_SCHEDULE_RATE")),
-    }
+@_section("refresh")
+@dataclass(frozen=True)
+class Refresh:
+    """scheduled refresh: the refresh queue (also where issued tokens that could not be stored are
+    kept), the global pace and the planner's schedule"""
+
+    refresh_queue_url: str = required("REFRESH_QUEUE_URL")
+    refresh_pace_limit: int = integer("REFRESH_PACE_LIMIT", 10, low=1, high=100_000)
+    refresh_pace_window_seconds: int = integer("REFRESH_PACE_WINDOW_SECONDS", 60, low=1, high=3600)
+    planner_interval_seconds: int = optional("REFRESH_SCHEDULE_RATE", "rate(5 minutes)", _rate_seconds)
 
 
-@_section(
-    "uninstall",
-    "uninstalls: the revoke queue, how long a revoke is retried, how long tombstones stay",
-    "REVOKE_QUEUE_URL",
-    "REVOKE_RETRY_SECONDS",
-    "TOMBSTONE_TTL_DAYS",
-)
-def _uninstall(env: _Reader) -> dict[str, Any]:
-    return {
-        "revoke_queue_url": env.required("REVOKE_QUEUE_URL"),
-        "revoke_retry_seconds": env.integer("REVOKE_RETRY_SECONDS", 86_400, low=3600, high=14 * 86_400),
-        "tombstone_ttl_days": env.integer("TOMBSTONE_TTL_DAYS", 90, low=1, high=3650),
-    }
+@_section("uninstall")
+@dataclass(frozen=True)
+class Uninstall:
+    """uninstalls: the revoke queue, how long a revoke is retried, how long tombstones stay"""
+
+    revoke_queue_url: str = required("REVOKE_QUEUE_URL")
+    revoke_retry_seconds: int = integer("REVOKE_RETRY_SECONDS", 86_400, low=3600, high=14 * 86_400)
+    tombstone_ttl_days: int = integer("TOMBSTONE_TTL_DAYS", 90, low=1, high=3650)
 
 
-@_section("webhook", "verifying signed uninstall webhooks", "WEBHOOK_SECRET_ARN")
-def _webhook(env: _Reader) -> dict[str, Any]:
-    return {"webhook_secret_arn": env.required("WEBHOOK_SECRET_ARN")}
+@_section("webhook")
+@dataclass(frozen=True)
+class Webhook:
+    """verifying signed uninstall webhooks"""
+
+    webhook_secret_arn: str = required("WEBHOOK_SECRET_ARN")
 
 
-@_section(
-    "admin",
-    "the operators' API: the dead-letter queues it reports and redrives",
-    "REFRESH_DEAD_LETTER_QUEUE_URL",
-    "REVOKE_DEAD_LETTER_QUEUE_URL",
-)
-def _admin(env: _Reader) -> dict[str, Any]:
-    return {
-        "refresh_dead_letter_queue_url": env.required("REFRESH_DEAD_LETTER_QUEUE_URL"),
-        "revoke_dead_letter_queue_url": env.required("REVOKE_DEAD_LETTER_QUEUE_URL"),
-    }
+@_section("admin")
+@dataclass(frozen=True)
+class Admin:
+    """the operators' API: the dead-letter queues it reports and redrives"""
+
+    refresh_dead_letter_queue_url: str = required("REFRESH_DEAD_LETTER_QUEUE_URL")
+    revoke_dead_letter_queue_url: str = required("REVOKE_DEAD_LETTER_QUEUE_URL")
 
 
-@_section(
-    "device",
-    "the device flow (installs without a redirect): the default scope, the poll queue, the device-code key",
-    "DEVICE_SCOPE",
-    "DEVICE_QUEUE_URL",
-    "DEVICE_KEY_ID",
-)
-def _device(env: _Reader) -> dict[str, Any]:
-    scope = env.required("DEVICE_SCOPE")
-    if not is_scope(scope):
-        raise ConfigurationError("environment variable DEVICE_SCOPE must be one or more scope names")
-    return {
-        "device_scope": scope,
-        "device_queue_url": env.required("DEVICE_QUEUE_URL"),
-        "device_key_id": env.required("DEVICE_KEY_ID"),
-    }
+@_section("device")
+@dataclass(frozen=True)
+class Device:
+    """the device flow (installs without a redirect): the default scope, the poll queue, the
+    device-code key"""
+
+    device_scope: str = required("DEVICE_SCOPE", _scope)
+    device_queue_url: str = required("DEVICE_QUEUE_URL")
+    device_key_id: str = required("DEVICE_KEY_ID")
 
 
 # The sections in the template's Globals (every function has them).
@@ -385,94 +412,39 @@ def function_variables(logical_id: str) -> tuple[str, ...]:
     return variables_of(FUNCTION_SECTIONS[logical_id])
 
 
-class _Value[T]:
-    """A value of a section: reading it parses the section on first use."""
+# Read by the core section, set by Lambda itself (never by the template).
+_RUNTIME_VARIABLES: tuple[str, ...] = tuple(
+    name
+    for section in SECTIONS.values()
+    for variable in section.fields.values()
+    if variable.runtime
+    for name in variable.names
+)
 
-    def __init__(self, section: str) -> None:
-        self.section = section
-        self.name = ""
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.name = name
-
-    @overload
-    def __get__(self, instance: None, owner: type) -> _Value[T]: ...
-    @overload
-    def __get__(self, instance: Settings, owner: type) -> T: ...
-    def __get__(self, instance: Settings | None, owner: type) -> _Value[T] | T:
-        if instance is None:
-            return self
-        value: T = instance.section(self.section)[self.name]
-        return value
+if TYPE_CHECKING:
+    # For the type checker only: a Settings has every section's values as attributes (which is
+    # why the sections have no __slots__: these bases could not share one instance layout).
+    class _Values(Core, Events, UltraCart, Tokens, Pages, Refresh, Uninstall, Webhook, Admin, Device):
+        pass
+else:
+    _Values = object
 
 
-class Settings:
+class Settings(_Values):
     """The environment of one function, as typed values grouped in sections (read-only).
 
-    A section is parsed the first time one of its values is read (or at once, for the
-    sections passed to :meth:`from_env`): a missing or malformed variable raises
+    ``settings.table_name`` is the ``table_name`` field of its section (:class:`Core`). A
+    section is parsed the first time one of its values is read (or at once, for the sections
+    passed to :meth:`from_env`): a missing or malformed variable raises
     :class:`~ucoauth.errors.ConfigurationError` naming it.
     """
 
     __slots__ = ("_env", "_parsed")
 
-    # core
-    stage = _Value[str]("core")
-    table_name = _Value[str]("core")
-    kms_key_id = _Value[str]("core")
-    due_shards = _Value[int]("core")
-    region = _Value[str]("core")
-    # events
-    event_bus_name = _Value[str]("events")
-    # ultracart
-    ultracart_base_url = _Value[str]("ultracart")
-    ultracart_client_id = _Value[str]("ultracart")
-    ultracart_client_secret_arn = _Value[str]("ultracart")
-    ultracart_connect_timeout = _Value[float]("ultracart")
-    ultracart_read_timeout = _Value[float]("ultracart")
-    ultracart_hourly_limit = _Value[int]("ultracart")
-    ultracart_daily_limit = _Value[int]("ultracart")
-    ultracart_callback_reserve = _Value[float]("ultracart")
-    ultracart_budget_scope = _Value[BudgetScope]("ultracart")
-    # tokens
-    inline_refresh_margin_seconds = _Value[int]("tokens")
-    refresh_min_window_seconds = _Value[int]("tokens")
-    refresh_window_fraction = _Value[float]("tokens")
-    refresh_idle_after_seconds = _Value[int]("tokens")
-    refresh_token_lapse_seconds = _Value[int]("tokens")
-    assumed_token_lifetime_seconds = _Value[int]("tokens")
-    # pages
-    oauth_redirect_uri = _Value[str]("pages")
-    post_install_redirect_url = _Value[str]("pages")
-    app_name = _Value[str]("pages")
-    app_url = _Value[str]("pages")
-    support_url = _Value[str]("pages")
-    state_ttl_seconds = _Value[int]("pages")
-    # refresh
-    refresh_queue_url = _Value[str]("refresh")
-    refresh_pace_limit = _Value[int]("refresh")
-    refresh_pace_window_seconds = _Value[int]("refresh")
-    planner_interval_seconds = _Value[int]("refresh")
-    # uninstall
-    revoke_queue_url = _Value[str]("uninstall")
-    revoke_retry_seconds = _Value[int]("uninstall")
-    tombstone_ttl_days = _Value[int]("uninstall")
-    # webhook
-    webhook_secret_arn = _Value[str]("webhook")
-    # admin
-    refresh_dead_letter_queue_url = _Value[str]("admin")
-    revoke_dead_letter_queue_url = _Value[str]("admin")
-    # device
-    device_scope = _Value[str]("device")
-    device_queue_url = _Value[str]("device")
-    device_key_id = _Value[str]("device")
-
-    def __init__(
-        self, env: Mapping[str, str], *, parsed: Mapping[str, Mapping[str, Any]] | None = None
-    ) -> None:
+    def __init__(self, env: Mapping[str, str], *, parsed: Mapping[str, Any] | None = None) -> None:
         known = set(ENVIRONMENT) | set(_RUNTIME_VARIABLES)
         self._env: dict[str, str] = {name: value for name, value in env.items() if name in known}
-        self._parsed: dict[str, dict[str, Any]] = {name: dict(v) for name, v in (parsed or {}).items()}
+        self._parsed: dict[str, Any] = dict(parsed or {})
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, *, sections: Iterable[str] = ()) -> Settings:
@@ -487,16 +459,23 @@ class Settings:
         """Settings of a template function, every section it uses parsed now (its cold start)."""
         return cls.from_env(env, sections=FUNCTION_SECTIONS[logical_id])
 
-    def section(self, name: str) -> dict[str, Any]:
-        """The parsed values of one section (parsed on first use)."""
+    def section(self, name: str) -> Any:
+        """The parsed values of one section, its frozen dataclass (parsed on first use)."""
         found = self._parsed.get(name)
         if found is None:
             spec = SECTIONS.get(name)
             if spec is None:
                 raise ConfigurationError(f"no such settings section: {name}")
-            found = spec.parse(_Reader(self._env, spec))
+            found = spec.parse(self._env)
             self._parsed[name] = found
         return found
+
+    def __getattr__(self, name: str) -> Any:
+        # Only called for what the class does not define: a value of one of the sections.
+        section = _FIELD_SECTION.get(name)
+        if section is None:
+            raise AttributeError(f"Settings has no value {name!r}")
+        return getattr(self.section(section), name)
 
     def has(self, name: str) -> bool:
         """Whether the environment carries the section at all (any of its variables)."""
@@ -504,12 +483,15 @@ class Settings:
 
     def replace(self, **values: Any) -> Settings:
         """A copy with some values changed (tests, benchmarks)."""
-        parsed = {name: dict(v) for name, v in self._parsed.items()}
-        for field, value in values.items():
-            spec = getattr(type(self), field, None)
-            if not isinstance(spec, _Value):
-                raise AttributeError(f"Settings has no value {field!r}")
-            parsed.setdefault(spec.section, dict(self.section(spec.section)))[field] = value
+        changed: dict[str, dict[str, Any]] = {}
+        for name, value in values.items():
+            section = _FIELD_SECTION.get(name)
+            if section is None:
+                raise AttributeError(f"Settings has no value {name!r}")
+            changed.setdefault(section, {})[name] = value
+        parsed = dict(self._parsed)
+        for section, new in changed.items():
+            parsed[section] = dataclasses.replace(self.section(section), **new)
         return Settings(self._env, parsed=parsed)
 
     def __setattr__(self, name: str, value: Any) -> None:
