@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from bench.common import FUNCTIONS
 from devstack import iam
 from devstack.resources import LocalResources
 from devstack.translate import translate
@@ -21,17 +22,8 @@ WORKERS = {
     "RevokeWorkerFunction": "RevokeQueue",
     "DeviceWorkerFunction": "DeviceQueue",
 }
-TABLE_ROLES = (
-    "OAuthBrowserFunction",
-    "TokenApiFunction",
-    "UninstallWebhookFunction",
-    "RefreshPlannerFunction",
-    "RefreshWorkerFunction",
-    "RevokeWorkerFunction",
-    "AdminApiFunction",
-    "DeviceFlowFunction",
-    "DeviceWorkerFunction",
-)
+# Every function touches the table.
+TABLE_ROLES = tuple(sorted(FUNCTIONS))
 
 
 def checker_for(resources: LocalResources, translated: dict[str, Any] | None = None) -> iam.PolicyChecker:
