@@ -21,7 +21,16 @@ from ucoauth.installations.model import REAUTHORIZATION_REQUIRED
 from ucoauth.issued import refresh_window
 from ucoauth.refresh import plan, refresh_due
 from ucoauth.services import Services
-from ucoauth.tokens import access_token
+from ucoauth.timing import (
+    IN_PROCESS_LEAD,
+    MIN_READ_TIMEOUT,
+    RETURN_MARGIN,
+    WRITE_RESERVE,
+    Deadline,
+    call_needs,
+    ultracart_call_max,
+)
+from ucoauth.tokens import access_token, get_access_token
 
 REDIRECT = "https://api.example/oauth/callback"
 
@@ -163,6 +172,62 @@ def test_token_access_refreshes_inline_near_expiry(
     clock.now += 3600 - 200  # within the 300 s margin
     second = access_token(services, "DEMO1", deadline=a_deadline(services, 29))
     assert second.access_token != first.access_token and fake_uc.calls == ["exchange", "refresh"]
+
+
+class _LambdaContext:
+    """The part of a Lambda context ``get_access_token`` reads."""
+
+    def __init__(self, remaining_ms: int) -> None:
+        self.remaining_ms = remaining_ms
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+def test_get_access_token_with_little_time_left_starts_no_refresh_and_serves_the_stored_token(
+    services: Services, fake_uc: FakeUltraCart, clock: Clock
+) -> None:
+    # Given a token within the inline-refresh margin, still valid
+    install(services, fake_uc)
+    first = access_token(services, "DEMO1", deadline=a_deadline(services, 29))
+    clock.now += 3600 - 200
+    # When the caller's Lambda has 3 s left / Then no refresh is sent, the stored token is served
+    token = get_access_token("DEMO1", cache_seconds=0, context=_LambdaContext(3_000))
+    assert token.access_token == first.access_token
+    assert fake_uc.calls == ["exchange"]
+
+
+def test_get_access_token_with_little_time_left_and_an_expired_token_is_upstream_unavailable(
+    services: Services, fake_uc: FakeUltraCart, clock: Clock
+) -> None:
+    install(services, fake_uc)
+    clock.now += 3601
+    with pytest.raises(UpstreamUnavailableError):
+        get_access_token("DEMO1", cache_seconds=0, context=_LambdaContext(3_000))
+    assert fake_uc.calls == ["exchange"]
+
+
+def test_get_access_token_with_time_left_refreshes_within_the_callers_time(
+    services: Services, fake_uc: FakeUltraCart, clock: Clock
+) -> None:
+    install(services, fake_uc)
+    clock.now += 3600 - 200
+    get_access_token("DEMO1", cache_seconds=0, context=_LambdaContext(60_000))
+    assert fake_uc.calls == ["exchange", "refresh"]
+
+
+def test_the_in_process_deadline_is_bounded_with_or_without_a_context(services: Services) -> None:
+    settings = services.settings
+    bound = call_needs(settings) + IN_PROCESS_LEAD
+    # Without a context: one short UltraCart call and the write that stores its answer
+    alone = Deadline.in_process(settings, services.clock)
+    assert alone.remaining() == pytest.approx(bound)
+    assert bound <= ultracart_call_max(settings, MIN_READ_TIMEOUT) + WRITE_RESERVE + 1.0
+    # With one: never past the caller's remaining time (less the return margin), never longer
+    short = Deadline.in_process(settings, services.clock, context=_LambdaContext(4_000))
+    assert short.remaining() == pytest.approx(4.0 - RETURN_MARGIN)
+    long = Deadline.in_process(settings, services.clock, context=_LambdaContext(900_000))
+    assert long.remaining() == pytest.approx(bound)
 
 
 def test_token_access_serves_the_stored_token_when_ultracart_fails_before_expiry(

@@ -30,6 +30,9 @@ WRITE_RESERVE = 3 * AWS_CALL_MAX
 LEASE_SKEW = 5.0
 # Kept back from Lambda's remaining time to return the answer.
 RETURN_MARGIN = 0.5
+# The in-process token API's deadline, beyond one short UltraCart call and its write: the item's
+# read and the lease before the call (milliseconds each when DynamoDB is well).
+IN_PROCESS_LEAD = 1.0
 
 
 # The shortest read timeout worth an UltraCart call (it usually answers in well under a second).
@@ -86,7 +89,13 @@ class Deadline:
         return cls(clock() + remaining_ms / 1000 - RETURN_MARGIN, clock)
 
     @classmethod
-    def for_calls(cls, settings: Settings, clock: Callable[[], float], calls: int = 1) -> Deadline:
-        """For a caller that is not a Lambda invocation (the in-process token API): it runs as long
-        as its own work needs, so its deadline is that long from now."""
-        return cls(clock() + call_needs(settings, calls) + 1.0, clock)
+    def in_process(cls, settings: Settings, clock: Callable[[], float], context: Any = None) -> Deadline:
+        """For the in-process token API (``get_access_token``): one short UltraCart call and the
+        write that stores its answer (``IN_PROCESS_LEAD`` more for the reads before the call), and
+        never past the caller's own Lambda ``context`` (its remaining time, less the return margin)
+        when one is given: a caller with less time left than that gets no UltraCart call at all."""
+        bounded = cls(clock() + call_needs(settings) + IN_PROCESS_LEAD, clock)
+        if context is None:
+            return bounded
+        theirs = cls.of_context(context, clock)
+        return theirs if theirs.at < bounded.at else bounded

@@ -19,7 +19,7 @@ import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -301,7 +301,7 @@ _cache_lock = threading.Lock()
 _cache: dict[str, tuple[float, AccessToken]] = {}
 
 
-def get_access_token(merchant_id: str, *, cache_seconds: float = 60.0) -> AccessToken:
+def get_access_token(merchant_id: str, *, cache_seconds: float = 60.0, context: Any = None) -> AccessToken:
     """A valid access token for ``merchant_id``, for Lambda functions in the app's account.
 
     Reads the installation table and decrypts with KMS (the caller's role needs those rights),
@@ -309,6 +309,11 @@ def get_access_token(merchant_id: str, *, cache_seconds: float = 60.0) -> Access
     cached in memory for at most ``cache_seconds`` and never past the refresh margin; pass 0 to
     skip the cache. Raises :class:`NotInstalledError`, :class:`ReauthorizationRequiredError` or
     :class:`UpstreamUnavailableError`.
+
+    Pass the caller's Lambda ``context``: an inline refresh then starts only when the caller's
+    remaining time covers the UltraCart call and the write that stores its answer (otherwise the
+    stored token while it is valid, else :class:`UpstreamUnavailableError`). Without it the
+    deadline is one short call and its write (``Deadline.in_process``).
     """
     from ucoauth.services import get_services
     from ucoauth.validation import is_merchant_id
@@ -324,9 +329,8 @@ def get_access_token(merchant_id: str, *, cache_seconds: float = 60.0) -> Access
             return hit[1]
     from ucoauth.timing import Deadline
 
-    token = access_token(
-        services, merchant_id, deadline=Deadline.for_calls(services.settings, services.clock)
-    )
+    deadline = Deadline.in_process(services.settings, services.clock, context)
+    token = access_token(services, merchant_id, deadline=deadline)
     if cache_seconds > 0:
         until = now + cache_seconds
         if token.expires_at is not None:
