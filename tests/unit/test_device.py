@@ -7,10 +7,11 @@ import json
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from devstack.resources import LocalResources
 from tests.support.clock import Clock
-from tests.support.fake_ultracart import FakeUltraCart
+from tests.support.fake_ultracart import FakeUltraCart, transient
 from tests.support.installs import install, stored_tokens
 from ucoauth import device
 from ucoauth.device import (
@@ -19,9 +20,16 @@ from ucoauth.device import (
     poll_device_authorization,
     start_device_authorization,
 )
-from ucoauth.errors import BudgetExhaustedError, DeviceAuthorizationNotFoundError, QueueSendError
+from ucoauth.errors import (
+    BudgetExhaustedError,
+    DeadlineTooCloseError,
+    DeviceAuthorizationNotFoundError,
+    PermanentUltraCartError,
+    QueueSendError,
+)
+from ucoauth.install import store_new_installation
 from ucoauth.services import Services
-from ucoauth.timing import Deadline
+from ucoauth.timing import Deadline, call_needs
 
 
 @pytest.fixture
@@ -264,3 +272,110 @@ def test_a_retried_claim_whose_first_attempt_landed_is_ours(
     with pytest.raises(device.PollSkipped) as other:
         store.claim(started, seq=0, owner="someone else", now=now, until=now + 60)
     assert other.value.reason == "busy"
+
+
+# -- an approval whose tokens cannot be stored: stored anyway, or revoked, never orphaned -----------
+
+
+def _me_fails(fake_uc: FakeUltraCart, monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
+    """UltraCart's answer names no merchant, and the call that would ask whose it is fails."""
+    fake_uc.include_merchant_id = False
+
+    def failing(access_token: str) -> Any:
+        fake_uc.calls.append("me")
+        raise error
+
+    monkeypatch.setattr(fake_uc, "me", failing)
+
+
+def test_a_failed_note_of_the_merchant_still_stores_the_approved_grant(
+    services: Services,
+    fake_uc: FakeUltraCart,
+    clock: Clock,
+    started: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fake_uc.decide_device(the_code(fake_uc), "approved", "DEVN1")
+
+    def throttled(*args: Any, **kwargs: Any) -> bool:
+        raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException"}}, "UpdateItem")
+
+    monkeypatch.setattr(device.DeviceAuthorizationStore, "note_merchant", throttled)
+    assert poll(services, clock, started, 0) == "installed"
+    assert stored_tokens(services, "DEVN1").refresh_token in fake_uc.live_grants("DEVN1")
+    assert device_status(services, started) == {"status": "installed", "merchant_id": "DEVN1"}
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        transient(503),
+        PermanentUltraCartError("refused", status=401),
+        BudgetExhaustedError(30.0),
+        DeadlineTooCloseError(2.0),
+    ],
+    ids=["transient", "refused", "budget", "deadline"],
+)
+def test_an_approval_whose_merchant_cannot_be_asked_revokes_the_grant(
+    services: Services,
+    fake_uc: FakeUltraCart,
+    clock: Clock,
+    started: str,
+    monkeypatch: pytest.MonkeyPatch,
+    error: Exception,
+) -> None:
+    fake_uc.decide_device(the_code(fake_uc), "approved", "DEVM1")
+    _me_fails(fake_uc, monkeypatch, error)
+    assert poll(services, clock, started, 0) == "failed"
+    # UltraCart's grant is revoked (both tokens), not left live with nobody holding it
+    assert fake_uc.live_grants("DEVM1") == []
+    assert fake_uc.calls[-2:] == ["revoke", "revoke"]
+    assert services.installations.get("DEVM1") is None
+    assert device_status(services, started)["status"] == "expired"
+
+
+def test_an_approval_with_too_little_time_to_ask_the_merchant_still_revokes(
+    services: Services,
+    fake_uc: FakeUltraCart,
+    clock: Clock,
+    started: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The poll's answer takes a second: too little time is left for a second call and a write,
+    # so /oauth/me is not sent; the revoke (nothing is written after it) may use the write's time.
+    fake_uc.decide_device(the_code(fake_uc), "approved", "DEVM2")
+    fake_uc.include_merchant_id = False
+    real_poll = fake_uc.poll_device
+
+    def slow_poll(device_code: str) -> Any:
+        answer = real_poll(device_code)
+        clock.now += 1
+        return answer
+
+    monkeypatch.setattr(fake_uc, "poll_device", slow_poll)
+    room = call_needs(services.settings) + 0.5
+    assert poll_device_authorization(services, started, 0, deadline=deadline(clock, room)) == "failed"
+    assert "me" not in fake_uc.calls
+    assert fake_uc.live_grants("DEVM2") == []
+
+
+@pytest.mark.parametrize(
+    "error",
+    [transient(500), BudgetExhaustedError(30.0), DeadlineTooCloseError(2.0)],
+    ids=["transient", "budget", "deadline"],
+)
+def test_a_callback_whose_merchant_cannot_be_asked_revokes_the_grant(
+    services: Services,
+    fake_uc: FakeUltraCart,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+    error: Exception,
+) -> None:
+    fake_uc.include_merchant_id = False
+    answer = fake_uc.seed("CBM1")
+    _me_fails(fake_uc, monkeypatch, error)
+    client = services.ultracart_for("callback", deadline(clock, 29))
+    with pytest.raises(type(error)):
+        store_new_installation(services, client, deadline(clock, 29), answer, install_id="x" * 43)
+    assert fake_uc.live_grants("CBM1") == []
+    assert services.installations.get("CBM1") is None

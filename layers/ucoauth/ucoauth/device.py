@@ -36,6 +36,7 @@ from ucoauth.errors import (
     QueueSendError,
     RetryLaterError,
     TransientUltraCartError,
+    UcOAuthError,
 )
 from ucoauth.installations.model import ACTIVE
 from ucoauth.observability import logger, metrics
@@ -503,10 +504,20 @@ class _Poll:
             return "retry"
         except PermanentUltraCartError as exc:
             return self.refused(exc.error)
+        # From here UltraCart has issued tokens and the device code is spent: they end stored or
+        # revoked (store_new_installation gives them back on any failure), whatever fails.
         if answer.merchant_id is not None:
-            self.store.note_merchant(
-                self.authorization_id, seq=item.poll_seq, owner=self.owner, merchant_id=answer.merchant_id
-            )
+            try:
+                self.store.note_merchant(
+                    self.authorization_id, seq=item.poll_seq, owner=self.owner, merchant_id=answer.merchant_id
+                )
+            except (ClientError, BotoCoreError) as exc:
+                # Only a hint for a redelivery after a crash: the tokens are stored all the same.
+                logger.warning(
+                    "merchant of an approved device authorization not noted",
+                    authorization_id=self.authorization_id,
+                    error=type(exc).__name__,
+                )
         # Imported on approval only: a start or a pending poll never stores an installation.
         from ucoauth.install import store_new_installation
 
@@ -518,8 +529,9 @@ class _Poll:
                 answer,
                 install_id=f"{_PK_PREFIX}{self.authorization_id}",
             )
-        except (ClientError, BotoCoreError, KeyUnavailableError, TransientUltraCartError) as exc:
-            # The tokens were revoked (or could not be attributed): the device starts again.
+        except (ClientError, BotoCoreError, UcOAuthError) as exc:
+            # Not stored; the tokens were given back (the install logged whether UltraCart
+            # confirmed the revoke). The device code is spent: the device starts again.
             logger.error(
                 "approved device authorization not stored",
                 authorization_id=self.authorization_id,

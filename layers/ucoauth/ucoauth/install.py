@@ -11,14 +11,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ucoauth.browser_items import Receipt
 from ucoauth.crypto import TokenSet
-from ucoauth.errors import DeadlineTooCloseError, KeyUnavailableError, TransientUltraCartError
+from ucoauth.errors import DeadlineTooCloseError, TransientUltraCartError
 from ucoauth.events import INSTALLATION_COMPLETED
 from ucoauth.issued import token_fields
 from ucoauth.observability import logger, metrics
 from ucoauth.outbox import announce
 from ucoauth.retry import retry_within
 from ucoauth.table import digest
-from ucoauth.timing import AWS_CALL_MAX, call_needs
+from ucoauth.timing import AWS_CALL_MAX, WRITE_RESERVE, Deadline, call_needs
 from ucoauth.ultracart import authorize_url
 from ucoauth.validation import is_merchant_id
 
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from ucoauth.budget import BudgetedUltraCart
     from ucoauth.installations.model import Installation, Replaced
     from ucoauth.services import Services
-    from ucoauth.timing import Deadline
     from ucoauth.ultracart import TokenResponse
 
 STATE_COOKIE = "__Host-ucoauth_state"
@@ -106,14 +105,20 @@ def store_new_installation(
     so an install landing over an active installation is one code path whichever way it came.
 
     ``install_id`` is unique to one install flow: a retry of a write that already landed counts no
-    second generation. When the tokens cannot be stored they are revoked at UltraCart (no
-    installation exists to keep them on) and the AWS error is raised.
+    second generation. When the tokens cannot be stored, whatever the reason (``/oauth/me``
+    failing, refused by the budget or the deadline, a malformed merchant id, the write failing),
+    they are revoked at UltraCart (no installation exists to keep them on) and the error raised.
     """
     tokens = TokenSet(access_token=answer.access_token, refresh_token=answer.refresh_token)
     merchant_id = answer.merchant_id
     if merchant_id is None:
-        merchant_id = client.me(answer.access_token).merchant_id
+        try:
+            merchant_id = client.me(answer.access_token).merchant_id
+        except Exception as exc:  # whatever failed (UltraCart, the budget, the time): the grant is live
+            _give_back(services, deadline, None, tokens, why=type(exc).__name__)
+            raise
     if not is_merchant_id(merchant_id):
+        _give_back(services, deadline, None, tokens, why="malformed merchant id")
         raise TransientUltraCartError("UltraCart answered a malformed merchant id")
     installation, replaced = _write_installation(services, deadline, merchant_id, tokens, answer, install_id)
     if replaced is not None:
@@ -160,8 +165,8 @@ def _write_installation(
             ),
             keep_back=AWS_CALL_MAX,
         )
-    except (ClientError, BotoCoreError, KeyUnavailableError):
-        _give_back(services, deadline, merchant_id, tokens)
+    except Exception as exc:  # any failure here leaves the grant unstored
+        _give_back(services, deadline, merchant_id, tokens, why=type(exc).__name__)
         raise
 
 
@@ -184,16 +189,25 @@ def _announce_installed(services: Services, installation: Installation, *, reins
     )
 
 
-def _give_back(services: Services, deadline: Deadline, merchant_id: str, tokens: TokenSet) -> None:
-    """Tokens from a code exchange that cannot be stored: revoke them, so no grant is left
-    live at UltraCart that nobody holds (the merchant starts the install again)."""
+def _give_back(
+    services: Services, deadline: Deadline, merchant_id: str | None, tokens: TokenSet, *, why: str
+) -> None:
+    """Tokens UltraCart issued that cannot be stored: revoke them, so no grant is left live at
+    UltraCart that nobody holds (the merchant starts the install again). Nothing is written after
+    a give-back, so its revoke may use the time kept back for that write (all but one AWS call),
+    and the budget's reserve (``callback``): a grant given back is rare and must not stay live."""
     from ucoauth.rotation import revoke_tokens  # the failure path only: not on every cold start
 
-    if revoke_tokens(services, deadline, merchant_id, tokens):
-        logger.warning("unstored install tokens revoked", merchant_id=merchant_id)
+    room = Deadline(deadline.at + WRITE_RESERVE - AWS_CALL_MAX, deadline.clock)
+    try:
+        revoked = revoke_tokens(services, room, merchant_id, tokens, tier="callback")
+    except (ClientError, BotoCoreError):  # the budget's table: the error that brought us here wins
+        revoked = False
+    if revoked:
+        logger.warning("unstored install tokens revoked", merchant_id=merchant_id, reason=why)
     else:
         metrics.add_metric(name="TokensLost", unit="Count", value=1)
-        logger.error("install tokens neither stored nor revoked", merchant_id=merchant_id)
+        logger.error("install tokens neither stored nor revoked", merchant_id=merchant_id, reason=why)
 
 
 def issue_receipt(services: Services, result: InstallResult, *, state: str) -> str | None:

@@ -280,10 +280,11 @@ def _installation_moved(
 def revoke_tokens(
     services: Services,
     deadline: Deadline,
-    merchant_id: str,
+    merchant_id: str | None,
     tokens: TokenSet,
     *,
     raise_app_refusal: bool = False,
+    tier: Tier = "background",
 ) -> bool:
     """Revoke both tokens at UltraCart (budgeted); True when UltraCart confirmed or already knew
     them as invalid, False when it could not be asked (time, budget, a transient failure).
@@ -291,7 +292,7 @@ def revoke_tokens(
     A refusal of the app's own credentials never confirms a revoke: False, or with
     ``raise_app_refusal`` the :class:`AppCredentialsRejectedError` itself (for callers whose
     give-up clock must not count that time)."""
-    client = services.ultracart_for("background", deadline, merchant_id=merchant_id)
+    client = services.ultracart_for(tier, deadline, merchant_id=merchant_id)
     try:
         for token in (tokens.refresh_token, tokens.access_token):
             if token:
