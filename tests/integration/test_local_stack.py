@@ -9,7 +9,9 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -273,6 +275,49 @@ def test_signed_webhook_uninstalls_and_revokes_at_ultracart(stack: LocalStack, s
     assert access_token in revoked
     assert not sandbox.token_is_valid(access_token)
     assert not any(sandbox.refresh_token_is_valid(token) for token in revoked)
+
+
+def post_uninstall(stack: LocalStack, merchant_id: str, *, stamped: datetime) -> None:
+    signed = sign_webhook.sign_uninstall(webhook_secret(stack), merchant_id, uninstalled_at=stamped)
+    url = f"{stack.gateway_url}/webhooks/uninstall"
+    response = requests.post(url, data=signed.body.encode(), headers=signed.headers, timeout=TIMEOUT)
+    assert response.status_code == 202, response.text
+    assert stack.runner.drain_until_empty(timeout=10) >= 1
+
+
+def test_an_uninstall_stamped_after_the_state_but_before_our_write_uninstalls(
+    stack: LocalStack, sandbox: Any
+) -> None:
+    # The state is issued at T; the merchant takes a while on the consent page; our write lands
+    # later. UltraCart stamps the uninstall T + 1: before our write, after the install began.
+    started = start_install(stack)
+    state_issued = datetime.now(UTC)
+    time.sleep(2.5)
+    callback = decide(stack, started, "LS8", "approve")
+    response = requests.get(
+        callback, headers={"Cookie": started.cookie}, allow_redirects=False, timeout=TIMEOUT
+    )
+    assert response.status_code == 303, response.text
+    stamped = state_issued + timedelta(seconds=1)
+    assert stamped.timestamp() < int(installation_item(stack, "LS8")["installed_at"]["N"])
+    assert get_token(stack, "LS8").status_code == 200
+
+    post_uninstall(stack, "LS8", stamped=stamped)
+    gone = get_token(stack, "LS8")
+    assert gone.status_code == 404, gone.text
+    assert [r.status for r in sandbox.requests("revoke") if r.merchant_id == "LS8"] == [200, 200]
+
+
+def test_an_earlier_installations_uninstall_arriving_late_leaves_the_reinstall_alone(
+    stack: LocalStack, sandbox: Any
+) -> None:
+    install(stack, "LS9")
+    install(stack, "LS9")  # the reinstall
+    assert installation_item(stack, "LS9")["generation"]["N"] == "2"
+    # Stamped well before the reinstall began (beyond the clock-skew allowance)
+    post_uninstall(stack, "LS9", stamped=datetime.now(UTC) - timedelta(minutes=10))
+    assert get_token(stack, "LS9").status_code == 200
+    assert installation_item(stack, "LS9")["status"]["S"] == "active"
 
 
 def test_unsigned_webhook_is_refused(stack: LocalStack) -> None:

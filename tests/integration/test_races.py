@@ -127,7 +127,9 @@ def test_an_install_racing_a_late_uninstall_stays_installed(live: Services, sand
             "source": "webhook",
             "detail-type": "App Uninstalled",
             "time": datetime.fromtimestamp(sent_at, tz=UTC).isoformat(),
-            "detail": {"merchant_id": "LATE1"},
+            # Stamped seconds before the reinstall began: within the clock-skew allowance, only
+            # the installation it names tells it apart from an uninstall of the reinstall.
+            "detail": {"merchant_id": "LATE1", "installation_id": "LATE1:1"},
         }
         for _ in range(1, 20):
             try:

@@ -376,6 +376,8 @@ def test_a_callback_whose_merchant_cannot_be_asked_revokes_the_grant(
     _me_fails(fake_uc, monkeypatch, error)
     client = services.ultracart_for("callback", deadline(clock, 29))
     with pytest.raises(type(error)):
-        store_new_installation(services, client, deadline(clock, 29), answer, install_id="x" * 43)
+        store_new_installation(
+            services, client, deadline(clock, 29), answer, install_id="x" * 43, began_at=services.now()
+        )
     assert fake_uc.live_grants("CBM1") == []
     assert services.installations.get("CBM1") is None

@@ -27,6 +27,7 @@ from tests.support.observer import published_events
 from ucoauth import aws as uc_aws
 from ucoauth.services import Services
 from ucoauth.settings import Settings
+from ucoauth.uninstall import UNINSTALL_CLOCK_SKEW
 
 REAUTH = "reauthorization_required"
 
@@ -321,8 +322,10 @@ def test_a_reinstall_during_a_pending_revoke_still_revokes_the_old_grant(
     fake_uc.fail_next.append(transient(503))  # UltraCart is down: the revoke is pending
     call_handler("RevokeWorkerFunction", revoke_event("DEMO1", uninstalled_at))
     assert status_of(services) == "uninstalling"
-    clock.now += 60
-    install(services, fake_uc)  # the merchant comes back before UltraCart does
+    # The merchant comes back before UltraCart does (beyond the clock-skew allowance: an uninstall
+    # stamped less than that before an install began counts as that install's own).
+    clock.now += UNINSTALL_CLOCK_SKEW + 60
+    install(services, fake_uc)
     assert status_of(services) == "active"
     # The pending uninstall comes back: it is older than the reinstall, and still revokes the
     # uninstalled generation's grant, which nobody else holds.

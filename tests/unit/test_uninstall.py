@@ -7,6 +7,7 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import pytest
@@ -14,13 +15,17 @@ from standardwebhooks.webhooks import Webhook
 
 from devstack.resources import LocalResources
 from tests.support.clock import Clock
+from tests.support.deadlines import a_deadline
 from tests.support.fake_ultracart import FakeUltraCart, transient
 from tests.support.installs import install
 from tests.support.lambdas import invoke, load_event, sqs_event
 from tests.support.observer import published_events
+from ucoauth.install import begin_install, complete_install
 from ucoauth.services import Services
+from ucoauth.uninstall import UNINSTALL_CLOCK_SKEW
 
 FN = "UninstallWebhookFunction"
+REDIRECT = "https://api.example/oauth/callback"
 
 
 def body_for(
@@ -168,10 +173,80 @@ def test_a_late_uninstall_never_deletes_a_reinstall(
     services: Services, fake_uc: FakeUltraCart, clock: Clock
 ) -> None:
     install(services, fake_uc)
-    old = clock.now - 60
+    old = clock.now - UNINSTALL_CLOCK_SKEW - 1  # before the install began, beyond the clock skew
     assert invoke("RevokeWorkerFunction", sqs_event(uninstall_message(when=old))) == {"batchItemFailures": []}
     assert services.installations.get("DEMO1").status == "active"  # type: ignore[union-attr]
     assert "revoke" not in fake_uc.calls
+
+
+def _install_slowly(services: Services, fake_uc: FakeUltraCart, clock: Clock, merchant_id: str) -> float:
+    """An install whose state is issued at T and whose callback writes at T + 8; returns T."""
+    start = begin_install(services, redirect_uri=REDIRECT)
+    began = clock.now
+    state = parse_qs(urlsplit(start.authorize_url).query)["state"][0]
+    clock.now += 8
+    complete_install(
+        services,
+        code=fake_uc.new_code(merchant_id),
+        state=state,
+        browser_nonce=start.browser_nonce,
+        redirect_uri=REDIRECT,
+        deadline=a_deadline(services, 29),
+    )
+    return began
+
+
+@pytest.mark.parametrize("stamped", [3, -30], ids=["after-the-state", "sender-clock-behind"])
+def test_an_uninstall_stamped_before_our_write_but_after_the_install_began_uninstalls(
+    services: Services, fake_uc: FakeUltraCart, clock: Clock, stamped: int
+) -> None:
+    began = _install_slowly(services, fake_uc, clock, "DEMO1")
+    installation = services.installations.get("DEMO1")
+    assert installation is not None and installation.began_at == int(began)
+    assert installation.installed_at == int(began) + 8
+    message = uninstall_message(when=began + stamped)
+    assert invoke("RevokeWorkerFunction", sqs_event(message)) == {"batchItemFailures": []}
+    assert services.installations.get("DEMO1").status == "uninstalled"  # type: ignore[union-attr]
+    assert fake_uc.calls.count("revoke") == 2
+
+
+def test_an_uninstall_naming_an_installation_acts_on_that_one_only(
+    services: Services, fake_uc: FakeUltraCart, clock: Clock, aws: LocalResources
+) -> None:
+    install(services, fake_uc)
+    completed = [e for e in published_events(aws) if e["detail-type"] == "Installation Completed"]
+    assert completed[-1]["detail"]["installation_id"] == "DEMO1:1"
+    clock.now += 600
+    install(services, fake_uc)  # generation 2
+    # Stamped after the reinstall, but naming generation 1: the reinstall is left alone
+    for_first = uninstall_message(when=clock.now + 5)
+    for_first["detail"]["installation_id"] = "DEMO1:1"
+    assert invoke("RevokeWorkerFunction", sqs_event(for_first)) == {"batchItemFailures": []}
+    assert services.installations.get("DEMO1").status == "active"  # type: ignore[union-attr]
+    # Stamped long before (a slow sender), but naming the current one: it uninstalls
+    for_current = uninstall_message(when=clock.now - 3600)
+    for_current["detail"]["installation_id"] = "DEMO1:2"
+    assert invoke("RevokeWorkerFunction", sqs_event(for_current)) == {"batchItemFailures": []}
+    assert services.installations.get("DEMO1").status == "uninstalled"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("named", ["DEMO1", "DEMO1:0", "DEMO1:x", "OTHER:1", "DEMO1:1 ", 7, "DEMO1:01"])
+def test_a_webhook_with_a_malformed_installation_id_is_400(
+    services: Services, aws: LocalResources, named: object
+) -> None:
+    body = json.loads(body_for())
+    body["data"]["installation_id"] = named
+    status, answer = post(signed(aws.webhook_secret_value, json.dumps(body)))
+    assert status == 400, answer
+    assert queued(aws) == []
+
+
+def test_a_webhook_naming_an_installation_queues_it(services: Services, aws: LocalResources) -> None:
+    body = json.loads(body_for())
+    body["data"]["installation_id"] = "DEMO1:3"
+    assert post(signed(aws.webhook_secret_value, json.dumps(body)))[0] == 202
+    (message,) = revoke_messages(aws)
+    assert message["detail"] == {"merchant_id": "DEMO1", "installation_id": "DEMO1:3"}
 
 
 def test_an_uninstall_for_a_merchant_never_installed_is_a_no_op(

@@ -39,6 +39,7 @@ class StateStore:
             Item={
                 **self._key(state),
                 "browser": {"S": digest(browser_nonce)},
+                "issued_at": {"N": str(now)},
                 "expires_at": {"N": str(now + ttl_seconds)},
                 "ttl": {"N": str(now + ttl_seconds + 3600)},
             },
@@ -53,19 +54,21 @@ class StateStore:
         stored = found.get("Item", {}).get("browser", {}).get("S")
         return stored is not None and secrets.compare_digest(stored, digest(browser_nonce))
 
-    def consume(self, state: str, *, browser_nonce: str, now: int) -> None:
-        """Delete the state in one conditional write that checks existence, expiry and browser.
+    def consume(self, state: str, *, browser_nonce: str, now: int) -> int | None:
+        """Delete the state in one conditional write that checks existence, expiry and browser;
+        when the state was issued (epoch seconds; None for a state stored without it).
 
         When the condition fails, the item as it was (``ALL_OLD``) says why, without a second
         read: :class:`StateUnknownError` (none: used, or never issued),
         :class:`StateExpiredError`, or :class:`StateForeignBrowserError` (another cookie nonce).
         """
         try:
-            self._ddb().delete_item(
+            deleted = self._ddb().delete_item(
                 TableName=self.table_name,
                 Key=self._key(state),
                 ConditionExpression="attribute_exists(pk) AND expires_at > :now AND browser = :b",
                 ExpressionAttributeValues={":now": {"N": str(now)}, ":b": {"S": digest(browser_nonce)}},
+                ReturnValues="ALL_OLD",
                 ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
         except ClientError as exc:
@@ -77,6 +80,7 @@ class StateStore:
             if (number(old, "expires_at") or 0) <= now:
                 raise StateExpiredError("expired state") from None
             raise StateForeignBrowserError("state bound to another browser nonce") from None
+        return number(deleted.get("Attributes", {}), "issued_at")
 
 
 @dataclass(frozen=True, slots=True)

@@ -528,6 +528,7 @@ class _Poll:
                 self.deadline,
                 answer,
                 install_id=f"{_PK_PREFIX}{self.authorization_id}",
+                began_at=item.created_at,
             )
         except (ClientError, BotoCoreError, UcOAuthError) as exc:
             # Not stored; the tokens were given back (the install logged whether UltraCart

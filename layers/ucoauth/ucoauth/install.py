@@ -84,11 +84,16 @@ def complete_install(
     """
     if not deadline.allows(call_needs(services.settings)):
         raise DeadlineTooCloseError(deadline.remaining())
-    services.states.consume(state, browser_nonce=browser_nonce, now=services.now())
+    now = services.now()
+    issued_at = services.states.consume(state, browser_nonce=browser_nonce, now=now)
+    # A state stored without its issue time is at most its lifetime old.
+    began_at = issued_at if issued_at is not None else now - services.settings.state_ttl_seconds
     # A merchant is waiting in the browser: these calls may use the budget's reserve.
     client = services.ultracart_for("callback", deadline)
     answer = client.exchange_code(code, redirect_uri)
-    return store_new_installation(services, client, deadline, answer, install_id=digest(state))
+    return store_new_installation(
+        services, client, deadline, answer, install_id=digest(state), began_at=began_at
+    )
 
 
 def store_new_installation(
@@ -98,6 +103,7 @@ def store_new_installation(
     answer: TokenResponse,
     *,
     install_id: str,
+    began_at: int,
 ) -> InstallResult:
     """Tokens UltraCart just issued for a new grant (a code exchange, an approved device): store
     them as the merchant's installation (a new generation, due for refresh by their lifetime) and
@@ -105,9 +111,11 @@ def store_new_installation(
     so an install landing over an active installation is one code path whichever way it came.
 
     ``install_id`` is unique to one install flow: a retry of a write that already landed counts no
-    second generation. When the tokens cannot be stored, whatever the reason (``/oauth/me``
-    failing, refused by the budget or the deadline, a malformed merchant id, the write failing),
-    they are revoked at UltraCart (no installation exists to keep them on) and the error raised.
+    second generation; ``began_at`` is when the flow began (the state issued, the device
+    authorization created), what a later uninstall is judged against. When the tokens cannot be
+    stored, whatever the reason (``/oauth/me`` failing, refused by the budget or the deadline, a
+    malformed merchant id, the write failing), they are revoked at UltraCart (no installation
+    exists to keep them on) and the error raised.
     """
     tokens = TokenSet(access_token=answer.access_token, refresh_token=answer.refresh_token)
     merchant_id = answer.merchant_id
@@ -120,7 +128,9 @@ def store_new_installation(
     if not is_merchant_id(merchant_id):
         _give_back(services, deadline, None, tokens, why="malformed merchant id")
         raise TransientUltraCartError("UltraCart answered a malformed merchant id")
-    installation, replaced = _write_installation(services, deadline, merchant_id, tokens, answer, install_id)
+    installation, replaced = _write_installation(
+        services, deadline, merchant_id, tokens, answer, install_id, began_at
+    )
     if replaced is not None:
         # The grant this install replaced is still live at UltraCart: have it revoked. Imported
         # here: a first install (the common case) never needs the revoke queue's code.
@@ -146,6 +156,7 @@ def _write_installation(
     tokens: TokenSet,
     answer: TokenResponse,
     install_id: str,
+    began_at: int,
 ) -> tuple[Installation, Replaced | None]:
     """Store the new grant. It is issued at UltraCart now: a failed write would lose it, so the
     write is retried while the invocation has time; if it still fails, the grant is revoked
@@ -161,7 +172,7 @@ def _write_installation(
             services,
             deadline,
             lambda: services.installations.replace_installation(
-                merchant_id, fields, now=services.now(), install_id=install_id
+                merchant_id, fields, now=services.now(), install_id=install_id, began_at=began_at
             ),
             keep_back=AWS_CALL_MAX,
         )
@@ -178,6 +189,7 @@ def _announce_installed(services: Services, installation: Installation, *, reins
         INSTALLATION_COMPLETED,
         {
             "merchant_id": merchant_id,
+            "installation_id": installation.installation_id,
             "generation": installation.generation,
             "installed_at": installation.installed_at,
             "reinstall": reinstall,

@@ -24,7 +24,13 @@ from ucoauth.errors import (
     WebhookSignatureError,
 )
 from ucoauth.events import INSTALLATION_REMOVED
-from ucoauth.installations.model import UNINSTALLED, UNINSTALLING, Installation, Recovery
+from ucoauth.installations.model import (
+    UNINSTALLED,
+    UNINSTALLING,
+    Installation,
+    Recovery,
+    parse_installation_id,
+)
 from ucoauth.observability import logger, metrics
 from ucoauth.outbox import announce
 from ucoauth.retry import retry_within
@@ -40,6 +46,10 @@ UNINSTALL_DETAIL_TYPE = "App Uninstalled"
 WEBHOOK_TYPE = "app.uninstalled"
 MAX_WEBHOOK_BODY = 8 * 1024
 WEBHOOK_ID_TTL_SECONDS = 7 * 86_400  # far beyond the 5-minute signature tolerance
+# An uninstall that names no installation is for the current one unless it is stamped before
+# that installation's flow began (its state issued, its device authorization created) by more
+# than this: the sender's clock and ours may disagree by this much.
+UNINSTALL_CLOCK_SKEW = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +60,19 @@ class UninstallRequest:
     requested_at: datetime
     source: str
     request_id: str
+    # The generation the uninstall names (its ``installation_id``), or None when it names none.
+    generation: int | None = None
+
+    def is_late_for(self, installation: Installation) -> bool:
+        """Whether this uninstall is not for ``installation`` (an earlier one's, arriving late).
+
+        Naming an installation, it is for that one only. Naming none, it is late only when
+        stamped before the installation's flow began, less ``UNINSTALL_CLOCK_SKEW``: UltraCart
+        can stamp an uninstall between issuing the grant and our write of it."""
+        if self.generation is not None:
+            return self.generation != installation.generation
+        began = installation.began_at if installation.began_at is not None else installation.installed_at
+        return self.requested_at.timestamp() < began - UNINSTALL_CLOCK_SKEW
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -62,20 +85,37 @@ def _parse_time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def named_generation(merchant_id: str, value: Any) -> int | bool | None:
+    """The generation an uninstall's ``installation_id`` names: None when absent, False when
+    malformed or another merchant's."""
+    if value is None:
+        return None
+    parsed = parse_installation_id(value)
+    if parsed is None or parsed[0] != merchant_id:
+        return False
+    return parsed[1]
+
+
 def parse_uninstall_message(body: Any) -> UninstallRequest | None:
     """The revoke queue's message (EventBridge event shape), or None when malformed."""
     if not isinstance(body, dict) or body.get("detail-type") != UNINSTALL_DETAIL_TYPE:
         return None
     detail = body.get("detail")
-    merchant_id = detail.get("merchant_id") if isinstance(detail, dict) else None
+    if not isinstance(detail, dict):
+        return None
+    merchant_id = detail.get("merchant_id")
     when = _parse_time(body.get("time"))
     if not isinstance(merchant_id, str) or not is_merchant_id(merchant_id) or when is None:
+        return None
+    generation = named_generation(merchant_id, detail.get("installation_id"))
+    if generation is False:
         return None
     return UninstallRequest(
         merchant_id=merchant_id,
         requested_at=when,
         source=str(body.get("source") or "unknown")[:128],
         request_id=str(body.get("id") or "")[:128],
+        generation=generation if isinstance(generation, int) else None,
     )
 
 
@@ -187,6 +227,10 @@ def accept_webhook(
     when = _parse_time(payload.get("timestamp"))
     if when is None:
         raise WebhookPayloadError("timestamp must be ISO-8601")
+    assert isinstance(data, dict)
+    named = data.get("installation_id")
+    if named_generation(merchant_id, named) is False:
+        raise WebhookPayloadError("data.installation_id is malformed or another merchant's")
 
     now = services.now()
     if services.webhook_ids.seen(webhook_id, now=now):
@@ -197,7 +241,7 @@ def accept_webhook(
         "source": "webhook",
         "detail-type": UNINSTALL_DETAIL_TYPE,
         "time": when.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-        "detail": {"merchant_id": merchant_id},
+        "detail": {"merchant_id": merchant_id} | ({"installation_id": named} if named is not None else {}),
     }
     from ucoauth import aws
 
@@ -237,7 +281,6 @@ def process_uninstall(services: Services, body: Any, *, deadline: Deadline) -> R
         metrics.add_metric(name="UninstallMalformed", unit="Count", value=1)
         return "invalid"
     merchant_id = request.merchant_id
-    requested = int(request.requested_at.timestamp())
     retry_since = revoke_period_start(services, body)
     try:
         # The lease comes back with the item: no separate read (and no refresh can start now).
@@ -253,8 +296,13 @@ def process_uninstall(services: Services, body: Any, *, deadline: Deadline) -> R
             if installation.recovery is not None:
                 reconcile(services, lease, deadline, installation.recovery)
             return "already_uninstalled"
-        if requested < installation.installed_at:
-            logger.info("late uninstall ignored: the merchant installed again since", merchant_id=merchant_id)
+        if request.is_late_for(installation):
+            logger.info(
+                "late uninstall ignored: it is for an earlier installation",
+                merchant_id=merchant_id,
+                generation=installation.generation,
+                named=request.generation,
+            )
             metrics.add_metric(name="LateUninstallIgnored", unit="Count", value=1)
             if (
                 installation.recovery is not None
@@ -357,7 +405,7 @@ def _shred(
         # Only a reinstall moves the version under our lease: it is newer than this uninstall
         # if it installed after the request; otherwise retry against the new version.
         latest = services.installations.get(merchant_id)
-        if latest is not None and int(request.requested_at.timestamp()) < latest.installed_at:
+        if latest is not None and request.is_late_for(latest):
             metrics.add_metric(name="LateUninstallIgnored", unit="Count", value=1)
             return "late"
         raise StaleWriteError(merchant_id)

@@ -5,6 +5,7 @@ Pure data: the store that reads and writes these is :mod:`ucoauth.installations.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +62,20 @@ class Recovery:
         )
 
 
+# ``<merchant id>:<generation>``: what an uninstall may name (``installation_id``).
+INSTALLATION_ID = re.compile(r"([A-Za-z0-9][A-Za-z0-9_.-]{0,63}):([1-9][0-9]{0,9})")
+
+
+def installation_id(merchant_id: str, generation: int) -> str:
+    return f"{merchant_id}:{generation}"
+
+
+def parse_installation_id(value: object) -> tuple[str, int] | None:
+    """(merchant id, generation) of a well-formed installation id, else None."""
+    matched = INSTALLATION_ID.fullmatch(value) if isinstance(value, str) else None
+    return (matched.group(1), int(matched.group(2))) if matched else None
+
+
 @dataclass(frozen=True, slots=True)
 class Installation:
     """A merchant's installation as stored (the tokens stay encrypted)."""
@@ -87,6 +102,10 @@ class Installation:
     revoke_confirmed: bool | None = None
     revoke_pending_since: int | None = None
     last_used_at: int | None = None
+    # When this installation's flow began (its OAuth state issued, its device authorization
+    # created): an uninstall stamped after that (less the clock skew) is for it. None on items
+    # written before it was recorded: installed_at stands in.
+    began_at: int | None = None
     # Set only on the installation a lease take returns: the horizon and owner of a lease the
     # previous holder never released (it died, ran out of time, or could not write), else None.
     previous_lease_until: int | None = None
@@ -119,7 +138,13 @@ class Installation:
             revoke_confirmed=item["revoke_confirmed"]["BOOL"] if "revoke_confirmed" in item else None,
             revoke_pending_since=number(item, "revoke_pending_since"),
             last_used_at=number(item, "last_used_at"),
+            began_at=number(item, "began_at"),
         )
+
+    @property
+    def installation_id(self) -> str:
+        """The id published in ``Installation Completed``: one generation of one merchant."""
+        return installation_id(self.merchant_id, self.generation)
 
     def lease_held(self, now: float) -> bool:
         """Someone holds an unexpired refresh lease."""

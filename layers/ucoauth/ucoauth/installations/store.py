@@ -114,7 +114,13 @@ class InstallationStore:
         return self.replace_installation(merchant_id, tokens, now=now, install_id=install_id)[0]
 
     def replace_installation(
-        self, merchant_id: str, tokens: TokenFields, *, now: int, install_id: str | None = None
+        self,
+        merchant_id: str,
+        tokens: TokenFields,
+        *,
+        now: int,
+        install_id: str | None = None,
+        began_at: int | None = None,
     ) -> tuple[Installation, Replaced | None]:
         """Create or replace (reinstall) an installation: a new generation, status active.
 
@@ -122,7 +128,8 @@ class InstallationStore:
         installation (the later one), and any in-flight refresh loses its version check.
         ``install_id`` (a digest unique to one install flow) makes a retried write idempotent: a
         write whose first attempt was applied but whose answer was lost does not count a second
-        generation.
+        generation. ``began_at`` is when the install flow began (its state issued, its device
+        authorization created): what an uninstall's time is judged against.
 
         The item as it was comes back with the write (``ALL_OLD``): tokens it held are returned as
         :class:`Replaced`, exactly those this write took off the item (even when two installs
@@ -132,6 +139,7 @@ class InstallationStore:
             merchant_id={"S": merchant_id},
             status={"S": ACTIVE},
             installed_at={"N": str(now)},
+            began_at={"N": str(min(now, began_at) if began_at is not None else now)},
             refreshed_at={"N": str(now)},
             last_used_at={"N": str(now)},
         )
