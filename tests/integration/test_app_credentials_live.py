@@ -13,18 +13,19 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-import boto3
 import pytest
 
 from devstack.resources import LocalResources
 from tests.support.installs import seed_installation, stored_tokens
 from tests.support.lambdas import invoke, load_event
 from tests.support.observer import observed_events
+from tests.support.roles import harness_boto3_session
 from ucoauth.services import Services
 from ucoauth.store import ACTIVE, UNINSTALLED
 from ucsandbox import Sandbox
 
-pytestmark = pytest.mark.integration
+# The stack is deployed with the app's client secret in Secrets Manager (its role may read it).
+pytestmark = [pytest.mark.integration, pytest.mark.client_secret("first-secret")]
 
 REAUTH_EVENT = "Reauthorization Required"
 REMOVED_EVENT = "Installation Removed"
@@ -32,12 +33,8 @@ REMOVED_EVENT = "Installation Removed"
 
 @pytest.fixture
 def client_secret(aws_server: LocalResources) -> str:
-    """The app's UltraCart client secret in Secrets Manager (moto's server); returns its ARN."""
-    secrets = boto3.client(
-        "secretsmanager", region_name=aws_server.region, endpoint_url=aws_server.endpoint_url
-    )
-    arn: str = secrets.create_secret(Name="ultracart-client-secret", SecretString="first-secret")["ARN"]
-    return arn
+    """The ARN of the app's UltraCart client secret the stack was deployed with (``first-secret``)."""
+    return aws_server.parameters["UltraCartClientSecretArn"]
 
 
 @pytest.fixture
@@ -73,7 +70,7 @@ def clock(live: Services) -> Clock:
 
 
 def rotate_in_secrets_manager(aws: LocalResources, arn: str, value: str) -> None:
-    secrets = boto3.client("secretsmanager", region_name=aws.region, endpoint_url=aws.endpoint_url)
+    secrets = harness_boto3_session(aws.region).client("secretsmanager", endpoint_url=aws.endpoint_url)
     secrets.put_secret_value(SecretId=arn, SecretString=value)
 
 
@@ -81,7 +78,7 @@ def rotate_in_secrets_manager(aws: LocalResources, arn: str, value: str) -> None
 
 
 def sqs(aws: LocalResources) -> Any:
-    return boto3.client("sqs", region_name=aws.region, endpoint_url=aws.endpoint_url)
+    return harness_boto3_session(aws.region).client("sqs", endpoint_url=aws.endpoint_url)
 
 
 def deliver(aws: LocalResources, queue_url: str, function: str) -> int:
