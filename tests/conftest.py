@@ -17,8 +17,8 @@ from devstack.stack import LocalStack
 from tests.support.moto_stack import in_process_stack, sessions_kept_per_process
 from tests.support.roles import package_under_roles
 
-# pytest-xdist's groups under pytest 9.2 (a hook: conftest registers what it imports).
-from tests.support.xdist_groups import pytest_collection_modifyitems  # noqa: F401
+# pytest-xdist's groups under pytest 9.2 (hooks: conftest registers what it imports).
+from tests.support.xdist_groups import pytest_collection_modifyitems, pytest_configure  # noqa: F401
 
 REGION = "us-east-1"
 

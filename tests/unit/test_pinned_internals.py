@@ -1,4 +1,5 @@
-"""Code that reaches into moto's internals runs only on the moto it was written for, the pinned one."""
+"""Code that reaches into another package's internals runs only on the version it was written for,
+the one constraints.txt pins."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from moto.sqs.models import Queue
 from bench import common as bench_common
 from devstack import motolock, pinned
 from devstack.pinned import UnpinnedInternalsError, require_version
-from tests.support import moto_stack
+from tests.support import moto_stack, xdist_groups
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,6 +33,11 @@ def test_every_piece_relying_on_motos_internals_was_written_for_the_pinned_moto(
         "bench.common.patch_moto_sqs_scans": bench_common.MOTO_SQS_SCANS_WRITTEN_FOR,
     }
     assert written_for == dict.fromkeys(written_for, _pinned("moto"))
+
+
+def test_the_loadgroup_fix_was_written_for_the_pinned_pytest_and_xdist() -> None:
+    written_for = xdist_groups.WRITTEN_FOR
+    assert written_for == {name: _pinned(name) for name in written_for}
 
 
 def test_another_version_is_refused_with_both_versions_and_the_code_named() -> None:
