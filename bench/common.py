@@ -134,6 +134,10 @@ class Live:
         self.sandbox.reset()
 
 
+# The moto whose SQS Queue and SQSBackend patch_moto_sqs_scans replaces parts of.
+MOTO_SQS_SCANS_WRITTEN_FOR = "5.2.5"
+
+
 def patch_moto_sqs_scans() -> None:
     """Read the clock once per queue scan in moto's SQS, instead of twice per message.
 
@@ -146,9 +150,15 @@ def patch_moto_sqs_scans() -> None:
     emulator, not the code under test, would set the refresh rate. The replacements compute the
     same answers (a message is visible when now > visible_at, delayed while now < delayed_until;
     retained while sent + MessageRetentionPeriod > now) with one clock reading per call.
+
+    The replacements are read against moto's private queue internals: on another moto than the one
+    they were written for this raises ``devstack.pinned.UnpinnedInternalsError`` and patches nothing.
     """
     import importlib
 
+    from devstack.pinned import require_version
+
+    require_version("moto", MOTO_SQS_SCANS_WRITTEN_FOR, "bench.common.patch_moto_sqs_scans")
     from moto.core.utils import unix_time, unix_time_millis
 
     models: Any = importlib.import_module("moto.sqs.models")

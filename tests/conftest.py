@@ -14,17 +14,11 @@ from moto.server import ThreadedMotoServer
 from devstack.motolock import serialize_dynamodb
 from devstack.resources import LocalResources, create_resources
 from devstack.stack import LocalStack
-from tests.support.moto_stack import (
-    event_paths_parsed_once,
-    in_process_stack,
-    shared_botocore_data,
-    shared_botocore_handler_checks,
-    update_expressions_checked_once,
-)
+from tests.support.moto_stack import in_process_stack, sessions_kept_per_process
 from tests.support.roles import package_under_roles
 
-# pytest-xdist's groups under pytest 9.2 (a hook: conftest registers what it imports).
-from tests.support.xdist_groups import pytest_collection_modifyitems  # noqa: F401
+# pytest-xdist's groups under pytest 9.2 (hooks: conftest registers what it imports).
+from tests.support.xdist_groups import pytest_collection_modifyitems, pytest_configure  # noqa: F401
 
 REGION = "us-east-1"
 
@@ -41,22 +35,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(20_000, 50, 100)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _botocore_data_parsed_once() -> Iterator[None]:
-    """botocore's data files (service models, endpoints) parsed, and its handlers' signatures and
-    event names worked out, once per process, not per session."""
-    with shared_botocore_data(), shared_botocore_handler_checks():
-        yield
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _update_expressions_checked_once() -> Iterator[None]:
-    """moto parses and shape-checks each distinct UpdateExpression, and parses each JSONPath of its
-    EventBridge, once per process, not per write or event."""
-    with update_expressions_checked_once(), event_paths_parsed_once():
-        yield
 
 
 @pytest.fixture(autouse=True)
@@ -87,8 +65,9 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def aws(aws_env: None) -> Iterator[LocalResources]:
     """template.yaml's resources in moto's in-process mock (``mock_aws`` stays active during the test),
-    empty: created once per process, every item and message deleted before each test."""
-    with in_process_stack(REGION) as resources:
+    empty: created once per process, every item and message deleted before each test. The package's
+    clients and the test's own come from sessions kept for the whole process, as a warm Lambda's."""
+    with in_process_stack(REGION) as resources, sessions_kept_per_process(REGION):
         yield resources
 
 

@@ -4,6 +4,8 @@ moto's threaded server does not apply two writes to one DynamoDB item one at a t
 conditional ``UpdateItem`` calls can both pass their condition, which real DynamoDB never
 allows (two lease holders, two UltraCart calls for one merchant). Serializing DynamoDB requests
 restores what DynamoDB guarantees, so race tests assert DynamoDB's behaviour, not a weaker one.
+
+It wraps a method of moto's, so it applies only to the moto it was written for (``devstack.pinned``).
 """
 
 from __future__ import annotations
@@ -12,12 +14,18 @@ import functools
 import threading
 from typing import Any
 
+from devstack.pinned import require_version
+
+# The moto whose DynamoHandler.call_action (every DynamoDB request of its server) this wraps.
+WRITTEN_FOR_MOTO = "5.2.5"
 _lock = threading.Lock()
 _MARK = "_ucoauth_serialized"
 
 
 def serialize_dynamodb() -> None:
-    """Make moto's DynamoDB handler take one request at a time (idempotent)."""
+    """Make moto's DynamoDB handler take one request at a time (idempotent); on another moto than
+    the one it was written for it raises ``devstack.pinned.UnpinnedInternalsError``."""
+    require_version("moto", WRITTEN_FOR_MOTO, "devstack.motolock")
     from moto.dynamodb.responses import DynamoHandler
 
     original = DynamoHandler.call_action

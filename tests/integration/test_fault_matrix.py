@@ -783,10 +783,17 @@ class Cell:
             handle.write(json.dumps(row) + "\n")
 
 
+def cells(operation: str, expected: dict[str, str]) -> pytest.MarkDecorator:
+    """One test per fault of ``operation`` (``operation-fault``), given what it is expected to show."""
+    return pytest.mark.parametrize(
+        ("operation", "fault", "expected"),
+        [pytest.param(operation, f, e, id=f"{operation}-{f}") for f, e in expected.items()],
+    )
+
+
 @pytest.fixture
-def cell(request: pytest.FixtureRequest) -> Iterator[Cell]:
-    operation, fault = request.node.callspec.id.split("-", 1)
-    expected = request.node.callspec.params["expected"]
+def cell(operation: str, fault: str, expected: str) -> Iterator[Cell]:
+    """The cell of the matrix the test fills (the parameters of :func:`cells`), recorded at the end."""
     one = Cell(operation, fault, expected)
     yield one
     one.record()
@@ -831,9 +838,7 @@ def callback_label(world: World, merchant: str, response: dict[str, Any]) -> str
     return label
 
 
-@pytest.mark.parametrize(
-    ("fault", "expected"), [pytest.param(f, e, id=f"callback-{f}") for f, e in CALLBACK.items()]
-)
+@cells("callback", CALLBACK)
 def test_callback(world: World, cell: Cell, fault: str, expected: str) -> None:
     remove = inject(world, "callback", fault)
     try:
@@ -929,9 +934,7 @@ def recover_refresh(world: World, cell: Cell) -> None:
     cell.note(active_problems(world))
 
 
-@pytest.mark.parametrize(
-    ("fault", "expected"), [pytest.param(f, e, id=f"refresh-{f}") for f, e in REFRESH.items()]
-)
+@cells("refresh", REFRESH)
 def test_refresh(world: World, cell: Cell, fault: str, expected: str) -> None:
     seed(world, expires_in=60)
     for merchant in world.merchants:
@@ -959,9 +962,7 @@ KILLS = {
 
 
 @pytest.mark.xdist_group("processes")
-@pytest.mark.parametrize(
-    ("fault", "expected"), [pytest.param(f, e, id=f"refresh-{f}") for f, e in KILLS.items()]
-)
+@cells("refresh", KILLS)
 def test_refresh_worker_killed(world: World, cell: Cell, fault: str, expected: str) -> None:
     seed(world, expires_in=60)
     for merchant in world.merchants:
@@ -1015,9 +1016,7 @@ def token_label(world: World, merchant: str, status: int, body: dict[str, Any]) 
     return "200 new token" + (", expiry unknown" if body["expires_at"] is None else "")
 
 
-@pytest.mark.parametrize(
-    ("fault", "expected"), [pytest.param(f, e, id=f"token-{f}") for f, e in TOKEN.items()]
-)
+@cells("token", TOKEN)
 def test_token_access(world: World, cell: Cell, fault: str, expected: str) -> None:
     seed(world, expires_in=60)  # inside the inline refresh margin: every call refreshes
     remove = inject(world, "token", fault)
@@ -1082,9 +1081,7 @@ def revoke_label(world: World, merchant: str, failures: int, deferrals: int, dea
     return f"failed {failures} times, {where}, still {inst.status}, {tail}"
 
 
-@pytest.mark.parametrize(
-    ("fault", "expected"), [pytest.param(f, e, id=f"revoke-{f}") for f, e in REVOKE.items()]
-)
+@cells("revoke", REVOKE)
 def test_revoke(world: World, cell: Cell, fault: str, expected: str) -> None:
     seed(world, expires_in=3600)
     for merchant in world.merchants:
@@ -1158,9 +1155,7 @@ def start_approved_device(world: World, merchant: str) -> str:
     return str(started["authorization_id"])
 
 
-@pytest.mark.parametrize(
-    ("fault", "expected"), [pytest.param(f, e, id=f"device-{f}") for f, e in DEVICE.items()]
-)
+@cells("device", DEVICE)
 def test_device_poll(
     world: World, cell: Cell, fault: str, expected: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1344,9 +1339,7 @@ TIME_REFRESH = {
 }
 
 
-@pytest.mark.parametrize(
-    ("fault", "expected"), [pytest.param(f, e, id=f"refresh-{f}") for f, e in TIME_REFRESH.items()]
-)
+@cells("refresh", TIME_REFRESH)
 def test_refresh_in_time(world: World, cell: Cell, fault: str, expected: str) -> None:
     seed(world, expires_in=120)  # due, and inside the token API's inline margin
     merchant = world.merchants[0]
@@ -1397,9 +1390,7 @@ TIME_TOKEN = {
 }
 
 
-@pytest.mark.parametrize(
-    ("fault", "expected"), [pytest.param(f, e, id=f"token-{f}") for f, e in TIME_TOKEN.items()]
-)
+@cells("token", TIME_TOKEN)
 def test_token_access_in_time(world: World, cell: Cell, fault: str, expected: str) -> None:
     seed(world, expires_in=200)  # inside the inline margin, still valid for minutes
     merchant = world.merchants[0]
@@ -1444,9 +1435,7 @@ TIME_REVOKE = {
 }
 
 
-@pytest.mark.parametrize(
-    ("fault", "expected"), [pytest.param(f, e, id=f"revoke-{f}") for f, e in TIME_REVOKE.items()]
-)
+@cells("revoke", TIME_REVOKE)
 def test_revoke_in_time(world: World, cell: Cell, fault: str, expected: str) -> None:
     seed(world, expires_in=120)
     merchant = world.merchants[0]
@@ -1489,16 +1478,7 @@ def test_revoke_in_time(world: World, cell: Cell, fault: str, expected: str) -> 
 
 
 @pytest.mark.xdist_group("processes")
-@pytest.mark.parametrize(
-    ("fault", "expected"),
-    [
-        pytest.param(
-            "duplicate_after_expiry",
-            "busy until the dead holder's horizon, then refreshed",
-            id="refresh-duplicate_after_expiry",
-        )
-    ],
-)
+@cells("refresh", {"duplicate_after_expiry": "busy until the dead holder's horizon, then refreshed"})
 def test_a_duplicate_after_a_dead_holders_lease(world: World, cell: Cell, fault: str, expected: str) -> None:
     seed(world, expires_in=60)
     merchant = world.merchants[0]
@@ -1567,9 +1547,7 @@ WEBHOOK_KILLS = {
 }
 
 
-@pytest.mark.parametrize(
-    ("fault", "expected"), [pytest.param(f, e, id=f"webhook-{f}") for f, e in WEBHOOK_KILLS.items()]
-)
+@cells("webhook", WEBHOOK_KILLS)
 def test_webhook_killed(world: World, cell: Cell, fault: str, expected: str) -> None:
     world.merchants = world.merchants[:1]  # one sender, one webhook: one merchant per cell
     seed(world, expires_in=3600)
@@ -1604,9 +1582,7 @@ CALLBACK_KILLS = {
 }
 
 
-@pytest.mark.parametrize(
-    ("fault", "expected"), [pytest.param(f, e, id=f"callback-{f}") for f, e in CALLBACK_KILLS.items()]
-)
+@cells("callback", CALLBACK_KILLS)
 def test_callback_killed(world: World, cell: Cell, fault: str, expected: str) -> None:
     world.merchants = world.merchants[:1]  # one browser, one install: one merchant per cell
     merchant = world.merchants[0]

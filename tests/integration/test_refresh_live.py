@@ -15,7 +15,7 @@ from tests.support.installs import seed_installation, stored_tokens
 from tests.support.observer import observed_events
 from tests.support.processes import results_of, start_processes
 from tests.support.roles import harness_boto3_session
-from ucoauth.errors import GrantUnsettledError
+from ucoauth.errors import GrantUnsettledError, TransientUltraCartError
 from ucoauth.installations.model import REAUTHORIZATION_REQUIRED
 from ucoauth.refresh import plan, refresh_due
 from ucoauth.rotation import RECOVERY_GRACE
@@ -79,8 +79,9 @@ def test_eight_workers_threads_and_processes_make_one_ultracart_call(
 def test_429_and_500_keep_the_stored_tokens(live: Services, sandbox: Sandbox, status: int) -> None:
     access, refresh = seed_installation(live, sandbox, "FAIL1")
     sandbox.add_fault("token", status=status, uc_rest_error="try later")
-    with pytest.raises(Exception, match=str(status)):
+    with pytest.raises(TransientUltraCartError) as raised:
         refresh_due(live, "FAIL1", deadline=a_deadline(live))
+    assert (raised.value.status, raised.value.rest_error) == (status, "try later")
     tokens = stored_tokens(live, "FAIL1")
     assert (tokens.access_token, tokens.refresh_token) == (access, refresh)
     assert live.installations.get("FAIL1").lease_owner is None  # type: ignore[union-attr]

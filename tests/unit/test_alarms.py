@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Mapping
+from functools import cache
 from typing import Any
 
 import boto3
@@ -84,11 +85,25 @@ BUSES: dict[str, dict[str, str]] = {
 }
 
 
+def _per_bus() -> list[Any]:
+    # Both checks of a branch read one stack (``_alarms_created`` keeps it per process): under
+    # xdist they run on one worker, so each branch's stack is created once, not twice.
+    return [
+        pytest.param(parameters, id=name, marks=pytest.mark.xdist_group(f"alarms-{n}"))
+        for n, (name, parameters) in enumerate(BUSES.items())
+    ]
+
+
 def _alarms_created(parameters: Mapping[str, str]) -> tuple[LocalResources, dict[str, dict[str, Any]]]:
     """The local stack made from template.yaml with ``parameters``: its resources, and its alarms as
     CloudWatch holds them (conditions, references and !Sub resolved), by logical id."""
+    return _created(tuple(sorted(parameters.items())))
+
+
+@cache
+def _created(parameters: tuple[tuple[str, str], ...]) -> tuple[LocalResources, dict[str, dict[str, Any]]]:
     with moto.mock_aws():
-        resources = create_resources(boto3.Session(region_name="us-east-1"), parameters=parameters)
+        resources = create_resources(boto3.Session(region_name="us-east-1"), parameters=dict(parameters))
         pages = boto3.client("cloudwatch").get_paginator("describe_alarms").paginate()
         described = [alarm for page in pages for alarm in page["MetricAlarms"]]
     prefix = f"{resources.stack_name}-"
@@ -150,7 +165,7 @@ def test_cloudformation_receives_the_alarms_as_written() -> None:
     )
 
 
-@pytest.mark.parametrize("parameters", list(BUSES.values()), ids=list(BUSES))
+@pytest.mark.parametrize("parameters", _per_bus())
 def test_every_alarm_names_exactly_the_dimensions_its_metric_is_published_with(
     aws_env: None, emitted: dict[str, Any], parameters: dict[str, str]
 ) -> None:
@@ -196,7 +211,7 @@ def test_every_alarm_names_exactly_the_dimensions_its_metric_is_published_with(
     assert wrong == {}
 
 
-@pytest.mark.parametrize("parameters", list(BUSES.values()), ids=list(BUSES))
+@pytest.mark.parametrize("parameters", _per_bus())
 def test_the_uninstall_rules_alarm_names_the_bus_the_rule_is_on(
     aws_env: None, parameters: dict[str, str]
 ) -> None:

@@ -15,6 +15,7 @@ from ucoauth.errors import (
     PaceExceededError,
     PermanentUltraCartError,
     ReauthorizationRequiredError,
+    TransientUltraCartError,
     UpstreamUnavailableError,
 )
 from ucoauth.installations.model import REAUTHORIZATION_REQUIRED
@@ -122,8 +123,9 @@ def test_transient_failures_keep_the_tokens_and_raise(
     install(services, fake_uc)
     before = services.installations.get("DEMO1")
     fake_uc.fail_next.append(transient(status))
-    with pytest.raises(Exception, match="answered"):
+    with pytest.raises(TransientUltraCartError) as raised:
         refresh_due(services, "DEMO1", deadline=a_deadline(services))
+    assert raised.value.status == status  # UltraCart's own answer, raised for the message's retry
     after = services.installations.get("DEMO1")
     assert before is not None and after is not None
     assert after.tokens_ciphertext == before.tokens_ciphertext and after.version == before.version

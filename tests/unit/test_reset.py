@@ -49,7 +49,9 @@ def test_every_module_with_a_process_wide_cache_is_listed() -> None:
 
 
 def test_reset_forgets_every_cache(aws: LocalResources, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Given every cache filled
+    # Given every cache filled, the package's clients built from a session of its own (not the
+    # one the tests keep per process: a session given to set_session outlives a reset)
+    uc_aws.set_session(None)
     for name, value in aws.function_environment("UninstallWebhookFunction").items():
         monkeypatch.setenv(name, value)
     settings.get_settings()
