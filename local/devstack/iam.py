@@ -450,10 +450,6 @@ def acting_as(function: str | None) -> Iterator[None]:
         _current.reset(token)
 
 
-def current_identity() -> str | None:
-    return _current.get()
-
-
 # Credentials moto accepts while it enforces nothing (the local stack's fake ones).
 _UNENFORCED = ReadOnlyCredentials("testing", "testing", None)
 

@@ -506,18 +506,7 @@ class _Poll:
             return self.refused(exc.error)
         # From here UltraCart has issued tokens and the device code is spent: they end stored or
         # revoked (store_new_installation gives them back on any failure), whatever fails.
-        if answer.merchant_id is not None:
-            try:
-                self.store.note_merchant(
-                    self.authorization_id, seq=item.poll_seq, owner=self.owner, merchant_id=answer.merchant_id
-                )
-            except (ClientError, BotoCoreError) as exc:
-                # Only a hint for a redelivery after a crash: the tokens are stored all the same.
-                logger.warning(
-                    "merchant of an approved device authorization not noted",
-                    authorization_id=self.authorization_id,
-                    error=type(exc).__name__,
-                )
+        self.note_merchant(answer.merchant_id)
         # Imported on approval only: a start or a pending poll never stores an installation.
         from ucoauth.install import store_new_installation
 
@@ -541,6 +530,22 @@ class _Poll:
             self.finish(EXPIRED)
             return "failed"
         return self.finish(INSTALLED, merchant_id=result.merchant_id)
+
+    def note_merchant(self, merchant_id: str | None) -> None:
+        """Note whose tokens this approval holds: only a hint for a redelivery after a crash, so a
+        failed write is logged and the tokens are stored all the same."""
+        if merchant_id is None:
+            return
+        try:
+            self.store.note_merchant(
+                self.authorization_id, seq=self.item.poll_seq, owner=self.owner, merchant_id=merchant_id
+            )
+        except (ClientError, BotoCoreError) as exc:
+            logger.warning(
+                "merchant of an approved device authorization not noted",
+                authorization_id=self.authorization_id,
+                error=type(exc).__name__,
+            )
 
     def refused(self, error: str | None) -> str:
         item = self.item

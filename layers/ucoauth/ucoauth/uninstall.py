@@ -260,6 +260,27 @@ def accept_webhook(
 RevokeResult = Literal["removed", "not_installed", "already_uninstalled", "late", "invalid"]
 
 
+def _ignore_late(
+    services: Services, lease: Lease, deadline: Deadline, request: UninstallRequest
+) -> RevokeResult:
+    """An uninstall for an earlier installation: the current one stays; the earlier generation's
+    tokens still kept on the item (a recovery record) are revoked now."""
+    from ucoauth.rotation import reconcile
+
+    installation = lease.installation
+    logger.info(
+        "late uninstall ignored: it is for an earlier installation",
+        merchant_id=installation.merchant_id,
+        generation=installation.generation,
+        named=request.generation,
+    )
+    metrics.add_metric(name="LateUninstallIgnored", unit="Count", value=1)
+    recovery = installation.recovery
+    if recovery is not None and recovery.generation != installation.generation:
+        reconcile(services, lease, deadline, recovery)
+    return "late"
+
+
 def process_uninstall(services: Services, body: Any, *, deadline: Deadline) -> RevokeResult:
     """Revoke at UltraCart, delete the ciphertext, keep a tombstone. Idempotent.
 
@@ -297,20 +318,7 @@ def process_uninstall(services: Services, body: Any, *, deadline: Deadline) -> R
                 reconcile(services, lease, deadline, installation.recovery)
             return "already_uninstalled"
         if request.is_late_for(installation):
-            logger.info(
-                "late uninstall ignored: it is for an earlier installation",
-                merchant_id=merchant_id,
-                generation=installation.generation,
-                named=request.generation,
-            )
-            metrics.add_metric(name="LateUninstallIgnored", unit="Count", value=1)
-            if (
-                installation.recovery is not None
-                and installation.recovery.generation != installation.generation
-            ):
-                # The uninstalled generation's tokens, kept for this revoke: revoke them now.
-                reconcile(services, lease, deadline, installation.recovery)
-            return "late"
+            return _ignore_late(services, lease, deadline, request)
         try:
             confirmed, failure = _revoke_everything(services, deadline, installation)
         except AppCredentialsRejectedError as exc:

@@ -39,6 +39,21 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 
+# What an install clears: the last generation's lease, uninstall, failures and tombstone TTL.
+_CLEARED_BY_INSTALL = (
+    "lease_owner",
+    "lease_expires_at",
+    "uninstalled_at",
+    "uninstall_reason",
+    "revoke_confirmed",
+    "revoke_pending_since",
+    "last_error",
+    "last_error_at",
+    "consecutive_failures",
+    "ttl",
+)
+
+
 class Lease:
     """A merchant's lease, held for a ``with`` block.
 
@@ -143,18 +158,7 @@ class InstallationStore:
             refreshed_at={"N": str(now)},
             last_used_at={"N": str(now)},
         )
-        update.increment("generation", "version").remove(
-            "lease_owner",
-            "lease_expires_at",
-            "uninstalled_at",
-            "uninstall_reason",
-            "revoke_confirmed",
-            "revoke_pending_since",
-            "last_error",
-            "last_error_at",
-            "consecutive_failures",
-            "ttl",
-        )
+        update.increment("generation", "version").remove(*_CLEARED_BY_INSTALL)
         self._assign_tokens(update, merchant_id, tokens)
         condition: dict[str, Any] = {}
         if install_id is not None:
