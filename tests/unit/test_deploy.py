@@ -403,7 +403,6 @@ def test_number_parameters_have_exactly_the_bounds_settings_accepts() -> None:
     assert sorted(checked) == [
         "DueShards",
         "InlineRefreshMarginSeconds",
-        "RefreshIdleAfterSeconds",
         "RefreshMinWindowSeconds",
         "RefreshPaceLimit",
         "RefreshPaceWindowSeconds",

@@ -343,13 +343,18 @@ def test_idle_merchants_are_refreshed_only_before_their_grant_could_lapse(
     install(services, fake_uc, "BUSY")
     install(services, fake_uc, "IDLE")
     settings = services.settings
-    clock.now += settings.refresh_idle_after_seconds + 10  # a week later: both tokens long expired
-    # BUSY's token is asked for (refreshed inline); IDLE's by nobody.
+    clock.now += 7 * 86_400 + 10  # a week later: both tokens long expired
+    # BUSY's token is asked for (refreshed inline), twice; IDLE's by nobody.
     assert call_handler("TokenApiFunction", _token_event("BUSY"))["statusCode"] == 200
     call_handler("RefreshWorkerFunction", refresh_event("IDLE"))
+    busy = services.installations.get("BUSY")
+    # One read a week predicts no use: the new lifetime is refreshed on its next read...
+    assert busy is not None and busy.due_at is not None and busy.due_at > (busy.access_expires_at or 0)
+    clock.now += 60
+    assert call_handler("TokenApiFunction", _token_event("BUSY"))["statusCode"] == 200
     busy, idle = services.installations.get("BUSY"), services.installations.get("IDLE")
     assert busy is not None and idle is not None
-    # In use: refreshed ahead of its next expiry, as always.
+    # ...and read again within it, it is in use: refreshed ahead of its next expiry.
     assert busy.due_at is not None and busy.due_at < (busy.access_expires_at or 0)
     # Idle: its next refresh only a day before an unused refresh token could lapse.
     lapse = clock.now + settings.refresh_token_lapse_seconds - 86_400

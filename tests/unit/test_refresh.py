@@ -55,7 +55,7 @@ def test_a_token_that_expires_in_60s_is_due_and_one_that_lasts_a_day_is_not(
 def test_a_due_installation_is_refreshed_once_and_leaves_the_window(
     services: Services, fake_uc: FakeUltraCart, clock: Clock
 ) -> None:
-    fake_uc.expires_in = 600
+    fake_uc.expires_in = 200  # within the 240 s window: due now
     install(services, fake_uc)
     before = services.installations.get("DEMO1")
     old_refresh = stored_refresh_token(services)
@@ -171,7 +171,7 @@ def test_token_access_refreshes_inline_near_expiry(
 ) -> None:
     install(services, fake_uc)
     first = access_token(services, "DEMO1", deadline=a_deadline(services, 29))
-    clock.now += 3600 - 200  # within the 300 s margin
+    clock.now += 3600 - 30  # within the 60 s margin
     second = access_token(services, "DEMO1", deadline=a_deadline(services, 29))
     assert second.access_token != first.access_token and fake_uc.calls == ["exchange", "refresh"]
 
@@ -192,7 +192,7 @@ def test_get_access_token_with_little_time_left_starts_no_refresh_and_serves_the
     # Given a token within the inline-refresh margin, still valid
     install(services, fake_uc)
     first = access_token(services, "DEMO1", deadline=a_deadline(services, 29))
-    clock.now += 3600 - 200
+    clock.now += 3600 - 30  # within the 60 s margin
     # When the caller's Lambda has 3 s left / Then no refresh is sent, the stored token is served
     token = get_access_token("DEMO1", cache_seconds=0, context=_LambdaContext(3_000))
     assert token.access_token == first.access_token
@@ -213,7 +213,7 @@ def test_get_access_token_with_time_left_refreshes_within_the_callers_time(
     services: Services, fake_uc: FakeUltraCart, clock: Clock
 ) -> None:
     install(services, fake_uc)
-    clock.now += 3600 - 200
+    clock.now += 3600 - 30  # within the 60 s margin
     get_access_token("DEMO1", cache_seconds=0, context=_LambdaContext(60_000))
     assert fake_uc.calls == ["exchange", "refresh"]
 
@@ -237,7 +237,7 @@ def test_token_access_serves_the_stored_token_when_ultracart_fails_before_expiry
 ) -> None:
     install(services, fake_uc)
     first = access_token(services, "DEMO1", deadline=a_deadline(services, 29))
-    clock.now += 3600 - 200
+    clock.now += 3600 - 30  # within the 60 s margin
     fake_uc.fail_next.append(transient(503))
     assert (
         access_token(services, "DEMO1", deadline=a_deadline(services, 29)).access_token == first.access_token
@@ -258,7 +258,7 @@ def test_token_access_waits_for_a_sibling_holding_the_lease(
     services: Services, fake_uc: FakeUltraCart, clock: Clock
 ) -> None:
     install(services, fake_uc)
-    clock.now += 3600 - 200
+    clock.now += 3600 - 30  # within the 60 s margin
     services.installations.lease("DEMO1", owner="other", now=int(clock.now), until=int(clock.now) + 30)
     # the lease never moves: serve the stored token
     token = access_token(services, "DEMO1", deadline=a_deadline(services, 29))

@@ -43,8 +43,8 @@ def test_defaults_apply_when_optional_values_are_absent() -> None:
     settings = Settings.from_env(BASE)
     assert settings.ultracart_base_url == "https://secure.ultracart.com/rest/v2"
     assert settings.oauth_redirect_uri == ""
-    assert settings.refresh_min_window_seconds == 900
-    assert settings.inline_refresh_margin_seconds == 300
+    assert settings.refresh_min_window_seconds == 240
+    assert settings.inline_refresh_margin_seconds == 60
     assert settings.event_bus_name == "default"
 
 

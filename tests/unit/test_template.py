@@ -225,11 +225,11 @@ def test_parameters_and_their_defaults(template: dict[str, Any]) -> None:
     assert defaults["UninstallEventBusName"] == "default"
     assert defaults["CreateEventBus"] == "false"
     assert defaults["UninstallEventSources"] == "com.example.myapp"
-    assert defaults["RefreshScheduleRate"] == "rate(5 minutes)"
+    assert defaults["RefreshScheduleRate"] == "rate(1 minute)"
     assert defaults["RefreshPaceLimit"] == 10
     assert defaults["RefreshPaceWindowSeconds"] == 60
-    assert defaults["InlineRefreshMarginSeconds"] == 300
-    assert defaults["RefreshMinWindowSeconds"] == 900
+    assert defaults["InlineRefreshMarginSeconds"] == 60
+    assert defaults["RefreshMinWindowSeconds"] == 240
     assert defaults["DueShards"] == 8
     assert defaults["AlarmTopicArn"] == ""
     assert defaults["AppName"] == "Your UltraCart app"
@@ -452,7 +452,7 @@ def test_every_worker_is_fed_by_sqs(template: dict[str, Any]) -> None:
 def test_planner_runs_on_a_schedule_with_retries_and_a_dead_letter_queue(template: dict[str, Any]) -> None:
     (schedule,) = schedules(template)
     assert schedule.logical_id == "RefreshPlannerFunction"
-    assert schedule.rate_seconds == 300
+    assert schedule.rate_seconds == 60
     event = template["Resources"]["RefreshPlannerFunction"]["Properties"]["Events"][schedule.event_name]
     assert event["Type"] == "ScheduleV2"
     assert set(event["Properties"]["RetryPolicy"]) == {"MaximumRetryAttempts", "MaximumEventAgeInSeconds"}

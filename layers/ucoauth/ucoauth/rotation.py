@@ -75,12 +75,20 @@ class Rotation:
     """Rotates one merchant's tokens under ``lease`` before ``deadline``."""
 
     def __init__(
-        self, services: Services, lease: Lease, deadline: Deadline, tier: Tier = "background"
+        self,
+        services: Services,
+        lease: Lease,
+        deadline: Deadline,
+        tier: Tier = "background",
+        *,
+        used_at: int | None = None,
     ) -> None:
         self.s = services
         self.lease = lease
         self.deadline = deadline
         self.tier: Tier = tier
+        # A read waiting on this rotation (the token API's inline refresh): recorded as a use.
+        self.used_at = used_at
 
     @property
     def merchant_id(self) -> str:
@@ -125,7 +133,9 @@ class Rotation:
         )
         # Keep the old refresh token when UltraCart does not rotate it.
         fresh = TokenSet(answer.access_token, answer.refresh_token or tokens.refresh_token)
-        return persist(self.s, self.lease, self.deadline, fresh, answer, issued_at=self.s.now())
+        return persist(
+            self.s, self.lease, self.deadline, fresh, answer, issued_at=self.s.now(), used_at=self.used_at
+        )
 
     def _record_failure(self, exc: UltraCartError) -> None:
         """For operators (the admin API): the failure's code and the count since the last token."""
@@ -207,18 +217,39 @@ def persist(
     *,
     issued_at: int,
     recovered_generation: int | None = None,
+    used_at: int | None = None,
 ) -> Rotated:
-    """Store tokens UltraCart issued for the leased installation; never drop them."""
-    from ucoauth.issued import token_fields
+    """Store tokens UltraCart issued for the leased installation; never drop them. ``used_at``:
+    a read this write serves (an inline refresh), recorded as the merchant's latest use."""
+    from ucoauth.issued import in_demand, token_fields
 
     merchant_id = lease.merchant_id
     held = lease.installation
+    last, previous = (
+        (used_at, held.last_used_at)
+        if used_at is not None
+        else (
+            held.last_used_at,
+            held.previous_used_at,
+        )
+    )
+    lifetime = answer.expires_in or services.settings.assumed_token_lifetime_seconds
+    ahead = in_demand(
+        services, now=issued_at, lifetime=lifetime, last_used_at=last, previous_used_at=previous
+    )
     try:
         fields = retry_within(
             services,
             deadline,
             lambda: token_fields(
-                services, merchant_id, tokens, answer, issued_at=issued_at, last_used_at=held.last_used_at
+                services,
+                merchant_id,
+                tokens,
+                answer,
+                issued_at=issued_at,
+                ahead=ahead,
+                used_at=used_at,
+                previous_used_at=held.last_used_at if used_at is not None else None,
             ),
             keep_back=AWS_CALL_MAX,
         )

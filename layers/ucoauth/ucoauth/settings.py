@@ -293,10 +293,9 @@ class UltraCart:
 class Tokens:
     """storing and serving tokens: when a stored token is due, when it is refreshed inline"""
 
-    inline_refresh_margin_seconds: int = integer("INLINE_REFRESH_MARGIN_SECONDS", 300, low=0, high=86_400)
-    refresh_min_window_seconds: int = integer("REFRESH_MIN_WINDOW_SECONDS", 900, low=0, high=86_400)
-    refresh_window_fraction: float = number("REFRESH_WINDOW_FRACTION", 0.2, low=0.0, high=0.9)
-    refresh_idle_after_seconds: int = integer("REFRESH_IDLE_AFTER_SECONDS", 604_800, low=0, high=365 * 86_400)
+    inline_refresh_margin_seconds: int = integer("INLINE_REFRESH_MARGIN_SECONDS", 60, low=0, high=86_400)
+    refresh_min_window_seconds: int = integer("REFRESH_MIN_WINDOW_SECONDS", 240, low=0, high=86_400)
+    refresh_window_fraction: float = number("REFRESH_WINDOW_FRACTION", 0.05, low=0.0, high=0.9)
     refresh_token_lapse_seconds: int = integer(
         "REFRESH_TOKEN_LAPSE_SECONDS", 2_592_000, low=2 * 86_400, high=365 * 86_400
     )
@@ -331,7 +330,7 @@ class Refresh:
     refresh_queue_url: str = required("REFRESH_QUEUE_URL")
     refresh_pace_limit: int = integer("REFRESH_PACE_LIMIT", 10, low=1, high=100_000)
     refresh_pace_window_seconds: int = integer("REFRESH_PACE_WINDOW_SECONDS", 60, low=1, high=3600)
-    planner_interval_seconds: int = optional("REFRESH_SCHEDULE_RATE", "rate(5 minutes)", _rate_seconds)
+    planner_interval_seconds: int = optional("REFRESH_SCHEDULE_RATE", "rate(1 minute)", _rate_seconds)
 
 
 @_section("uninstall")

@@ -165,15 +165,16 @@ def access_token(
     """
     demand = demand or Demand()
     installation = _active(services, merchant_id)
-    _mark_used(services, installation)
     margin = services.settings.inline_refresh_margin_seconds
     if _meets(services, installation, demand, margin):
         try:
-            return _serve(services, installation)
+            served = _serve(services, installation)
         except TokenDecryptError:
             # The row is damaged (the key works): say so now, not at the next refresh.
             _reauthorize_without_lease(services, installation)
             raise ReauthorizationRequiredError(merchant_id) from None
+        _mark_used(services, installation)
+        return served
     try:
         lease = services.installations.lease(
             merchant_id, owner=f"api:{uuid.uuid4()}", now=services.now(), until=deadline.lease_until
@@ -198,7 +199,7 @@ def _refresh_inline(services: Services, lease: Lease, deadline: Deadline, demand
     leased = lease.installation
     merchant_id = leased.merchant_id
     try:
-        rotated = Rotation(services, lease, deadline).run()
+        rotated = Rotation(services, lease, deadline, used_at=services.now()).run()
     except RetryLaterError as exc:
         # Nothing was sent (budget, time, an unsettled grant): the stored token while it lasts.
         if _fallback_ok(services, leased, demand):
@@ -233,29 +234,30 @@ def _refresh_inline(services: Services, lease: Lease, deadline: Deadline, demand
     return _serve(services, _active(services, merchant_id))  # lost the race: a sibling's tokens
 
 
-_USE_MARK_INTERVAL = 3600
-
-
 def _mark_used(services: Services, installation: Installation) -> None:
-    """Record that someone asked for this merchant's token (at most one write an hour): the
-    refresh schedule keeps refreshing ahead only merchants in use. Best effort."""
-    last = installation.last_used_at or installation.installed_at
-    if services.now() - last < _USE_MARK_INTERVAL:
+    """Record the first read of the stored token's lifetime: one conditional write per lifetime
+    (later reads of it see ``used_until`` and write nothing). A lifetime that was due only on use
+    is due ahead of its expiry from now on: it is in use. Best effort."""
+    expires = installation.access_expires_at
+    if expires is None or installation.used_until == expires:
         return
     due_at = None
-    expires, due = installation.access_expires_at, installation.due_at
-    if expires is not None and due is not None and due > expires:
-        # It was idle (scheduled only before its refresh token could lapse): in use again, it is
-        # refreshed ahead of expiry from now on.
+    if installation.due_at is not None and installation.due_at > expires:
         settings = services.settings
-        from ucoauth.issued import refresh_window  # the inline refresh only
+        from ucoauth.issued import refresh_window  # the first read of a lifetime only
 
         window = refresh_window(
             settings.refresh_min_window_seconds, settings.refresh_window_fraction, installation.token_lifetime
         )
         due_at = expires - window
     try:
-        services.installations.mark_used(installation.merchant_id, now=services.now(), due_at=due_at)
+        services.installations.mark_used(
+            installation.merchant_id,
+            now=services.now(),
+            expires=expires,
+            previous_used_at=installation.last_used_at,
+            due_at=due_at,
+        )
     except (ClientError, BotoCoreError) as exc:
         logger.warning("use not recorded", merchant_id=installation.merchant_id, error=type(exc).__name__)
 

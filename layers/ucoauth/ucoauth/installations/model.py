@@ -102,6 +102,10 @@ class Installation:
     revoke_confirmed: bool | None = None
     revoke_pending_since: int | None = None
     last_used_at: int | None = None
+    # The first read of the lifetime before ``last_used_at``'s, and the expiry of the lifetime
+    # ``last_used_at`` belongs to (a read of a lifetime records a use only once: see tokens).
+    previous_used_at: int | None = None
+    used_until: int | None = None
     # When this installation's flow began (its OAuth state issued, its device authorization
     # created): an uninstall stamped after that (less the clock skew) is for it. None on items
     # written before it was recorded: installed_at stands in.
@@ -138,6 +142,8 @@ class Installation:
             revoke_confirmed=item["revoke_confirmed"]["BOOL"] if "revoke_confirmed" in item else None,
             revoke_pending_since=number(item, "revoke_pending_since"),
             last_used_at=number(item, "last_used_at"),
+            previous_used_at=number(item, "previous_used_at"),
+            used_until=number(item, "used_until"),
             began_at=number(item, "began_at"),
         )
 
@@ -162,6 +168,9 @@ class TokenFields:
     token_lifetime: int | None
     due_at: int | None
     expiry_assumed: bool = False
+    # A read this write serves (an install, an inline refresh): the new lifetime counts as used.
+    used_at: int | None = None
+    previous_used_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -160,6 +160,10 @@ class InstallationStore:
         )
         update.increment("generation", "version").remove(*_CLEARED_BY_INSTALL)
         self._assign_tokens(update, merchant_id, tokens)
+        # The merchant who just installed counts as using the first lifetime (a fresh history).
+        if tokens.access_expires_at is not None:
+            update.assign(used_until={"N": str(tokens.access_expires_at)})
+        update.remove("previous_used_at")
         condition: dict[str, Any] = {}
         if install_id is not None:
             # Every install flow's id is kept (a few bytes per install): a retry whose first
@@ -240,6 +244,18 @@ class InstallationStore:
             "due_at": None if tokens.due_at is None else {"N": str(tokens.due_at)},
             "due_shard": None if tokens.due_at is None else {"S": due_shard(merchant_id, self.shards)},
         }
+        if tokens.used_at is not None:
+            # A read this write serves is recorded. Its lifetime counts as used (no mark write for
+            # it later) when it is due ahead anyway; otherwise a later read of it still records a
+            # use, which brings it to being due ahead (see ``ucoauth.tokens``).
+            ahead = tokens.due_at is not None and tokens.due_at < (tokens.access_expires_at or 0)
+            optional.update(
+                last_used_at={"N": str(tokens.used_at)},
+                used_until=optional["access_expires_at"] if ahead else None,
+                previous_used_at=None
+                if tokens.previous_used_at is None
+                else {"N": str(tokens.previous_used_at)},
+            )
         for attribute, value in optional.items():
             if value is None:
                 update.remove(attribute)
@@ -296,24 +312,37 @@ class InstallationStore:
             )
         )
 
-    def mark_used(self, merchant_id: str, *, now: int, due_at: int | None = None) -> None:
-        """Someone asked for the merchant's token now (drives which merchants are refreshed ahead);
-        with ``due_at``, an idle schedule is brought back to refreshing ahead of expiry."""
-        sets = "SET last_used_at = :now"
-        values: dict[str, Any] = {":now": {"N": str(now)}}
+    def mark_used(
+        self,
+        merchant_id: str,
+        *,
+        now: int,
+        expires: int,
+        previous_used_at: int | None,
+        due_at: int | None = None,
+    ) -> bool:
+        """The first read of the lifetime that expires at ``expires``: record it (it drives which
+        merchants are refreshed ahead, see ``ucoauth.issued.in_demand``); with ``due_at``, the
+        lifetime becomes due ahead of its expiry. Conditional: only the first read of a lifetime
+        writes, and a lifetime a refresh replaced meanwhile is left alone. False when the
+        condition failed (another read marked it first, or the tokens changed)."""
+        update = Update().assign(used_until={"N": str(expires)}, last_used_at={"N": str(now)})
+        if previous_used_at is not None:
+            update.assign(previous_used_at={"N": str(previous_used_at)})
         if due_at is not None:
-            sets += ", due_at = :due, due_shard = :shard"
-            values[":due"] = {"N": str(due_at)}
-            values[":shard"] = {"S": due_shard(merchant_id, self.shards)}
-        if_condition_holds(
+            update.assign(due_at={"N": str(due_at)}, due_shard={"S": due_shard(merchant_id, self.shards)})
+        update.value(":exp", {"N": str(expires)})
+        answer = if_condition_holds(
             lambda: self._ddb().update_item(
                 TableName=self.table_name,
                 Key=merchant_key(merchant_id),
-                UpdateExpression=sets,
-                ConditionExpression="attribute_exists(pk)",
-                ExpressionAttributeValues=values,
+                ConditionExpression=(
+                    "access_expires_at = :exp AND (attribute_not_exists(used_until) OR used_until <> :exp)"
+                ),
+                **update.request(),
             )
         )
+        return answer is not None
 
     def mark_uninstalled(
         self,
