@@ -30,7 +30,7 @@ from typing import Any
 from bench.common import ROOT, progress, set_process_aws_env, use_project_paths
 
 REGION = "us-east-1"
-PLANNER_INTERVAL = 300
+PLANNER_INTERVAL = 60  # the template's RefreshScheduleRate
 DEFAULT_DAILY = 9000
 ULTRACART_DAILY = 10_000
 DEFAULT_RESERVE = 0.1
@@ -83,30 +83,132 @@ class Run:
     merchants: int
     days: float
     daily_limit: int
+    # Seconds between one merchant's token reads (None: never read).
+    period: int | None = None
     refreshes: int = 0
     backlog_runs: int = 0
     first_backlog_hour: float | None = None
     expired_peak: int = 0  # most merchants holding an expired token at one hourly check
+    reads: int = 0
+    waited: int = 0  # reads that waited on an inline refresh
+    unavailable: int = 0  # reads answered "upstream unavailable" (no valid token, no refresh)
+    minimum: float = 0.0  # the fewest refreshes that serve every read (and keep idle grants alive)
+
+
+# The usage patterns: seconds between one merchant's token reads, and how long to measure them.
+PATTERNS: dict[str, tuple[int | None, float]] = {
+    "every 5 minutes": (300, 1.0),
+    "hourly": (3600, 2.0),
+    "once a day": (86_400, 7.0),
+    "once a week": (7 * 86_400, 28.0),
+    "never": (None, 58.0),
+}
+
+
+def fewest_refreshes(reads: list[float], lifetime: int) -> int:
+    """The fewest token lifetimes that cover every read: a token issued at a read serves the
+    reads before it expires (one refresh per lifetime in which the token is used)."""
+    count, until = 0, float("-inf")
+    for at in reads:
+        if at >= until:
+            count, until = count + 1, at + lifetime
+    return count
+
+
+class _Simulation:
+    """The planner (on its schedule), the worker and the token API's reads over package time:
+    events only when something happens (a read, a planner run that finds something due)."""
+
+    def __init__(self, services: Any, fake: _FakeUltraCart, run: Run, merchants: list[str]) -> None:
+        self.s, self.fake, self.run, self.merchants = services, fake, run, merchants
+        self.due: dict[str, float] = {}
+        self.reads: dict[str, list[float]] = {m: [] for m in merchants}
+
+    def refresh_due_times(self, merchant_ids: list[str]) -> None:
+        for merchant_id in merchant_ids:
+            installation = self.s.installations.get(merchant_id)
+            due = installation.due_at if installation is not None else None
+            self.due[merchant_id] = float("inf") if due is None else due
+
+    def planner_run(self, now: float) -> None:
+        from ucoauth.errors import RetryLaterError
+        from ucoauth.refresh import plan, refresh_due
+        from ucoauth.timing import Deadline
+
+        stats: dict[str, int] = {}
+        queued = plan(self.s, stats=stats)
+        if stats.get("backlog", 0) and self.counting(now):
+            self.run.backlog_runs += 1
+            if self.run.first_backlog_hour is None:
+                self.run.first_backlog_hour = (now - self.start) / 3600
+        for merchant_id in queued:
+            with contextlib.suppress(RetryLaterError):
+                refresh_due(self.s, merchant_id, deadline=Deadline(now + 120, self.s.clock))
+        self.refresh_due_times(queued)
+
+    def read(self, merchant_id: str, now: float) -> None:
+        from ucoauth.errors import UpstreamUnavailableError
+        from ucoauth.timing import Deadline
+        from ucoauth.tokens import access_token
+
+        before = self.fake.refreshes
+        try:
+            access_token(self.s, merchant_id, deadline=Deadline(now + 120, self.s.clock))
+        except UpstreamUnavailableError:
+            if self.counting(now):
+                self.run.unavailable += 1
+        if self.counting(now):
+            self.run.reads += 1
+            self.run.waited += self.fake.refreshes > before
+            self.reads[merchant_id].append(now)
+        self.refresh_due_times([merchant_id])
+
+    def counting(self, now: float) -> bool:
+        return now >= self.start
+
+    def expired_now(self, now: float) -> int:
+        expired = 0
+        for merchant_id in self.merchants:
+            installation = self.s.installations.get(merchant_id)
+            if installation is not None and (installation.access_expires_at or 0) <= now:
+                expired += 1
+        return expired
+
+    start: float = 0.0
+
+
+def _next_tick(at: float, start: float) -> float:
+    """The planner's first scheduled run at or after ``at`` (runs every PLANNER_INTERVAL)."""
+    ticks = -(-(at - start) // PLANNER_INTERVAL)
+    return start + ticks * PLANNER_INTERVAL
 
 
 def simulate(
-    lifetime: int, merchants: int, days: float, *, daily: int, hourly: int, watch_expiry: bool = False
+    lifetime: int,
+    merchants: int,
+    days: float,
+    *,
+    daily: int,
+    hourly: int,
+    period: int | None = 300,
+    watch_expiry: bool = False,
+    seed: int = 0,
 ) -> Run:
-    """Run the planner and the worker over ``days`` of package time."""
+    """Merchants that read their token every ``period`` seconds (None: never), installed before a
+    warm-up of two lifetimes or two periods; ``days`` of package time measured after it."""
+    import random
+
     import boto3
     import moto
 
     from devstack.resources import create_resources
     from ucoauth import aws as uc_aws
     from ucoauth.crypto import TokenSet
-    from ucoauth.errors import RetryLaterError
     from ucoauth.issued import token_fields
-    from ucoauth.refresh import plan, refresh_due
     from ucoauth.services import Services
     from ucoauth.settings import Settings
-    from ucoauth.timing import Deadline
 
-    run = Run(lifetime=lifetime, merchants=merchants, days=days, daily_limit=daily)
+    run = Run(lifetime=lifetime, merchants=merchants, days=days, daily_limit=daily, period=period)
     with moto.mock_aws():
         uc_aws.reset_clients()
         resources = create_resources(boto3.Session(region_name=REGION), stage="bench")
@@ -117,43 +219,56 @@ def simulate(
         env.pop("AWS_ENDPOINT_URL", None)
         settings = Settings.from_env(env)
         services = Services.from_settings(settings)
+        services.rng = random.Random(seed)
         fake = _FakeUltraCart(lifetime)
         services.ultracart_factory = lambda: fake
         now = [float(int(time.time()) // 86_400 * 86_400)]
         services.clock = lambda: now[0]
         services.sleep = lambda seconds: None
         start = now[0]
-        # Installs spread evenly over one lifetime: the steady state from the first hour on.
-        for index in range(merchants):
-            merchant_id = f"C{index:05d}"
-            now[0] = start - lifetime + (index + 0.5) * lifetime / merchants
+        warm_up = 2 * max(lifetime, period or 0)
+        ids = [f"C{index:05d}" for index in range(merchants)]
+        # Installs spread evenly over one lifetime before the warm-up; reads spread over a period.
+        next_read: dict[str, float] = {}
+        for index, merchant_id in enumerate(ids):
+            now[0] = start - warm_up - lifetime + (index + 0.5) * lifetime / merchants
             answer = fake.exchange_code("c", "r")
             fields = token_fields(
                 services, merchant_id, TokenSet(answer.access_token, answer.refresh_token), answer
             )
             services.installations.save_installation(merchant_id, fields, now=int(now[0]))
-        now[0] = start
-        fake.refreshes = 0
-        steps = int(days * 86_400 // PLANNER_INTERVAL)
-        for step in range(steps):
-            now[0] = start + step * PLANNER_INTERVAL
-            stats: dict[str, int] = {}
-            queued = plan(services, stats=stats)
-            if stats.get("backlog", 0):
-                run.backlog_runs += 1
-                if run.first_backlog_hour is None:
-                    run.first_backlog_hour = (now[0] - start) / 3600
-            for merchant_id in queued:
-                with contextlib.suppress(RetryLaterError):
-                    refresh_due(services, merchant_id, deadline=Deadline(now[0] + 120, services.clock))
-            if watch_expiry and step % (3600 // PLANNER_INTERVAL) == 0:
-                expired = 0
-                for index in range(merchants):
-                    installation = services.installations.get(f"C{index:05d}")
-                    if installation is not None and (installation.access_expires_at or 0) <= now[0]:
-                        expired += 1
-                run.expired_peak = max(run.expired_peak, expired)
+            if period is not None:
+                next_read[merchant_id] = start - warm_up + (index + 0.5) * period / merchants
+        sim = _Simulation(services, fake, run, ids)
+        sim.start = start
+        sim.refresh_due_times(ids)
+        end = start + days * 86_400
+        counted = False
+        next_check = start
+        while True:
+            first_due = min(sim.due.values())
+            tick = _next_tick(max(now[0] + 1, first_due), start)
+            read_at = min(next_read.values(), default=float("inf"))
+            check_at = next_check if watch_expiry else float("inf")
+            at = min(tick, read_at, check_at)
+            if at >= end:
+                break
+            if not counted and at >= start:
+                fake.refreshes, counted = 0, True
+            now[0] = at
+            if at == check_at:
+                run.expired_peak = max(run.expired_peak, sim.expired_now(at))
+                next_check += 3600
+            if at == tick:
+                sim.planner_run(at)
+            for merchant_id in [m for m, t in next_read.items() if t == at]:
+                sim.read(merchant_id, at)
+                next_read[merchant_id] = at + (period or 0)
         run.refreshes = fake.refreshes
+        keep_alive = settings.refresh_token_lapse_seconds - 86_400
+        run.minimum = sum(
+            max(fewest_refreshes(sim.reads[m], lifetime), days * 86_400 / keep_alive) for m in ids
+        )
         uc_aws.reset_clients()
     return run
 

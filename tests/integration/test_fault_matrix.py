@@ -1341,7 +1341,7 @@ TIME_REFRESH = {
 
 @cells("refresh", TIME_REFRESH)
 def test_refresh_in_time(world: World, cell: Cell, fault: str, expected: str) -> None:
-    seed(world, expires_in=120)  # due, and inside the token API's inline margin
+    seed(world, expires_in=59)  # due, and inside the token API's 60 s inline margin
     merchant = world.merchants[0]
     for one in world.merchants:
         world.refresh_queue.send({"merchant_id": one})
@@ -1392,7 +1392,7 @@ TIME_TOKEN = {
 
 @cells("token", TIME_TOKEN)
 def test_token_access_in_time(world: World, cell: Cell, fault: str, expected: str) -> None:
-    seed(world, expires_in=200)  # inside the inline margin, still valid for minutes
+    seed(world, expires_in=59)  # inside the 60 s inline margin, still valid for a minute
     merchant = world.merchants[0]
     second = Once(second_refresh(world, merchant))
     with ExitStack() as stack:

@@ -120,7 +120,7 @@ def test_the_token_api_serves_a_valid_stored_token_while_the_app_is_refused(
     services: Services, fake_uc: FakeUltraCart, gate: AppGate
 ) -> None:
     # Given a token inside the inline refresh margin but still valid
-    fake_uc.expires_in = 120
+    fake_uc.expires_in = 50
     install(services, fake_uc)
     stored = stored_tokens(services, "DEMO1").access_token
     gate.refuse = True

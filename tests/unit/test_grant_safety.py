@@ -66,7 +66,7 @@ def status_of(services: Services, merchant_id: str = "DEMO1") -> str:
 def test_a_slow_refresher_keeps_the_rotated_grant_when_the_token_api_comes_after_40_seconds(
     services: Services, fake_uc: FakeUltraCart, clock: Clock
 ) -> None:
-    fake_uc.expires_in = 120  # due, and inside the token API's inline margin
+    fake_uc.expires_in = 50  # due, and inside the token API's 60 s inline margin
     install(services, fake_uc)
     seen: dict[str, Any] = {}
 

@@ -81,7 +81,7 @@ def test_the_shared_event_for_a_bad_id_is_400(services: Services) -> None:
 def test_reauthorization_required_is_409(services: Services, fake_uc: FakeUltraCart, clock: Clock) -> None:
     install(services, fake_uc)
     fake_uc.live_refresh.clear()
-    clock.now += 3600 - 100
+    clock.now += 3600 - 30
     assert get("DEMO1") == (409, {"error": "reauthorization_required"})
     assert get("DEMO1") == (409, {"error": "reauthorization_required"})
 
@@ -90,7 +90,7 @@ def test_upstream_unavailable_is_503_only_once_expired(
     services: Services, fake_uc: FakeUltraCart, clock: Clock
 ) -> None:
     install(services, fake_uc)
-    clock.now += 3600 - 100
+    clock.now += 3600 - 30
     fake_uc.fail_next.append(transient(500))
     assert get("DEMO1")[0] == 200  # still valid: the stored token is served
     clock.now += 200
@@ -139,7 +139,7 @@ def test_a_demand_longer_than_ultracarts_tokens_live_does_not_refresh_on_every_c
     fake_uc.expires_in = 600  # UltraCart issues 10-minute tokens
     install(services, fake_uc)
     first = get("DEMO1", "min_valid_seconds=3300")[1]
-    assert fake_uc.calls.count("refresh") == 0  # capped at the lifetime less the margin: 300 s
+    assert fake_uc.calls.count("refresh") == 0  # capped at the lifetime less the margin: 540 s
     clock.now += 350
     second = get("DEMO1", "min_valid_seconds=3300")[1]
     assert fake_uc.calls.count("refresh") == 1 and second["access_token"] != first["access_token"]
@@ -173,7 +173,7 @@ def test_a_bad_repeated_or_unknown_parameter_is_400_and_nothing_happens(
     services: Services, fake_uc: FakeUltraCart, clock: Clock, query: str
 ) -> None:
     install(services, fake_uc)
-    clock.now += 3600 - 100  # a plain read would refresh inline now
+    clock.now += 3600 - 30  # a plain read would refresh inline now
     before = services.installations.get("DEMO1")
 
     assert get("DEMO1", query) == (400, {"error": "invalid_parameter"})
