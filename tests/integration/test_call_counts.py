@@ -194,3 +194,42 @@ def test_revoke_costs_at_most_6_aws_calls_and_2_ultracart_calls(
         "events.PutEvents": 1,
     }
     assert [r.endpoint for r in sandbox.requests()] == ["revoke", "revoke"]
+
+
+def _tokens_event(merchant_id: str) -> dict[str, object]:
+    event = load_event("tokens-get.json")
+    event["rawPath"] = f"/tokens/{merchant_id}"
+    event["pathParameters"] = {"merchant_id": merchant_id}
+    return event
+
+
+def test_the_first_read_of_a_token_lifetime_costs_one_write_and_later_reads_none(
+    live: Services, sandbox: Sandbox
+) -> None:
+    seed_installation(live, sandbox, "COUNT9", expires_in=60)  # due now
+    assert invoke("RefreshWorkerFunction", _refresh_event("COUNT9")) == {"batchItemFailures": []}
+    counter = AwsCallCounter()  # a new lifetime, nobody has read it yet
+    assert invoke("TokenApiFunction", _tokens_event("COUNT9"))["statusCode"] == 200
+    # Its read, its decrypt, and the conditional write that records the lifetime's use.
+    assert counter.by_operation() == {"dynamodb.GetItem": 1, "kms.Decrypt": 1, "dynamodb.UpdateItem": 1}
+    counter.reset()
+    for _ in range(3):
+        assert invoke("TokenApiFunction", _tokens_event("COUNT9"))["statusCode"] == 200
+    assert counter.by_operation() == {"dynamodb.GetItem": 3, "kms.Decrypt": 3}
+    assert [r.grant_type for r in sandbox.requests("token")] == ["refresh_token"]
+
+
+def test_a_planner_run_that_finds_nothing_due_costs_one_query_per_shard_and_two_reads(
+    live: Services, sandbox: Sandbox
+) -> None:
+    invoke("RefreshPlannerFunction", load_event("schedule-refresh.json"))  # the first run marks the shards
+    counter = AwsCallCounter()
+    invoke("RefreshPlannerFunction", load_event("schedule-refresh.json"))
+    # Run every minute: the budget's item, the shard mark, one DueIndex query per shard.
+    assert counter.by_operation() == {"dynamodb.GetItem": 2, "dynamodb.Query": live.settings.due_shards}
+
+
+def _refresh_event(merchant_id: str) -> dict[str, object]:
+    event = load_event("sqs-refresh.json")
+    event["Records"][0]["body"] = json.dumps({"merchant_id": merchant_id})
+    return event

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import time
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 from devstack.resources import LocalResources
 from tests.support.deadlines import a_deadline
 from tests.support.installs import seed_installation, stored_tokens
+from tests.support.lambdas import invoke, load_event
 from tests.support.observer import observed_events
 from tests.support.processes import results_of, start_processes
 from tests.support.roles import harness_boto3_session
@@ -159,3 +161,22 @@ def test_the_planner_reads_only_the_due_items(live: Services, aws_server: LocalR
     assert len(capped) == 50
     assert set(capped) <= set(due)
     assert stats["scanned"] <= 100
+
+
+def test_an_unread_expired_token_is_left_to_its_next_read_which_refreshes_it_inline(
+    live: Services, sandbox: Sandbox
+) -> None:
+    """Refresh by demand over real HTTP: a lifetime nobody read is not refreshed ahead; the read
+    that finds it expired refreshes it inline (one call to the sandbox) and gets a working token."""
+    old_access, _ = seed_installation(live, sandbox, "DEMAND1", expires_in=2, ahead=False)
+    time.sleep(3)  # expired
+    assert "DEMAND1" not in plan(live)
+    event = load_event("tokens-get.json")
+    event["rawPath"] = "/tokens/DEMAND1"
+    event["pathParameters"] = {"merchant_id": "DEMAND1"}
+    response = invoke("TokenApiFunction", event)
+    assert response["statusCode"] == 200
+    served = json.loads(response["body"])["access_token"]
+    assert served != old_access and sandbox.token_is_valid(served)
+    assert [r.grant_type for r in sandbox.requests("token")] == ["refresh_token"]
+    assert stored_tokens(live, "DEMAND1").access_token == served

@@ -51,9 +51,10 @@ def stored_refresh_token(services: Services, merchant_id: str = "DEMO1") -> str 
 
 
 def seed_installation(
-    services: Services, sandbox: Sandbox, merchant_id: str, *, expires_in: int = 60
+    services: Services, sandbox: Sandbox, merchant_id: str, *, expires_in: int = 60, ahead: bool = True
 ) -> tuple[str, str]:
-    """An installation whose tokens the sandbox really issued; returns (access, refresh)."""
+    """An installation whose tokens the sandbox really issued; returns (access, refresh). Without
+    ``ahead`` its lifetime is due only on use (as one nobody read: only kept alive)."""
     pair = sandbox.issue_tokens(merchant_id, expires_in=expires_in)
     answer = TokenResponse(
         access_token=pair.access_token,
@@ -61,7 +62,9 @@ def seed_installation(
         expires_in=expires_in,
         merchant_id=merchant_id,
     )
-    fields = token_fields(services, merchant_id, TokenSet(pair.access_token, pair.refresh_token), answer)
+    fields = token_fields(
+        services, merchant_id, TokenSet(pair.access_token, pair.refresh_token), answer, ahead=ahead
+    )
     services.installations.save_installation(merchant_id, fields, now=services.now())
     return pair.access_token, pair.refresh_token
 
