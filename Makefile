@@ -90,6 +90,7 @@ bench: $(STAMP) $(PTH) bench-deps
 	$(PY) -m bench
 	$(PY) -m bench.modules
 	$(PY) -m bench.capacity
+	$(PY) -m bench.cost
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) .aws-sam .mypy_cache .ruff_cache .pytest_cache artifacts
