@@ -146,7 +146,7 @@ def render() -> str:
     s1, s10 = Scenario(1000, 100, 1.06, 0.0), Scenario(10_000, 100, 1.06, 0.0)
     out += [
         "With 1-hour tokens, merchants read every 15 minutes are refreshed about 25.8 times a day:",
-        "UltraCart's budget (8,100 background calls a day by default) keeps about 313 of them",
+        "UltraCart's budget (8,100 background calls a day by default) keeps about 314 of them",
         "(docs/CAPACITY.md); 1,000 or 10,000 need the `merchant` budget scope (if UltraCart counts",
         "per merchant) or longer-lived tokens. The AWS side is priced here whatever UltraCart allows.",
         "",

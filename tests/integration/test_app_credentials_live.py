@@ -131,6 +131,13 @@ def run_planner_and_workers(aws: LocalResources) -> int:
     return planned
 
 
+def _tokens_event(merchant_id: str) -> dict[str, Any]:
+    event = load_event("tokens-get.json")
+    event["rawPath"] = f"/tokens/{merchant_id}"
+    event["pathParameters"] = {"merchant_id": merchant_id}
+    return event
+
+
 def queue_uninstall(aws: LocalResources, merchant_id: str) -> None:
     when = datetime.fromtimestamp(time.time() + 1, tz=UTC).isoformat().replace("+00:00", "Z")
     body = {
@@ -306,6 +313,8 @@ def test_rotating_the_client_secret_during_refreshes_and_uninstalls_loses_no_gra
 
     # The secret is rotated at UltraCart first: the stack's is refused while it is not yet stored
     sandbox.set_client_secret("second-secret")
+    for merchant in refreshed:  # in use: read, so they are refreshed ahead of their next expiry
+        assert invoke("TokenApiFunction", _tokens_event(merchant))["statusCode"] == 200
     clock.advance(3600)  # the refreshed tokens are due again
     queue_uninstall(aws_server, "UNI2")
     assert run_planner_and_workers(aws_server) == len(refreshed)

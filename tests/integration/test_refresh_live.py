@@ -154,11 +154,11 @@ def test_the_planner_reads_only_the_due_items(live: Services, aws_server: LocalR
     assert len(due) == 100
     assert stats["scanned"] == 100  # items read == items due, not 10,000
     assert stats["queries"] == live.settings.due_shards
-    # With the default pace (10 per minute, planner every 5 minutes) it queues only the 50 most
-    # overdue; the other 50 stay in the index for the next run. Still no more than 100 read.
+    # With the default pace (10 per minute, planner every minute) it queues only the 10 most
+    # overdue; the other 90 stay in the index for the next runs. Still no more than 100 read.
     stats = {}
     capped = plan(live, stats=stats)
-    assert len(capped) == 50
+    assert len(capped) == 10
     assert set(capped) <= set(due)
     assert stats["scanned"] <= 100
 
