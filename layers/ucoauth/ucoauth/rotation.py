@@ -225,14 +225,10 @@ def persist(
 
     merchant_id = lease.merchant_id
     held = lease.installation
-    last, previous = (
-        (used_at, held.last_used_at)
-        if used_at is not None
-        else (
-            held.last_used_at,
-            held.previous_used_at,
-        )
-    )
+    # The merchant's last two uses, this read included: whether the new lifetime is in demand.
+    last, previous = held.last_used_at, held.previous_used_at
+    if used_at is not None:
+        last, previous = used_at, held.last_used_at
     lifetime = answer.expires_in or services.settings.assumed_token_lifetime_seconds
     ahead = in_demand(
         services, now=issued_at, lifetime=lifetime, last_used_at=last, previous_used_at=previous
