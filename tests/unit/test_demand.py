@@ -8,10 +8,10 @@ from tests.support.clock import Clock
 from tests.support.deadlines import a_deadline
 from tests.support.fake_ultracart import FakeUltraCart
 from tests.support.installs import install
-from ucoauth.installations.model import Installation
-from ucoauth.refresh import plan, refresh_due
-from ucoauth.services import Services
-from ucoauth.tokens import access_token
+from ucoauth.adapters.installations.model import Installation
+from ucoauth.adapters.services import Services
+from ucoauth.usecases.refresh import plan, refresh_due
+from ucoauth.usecases.tokens import access_token
 
 
 def _get(services: Services, merchant_id: str) -> Installation:
