@@ -122,7 +122,7 @@ def emitted() -> dict[str, Any]:
     environment["PYTHONPATH"] = str(ROOT / "layers" / "ucoauth")
     code = (
         "import json\n"
-        "from ucoauth.observability import metrics\n"
+        "from ucoauth.base.observability import metrics\n"
         "metrics.add_metric(name='Probe', unit='Count', value=1)\n"
         "print(json.dumps(metrics.serialize_metric_set()))\n"
     )
@@ -142,7 +142,7 @@ def emitted() -> dict[str, Any]:
 def _metrics_the_code_emits() -> set[str]:
     """Every metric name the package and the handlers pass to ``metrics.add_metric`` as a literal."""
     package = ROOT / "layers" / "ucoauth" / "ucoauth"
-    sources = [*package.glob("*.py"), *(ROOT / "functions").glob("*/app.py")]
+    sources = [*package.rglob("*.py"), *(ROOT / "functions").glob("*/app.py")]
     names: set[str] = set()
     for path in sources:
         for node in ast.walk(ast.parse(path.read_text(), str(path))):

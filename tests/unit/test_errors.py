@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 import ucoauth
-from ucoauth import aws as uc_aws
-from ucoauth import errors
-from ucoauth.errors import QueueSendError, UcOAuthError
-from ucoauth.queues import send_refresh_requests
-from ucoauth.validation import BadInput
+from ucoauth.adapters import aws as uc_aws
+from ucoauth.adapters.queues import send_refresh_requests
+from ucoauth.base import errors
+from ucoauth.base.errors import QueueSendError, UcOAuthError
+from ucoauth.edges.validation import BadInput
 
 PACKAGE = Path(ucoauth.__file__).parent
 BUILTIN_ERRORS = {"Exception", "RuntimeError", "ValueError", "TypeError", "KeyError", "OverflowError"}
@@ -37,7 +37,7 @@ def test_no_error_of_the_package_carries_a_status_code() -> None:
 
 
 def test_the_package_raises_no_builtin_exception() -> None:
-    for path in sorted(PACKAGE.glob("*.py")):
+    for path in sorted(PACKAGE.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Raise) and node.exc is not None:
                 raised = node.exc.func if isinstance(node.exc, ast.Call) else node.exc

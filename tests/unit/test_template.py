@@ -34,8 +34,8 @@ from devstack.resources import (
     schedules,
     sqs_event_sources,
 )
-from ucoauth import admin
-from ucoauth.settings import (
+from ucoauth.adapters.table import STATUS_INDEX
+from ucoauth.base.settings import (
     ACCESS_TOKEN_SECTIONS,
     ENVIRONMENT,
     FUNCTION_SECTIONS,
@@ -45,7 +45,7 @@ from ucoauth.settings import (
     function_variables,
     variables_of,
 )
-from ucoauth.table import STATUS_INDEX
+from ucoauth.usecases import admin
 
 BIN = Path(sys.executable).parent
 CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
@@ -155,7 +155,7 @@ def test_sam_build_packages_the_layer_with_its_dependencies(tmp_path: Path) -> N
     assert (layer / "ucoauth" / "__init__.py").is_file()
     assert (layer / "aws_lambda_powertools").is_dir()
     # Bytecode ships with the layer (it is read-only in Lambda), compiled for python3.13.
-    assert list((layer / "ucoauth" / "__pycache__").glob("tokens.cpython-313.pyc"))
+    assert list((layer / "ucoauth" / "usecases" / "__pycache__").glob("tokens.cpython-313.pyc"))
     assert list((layer / "aws_lambda_powertools" / "__pycache__").glob("*.cpython-313.pyc"))
     # The arm64 wheel of charset_normalizer, not the build machine's.
     compiled = [p.name for p in (layer / "charset_normalizer").glob("*.so")]
@@ -313,7 +313,7 @@ def test_every_environment_variable_is_described_and_each_functions_listed() -> 
     described = {n for row in _table_rows(architecture, "### Variables") for n in _names(row[0])}
     assert set(ENVIRONMENT) - described == set()
     assert all(row[1] for row in _table_rows(architecture, "### Variables"))
-    # The sections, and which functions use which, as ucoauth.settings declares them.
+    # The sections, and which functions use which, as ucoauth.base.settings declares them.
     sections = {row[0].strip("`"): _names(row[1]) for row in _table_rows(architecture, "### Sections")}
     assert sections == {name: list(section.variables) for name, section in SECTIONS.items()}
     per_function = _table_rows(architecture, "### Environment variables per function")
@@ -555,7 +555,7 @@ def test_the_dashboard_draws_what_operators_watch(template: dict[str, Any]) -> N
         "UltraCartBudgetUsed",
     }
     # Every metric drawn is one the code emits, with the stage's own service dimension.
-    source = "\n".join(p.read_text() for p in (ROOT / "layers/ucoauth/ucoauth").glob("*.py"))
+    source = "\n".join(p.read_text() for p in (ROOT / "layers/ucoauth/ucoauth").rglob("*.py"))
     for metric in own:
         assert f'name="{metric}"' in source, metric
     assert all(m[2:] == ("service", "${AWS::StackName}") for m in drawn if m[0] == "UltraCartOAuth")
