@@ -99,8 +99,8 @@ def simulate(
     from devstack.resources import create_resources
     from ucoauth.adapters import aws as uc_aws
     from ucoauth.adapters.crypto import TokenSet
+    from ucoauth.adapters.services import Services
     from ucoauth.base.errors import RetryLaterError
-    from ucoauth.base.services import Services
     from ucoauth.base.settings import Settings
     from ucoauth.base.timing import Deadline
     from ucoauth.core.issued import token_fields

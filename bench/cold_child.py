@@ -51,7 +51,7 @@ def _import_function(candidate: str) -> None:
 
 def _function_clients(directory: str) -> None:
     from ucoauth.adapters import aws
-    from ucoauth.base.services import get_services
+    from ucoauth.adapters.services import get_services
 
     get_services()
     for name in FUNCTION_CLIENTS[directory]:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from bench.common import Live
-    from ucoauth.base.services import Services
+    from ucoauth.adapters.services import Services
 
 REDIRECT = "http://localhost:3000/oauth/callback"
 

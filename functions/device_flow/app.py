@@ -7,13 +7,13 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from ucoauth.adapters.services import get_services
 from ucoauth.base.errors import PermanentUltraCartError
 from ucoauth.base.observability import logger, metrics
-from ucoauth.base.services import get_services
 from ucoauth.base.timing import Deadline
+from ucoauth.base.validation import BadInput, is_scope
 from ucoauth.edges.api_errors import Answer, answer_errors
 from ucoauth.edges.resolver import APIGatewayHttpResolver, Response
-from ucoauth.edges.validation import BadInput, is_scope
 from ucoauth.edges.web import json_error, json_response, raw_body
 from ucoauth.usecases.device import (
     device_status,

@@ -9,6 +9,7 @@ from aws_lambda_powertools.shared.cookies import Cookie
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 
+from ucoauth.adapters.services import get_services
 from ucoauth.base.errors import (
     APP_MISCONFIGURED_ERRORS,
     AppCredentialsRejectedError,
@@ -23,11 +24,10 @@ from ucoauth.base.errors import (
     UltraCartTimeoutError,
 )
 from ucoauth.base.observability import logger, metrics
-from ucoauth.base.services import get_services
 from ucoauth.base.timing import Deadline
+from ucoauth.base.validation import OAUTH_ERROR, OAUTH_VALUE, BadInput, parse_query
 from ucoauth.edges import web
 from ucoauth.edges.resolver import APIGatewayHttpResolver, Response
-from ucoauth.edges.validation import OAUTH_ERROR, OAUTH_VALUE, BadInput, parse_query
 from ucoauth.usecases.install import (
     RECEIPT_COOKIE,
     STATE_COOKIE,

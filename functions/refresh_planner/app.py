@@ -7,8 +7,8 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ucoauth.adapters.queues import send_refresh_requests
+from ucoauth.adapters.services import get_services
 from ucoauth.base.observability import logger, metrics
-from ucoauth.base.services import get_services
 from ucoauth.usecases.refresh import plan
 
 

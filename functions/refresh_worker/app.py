@@ -8,10 +8,11 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ucoauth.adapters.queues import back_off, defer
+from ucoauth.adapters.services import get_services
 from ucoauth.base.errors import RetryLaterError
 from ucoauth.base.observability import logger, metrics
-from ucoauth.base.services import get_services
 from ucoauth.base.timing import Deadline
+from ucoauth.base.validation import is_merchant_id
 from ucoauth.edges.batch import (
     BatchProcessor,
     EventType,
@@ -19,7 +20,6 @@ from ucoauth.edges.batch import (
     SQSRecord,
     process_partial_response,
 )
-from ucoauth.edges.validation import is_merchant_id
 from ucoauth.usecases.refresh import apply_recovery_message, refresh_due
 
 # A batch whose records all failed still answers per record (no exception), so the event source

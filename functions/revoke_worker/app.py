@@ -9,9 +9,9 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ucoauth.adapters.queues import back_off, defer
+from ucoauth.adapters.services import get_services
 from ucoauth.base.errors import RetryLaterError, RevokePendingError
 from ucoauth.base.observability import logger, metrics
-from ucoauth.base.services import get_services
 from ucoauth.base.timing import Deadline
 from ucoauth.edges.batch import (
     BatchProcessor,

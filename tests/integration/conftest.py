@@ -9,7 +9,7 @@ import pytest
 
 import ucoauth
 from devstack.resources import LocalResources
-from ucoauth.base.services import Services, set_services
+from ucoauth.adapters.services import Services, set_services
 from ucoauth.base.settings import Settings
 from ucsandbox import Sandbox
 

@@ -21,7 +21,7 @@ from tests.support.lambdas import invoke, load_event
 from tests.support.observer import observed_events
 from tests.support.roles import harness_boto3_session
 from ucoauth.adapters.installations.model import ACTIVE, UNINSTALLED
-from ucoauth.base.services import Services
+from ucoauth.adapters.services import Services
 from ucsandbox import Sandbox
 
 pytestmark = [pytest.mark.integration, pytest.mark.client_secret("first-secret")]

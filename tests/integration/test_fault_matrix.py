@@ -56,7 +56,7 @@ from ucoauth.adapters import queues as uc_queues
 from ucoauth.adapters.crypto import TokenCipher, TokenSet
 from ucoauth.adapters.installations.model import ACTIVE, REAUTHORIZATION_REQUIRED, UNINSTALLED, Installation
 from ucoauth.adapters.installations.store import InstallationStore
-from ucoauth.base.services import Services
+from ucoauth.adapters.services import Services
 from ucoauth.usecases.refresh import refresh_due
 from ucsandbox import Sandbox
 from ucsandbox.models import EndpointName

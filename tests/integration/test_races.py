@@ -17,7 +17,7 @@ from tests.support.deadlines import a_deadline
 from tests.support.installs import seed_installation, stored_tokens
 from tests.support.processes import results_of, start_processes
 from ucoauth.adapters.installations.model import ACTIVE
-from ucoauth.base.services import Services
+from ucoauth.adapters.services import Services
 from ucoauth.usecases.install import begin_install, complete_install
 from ucoauth.usecases.refresh import refresh_due
 from ucoauth.usecases.uninstall import process_uninstall

@@ -16,8 +16,8 @@ from tests.support.observer import observed_events
 from tests.support.processes import results_of, start_processes
 from tests.support.roles import harness_boto3_session
 from ucoauth.adapters.installations.model import REAUTHORIZATION_REQUIRED
+from ucoauth.adapters.services import Services
 from ucoauth.base.errors import GrantUnsettledError, TransientUltraCartError
-from ucoauth.base.services import Services
 from ucoauth.core.rotation import RECOVERY_GRACE
 from ucoauth.usecases.refresh import plan, refresh_due
 from ucsandbox import Sandbox

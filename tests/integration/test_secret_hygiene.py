@@ -28,8 +28,8 @@ from tests.support.installs import stored_tokens
 from tests.support.lambdas import follow_to_installed, invoke, load_event
 from tests.support.observer import observed_events
 from tests.support.roles import harness_boto3_session
+from ucoauth.adapters.services import Services, set_services
 from ucoauth.base.observability import logger
-from ucoauth.base.services import Services, set_services
 from ucoauth.base.settings import Settings
 from ucsandbox import Sandbox
 

@@ -11,8 +11,8 @@ import pytest
 from tests.support.deadlines import a_deadline
 from tests.support.installs import seed_installation
 from ucoauth.adapters.installations.model import UNINSTALLED
+from ucoauth.adapters.services import Services
 from ucoauth.base.errors import RevokePendingError
-from ucoauth.base.services import Services
 from ucoauth.usecases.refresh import refresh_due
 from ucoauth.usecases.uninstall import process_uninstall
 from ucsandbox import Sandbox

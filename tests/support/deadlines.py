@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ucoauth.base.services import Services
+from ucoauth.adapters.services import Services
 from ucoauth.base.timing import Deadline
 
 

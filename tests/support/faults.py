@@ -33,8 +33,8 @@ from botocore.awsrequest import AWSResponse
 
 from tests.support.roles import harness_boto3_session
 from ucoauth.adapters import aws
+from ucoauth.adapters.services import Services
 from ucoauth.adapters.ultracart import UltraCartClient
-from ucoauth.base.services import Services
 
 Params = Mapping[str, Any]
 Match = Callable[[Params], bool]

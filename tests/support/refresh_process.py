@@ -65,7 +65,7 @@ def main() -> None:
     merchant_id, start_at = sys.argv[1], float(sys.argv[2])
     mode = sys.argv[3] if len(sys.argv) > 3 else "normal"
     from tests.support.deadlines import a_deadline
-    from ucoauth.base.services import get_services
+    from ucoauth.adapters.services import get_services
     from ucoauth.usecases.refresh import refresh_due
 
     services = get_services()

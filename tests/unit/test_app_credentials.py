@@ -23,6 +23,7 @@ from tests.support.fake_ultracart import FakeUltraCart
 from tests.support.installs import install, stored_tokens
 from tests.support.lambdas import invoke, signed_webhook_event
 from ucoauth.adapters.app_secrets import PREVIOUS_WEBHOOK_SECRET_SECONDS, ClientSecret, SecretVersion
+from ucoauth.adapters.services import Services
 from ucoauth.adapters.ultracart import UltraCartClient
 from ucoauth.base.errors import (
     AppCredentialsRejectedError,
@@ -32,7 +33,6 @@ from ucoauth.base.errors import (
     refuses_the_app,
 )
 from ucoauth.base.observability import metrics
-from ucoauth.base.services import Services
 from ucoauth.usecases.refresh import refresh_due
 
 # -- the classification ---------------------------------------------------------------------------

@@ -23,9 +23,9 @@ from tests.support.installs import install, stored_tokens
 from tests.support.lambdas import invoke, load_event, sqs_event
 from tests.support.observer import published_events
 from ucoauth.adapters.installations.model import ACTIVE, UNINSTALLED
+from ucoauth.adapters.services import Services
 from ucoauth.adapters.table import merchant_key
 from ucoauth.base.errors import RevokePendingError
-from ucoauth.base.services import Services
 from ucoauth.base.timing import Deadline
 from ucoauth.usecases.device import poll_device_authorization, start_device_authorization
 from ucoauth.usecases.refresh import plan, refresh_due

@@ -14,8 +14,8 @@ from tests.support.clock import Clock
 from tests.support.fake_ultracart import FakeUltraCart, transient
 from tests.support.lambdas import invoke, load_event
 from tests.support.observer import published_events
+from ucoauth.adapters.services import Services
 from ucoauth.base.errors import PermanentUltraCartError, TransientUltraCartError, UltraCartTimeoutError
-from ucoauth.base.services import Services
 from ucoauth.usecases.install import RECEIPT_COOKIE, RECEIPT_SECONDS
 
 FN = "OAuthBrowserFunction"

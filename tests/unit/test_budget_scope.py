@@ -21,13 +21,13 @@ from tests.support.fake_ultracart import FakeUltraCart
 from tests.support.faults import Params, aws_faults, ddb_throttling, expression
 from tests.support.installs import store_installation
 from ucoauth.adapters.budget import DAY, UltraCartBudget
+from ucoauth.adapters.services import Services
 from ucoauth.base.errors import (
     BudgetExhaustedError,
     ConfigurationError,
     TransientUltraCartError,
     UltraCartBusyError,
 )
-from ucoauth.base.services import Services
 from ucoauth.base.settings import BUDGET_SCOPES, BudgetScope, Settings
 from ucoauth.base.timing import read_timeout_within, ultracart_call_max
 from ucoauth.usecases.refresh import plan

@@ -13,6 +13,7 @@ from devstack.resources import LocalResources
 from tests.support.clock import Clock
 from tests.support.fake_ultracart import FakeUltraCart, transient
 from tests.support.installs import install, stored_tokens
+from ucoauth.adapters.services import Services
 from ucoauth.base.errors import (
     BudgetExhaustedError,
     DeadlineTooCloseError,
@@ -20,7 +21,6 @@ from ucoauth.base.errors import (
     PermanentUltraCartError,
     QueueSendError,
 )
-from ucoauth.base.services import Services
 from ucoauth.base.timing import Deadline, call_needs
 from ucoauth.usecases import device
 from ucoauth.usecases.device import (

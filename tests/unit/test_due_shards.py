@@ -18,9 +18,9 @@ from tests.support.deadlines import a_deadline
 from tests.support.fake_ultracart import FakeUltraCart
 from tests.support.installs import install
 from ucoauth.adapters.installations.store import InstallationStore
+from ucoauth.adapters.services import Services
 from ucoauth.adapters.shards import DRAIN_SECONDS, MARK_KEY, DueShards
 from ucoauth.adapters.table import due_shard, merchant_key
-from ucoauth.base.services import Services
 from ucoauth.usecases import admin
 from ucoauth.usecases.refresh import plan, refresh_due
 

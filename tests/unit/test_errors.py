@@ -15,7 +15,7 @@ from ucoauth.adapters import aws as uc_aws
 from ucoauth.adapters.queues import send_refresh_requests
 from ucoauth.base import errors
 from ucoauth.base.errors import QueueSendError, UcOAuthError
-from ucoauth.edges.validation import BadInput
+from ucoauth.base.validation import BadInput
 
 PACKAGE = Path(ucoauth.__file__).parent
 BUILTIN_ERRORS = {"Exception", "RuntimeError", "ValueError", "TypeError", "KeyError", "OverflowError"}

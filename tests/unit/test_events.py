@@ -11,7 +11,7 @@ import pytest
 from devstack.events import EVENTS, function_for
 from devstack.resources import LocalResources, load_template, resources_of_type
 from tests.support.lambdas import invoke, load_event
-from ucoauth.base.services import Services
+from ucoauth.adapters.services import Services
 from ucoauth.base.settings import Settings, function_variables
 
 EVENT_FILES = sorted(path.name for path in EVENTS.glob("*.json") if path.name != "env.json")

@@ -25,7 +25,7 @@ from tests.support.installs import install, stored_refresh_token
 from tests.support.lambdas import call_handler, load_event, signed_webhook_event
 from tests.support.observer import published_events
 from ucoauth.adapters import aws as uc_aws
-from ucoauth.base.services import Services
+from ucoauth.adapters.services import Services
 from ucoauth.base.settings import Settings
 from ucoauth.usecases.uninstall import UNINSTALL_CLOCK_SKEW
 

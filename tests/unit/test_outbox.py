@@ -13,8 +13,8 @@ from tests.support.fake_ultracart import FakeUltraCart
 from tests.support.installs import install
 from tests.support.observer import published_events
 from ucoauth.adapters.events import EventPublisher
+from ucoauth.adapters.services import Services
 from ucoauth.base.errors import ReauthorizationRequiredError
-from ucoauth.base.services import Services
 from ucoauth.usecases.refresh import plan, refresh_due
 from ucoauth.usecases.tokens import access_token
 from ucoauth.usecases.uninstall import process_uninstall

@@ -11,6 +11,7 @@ from tests.support.fake_ultracart import FakeUltraCart, transient
 from tests.support.installs import install, stored_refresh_token
 from tests.support.observer import published_events
 from ucoauth.adapters.installations.model import REAUTHORIZATION_REQUIRED
+from ucoauth.adapters.services import Services
 from ucoauth.base.errors import (
     NotInstalledError,
     PaceExceededError,
@@ -19,7 +20,6 @@ from ucoauth.base.errors import (
     TransientUltraCartError,
     UpstreamUnavailableError,
 )
-from ucoauth.base.services import Services
 from ucoauth.base.timing import (
     IN_PROCESS_LEAD,
     MIN_READ_TIMEOUT,

@@ -16,8 +16,8 @@ import ucoauth
 from devstack.resources import LocalResources
 from tests.support.fake_ultracart import FakeUltraCart
 from ucoauth.adapters import aws as uc_aws
-from ucoauth.adapters import ultracart
-from ucoauth.base import services, settings
+from ucoauth.adapters import services, ultracart
+from ucoauth.base import settings
 from ucoauth.usecases import tokens, uninstall
 from ucoauth.usecases.tokens import AccessToken
 

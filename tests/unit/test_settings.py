@@ -10,8 +10,8 @@ import pytest
 import ucoauth
 from devstack.resources import LocalResources
 from tests.support.installs import store_installation
+from ucoauth.adapters.services import Services
 from ucoauth.base.errors import ConfigurationError
-from ucoauth.base.services import Services
 from ucoauth.base.settings import (
     ACCESS_TOKEN_SECTIONS,
     ENVIRONMENT,

@@ -8,6 +8,7 @@ import pytest
 from devstack.resources import LocalResources
 from ucoauth.adapters.browser_items import Receipt
 from ucoauth.adapters.installations.model import ACTIVE, TokenFields
+from ucoauth.adapters.services import Services
 from ucoauth.base.errors import (
     LeaseBusyError,
     NotDueError,
@@ -18,7 +19,6 @@ from ucoauth.base.errors import (
     StateInvalidError,
     StateUnknownError,
 )
-from ucoauth.base.services import Services
 
 NOW = 1_800_000_000
 

@@ -20,7 +20,7 @@ from tests.support.fake_ultracart import FakeUltraCart, transient
 from tests.support.installs import install
 from tests.support.lambdas import invoke, load_event, sqs_event
 from tests.support.observer import published_events
-from ucoauth.base.services import Services
+from ucoauth.adapters.services import Services
 from ucoauth.usecases.install import begin_install, complete_install
 from ucoauth.usecases.uninstall import UNINSTALL_CLOCK_SKEW
 

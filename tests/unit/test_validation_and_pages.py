@@ -6,8 +6,8 @@ import re
 
 import pytest
 
+from ucoauth.base.validation import BadInput, is_merchant_id, parse_query
 from ucoauth.edges import pages
-from ucoauth.edges.validation import BadInput, is_merchant_id, parse_query
 
 ALLOWED = frozenset({"code", "state", "error"})
 

@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 # order they are forgotten: the services first (they hold the rest), the settings last. This is
 # the one list; a unit test fails when a module gains a cache that is missing here.
 CACHES: tuple[tuple[str, str], ...] = (
-    ("ucoauth.base.services", "forget_services"),  # the wired Services (and the pace it remembers)
+    ("ucoauth.adapters.services", "forget_services"),  # the wired Services (and the pace it remembers)
     ("ucoauth.usecases.tokens", "clear_token_cache"),  # access tokens served by get_access_token
     ("ucoauth.usecases.uninstall", "reset_webhook_secret_cache"),  # webhook secret provider and verifier
     ("ucoauth.adapters.ultracart", "forget_clients"),  # UltraCart clients (sessions, client secret)
@@ -27,7 +27,7 @@ CACHES: tuple[tuple[str, str], ...] = (
 # The caches built from the environment's values (the settings, and the services wired from
 # them). The others are keyed by what they were built from (the UltraCart clients by their
 # configuration, the webhook verifier by the secret, tokens by merchant) or read none of it.
-CONFIGURATION_CACHES: frozenset[str] = frozenset({"ucoauth.base.services", "ucoauth.base.settings"})
+CONFIGURATION_CACHES: frozenset[str] = frozenset({"ucoauth.adapters.services", "ucoauth.base.settings"})
 
 
 def reset(*, configuration_only: bool = False) -> None:

@@ -11,7 +11,7 @@ from ucoauth.base.errors import KeyUnavailableError
 from ucoauth.base.timing import AWS_CALL_MAX
 
 if TYPE_CHECKING:
-    from ucoauth.base.services import Services
+    from ucoauth.adapters.services import Services
     from ucoauth.base.timing import Deadline
 
 # Attempts per write, on top of botocore's own: past these the caller's fallback takes over.

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from ucoauth.base.errors import ConfigurationError
-from ucoauth.edges.validation import is_scope
+from ucoauth.base.validation import is_scope
 
 DEFAULT_BASE_URL = "https://secure.ultracart.com/rest/v2"
 

@@ -13,8 +13,8 @@ from ucoauth.adapters.installations.model import TokenFields
 
 if TYPE_CHECKING:
     from ucoauth.adapters.crypto import TokenSet
+    from ucoauth.adapters.services import Services
     from ucoauth.adapters.ultracart import TokenResponse
-    from ucoauth.base.services import Services
 
 
 def refresh_window(settings_min: int, fraction: float, lifetime: int | None) -> int:

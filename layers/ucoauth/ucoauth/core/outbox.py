@@ -19,7 +19,7 @@ from ucoauth.base.observability import logger, metrics
 
 if TYPE_CHECKING:
     from ucoauth.adapters.installations.model import Installation
-    from ucoauth.base.services import Services
+    from ucoauth.adapters.services import Services
 
 Event = tuple[str, dict[str, Any]]
 

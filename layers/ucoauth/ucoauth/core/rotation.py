@@ -58,7 +58,7 @@ from ucoauth.core.outbox import announce
 if TYPE_CHECKING:
     from ucoauth.adapters.budget import Tier
     from ucoauth.adapters.installations.store import Lease
-    from ucoauth.base.services import Services
+    from ucoauth.adapters.services import Services
     from ucoauth.base.timing import Deadline
 
 # How long after a dead holder's lease horizon a recovery message it sent may still arrive.

@@ -32,7 +32,7 @@ from ucoauth.base.errors import (
     UpstreamUnavailableError,
 )
 from ucoauth.base.observability import logger
-from ucoauth.edges.validation import BadInput
+from ucoauth.base.validation import BadInput
 from ucoauth.edges.web import json_error
 
 if TYPE_CHECKING:

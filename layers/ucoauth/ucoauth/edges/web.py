@@ -10,8 +10,8 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from aws_lambda_powertools.shared.cookies import Cookie, SameSite
 
 from ucoauth.base.errors import RequestTooLargeError
+from ucoauth.base.validation import BadInput
 from ucoauth.edges.resolver import Response
-from ucoauth.edges.validation import BadInput
 
 if TYPE_CHECKING:
     from ucoauth.base.settings import Settings

@@ -25,7 +25,7 @@ from ucoauth.core.outbox import parked_events
 from ucoauth.usecases.uninstall import UNINSTALL_DETAIL_TYPE
 
 if TYPE_CHECKING:
-    from ucoauth.base.services import Services
+    from ucoauth.adapters.services import Services
     from ucoauth.base.timing import Deadline
     from ucoauth.usecases.refresh import RefreshResult
 

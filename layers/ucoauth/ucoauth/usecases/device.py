@@ -45,7 +45,7 @@ from ucoauth.base.timing import call_needs
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
-    from ucoauth.base.services import Services
+    from ucoauth.adapters.services import Services
     from ucoauth.base.timing import Deadline
 
 PENDING = "pending"

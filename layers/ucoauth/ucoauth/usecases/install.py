@@ -18,15 +18,15 @@ from ucoauth.base.errors import DeadlineTooCloseError, TransientUltraCartError
 from ucoauth.base.observability import logger, metrics
 from ucoauth.base.retry import retry_within
 from ucoauth.base.timing import AWS_CALL_MAX, WRITE_RESERVE, Deadline, call_needs
+from ucoauth.base.validation import is_merchant_id
 from ucoauth.core.issued import token_fields
 from ucoauth.core.outbox import announce
-from ucoauth.edges.validation import is_merchant_id
 
 if TYPE_CHECKING:
     from ucoauth.adapters.budget import BudgetedUltraCart
     from ucoauth.adapters.installations.model import Installation, Replaced
+    from ucoauth.adapters.services import Services
     from ucoauth.adapters.ultracart import TokenResponse
-    from ucoauth.base.services import Services
 
 STATE_COOKIE = "__Host-ucoauth_state"
 RECEIPT_COOKIE = "__Host-ucoauth_receipt"

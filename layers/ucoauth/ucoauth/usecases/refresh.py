@@ -23,7 +23,7 @@ from ucoauth.core.outbox import relay
 from ucoauth.core.rotation import Rotation, reconcile, recovery_from_json
 
 if TYPE_CHECKING:
-    from ucoauth.base.services import Services
+    from ucoauth.adapters.services import Services
     from ucoauth.base.timing import Deadline
 
 RefreshResult = Literal[

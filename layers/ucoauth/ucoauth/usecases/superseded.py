@@ -31,12 +31,12 @@ from ucoauth.base.errors import (
 )
 from ucoauth.base.observability import logger, metrics
 from ucoauth.base.retry import retry_within
+from ucoauth.base.validation import is_merchant_id
 from ucoauth.core.rotation import revoke_tokens
-from ucoauth.edges.validation import is_merchant_id
 
 if TYPE_CHECKING:
     from ucoauth.adapters.installations.model import Replaced
-    from ucoauth.base.services import Services
+    from ucoauth.adapters.services import Services
     from ucoauth.base.timing import Deadline
 
 MESSAGE_TYPE = "revoke_superseded"

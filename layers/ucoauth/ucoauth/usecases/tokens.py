@@ -40,7 +40,7 @@ from ucoauth.base.retry import is_transient_aws_error
 
 if TYPE_CHECKING:
     from ucoauth.adapters.installations.store import Lease
-    from ucoauth.base.services import Services
+    from ucoauth.adapters.services import Services
     from ucoauth.base.timing import Deadline
 
 _LEASE_WAIT_SECONDS = 6.0
@@ -315,8 +315,8 @@ def get_access_token(merchant_id: str, *, cache_seconds: float = 60.0, context: 
     stored token while it is valid, else :class:`UpstreamUnavailableError`). Without it the
     deadline is one short call and its write (``Deadline.in_process``).
     """
-    from ucoauth.base.services import get_services
-    from ucoauth.edges.validation import is_merchant_id
+    from ucoauth.adapters.services import get_services
+    from ucoauth.base.validation import is_merchant_id
 
     if not is_merchant_id(merchant_id):
         raise NotInstalledError("malformed merchant id")

@@ -33,13 +33,13 @@ from ucoauth.base.errors import (
 )
 from ucoauth.base.observability import logger, metrics
 from ucoauth.base.retry import retry_within
+from ucoauth.base.validation import is_merchant_id
 from ucoauth.core.outbox import announce
-from ucoauth.edges.validation import is_merchant_id
 from ucoauth.usecases.superseded import revoke_backoff, revoke_period_start
 
 if TYPE_CHECKING:
     from ucoauth.adapters.installations.store import Lease
-    from ucoauth.base.services import Services
+    from ucoauth.adapters.services import Services
     from ucoauth.base.timing import Deadline
 
 UNINSTALL_DETAIL_TYPE = "App Uninstalled"
