@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from ucoauth.base.timing import Deadline
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Services:
     """Collaborators of the use cases. ``clock`` and ``sleep`` are injectable for tests."""
 

@@ -241,7 +241,7 @@ def _section[C: type](name: str) -> Callable[[C], C]:
 
 
 @_section("core")
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class Core:
     """every function (the template's Globals): the table, the key, the stage, observability"""
 
@@ -260,7 +260,7 @@ class Core:
 
 
 @_section("events")
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class Events:
     """publishing events"""
 
@@ -268,7 +268,7 @@ class Events:
 
 
 @_section("ultracart")
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class UltraCart:
     """calling UltraCart: the client and the one budget every call takes from"""
 
@@ -289,7 +289,7 @@ class UltraCart:
 
 
 @_section("tokens")
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class Tokens:
     """storing and serving tokens: when a stored token is due, when it is refreshed inline"""
 
@@ -306,7 +306,7 @@ class Tokens:
 
 
 @_section("pages")
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class Pages:
     """the merchant's browser: install, callback and the pages"""
 
@@ -323,7 +323,7 @@ class Pages:
 
 
 @_section("refresh")
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class Refresh:
     """scheduled refresh: the refresh queue (also where issued tokens that could not be stored are
     kept), the global pace and the planner's schedule"""
@@ -335,7 +335,7 @@ class Refresh:
 
 
 @_section("uninstall")
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class Uninstall:
     """uninstalls: the revoke queue, how long a revoke is retried, how long tombstones stay"""
 
@@ -345,7 +345,7 @@ class Uninstall:
 
 
 @_section("webhook")
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class Webhook:
     """verifying signed uninstall webhooks"""
 
@@ -353,7 +353,7 @@ class Webhook:
 
 
 @_section("admin")
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class Admin:
     """the operators' API: the dead-letter queues it reports and redrives"""
 
@@ -362,7 +362,7 @@ class Admin:
 
 
 @_section("device")
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class Device:
     """the device flow (installs without a redirect): the default scope, the poll queue, the
     device-code key"""

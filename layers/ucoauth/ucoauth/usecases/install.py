@@ -35,7 +35,7 @@ RECEIPT_SECONDS = 3600
 _RECEIPT_NONCE = re.compile(r"^[A-Za-z0-9_-]{43}$")  # secrets.token_urlsafe(32)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
 class InstallStart:
     """Where to send the browser, and the nonce its cookie must carry back."""
 
@@ -43,7 +43,7 @@ class InstallStart:
     browser_nonce: str = field(repr=False)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
 class InstallResult:
     """A completed installation (no secrets)."""
 
