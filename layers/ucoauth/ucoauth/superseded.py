@@ -42,6 +42,7 @@ from ucoauth.rotation import revoke_tokens
 from ucoauth.validation import is_merchant_id
 
 if TYPE_CHECKING:
+    from ucoauth.crypto import TokenSet
     from ucoauth.installations.model import Replaced
     from ucoauth.services import Services
     from ucoauth.timing import Deadline
@@ -125,24 +126,7 @@ def revoke_superseded(services: Services, body: dict[str, Any], *, deadline: Dea
         raise
     first_try = revoke_period_start(services, body)
     try:
-        # One UltraCart conversation per merchant at a time: the lease keeps a refresh out.
-        lease = services.installations.lease(
-            merchant_id,
-            owner=f"revoke:{uuid.uuid4()}",
-            now=services.now(),
-            until=deadline.lease_until,
-            through_hold=True,
-        )
-    except NotInstalledError:
-        lease = None
-    except LeaseBusyError as busy:
-        raise LeaseHeldError.of(busy, services.now()) from busy
-    try:
-        if lease is None:
-            revoked = revoke_tokens(services, deadline, merchant_id, tokens, raise_app_refusal=True)
-        else:
-            with lease:
-                revoked = revoke_tokens(services, deadline, merchant_id, tokens, raise_app_refusal=True)
+        revoked = _revoke_under_lease(services, deadline, merchant_id, tokens)
     except AppCredentialsRejectedError as exc:
         raise RevokePendingError(
             exc.retry_after, retry_since=first_try, app_refused_at=services.now()
@@ -158,6 +142,25 @@ def revoke_superseded(services: Services, body: dict[str, Any], *, deadline: Dea
         logger.error("a replaced grant could not be revoked in time", merchant_id=merchant_id)
         return "gave_up"
     raise RevokePendingError(revoke_backoff(services, first_try), retry_since=first_try)
+
+
+def _revoke_under_lease(services: Services, deadline: Deadline, merchant_id: str, tokens: TokenSet) -> bool:
+    """One UltraCart conversation per merchant at a time: the lease keeps a refresh out (a
+    ``hold:`` lease does not keep this revoke out; a busy one raises :class:`LeaseHeldError`)."""
+    try:
+        lease = services.installations.lease(
+            merchant_id,
+            owner=f"revoke:{uuid.uuid4()}",
+            now=services.now(),
+            until=deadline.lease_until,
+            through_hold=True,
+        )
+    except NotInstalledError:
+        return revoke_tokens(services, deadline, merchant_id, tokens, raise_app_refusal=True)
+    except LeaseBusyError as busy:
+        raise LeaseHeldError.of(busy, services.now()) from busy
+    with lease:
+        return revoke_tokens(services, deadline, merchant_id, tokens, raise_app_refusal=True)
 
 
 def _forget_record(services: Services, merchant_id: str, generation: Any, ciphertext: bytes) -> None:

@@ -521,19 +521,7 @@ class InstallationStore(RecoverySlots):
         A lease the previous holder left behind (not a hold) is recorded on the item as the
         dead-holder evidence (``awaiting_recovery``), which no release removes.
         """
-        free = "attribute_not_exists(lease_expires_at) OR lease_expires_at <= :now"
-        values: dict[str, Any] = {
-            ":owner": {"S": owner},
-            ":now": {"N": str(now)},
-            ":until": {"N": str(until)},
-        }
-        if through_hold:
-            free += " OR begins_with(lease_owner, :hold)"
-            values[":hold"] = {"S": HOLD_PREFIX}
-        condition = f"attribute_exists(pk) AND ({free})"
-        if due_before is not None:
-            condition += " AND due_at <= :due"
-            values[":due"] = {"N": str(due_before)}
+        condition, values = _lease_condition(owner, now, until, due_before, through_hold=through_hold)
         try:
             # ALL_OLD: the item as it was, which also tells whether a previous holder left its
             # lease behind (it died, ran out of time or could not write) and until when.
@@ -580,3 +568,23 @@ class InstallationStore(RecoverySlots):
                 ExpressionAttributeValues={":owner": {"S": owner}},
             )
         )
+
+
+def _lease_condition(
+    owner: str, now: int, until: int, due_before: int | None, *, through_hold: bool
+) -> tuple[str, dict[str, Any]]:
+    """The lease take's condition and values (see :meth:`InstallationStore.lease`)."""
+    free = "attribute_not_exists(lease_expires_at) OR lease_expires_at <= :now"
+    values: dict[str, Any] = {
+        ":owner": {"S": owner},
+        ":now": {"N": str(now)},
+        ":until": {"N": str(until)},
+    }
+    if through_hold:
+        free += " OR begins_with(lease_owner, :hold)"
+        values[":hold"] = {"S": HOLD_PREFIX}
+    condition = f"attribute_exists(pk) AND ({free})"
+    if due_before is not None:
+        condition += " AND due_at <= :due"
+        values[":due"] = {"N": str(due_before)}
+    return condition, values
