@@ -313,7 +313,11 @@ def revoke_tokens(
     except (ClientError, BotoCoreError) as exc:
         # The budget's table failed before anything was sent: not asked, like a spent budget.
         # The caller keeps the tokens for recovery (or counts them lost), as for any failure.
-        logger.warning("revoke not attempted: the budget could not be read", error=type(exc).__name__)
+        logger.warning(
+            "revoke not attempted: the budget could not be read",
+            merchant_id=merchant_id,
+            error=type(exc).__name__,
+        )
         return False
     except PermanentUltraCartError as exc:
         logger.warning("UltraCart refused the revoke", merchant_id=merchant_id, error=str(exc))
