@@ -374,7 +374,8 @@ def world(
         aws_server.revoke_queue_url,
         aws_server.revoke_dlq_url,
         "RevokeWorkerFunction",
-        lambda body: str(body["detail"]["merchant_id"]),
+        # an uninstall (EventBridge's shape) or a replaced grant's revoke (``merchant_id`` on top)
+        lambda body: str(body.get("detail", body)["merchant_id"]),
     )
     merchants = [f"FM{i}" for i in range(1, MERCHANTS + 1)]
     return World(live, sandbox, aws_server, live_env, refresh, revoke, merchants)
@@ -1610,4 +1611,304 @@ def test_callback_killed(world: World, cell: Cell, fault: str, expected: str) ->
     cell.recovery.append("merchant started again")
     judge(world, cell)
     cell.note(active_problems(world))
+    conclude(cell)
+
+
+# -- holds, recovery records by generation, compensating revokes ------------------------------------
+
+HOLD_DESCRIPTIONS = {
+    "hold_recovery_message": "worker A rotates, then its token write, recovery record and lease release "
+    "are throttled (the tokens leave as a recovery message); after A's horizon worker B's refresh is "
+    f"refused and B holds the lease; the recovery message is delivered {MAX_RECEIVES} times during the hold",
+    "hold_uninstall": "as hold_recovery_message, and an acknowledged uninstall is delivered "
+    f"{MAX_RECEIVES} times during the hold",
+    "two_generations_recovery": "a generation-1 refresh is in flight when the merchant reinstalls and its "
+    "revoke fails (a generation-1 record stays); the generation-2 refresh's token write is throttled",
+    "kill_after_install_write": "a reinstall's callback is killed right after the install write "
+    "(before the replaced grant is queued for revocation)",
+    "budget_error_in_compensating_revoke": "a refresh in flight when the merchant reinstalls; the budget "
+    "table throttles the revoke of the rotated generation-1 tokens",
+}
+DESCRIPTIONS.update(HOLD_DESCRIPTIONS)
+
+
+def kept_generations(world: World, merchant: str) -> list[int]:
+    """The generations of the recovery records on the item, read raw (whatever the layout)."""
+    item = (
+        faults.own_client("dynamodb")
+        .get_item(
+            TableName=world.res.table_name,
+            Key={"pk": {"S": f"MERCHANT#{merchant}"}, "sk": {"S": "INSTALLATION"}},
+            ConsistentRead=True,
+        )
+        .get("Item", {})
+    )
+    return sorted(
+        int(value["M"]["generation"]["N"])
+        for name, value in item.items()
+        if name.startswith("recovery") and "M" in value
+    )
+
+
+def orphan_problems(world: World) -> dict[str, str]:
+    """A grant UltraCart still honours that the installation does not hold: nobody can use or
+    revoke it (judged by the sandbox's live grants)."""
+    problems: dict[str, str] = {}
+    for merchant in world.merchants:
+        stored = world.tokens(merchant)
+        held = stored.refresh_token if stored is not None else None
+        others = [t for t in world.sandbox.live_grants(merchant).refresh_tokens if t != held]
+        if others:
+            problems[merchant] = f"{len(others)} grant(s) live at UltraCart that nobody holds"
+    return problems
+
+
+def strand_rotation(world: World, merchant: str) -> Delivery:
+    """Worker A refreshes; once UltraCart answered, every installation write fails (token write,
+    recovery record, lease release): the rotated tokens leave in a recovery message, A's lease stays."""
+    answered: list[bool] = []
+    writes = faults.throttle(
+        "dynamodb",
+        "UpdateItem",
+        match=lambda p: bool(answered) and faults.item_key(p).startswith("MERCHANT#"),
+    )
+    world.refresh_queue.send({"merchant_id": merchant})
+    with after_ultracart(world, "refresh", lambda: answered.append(True)), faults.aws_faults(writes):
+        delivery = world.refresh_queue.deliver()
+    assert answered and delivery.raised is None, delivery
+    inst = world.get(merchant)
+    assert inst is not None and inst.lease_owner is not None and world.refresh_queue.pending() == 1
+    return delivery
+
+
+def refresh_as_worker(world: World, merchant: str) -> str:
+    try:
+        with acting_as("RefreshWorkerFunction"):
+            return refresh_due(world.live, merchant, deadline=a_deadline(world.live))
+    except Exception as exc:
+        return type(exc).__name__
+
+
+def hold_after_dead_holder(world: World) -> str:
+    """A's lease expires; B refreshes with the old token (refused) and holds the lease."""
+    merchant = world.merchants[0]
+    strand_rotation(world, merchant)
+    world.let_backoff_pass()
+    held = refresh_as_worker(world, merchant)
+    inst = world.get(merchant)
+    assert inst is not None and (inst.lease_owner or "").startswith("hold:"), (held, inst)
+    return held
+
+
+def deliver_during_hold(queue: Queue) -> int:
+    """Deliver what is visible up to the queue's maxReceiveCount, the clock standing still (the
+    hold lasts minutes: every receive of a failing message falls inside it)."""
+    for _ in range(MAX_RECEIVES + 1):
+        if not queue.deliver().received:
+            break
+    return queue.dead()
+
+
+@cells(
+    "refresh",
+    {"hold_recovery_message": "B holds; recovery message adopted through the hold, 0 dead-lettered; active"},
+)
+def test_hold_meets_recovery_message(world: World, cell: Cell, fault: str, expected: str) -> None:
+    world.merchants = world.merchants[:1]
+    seed(world, expires_in=60)
+    merchant = world.merchants[0]
+    held = hold_after_dead_holder(world)
+    dead = deliver_during_hold(world.refresh_queue)
+    world.let_backoff_pass()  # the hold ends; B's deferred request comes back
+    refresh_as_worker(world, merchant)
+    inst = world.get(merchant)
+    status = inst.status if inst is not None else "lost"
+    adopted = dead == 0 and status == ACTIVE
+    cell.outcome = (
+        f"B {'holds' if held == 'GrantUnsettledError' else held}; recovery message "
+        f"{'adopted through the hold' if adopted else 'not adopted'}, {dead} dead-lettered; {status}"
+    )
+    judge(world, cell)  # before anything redrives the DLQ: what a merchant would live
+    cell.recovery.append("hold ended")
+    recover_refresh(world, cell)
+    cell.note(orphan_problems(world))
+    conclude(cell)
+
+
+@cells(
+    "revoke",
+    {
+        "hold_uninstall": "B holds; uninstall delivered through the hold, 0 dead-lettered; "
+        "uninstalled, revoke confirmed, no grant live"
+    },
+)
+def test_hold_meets_uninstall(world: World, cell: Cell, fault: str, expected: str) -> None:
+    world.merchants = world.merchants[:1]
+    seed(world, expires_in=60)
+    merchant = world.merchants[0]
+    held = hold_after_dead_holder(world)
+    world.revoke_queue.send(uninstall_message(merchant))
+    dead = deliver_during_hold(world.revoke_queue)
+    # The dead holder's recovery message arrives after the uninstall: its grant must be revoked.
+    deliver_during_hold(world.refresh_queue)
+    cell.outcome = (
+        f"B {'holds' if held == 'GrantUnsettledError' else held}; uninstall "
+        f"{'dead-lettered' if dead else 'delivered through the hold'}, {dead} dead-lettered; "
+        + end_state(world, merchant)
+    )
+    judge(world, cell)
+    cell.recovery.append("hold ended")
+    for _ in range(MAX_RECEIVES):
+        world.let_backoff_pass()
+        if not (world.revoke_queue.deliver().received or world.refresh_queue.deliver().received):
+            break
+    judge(world, cell)
+    cell.note(removed_problems(world))
+    if world.refresh_queue.dead():
+        cell.note({"queue": "recovery message dead-lettered"})
+    conclude(cell)
+
+
+def reinstall_nested(world: World, merchant: str) -> int:
+    """The merchant installs again from inside another invocation (its browser, meanwhile)."""
+    start = call_handler("OAuthBrowserFunction", load_event("install.json"))
+    state = parse_qs(urlsplit(start["headers"]["Location"]).query)["state"][0]
+    nonce = start["cookies"][0].split(";")[0].split("=", 1)[1]
+    code = world.sandbox.issue_code(merchant, REDIRECT)
+    event = load_event("callback-success.json", code=code, state=state, nonce=nonce)
+    return int(follow_to_installed(call_handler("OAuthBrowserFunction", event))["statusCode"])
+
+
+@contextmanager
+def before_token_write(action: Callable[[], None]) -> Iterator[None]:
+    """Run ``action`` (once) just before the package's next token write: UltraCart has answered,
+    its line is given back, the write is yet to come."""
+    once = Once(action)
+
+    def hook(params: Any, **_: Any) -> None:
+        if faults.is_token_write(params):
+            once()
+
+    client = uc_aws.client("dynamodb")
+    client.meta.events.register("before-parameter-build.dynamodb.UpdateItem", hook)
+    try:
+        yield
+    finally:
+        client.meta.events.unregister("before-parameter-build.dynamodb.UpdateItem", hook)
+
+
+def recover_generations(world: World, cell: Cell) -> None:
+    """Faults gone: the replaced grants' revokes are delivered, an hour passes (the planner and
+    the workers run), then the sandbox's live grants judge."""
+    world.sandbox.clear_faults()
+    for _ in range(MAX_RECEIVES):
+        world.let_backoff_pass()
+        if not world.revoke_queue.deliver().received:
+            break
+    cell.recovery.append("revokes delivered")
+    world.advance(LATER)
+    run_planner(world)
+    drain_refreshes(world)
+    cell.recovery.append("an hour later: planner and workers ran")
+    judge(world, cell)
+    cell.note(orphan_problems(world))
+    cell.note(active_problems(world))
+
+
+@cells(
+    "refresh",
+    {
+        "two_generations_recovery": "generation-1 refresh: lost_race; generation 2: "
+        "kept_for_recovery; records kept for generations [1, 2]"
+    },
+)
+def test_two_generations_recovery(world: World, cell: Cell, fault: str, expected: str) -> None:
+    world.merchants = world.merchants[:1]
+    seed(world, expires_in=60)
+    merchant = world.merchants[0]
+    world.sandbox.add_fault("revoke", times=-1, status=500)  # every revoke fails until recovery
+    reinstalled: list[int] = []
+    with before_token_write(lambda: reinstalled.append(reinstall_nested(world, merchant))):
+        first = refresh_as_worker(world, merchant)
+    assert reinstalled == [200], reinstalled
+    world.advance(3600)  # generation 2 falls due
+    with faults.aws_faults(faults.ddb_throttling("UpdateItem", match=faults.is_token_write)):
+        second = refresh_as_worker(world, merchant)
+    cell.outcome = (
+        f"generation-1 refresh: {first}; generation 2: {second}; "
+        f"records kept for generations {kept_generations(world, merchant)}"
+    )
+    recover_generations(world, cell)
+    conclude(cell)
+
+
+@cells(
+    "callback",
+    {
+        "kill_after_install_write": "killed; generation 2 stored, the replaced "
+        "generation-1 grant kept on the item"
+    },
+)
+def test_reinstall_killed_after_the_install_write(
+    world: World, cell: Cell, fault: str, expected: str
+) -> None:
+    world.merchants = world.merchants[:1]
+    seed(world, expires_in=3600)
+    merchant = world.merchants[0]
+    written: list[bool] = []
+
+    def mark(params: Any, **_: Any) -> None:
+        written.append(faults.is_token_write(params))
+
+    def die(parsed: Any, **_: Any) -> None:
+        if written and written[-1] and "Error" not in parsed:  # the write was applied
+            raise Killed
+
+    client = uc_aws.client("dynamodb")
+    client.meta.events.register("before-parameter-build.dynamodb.UpdateItem", mark)
+    client.meta.events.register("after-call.dynamodb.UpdateItem", die)
+    try:
+        with pytest.raises(Killed):
+            reinstall_nested(world, merchant)
+    finally:
+        client.meta.events.unregister("before-parameter-build.dynamodb.UpdateItem", mark)
+        client.meta.events.unregister("after-call.dynamodb.UpdateItem", die)
+    inst = world.get(merchant)
+    kept = 1 in kept_generations(world, merchant)
+    cell.outcome = f"killed; generation {inst.generation if inst else 0} stored, the replaced " + (
+        "generation-1 grant kept on the item" if kept else "generation-1 grant kept nowhere"
+    )
+    recover_generations(world, cell)
+    conclude(cell)
+
+
+@cells(
+    "refresh",
+    {
+        "budget_error_in_compensating_revoke": "lost_race; the rotated generation-1 "
+        "tokens kept for generation 1"
+    },
+)
+def test_budget_error_in_a_compensating_revoke(world: World, cell: Cell, fault: str, expected: str) -> None:
+    world.merchants = world.merchants[:1]
+    seed(world, expires_in=60)
+    merchant = world.merchants[0]
+    budget = faults.throttle(
+        "dynamodb", "UpdateItem", match=lambda p: faults.item_key(p).startswith("BUDGET#")
+    )
+
+    def reinstall_then_throttle_the_budget() -> None:
+        assert reinstall_nested(world, merchant) == 200
+        budget.install()
+
+    try:
+        with before_token_write(reinstall_then_throttle_the_budget):
+            first = refresh_as_worker(world, merchant)
+    finally:
+        budget.remove()
+    kept = kept_generations(world, merchant)
+    cell.outcome = f"{first}; the rotated generation-1 tokens " + (
+        "kept for generation 1" if 1 in kept else "kept nowhere"
+    )
+    recover_generations(world, cell)
     conclude(cell)

@@ -139,7 +139,11 @@ class DeviceAuthorizationNotFoundError(UcOAuthError):
 
 
 class LeaseBusyError(UcOAuthError):
-    """Another worker holds this merchant's refresh lease."""
+    """Another worker holds this merchant's refresh lease (until ``until``, epoch seconds, when known)."""
+
+    def __init__(self, merchant_id: str, *, until: int | None = None) -> None:
+        super().__init__(merchant_id)
+        self.until = until
 
 
 class NotDueError(UcOAuthError):
@@ -194,6 +198,18 @@ class GrantUnsettledError(RetryLaterError):
     """UltraCart refused a refresh token while a previous holder's rotated tokens may still arrive."""
 
     reason = "a previous holder's tokens may still be recovered"
+
+
+class LeaseHeldError(RetryLaterError):
+    """A queued message met the merchant's lease (busy or held): it comes back once the lease
+    can be taken, as a new message, so waiting spends none of its receives toward the DLQ."""
+
+    reason = "the merchant's lease is held"
+
+    @classmethod
+    def of(cls, busy: LeaseBusyError, now: float) -> LeaseHeldError:
+        """Back when the lease ends (at most SQS's 15 minutes; sooner when its end is unknown)."""
+        return cls(min(900.0, (busy.until - now) + 1) if busy.until is not None else 30.0)
 
 
 class RevokePendingError(RetryLaterError):

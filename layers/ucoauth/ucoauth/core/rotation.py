@@ -2,9 +2,10 @@
 
 The rules, in order:
 
-1. A recovery record on the item (tokens UltraCart issued that an earlier holder could not
-   write) is reconciled first: adopted when it belongs to the current generation and is newer
-   than what is stored, revoked at UltraCart when the merchant reinstalled or uninstalled since.
+1. The recovery records on the item (tokens UltraCart issued that an earlier holder could not
+   write, a grant a reinstall replaced; one per generation) are reconciled first: adopted when
+   of the current generation and newer than what is stored, revoked at UltraCart when the
+   merchant reinstalled or uninstalled since.
 2. No UltraCart call starts unless the invocation's remaining time covers the call and the
    whole write reserve (``ucoauth.base.timing``), and the UltraCart budget has a unit for it.
 3. New tokens are written with a version condition before anything else can fail; a failed
@@ -14,7 +15,10 @@ The rules, in order:
 4. ``invalid_grant`` is a dead grant only when nothing else explains it: a re-read shows a
    sibling's newer tokens (lost race) or a recovery record (adopt it); a previous holder that
    died holding the lease may have a recovery message in flight, so the lease is held until
-   that holder's horizon plus ``RECOVERY_GRACE`` and the request comes back then.
+   that holder's horizon plus ``RECOVERY_GRACE`` (the dead-holder evidence the lease take keeps
+   on the item, ``awaiting_recovery``) and the request comes back then. The recovery message
+   takes a held lease (the hold is for it); once adopted the hold is over. A hold whose horizon
+   passed with no recovery arrived ends in ``reauthorization_required``.
 """
 
 from __future__ import annotations
@@ -32,11 +36,11 @@ from ucoauth.adapters.events import INSTALLATION_RESTORED
 from ucoauth.adapters.events import REAUTHORIZATION_REQUIRED as REAUTH_EVENT
 from ucoauth.adapters.installations.model import (
     ACTIVE,
-    HOLD_PREFIX,
     REAUTHORIZATION_REQUIRED,
     Installation,
     Recovery,
 )
+from ucoauth.adapters.installations.model import RECOVERY_GRACE as RECOVERY_GRACE  # how long a hold lasts
 from ucoauth.adapters.ultracart import TokenResponse
 from ucoauth.base.errors import (
     AppCredentialsRejectedError,
@@ -60,9 +64,6 @@ if TYPE_CHECKING:
     from ucoauth.adapters.installations.store import Lease
     from ucoauth.adapters.services import Services
     from ucoauth.base.timing import Deadline
-
-# How long after a dead holder's lease horizon a recovery message it sent may still arrive.
-RECOVERY_GRACE = 900
 
 RotationResult = Literal["refreshed", "recovered", "lost_race", "reauthorization", "kept_for_recovery"]
 
@@ -100,8 +101,8 @@ class Rotation:
         :class:`AppCredentialsRejectedError`, which changes nothing on the installation),
         TransientUltraCartError, KeyUnavailableError, AWS errors."""
         installation = self.lease.installation
-        if installation.recovery is not None:
-            reconciled = reconcile(self.s, self.lease, self.deadline, installation.recovery)
+        for record in installation.recoveries:  # older generations first: revoked, then adopted
+            reconciled = reconcile(self.s, self.lease, self.deadline, record)
             if reconciled is not None:
                 return reconciled
         assert installation.tokens_ciphertext is not None
@@ -156,19 +157,17 @@ class Rotation:
             # Someone stored newer tokens while we called: their refresh used the token first.
             logger.info("refresh lost a race to a sibling", merchant_id=merchant_id)
             return Rotated("lost_race")
-        if current is not None and current.recovery is not None:
-            adopted = reconcile(self.s, self.lease, self.deadline, current.recovery, current=current)
+        for record in current.recoveries if current is not None else ():
+            adopted = reconcile(self.s, self.lease, self.deadline, record, current=current)
             if adopted is not None:
                 return adopted
-        previous = held.previous_lease_until
-        if previous is not None and not (held.previous_lease_owner or "").startswith(HOLD_PREFIX):
-            settle_at = previous + RECOVERY_GRACE
-            if self.s.now() < settle_at:
-                # A holder died with the lease: it may have rotated the grant and sent the new
-                # tokens to the queue. Nobody decides before they can arrive.
-                self.lease.hold_until(settle_at)
-                logger.warning("refresh token refused after a dead holder; waiting", merchant_id=merchant_id)
-                raise GrantUnsettledError(settle_at - self.s.now())
+        settle_at = max(held.awaiting_recovery or 0, (current.awaiting_recovery if current else None) or 0)
+        if self.s.now() < settle_at:
+            # A holder died with the lease: it may have rotated the grant and sent the new tokens
+            # to the queue. Nobody decides before they can arrive; their message takes the hold.
+            self.lease.hold_until(settle_at)
+            logger.warning("refresh token refused after a dead holder; waiting", merchant_id=merchant_id)
+            raise GrantUnsettledError(settle_at - self.s.now())
         logger.warning("UltraCart refused the refresh token", merchant_id=merchant_id, error=str(exc))
         return self.reauthorize(exc.error or f"http_{exc.status}")
 
@@ -212,7 +211,7 @@ def persist(
     answer: TokenResponse,
     *,
     issued_at: int,
-    recovered_generation: int | None = None,
+    recovered: Recovery | None = None,
 ) -> Rotated:
     """Store tokens UltraCart issued for the leased installation; never drop them."""
     from ucoauth.core.issued import token_fields
@@ -236,7 +235,7 @@ def persist(
                 expected_version=held.version,
                 tokens=fields,
                 now=services.now(),
-                recovered_generation=recovered_generation,
+                recovered=recovered,
             ),
             keep_back=AWS_CALL_MAX,
         )
@@ -245,7 +244,7 @@ def persist(
         if current is not None and current.tokens_ciphertext == fields.ciphertext:
             # Our own write was applied; only its answer was lost (a timeout, then the retry).
             lease.cleared()
-            return Rotated("recovered" if recovered_generation is not None else "refreshed", tokens, current)
+            return Rotated("recovered" if recovered is not None else "refreshed", tokens, current)
         return _installation_moved(services, lease, deadline, tokens, answer, issued_at)
     except (ClientError, BotoCoreError, KeyUnavailableError) as exc:
         logger.error("tokens could not be stored", merchant_id=merchant_id, error=type(exc).__name__)
@@ -253,7 +252,7 @@ def persist(
         expires_at = issued_at + answer.expires_in if answer.expires_in is not None else None
         return Rotated("kept_for_recovery", tokens=tokens, expires_at=expires_at)
     lease.cleared()
-    if recovered_generation is not None:
+    if recovered is not None:
         return Rotated("recovered", tokens=tokens, installation=stored)
     metrics.add_metric(name="TokenRefreshed", unit="Count", value=1)
     logger.info("token refreshed", merchant_id=merchant_id, version=stored.version)
@@ -310,6 +309,15 @@ def revoke_tokens(
         return False
     except (TransientUltraCartError, BudgetExhaustedError, DeadlineTooCloseError) as exc:
         logger.warning("revoke failed; will retry", merchant_id=merchant_id, error=str(exc))
+        return False
+    except (ClientError, BotoCoreError) as exc:
+        # The budget's table failed before anything was sent: not asked, like a spent budget.
+        # The caller keeps the tokens for recovery (or counts them lost), as for any failure.
+        logger.warning(
+            "revoke not attempted: the budget could not be read",
+            merchant_id=merchant_id,
+            error=type(exc).__name__,
+        )
         return False
     except PermanentUltraCartError as exc:
         logger.warning("UltraCart refused the revoke", merchant_id=merchant_id, error=str(exc))
@@ -433,7 +441,7 @@ def reconcile(
             tokens,
             answer,
             issued_at=record.issued_at,
-            recovered_generation=record.generation,
+            recovered=record,
         )
         if outcome.result == "recovered":
             metrics.add_metric(name="TokensRecovered", unit="Count", value=1)
@@ -455,7 +463,5 @@ def reconcile(
         if not revoke_tokens(services, deadline, merchant_id, tokens):
             return None  # kept; the next holder tries again
         logger.info("recovered tokens of a replaced installation revoked", merchant_id=merchant_id)
-    services.installations.clear_recovery(
-        merchant_id, issued_at=record.issued_at, active=installation.status == ACTIVE
-    )
+    services.installations.clear_recovery(merchant_id, record, active=installation.status == ACTIVE)
     return None

@@ -52,8 +52,10 @@ _LISTED = (
     "last_error_at",
     "consecutive_failures",
 )
-# One installation also says whether it holds a recovery record (never its contents).
+# One installation also says whether it holds a recovery record (never its contents): records
+# live one attribute per generation, so the last ones are asked for by name.
 _SHOWN = (*_LISTED, "recovery.issued_at")
+_SHOWN_GENERATIONS = 20
 _CURSOR_KEYS = {"pk", "sk", "status", "merchant_id"}
 # A redrive stops this long before its deadline (one more batch and the answer).
 _REDRIVE_MARGIN = 4.0
@@ -109,7 +111,9 @@ def view(item: dict[str, Any], *, detailed: bool = False) -> dict[str, Any]:
         "uninstalled_at": _iso(number(item, "uninstalled_at")),
     }
     if detailed:
-        shown["has_recovery_record"] = "recovery" in item
+        shown["has_recovery_record"] = any(
+            name == "recovery" or name.startswith("recovery_") for name in item
+        )
     return shown
 
 
@@ -118,6 +122,11 @@ def show(services: Services, merchant_id: str) -> dict[str, Any]:
     item = services.installation_reads.projected(merchant_id, _SHOWN)
     if not item or "status" not in item:
         raise NotInstalledError(merchant_id)
+    latest = number(item, "generation") or 0
+    generations = range(max(1, latest - _SHOWN_GENERATIONS + 1), latest + 1)
+    if latest:
+        slots = ("#status", *(f"recovery_{g}.issued_at" for g in generations))
+        item |= services.installation_reads.projected(merchant_id, slots) or {}
     return view(item, detailed=True)
 
 

@@ -18,6 +18,19 @@ REAUTHORIZATION_REQUIRED = "reauthorization_required"
 UNINSTALLING = "uninstalling"
 UNINSTALLED = "uninstalled"
 HOLD_PREFIX = "hold:"
+# How long after a dead holder's lease horizon a recovery message it sent may still arrive: its
+# first delivery (no delay) plus the refresh worker's retries of a failing receive.
+RECOVERY_GRACE = 900
+# Recovery records live one attribute per generation (``recovery_<generation>``), so records of
+# several generations sit side by side; ``recovery`` is the single slot items written before.
+RECOVERY_PREFIX = "recovery_"
+LEGACY_RECOVERY = "recovery"
+_RECOVERY_SLOT = re.compile(r"recovery_([1-9][0-9]{0,9})")
+
+
+def recovery_slot(generation: int) -> str:
+    """The attribute that keeps a recovery record of ``generation``."""
+    return f"{RECOVERY_PREFIX}{generation}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +38,8 @@ class Recovery:
     """Tokens UltraCart issued that could not be written to the installation, kept encrypted.
 
     ``generation`` is the installation they belong to: the next lease holder adopts them when
-    it is still the current generation, and revokes them at UltraCart otherwise.
+    it is still the current generation, and revokes them at UltraCart otherwise. ``slot`` is the
+    attribute the record was read from (``recovery_<generation>``, or a legacy ``recovery``).
     """
 
     ciphertext: bytes = field(repr=False)
@@ -34,6 +48,12 @@ class Recovery:
     expires_in: int | None
     token_type: str
     scope: str
+    slot: str = field(default="", compare=False)
+
+    @property
+    def attribute(self) -> str:
+        """Where this record is kept on the item."""
+        return self.slot or recovery_slot(self.generation)
 
     def as_attribute(self) -> dict[str, Any]:
         value: dict[str, Any] = {
@@ -48,7 +68,7 @@ class Recovery:
         return {"M": value}
 
     @classmethod
-    def from_attribute(cls, attribute: Any) -> Recovery | None:
+    def from_attribute(cls, attribute: Any, slot: str = "") -> Recovery | None:
         if not attribute or "M" not in attribute:
             return None
         value = attribute["M"]
@@ -59,7 +79,19 @@ class Recovery:
             expires_in=number(value, "expires_in"),
             token_type=string(value, "token_type") or "bearer",
             scope=string(value, "scope") or "",
+            slot=slot,
         )
+
+
+def recoveries_of(item: dict[str, Any]) -> tuple[Recovery, ...]:
+    """Every recovery record on an item, oldest generation first."""
+    found = [
+        record
+        for name, value in item.items()
+        if (name == LEGACY_RECOVERY or _RECOVERY_SLOT.fullmatch(name))
+        and (record := Recovery.from_attribute(value, name)) is not None
+    ]
+    return tuple(sorted(found, key=lambda r: (r.generation, r.issued_at)))
 
 
 # ``<merchant id>:<generation>``: what an uninstall may name (``installation_id``).
@@ -98,7 +130,7 @@ class Installation:
     uninstall_reason: str | None
     expiry_assumed: bool = False
     pending_event: str | None = None
-    recovery: Recovery | None = None
+    recoveries: tuple[Recovery, ...] = ()
     revoke_confirmed: bool | None = None
     revoke_pending_since: int | None = None
     last_used_at: int | None = None
@@ -110,6 +142,10 @@ class Installation:
     # previous holder never released (it died, ran out of time, or could not write), else None.
     previous_lease_until: int | None = None
     previous_lease_owner: str | None = None
+    # Until when a recovery message of a holder that died with the lease may still arrive (the
+    # dead-holder evidence): kept on the item, whatever releases the lease, until a token write,
+    # a reauthorization, a reinstall or an uninstall settles it.
+    awaiting_recovery: int | None = None
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> Installation:
@@ -134,12 +170,23 @@ class Installation:
             uninstall_reason=string(item, "uninstall_reason"),
             expiry_assumed=bool(item.get("expiry_assumed", {}).get("BOOL", False)),
             pending_event=string(item, "pending_event"),
-            recovery=Recovery.from_attribute(item.get("recovery")),
+            recoveries=recoveries_of(item),
             revoke_confirmed=item["revoke_confirmed"]["BOOL"] if "revoke_confirmed" in item else None,
             revoke_pending_since=number(item, "revoke_pending_since"),
             last_used_at=number(item, "last_used_at"),
             began_at=number(item, "began_at"),
+            awaiting_recovery=number(item, "awaiting_recovery"),
         )
+
+    @property
+    def recovery(self) -> Recovery | None:
+        """The oldest generation's recovery record, if any (see ``recoveries`` for all)."""
+        return self.recoveries[0] if self.recoveries else None
+
+    def recovery_of(self, generation: int) -> Recovery | None:
+        """The newest record kept for ``generation``, if any."""
+        kept = [r for r in self.recoveries if r.generation == generation]
+        return kept[-1] if kept else None
 
     @property
     def installation_id(self) -> str:
