@@ -1426,6 +1426,71 @@ def test_token_access_in_time(world: World, cell: Cell, fault: str, expected: st
     conclude(cell)
 
 
+# -- KMS failing after UltraCart answered a rotation ------------------------------------------------
+
+# UltraCart has rotated the grant (the old refresh token is spent) when KMS starts failing: every
+# KMS call of the package is throttled from that answer on. Tokens encrypted only after the answer
+# (KMS Encrypt for the write, again for the recovery record) would be lost with the grant; the data
+# key fetched before the call lets the write go ahead without KMS.
+AFTER_ANSWER_DESCRIPTIONS = {
+    "kms_fault_after_rotation": "KMS ThrottlingException on every call (Encrypt, GenerateDataKey, Decrypt) "
+    "from the moment UltraCart answered the refresh (the grant is rotated)",
+}
+for _name, _text in AFTER_ANSWER_DESCRIPTIONS.items():
+    DESCRIPTIONS[_name] = _text
+KMS_OPERATIONS = ("Encrypt", "GenerateDataKey", "Decrypt")
+
+
+@contextmanager
+def kms_fails_after_rotation(world: World) -> Iterator[list[faults.AwsFault]]:
+    """Every KMS call of the package throttled once UltraCart answered a refresh (until the end)."""
+    injected = [faults.throttle("kms", op) for op in KMS_OPERATIONS]
+    started = Once(lambda: [one.install() for one in injected])
+    try:
+        with after_ultracart(world, "refresh", started):
+            yield injected
+    finally:
+        for one in injected:
+            one.remove()
+
+
+@cells("refresh", {"kms_fault_after_rotation": "acked, refreshed"})
+def test_refresh_with_kms_failing_after_rotation(
+    world: World, cell: Cell, fault: str, expected: str
+) -> None:
+    seed(world, expires_in=60)
+    for merchant in world.merchants:
+        world.refresh_queue.send({"merchant_id": merchant})
+    with kms_fails_after_rotation(world):
+        delivery = world.refresh_queue.deliver()
+    assert delivery.raised is None, delivery.raised
+    labels = {
+        m: ", ".join(["back to queue" if m in delivery.failed else "acked", *installation_facts(world, m)])
+        for m in world.merchants
+    }
+    cell.outcome = summarize(labels)
+    recover_refresh(world, cell)
+    conclude(cell)
+
+
+@cells("token", {"kms_fault_after_rotation": "200 new token"})
+def test_token_access_with_kms_failing_after_rotation(
+    world: World, cell: Cell, fault: str, expected: str
+) -> None:
+    seed(world, expires_in=60)  # inside the inline refresh margin: the call refreshes
+    with kms_fails_after_rotation(world):
+        answers = {m: token_call(m) for m in world.merchants}
+    cell.outcome = summarize({m: token_label(world, m, *answers[m]) for m in world.merchants})
+    world.let_backoff_pass()
+    cell.recovery.append("next call")
+    for merchant in world.merchants:
+        token_call(merchant)
+    judge(world, cell)
+    cell.note(reinstall_if_refused(world, cell.recovery))
+    cell.note(active_problems(world))
+    conclude(cell)
+
+
 TIME_REVOKE = {
     # Still installed until the shred: the token API serves the valid stored token meanwhile.
     "second_caller_after_lease": f"shredded on delivery 1 (webhook), {REVOKED}; second caller: 200 token",
