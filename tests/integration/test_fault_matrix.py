@@ -98,8 +98,8 @@ DESCRIPTIONS = {
     "(botocore's 2 attempts see both and give up)",
     "ddb_conditional": "ConditionalCheckFailedException (callback: state consume; refresh: token write; "
     "token: inline lease, old item returned; revoke: shred)",
-    "kms_throttled": "KMS ThrottlingException on Encrypt and Decrypt",
-    "kms_disabled": "KMS DisabledException on Encrypt and Decrypt",
+    "kms_throttled": "KMS ThrottlingException on GenerateDataKey, Encrypt and Decrypt",
+    "kms_disabled": "KMS DisabledException on GenerateDataKey, Encrypt and Decrypt",
     "kms_key_disabled": "the key disabled in moto (kms.disable_key; KMS's refusal enforced by a hook)",
     "kms_invalid_ciphertext": "KMS InvalidCiphertextException on every Decrypt (a fresh probe fails too: "
     "no evidence that the row is damaged)",
@@ -564,9 +564,9 @@ def inject(world: World, operation: str, fault: str) -> Callable[[], None]:
         op, match = CONDITIONAL[operation]
         injected = [faults.conditional_failure(op, match=match, times=-1)]
     elif fault == "kms_throttled":
-        injected = [faults.throttle("kms", op) for op in ("Encrypt", "Decrypt")]
+        injected = [faults.throttle("kms", op) for op in faults.KMS_KEY_OPERATIONS]
     elif fault == "kms_disabled":
-        injected = [faults.kms_disabled(op) for op in ("Encrypt", "Decrypt")]
+        injected = [faults.kms_disabled(op) for op in faults.KMS_KEY_OPERATIONS]
     elif fault == "kms_key_disabled":
         injected = faults.kms_key_state_enforced(world.res.key_id)
         faults.own_client("kms").disable_key(KeyId=world.res.key_id)
@@ -1438,13 +1438,12 @@ AFTER_ANSWER_DESCRIPTIONS = {
 }
 for _name, _text in AFTER_ANSWER_DESCRIPTIONS.items():
     DESCRIPTIONS[_name] = _text
-KMS_OPERATIONS = ("Encrypt", "GenerateDataKey", "Decrypt")
 
 
 @contextmanager
 def kms_fails_after_rotation(world: World) -> Iterator[list[faults.AwsFault]]:
     """Every KMS call of the package throttled once UltraCart answered a refresh (until the end)."""
-    injected = [faults.throttle("kms", op) for op in KMS_OPERATIONS]
+    injected = [faults.throttle("kms", op) for op in faults.KMS_KEY_OPERATIONS]
     started = Once(lambda: [one.install() for one in injected])
     try:
         with after_ultracart(world, "refresh", started):
@@ -1455,9 +1454,7 @@ def kms_fails_after_rotation(world: World) -> Iterator[list[faults.AwsFault]]:
 
 
 @cells("refresh", {"kms_fault_after_rotation": "acked, refreshed"})
-def test_refresh_with_kms_failing_after_rotation(
-    world: World, cell: Cell, fault: str, expected: str
-) -> None:
+def test_refresh_with_kms_failing_after_rotation(world: World, cell: Cell, fault: str, expected: str) -> None:
     seed(world, expires_in=60)
     for merchant in world.merchants:
         world.refresh_queue.send({"merchant_id": merchant})
