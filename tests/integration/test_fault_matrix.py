@@ -1593,7 +1593,7 @@ WEBHOOK_KILL_POINTS = {
 CALLBACK_KILL_POINTS = {
     "kill_after_state_consumed": ("dynamodb", "after-call.dynamodb.DeleteItem"),
     "kill_after_budget": ("dynamodb", "after-call.dynamodb.UpdateItem"),
-    "kill_after_encrypt": ("kms", "after-call.kms.Encrypt"),
+    "kill_after_data_key": ("kms", "after-call.kms.GenerateDataKey"),
     "kill_after_event": ("events", "after-call.eventbridge.PutEvents"),
 }
 for _name, (_service, _event) in {**WEBHOOK_KILL_POINTS, **CALLBACK_KILL_POINTS}.items():
@@ -1639,7 +1639,7 @@ CALLBACK_KILLS = {
     "kill_after_state_consumed": "killed; merchant started again: 200 page, installed",
     "kill_after_budget": "killed; merchant started again: 200 page, installed",
     "kill_after_exchange": "killed; merchant started again: 200 page, installed",
-    "kill_after_encrypt": "killed; merchant started again: 200 page, installed",
+    "kill_after_data_key": "killed; merchant started again: 200 page, installed",
     "kill_after_event": "killed; merchant started again: 200 page, installed",
 }
 

@@ -33,14 +33,14 @@ PURPOSE = "ultracart-oauth-tokens"
 # A device authorization's device code (RFC 8628) is a credential until it is spent: encrypted
 # with a key of its own (DeviceCodeKey), bound to its authorization id (it has no merchant yet).
 DEVICE_CODE_PURPOSE = "ultracart-device-code"
-# A probe is encrypted under a purpose of its own: a role allowed to probe (the revoke worker's)
-# can encrypt probes for a merchant, never a ciphertext that would pass for that merchant's tokens.
+# A probe's data key is generated under a purpose of its own: a role allowed to probe (the revoke
+# worker's) gets probe keys for a merchant, never a data key that seals that merchant's tokens.
 PROBE_PURPOSE = "ultracart-oauth-key-probe"
 
 # The envelope (format 2): ENVELOPE, the wrapped data key's length (2 bytes, big-endian), the
 # wrapped data key (a KMS ciphertext), a 12-byte nonce, then AES-GCM's ciphertext and 16-byte tag.
-# A blob of format 1 is a KMS ciphertext (it starts with KMS's own version byte, 0x01; moto's with
-# the key id), never with these four bytes.
+# A blob of format 1 is a KMS ciphertext of the tokens (it starts with KMS's own version byte,
+# 0x01; moto's with the key id), never with these four bytes.
 ENVELOPE = b"UCT\x02"
 FIELD = "tokens"  # what the blob holds, named in the associated data
 _NONCE = 12
