@@ -6,14 +6,14 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from ucoauth.api_errors import answer_errors
-from ucoauth.observability import logger, metrics
-from ucoauth.resolver import APIGatewayHttpResolver, Response
-from ucoauth.services import get_services
-from ucoauth.timing import Deadline
-from ucoauth.tokens import MAX_MIN_VALID_SECONDS, Demand, access_token
-from ucoauth.validation import bounded_int, is_merchant_id, parse_query
-from ucoauth.web import json_error, json_response
+from ucoauth.adapters.services import get_services
+from ucoauth.base.observability import logger, metrics
+from ucoauth.base.timing import Deadline
+from ucoauth.base.validation import bounded_int, is_merchant_id, parse_query
+from ucoauth.edges.api_errors import answer_errors
+from ucoauth.edges.resolver import APIGatewayHttpResolver, Response
+from ucoauth.edges.web import json_error, json_response
+from ucoauth.usecases.tokens import MAX_MIN_VALID_SECONDS, Demand, access_token
 
 app = APIGatewayHttpResolver()
 

@@ -29,7 +29,7 @@ from devstack.invoke import LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY
 from devstack.stack import LocalStack
 from tests.support.browser_flow import TIMEOUT, PageForm, install
 from tests.support.observer import observed_events
-from ucoauth.crypto import TokenCipher
+from ucoauth.adapters.crypto import TokenCipher
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("devstack_local_stack")]
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"

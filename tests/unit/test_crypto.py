@@ -14,11 +14,11 @@ from tests.support.fake_ultracart import FakeUltraCart
 from tests.support.faults import throttle
 from tests.support.installs import install, stored_tokens
 from tests.support.roles import harness_boto3_session
-from ucoauth.crypto import ENVELOPE, DataKey, TokenCipher, TokenSet, encryption_context
-from ucoauth.errors import KeyUnavailableError, TokenDecryptError
-from ucoauth.installations.model import TokenFields
-from ucoauth.refresh import refresh_due
-from ucoauth.services import Services
+from ucoauth.adapters.crypto import ENVELOPE, DataKey, TokenCipher, TokenSet, encryption_context
+from ucoauth.adapters.installations.model import TokenFields
+from ucoauth.adapters.services import Services
+from ucoauth.base.errors import KeyUnavailableError, TokenDecryptError
+from ucoauth.usecases.refresh import refresh_due
 
 TOKENS = TokenSet(access_token="access-secret-1234567890", refresh_token="refresh-secret-1234567890")
 

@@ -1,0 +1,170 @@
+"""The browser's short-lived items: the OAuth state, the success receipt, and webhook ids.
+
+Each is stored under the SHA-256 of its secret, expires by TTL, and is written or consumed with
+one conditional request.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import ClientError
+
+from ucoauth.adapters import aws
+from ucoauth.adapters.table import digest, if_condition_holds, is_conditional_failure, number, string
+from ucoauth.base.errors import StateExpiredError, StateForeignBrowserError, StateUnknownError
+
+if TYPE_CHECKING:
+    from mypy_boto3_dynamodb import DynamoDBClient
+
+
+class StateStore:
+    """One-time OAuth state: stored hashed, bound to a browser, consumed once."""
+
+    def __init__(self, table_name: str, *, client: Callable[[], DynamoDBClient] = aws.dynamodb) -> None:
+        self.table_name = table_name
+        self._ddb = client
+
+    @staticmethod
+    def _key(state: str) -> dict[str, Any]:
+        return {"pk": {"S": f"STATE#{digest(state)}"}, "sk": {"S": "STATE"}}
+
+    def put(self, state: str, *, browser_nonce: str, now: int, ttl_seconds: int) -> None:
+        """Store the state's hash with its expiry and the hash of the browser's cookie nonce."""
+        self._ddb().put_item(
+            TableName=self.table_name,
+            Item={
+                **self._key(state),
+                "browser": {"S": digest(browser_nonce)},
+                "issued_at": {"N": str(now)},
+                "expires_at": {"N": str(now + ttl_seconds)},
+                "ttl": {"N": str(now + ttl_seconds + 3600)},
+            },
+            ConditionExpression="attribute_not_exists(pk)",
+        )
+
+    def issued_to(self, state: str, *, browser_nonce: str) -> bool:
+        """Whether ``state`` is stored and was issued to the browser holding ``browser_nonce``."""
+        found = self._ddb().get_item(
+            TableName=self.table_name, Key=self._key(state), ProjectionExpression="browser"
+        )
+        stored = found.get("Item", {}).get("browser", {}).get("S")
+        return stored is not None and secrets.compare_digest(stored, digest(browser_nonce))
+
+    def consume(self, state: str, *, browser_nonce: str, now: int) -> int | None:
+        """Delete the state in one conditional write that checks existence, expiry and browser;
+        when the state was issued (epoch seconds; None for a state stored without it).
+
+        When the condition fails, the item as it was (``ALL_OLD``) says why, without a second
+        read: :class:`StateUnknownError` (none: used, or never issued),
+        :class:`StateExpiredError`, or :class:`StateForeignBrowserError` (another cookie nonce).
+        """
+        try:
+            deleted = self._ddb().delete_item(
+                TableName=self.table_name,
+                Key=self._key(state),
+                ConditionExpression="attribute_exists(pk) AND expires_at > :now AND browser = :b",
+                ExpressionAttributeValues={":now": {"N": str(now)}, ":b": {"S": digest(browser_nonce)}},
+                ReturnValues="ALL_OLD",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+        except ClientError as exc:
+            if not is_conditional_failure(exc):
+                raise
+            old: Any = exc.response.get("Item")
+            if not old:
+                raise StateUnknownError("unknown or already used state") from None
+            if (number(old, "expires_at") or 0) <= now:
+                raise StateExpiredError("expired state") from None
+            raise StateForeignBrowserError("state bound to another browser nonce") from None
+        return number(deleted.get("Attributes", {}), "issued_at")
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """Proof, held by one browser as a cookie, that it just completed an install (no secret)."""
+
+    merchant_id: str
+    reinstall: bool
+    # sha256 of the state the install consumed (the same hash the state item was keyed by), so a
+    # reload of exactly that callback URL can be recognised; never the state itself.
+    state_digest: str = field(default="", repr=False)
+
+
+class ReceiptStore:
+    """Short-lived success receipts, so the success page survives a reload without code or state.
+
+    The browser holds a random nonce in a ``__Host-`` cookie; the table holds only its hash.
+    """
+
+    def __init__(self, table_name: str, *, client: Callable[[], DynamoDBClient] = aws.dynamodb) -> None:
+        self.table_name = table_name
+        self._ddb = client
+
+    @staticmethod
+    def _key(nonce: str) -> dict[str, Any]:
+        return {"pk": {"S": f"RECEIPT#{digest(nonce)}"}, "sk": {"S": "RECEIPT"}}
+
+    def put(self, nonce: str, receipt: Receipt, *, now: int, ttl_seconds: int) -> None:
+        """Store the receipt under the nonce's hash until ``now + ttl_seconds``."""
+        self._ddb().put_item(
+            TableName=self.table_name,
+            Item={
+                **self._key(nonce),
+                "merchant_id": {"S": receipt.merchant_id},
+                "reinstall": {"BOOL": receipt.reinstall},
+                "state": {"S": receipt.state_digest},
+                "expires_at": {"N": str(now + ttl_seconds)},
+                "ttl": {"N": str(now + ttl_seconds + 3600)},
+            },
+            ConditionExpression="attribute_not_exists(pk)",
+        )
+
+    def get(self, nonce: str, *, now: int) -> Receipt | None:
+        """The receipt the nonce proves, or None when unknown or expired (TTL deletion is lazy)."""
+        item = self._ddb().get_item(TableName=self.table_name, Key=self._key(nonce)).get("Item")
+        if not item or (number(item, "expires_at") or 0) <= now:
+            return None
+        return Receipt(
+            merchant_id=string(item, "merchant_id") or "",
+            reinstall=bool(item.get("reinstall", {}).get("BOOL", False)),
+            state_digest=string(item, "state") or "",
+        )
+
+
+class WebhookIdStore:
+    """Webhook ids already acted on, so a redelivery is acknowledged but not acted on twice."""
+
+    def __init__(self, table_name: str, *, client: Callable[[], DynamoDBClient] = aws.dynamodb) -> None:
+        self.table_name = table_name
+        self._ddb = client
+
+    @staticmethod
+    def _key(webhook_id: str) -> dict[str, Any]:
+        return {"pk": {"S": f"WEBHOOK#{digest(webhook_id)}"}, "sk": {"S": "WEBHOOK"}}
+
+    def seen(self, webhook_id: str, *, now: int) -> bool:
+        """Whether an uninstall with this id was already queued (an expired record counts as absent)."""
+        item = (
+            self._ddb()
+            .get_item(TableName=self.table_name, Key=self._key(webhook_id), ConsistentRead=True)
+            .get("Item")
+        )
+        return item is not None and int(item.get("ttl", {}).get("N", "0")) >= now
+
+    def record(self, webhook_id: str, *, now: int, ttl_seconds: int) -> bool:
+        """Remember an id whose uninstall is queued; False if it was already recorded."""
+        answer = if_condition_holds(
+            lambda: self._ddb().put_item(
+                TableName=self.table_name,
+                Item={**self._key(webhook_id), "ttl": {"N": str(now + ttl_seconds)}},
+                # TTL deletion is lazy: an expired record counts as absent.
+                ConditionExpression="attribute_not_exists(pk) OR #ttl < :now",
+                ExpressionAttributeNames={"#ttl": "ttl"},
+                ExpressionAttributeValues={":now": {"N": str(now)}},
+            )
+        )
+        return answer is not None
