@@ -76,7 +76,7 @@ def test_callback_costs_5_aws_calls_plus_one_budget_unit_per_ultracart_call(
     assert counter.count <= 5 + per_call * uc_calls, counter.calls
     assert counter.by_operation() == {
         "dynamodb.DeleteItem": 1,  # the state
-        "kms.Encrypt": 1,
+        "kms.GenerateDataKey": 1,  # the data key the new tokens are sealed with
         # the installation, and one unit of the UltraCart budget per UltraCart call (+ the line)
         "dynamodb.UpdateItem": 1 + per_call * uc_calls,
         "events.PutEvents": 1,
@@ -119,7 +119,11 @@ def test_refresh_costs_at_most_6_aws_calls_and_1_ultracart_call(
     assert invoke("RefreshWorkerFunction", event) == {"batchItemFailures": []}
     assert counter.count <= 6 + extra, counter.calls
     # lease, pace, budget (+ the line given back, + the merchant's unit), token write
-    assert counter.by_operation() == {"dynamodb.UpdateItem": 4 + extra, "kms.Decrypt": 1, "kms.Encrypt": 1}
+    assert counter.by_operation() == {
+        "dynamodb.UpdateItem": 4 + extra,
+        "kms.Decrypt": 1,
+        "kms.GenerateDataKey": 1,
+    }
     assert [r.grant_type for r in sandbox.requests()] == ["refresh_token"]
 
 

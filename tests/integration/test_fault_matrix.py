@@ -98,8 +98,8 @@ DESCRIPTIONS = {
     "(botocore's 2 attempts see both and give up)",
     "ddb_conditional": "ConditionalCheckFailedException (callback: state consume; refresh: token write; "
     "token: inline lease, old item returned; revoke: shred)",
-    "kms_throttled": "KMS ThrottlingException on Encrypt and Decrypt",
-    "kms_disabled": "KMS DisabledException on Encrypt and Decrypt",
+    "kms_throttled": "KMS ThrottlingException on GenerateDataKey, Encrypt and Decrypt",
+    "kms_disabled": "KMS DisabledException on GenerateDataKey, Encrypt and Decrypt",
     "kms_key_disabled": "the key disabled in moto (kms.disable_key; KMS's refusal enforced by a hook)",
     "kms_invalid_ciphertext": "KMS InvalidCiphertextException on every Decrypt (a fresh probe fails too: "
     "no evidence that the row is damaged)",
@@ -565,9 +565,9 @@ def inject(world: World, operation: str, fault: str) -> Callable[[], None]:
         op, match = CONDITIONAL[operation]
         injected = [faults.conditional_failure(op, match=match, times=-1)]
     elif fault == "kms_throttled":
-        injected = [faults.throttle("kms", op) for op in ("Encrypt", "Decrypt")]
+        injected = [faults.throttle("kms", op) for op in faults.KMS_KEY_OPERATIONS]
     elif fault == "kms_disabled":
-        injected = [faults.kms_disabled(op) for op in ("Encrypt", "Decrypt")]
+        injected = [faults.kms_disabled(op) for op in faults.KMS_KEY_OPERATIONS]
     elif fault == "kms_key_disabled":
         injected = faults.kms_key_state_enforced(world.res.key_id)
         faults.own_client("kms").disable_key(KeyId=world.res.key_id)
@@ -1427,6 +1427,72 @@ def test_token_access_in_time(world: World, cell: Cell, fault: str, expected: st
     conclude(cell)
 
 
+# -- KMS failing after UltraCart answered a rotation ------------------------------------------------
+
+# UltraCart has rotated the grant (the old refresh token is spent) when KMS starts failing: every
+# KMS call of the package is throttled from that answer on. Tokens encrypted only after the answer
+# (KMS Encrypt for the write, again for the recovery record) would be lost with the grant; the data
+# key fetched before the call lets the write go ahead without KMS.
+AFTER_ANSWER_DESCRIPTIONS = {
+    "kms_fault_after_rotation": "KMS ThrottlingException on every call (Encrypt, GenerateDataKey, Decrypt) "
+    "from the moment UltraCart answered the refresh (the grant is rotated)",
+}
+for _name, _text in AFTER_ANSWER_DESCRIPTIONS.items():
+    DESCRIPTIONS[_name] = _text
+
+
+@contextmanager
+def kms_fails_after_rotation(world: World) -> Iterator[list[faults.AwsFault]]:
+    """Every KMS call of the package throttled once UltraCart answered a refresh (until the end)."""
+    injected = [faults.throttle("kms", op) for op in faults.KMS_KEY_OPERATIONS]
+    started = Once(lambda: [one.install() for one in injected])
+    try:
+        with after_ultracart(world, "refresh", started):
+            yield injected
+    finally:
+        for one in injected:
+            one.remove()
+
+
+@cells("refresh", {"kms_fault_after_rotation": "acked, refreshed"})
+def test_refresh_with_kms_failing_after_rotation(world: World, cell: Cell, fault: str, expected: str) -> None:
+    # One merchant per cell: KMS fails from the first answer on, so a second merchant's refresh
+    # would meet KMS failing before its call (the kms_throttled cells), not after it.
+    world.merchants = world.merchants[:1]
+    seed(world, expires_in=60)
+    for merchant in world.merchants:
+        world.refresh_queue.send({"merchant_id": merchant})
+    with kms_fails_after_rotation(world):
+        delivery = world.refresh_queue.deliver()
+    assert delivery.raised is None, delivery.raised
+    labels = {
+        m: ", ".join(["back to queue" if m in delivery.failed else "acked", *installation_facts(world, m)])
+        for m in world.merchants
+    }
+    cell.outcome = summarize(labels)
+    recover_refresh(world, cell)
+    conclude(cell)
+
+
+@cells("token", {"kms_fault_after_rotation": "200 new token"})
+def test_token_access_with_kms_failing_after_rotation(
+    world: World, cell: Cell, fault: str, expected: str
+) -> None:
+    world.merchants = world.merchants[:1]  # one merchant per cell, as above
+    seed(world, expires_in=60)  # inside the inline refresh margin: the call refreshes
+    with kms_fails_after_rotation(world):
+        answers = {m: token_call(m) for m in world.merchants}
+    cell.outcome = summarize({m: token_label(world, m, *answers[m]) for m in world.merchants})
+    world.let_backoff_pass()
+    cell.recovery.append("next call")
+    for merchant in world.merchants:
+        token_call(merchant)
+    judge(world, cell)
+    cell.note(reinstall_if_refused(world, cell.recovery))
+    cell.note(active_problems(world))
+    conclude(cell)
+
+
 TIME_REVOKE = {
     # Still installed until the shred: the token API serves the valid stored token meanwhile.
     "second_caller_after_lease": f"shredded on delivery 1 (webhook), {REVOKED}; second caller: 200 token",
@@ -1532,7 +1598,7 @@ WEBHOOK_KILL_POINTS = {
 CALLBACK_KILL_POINTS = {
     "kill_after_state_consumed": ("dynamodb", "after-call.dynamodb.DeleteItem"),
     "kill_after_budget": ("dynamodb", "after-call.dynamodb.UpdateItem"),
-    "kill_after_encrypt": ("kms", "after-call.kms.Encrypt"),
+    "kill_after_data_key": ("kms", "after-call.kms.GenerateDataKey"),
     "kill_after_event": ("events", "after-call.eventbridge.PutEvents"),
 }
 for _name, (_service, _event) in {**WEBHOOK_KILL_POINTS, **CALLBACK_KILL_POINTS}.items():
@@ -1578,7 +1644,7 @@ CALLBACK_KILLS = {
     "kill_after_state_consumed": "killed; merchant started again: 200 page, installed",
     "kill_after_budget": "killed; merchant started again: 200 page, installed",
     "kill_after_exchange": "killed; merchant started again: 200 page, installed",
-    "kill_after_encrypt": "killed; merchant started again: 200 page, installed",
+    "kill_after_data_key": "killed; merchant started again: 200 page, installed",
     "kill_after_event": "killed; merchant started again: 200 page, installed",
 }
 

@@ -23,7 +23,7 @@ CALLS: dict[str, set[str]] = {
         "dynamodb:DeleteItem",  # consume state
         "dynamodb:UpdateItem",  # save installation; the shared UltraCart call budget
         "dynamodb:GetItem",  # the reload-safe success receipt; a Deny: was the state issued here?
-        "kms:Encrypt",
+        "kms:GenerateDataKey",  # the data key the new tokens are sealed with
         "events:PutEvents",
         "sqs:SendMessage",  # a reinstall: the replaced grant, to the revoke queue
         "secretsmanager:GetSecretValue?",  # only with UltraCartClientSecretArn
@@ -31,7 +31,7 @@ CALLS: dict[str, set[str]] = {
     "TokenApiFunction": {
         "dynamodb:GetItem",
         "dynamodb:UpdateItem",  # lease, budget, token write, recovery record, reauthorization
-        "kms:Encrypt",
+        "kms:GenerateDataKey",  # a data key before the refresh; a damaged row's key probe
         "kms:Decrypt",
         "events:PutEvents",
         "secretsmanager:GetSecretValue?",
@@ -51,7 +51,7 @@ CALLS: dict[str, set[str]] = {
     "RefreshWorkerFunction": {
         "dynamodb:GetItem",
         "dynamodb:UpdateItem",
-        "kms:Encrypt",
+        "kms:GenerateDataKey",  # a data key before the refresh; a damaged row's key probe
         "kms:Decrypt",
         "events:PutEvents",
         "sqs:SendMessage",  # re-queue what was not attempted (pace, budget, time); recovery message
@@ -62,7 +62,7 @@ CALLS: dict[str, set[str]] = {
         "dynamodb:GetItem",
         "dynamodb:UpdateItem",
         "kms:Decrypt",
-        "kms:Encrypt",  # the key probe only (its own purpose): is a row KMS rejects damaged?
+        "kms:GenerateDataKey",  # the key probe only (its own purpose): is a row KMS rejects damaged?
         "events:PutEvents",
         "sqs:SendMessage",  # a revoke UltraCart could not confirm comes back as a delayed message
         *POLLING,
@@ -72,7 +72,7 @@ CALLS: dict[str, set[str]] = {
         "dynamodb:GetItem",  # show, budget used
         "dynamodb:Query",  # StatusIndex pages and counts, DueIndex counts
         "dynamodb:UpdateItem",  # refresh now: lease, budget, token write, reauthorization
-        "kms:Encrypt",
+        "kms:GenerateDataKey",  # a data key before the refresh; a damaged row's key probe
         "kms:Decrypt",
         "events:PutEvents",  # Operator Action; the refresh's own events
         "sqs:GetQueueAttributes",  # stats
@@ -93,7 +93,7 @@ CALLS: dict[str, set[str]] = {
         "dynamodb:GetItem",  # the installation a spent device code may already have stored
         "dynamodb:UpdateItem",  # claim, next poll, outcome; the installation; events parked; budget
         "kms:Decrypt",  # the device code, with the device-code key only
-        "kms:Encrypt",  # the tokens, with the token key only
+        "kms:GenerateDataKey",  # the tokens' data key, with the token key only
         "events:PutEvents",
         "sqs:SendMessage",  # the next poll, delayed; a replaced grant, to the revoke queue
         *POLLING,
@@ -288,7 +288,10 @@ def test_the_device_functions_use_the_device_code_key_for_codes_and_the_token_ke
         return rights
 
     assert kms("DeviceFlowFunction") == {"DeviceCodeKey": {"kms:Encrypt"}}
-    assert kms("DeviceWorkerFunction") == {"DeviceCodeKey": {"kms:Decrypt"}, "TokenKey": {"kms:Encrypt"}}
+    assert kms("DeviceWorkerFunction") == {
+        "DeviceCodeKey": {"kms:Decrypt"},
+        "TokenKey": {"kms:GenerateDataKey"},
+    }
     others = set(CALLS) - {"DeviceFlowFunction", "DeviceWorkerFunction"}
     assert all("DeviceCodeKey" not in kms(function) for function in others)
 

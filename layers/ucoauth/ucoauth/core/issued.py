@@ -30,9 +30,11 @@ def token_fields(
     *,
     issued_at: int | None = None,
     last_used_at: int | None = None,
+    ciphertext: bytes | None = None,
 ) -> TokenFields:
-    """Encrypt the tokens and compute expiry and the next due time (with jitter), counted from
-    ``issued_at`` (default now: when UltraCart answered).
+    """Encrypt the tokens (unless given ``ciphertext``, their envelope sealed already) and compute
+    expiry and the next due time (with jitter), counted from ``issued_at`` (default now: when
+    UltraCart answered).
 
     The budget is spent where it matters: a merchant whose tokens nobody asked for in
     ``REFRESH_IDLE_AFTER_SECONDS`` (``last_used_at``) is not refreshed ahead of expiry; its
@@ -52,7 +54,7 @@ def token_fields(
     if idle_after and last_used_at is not None and now - last_used_at > idle_after:
         due_at = max(due_at, now + settings.refresh_token_lapse_seconds - 86_400 - jitter)
     return TokenFields(
-        ciphertext=services.cipher.encrypt(merchant_id, tokens),
+        ciphertext=ciphertext if ciphertext is not None else services.cipher.encrypt(merchant_id, tokens),
         token_type=answer.token_type,
         scope=answer.scope,
         access_expires_at=now + lifetime,

@@ -47,7 +47,6 @@ from ucoauth.base.errors import (
     BudgetExhaustedError,
     DeadlineTooCloseError,
     GrantUnsettledError,
-    KeyUnavailableError,
     PermanentUltraCartError,
     StaleWriteError,
     TokenDecryptError,
@@ -112,6 +111,9 @@ class Rotation:
             return self.reauthorize("undecryptable")
         if not tokens.refresh_token:
             return self.reauthorize("no_refresh_token")
+        # The data key for what UltraCart will answer, before it is asked: once the grant is
+        # rotated, the write and any recovery record are sealed locally, without KMS.
+        key = self.s.cipher.data_key(self.merchant_id)
         started = time.perf_counter()
         try:
             # Nothing is sent unless the call and the write reserve fit before the deadline and
@@ -132,7 +134,10 @@ class Rotation:
         )
         # Keep the old refresh token when UltraCart does not rotate it.
         fresh = TokenSet(answer.access_token, answer.refresh_token or tokens.refresh_token)
-        return persist(self.s, self.lease, self.deadline, fresh, answer, issued_at=self.s.now())
+        sealed = key.seal(fresh)
+        return persist(
+            self.s, self.lease, self.deadline, fresh, answer, issued_at=self.s.now(), sealed=sealed
+        )
 
     def _record_failure(self, exc: UltraCartError) -> None:
         """For operators (the admin API): the failure's code and the count since the last token."""
@@ -211,22 +216,25 @@ def persist(
     answer: TokenResponse,
     *,
     issued_at: int,
+    sealed: bytes,
     recovered: Recovery | None = None,
 ) -> Rotated:
-    """Store tokens UltraCart issued for the leased installation; never drop them."""
+    """Store tokens UltraCart issued for the leased installation; never drop them. ``sealed`` is
+    their envelope, sealed with a data key fetched before UltraCart answered (no KMS call here)."""
     from ucoauth.core.issued import token_fields
 
     merchant_id = lease.merchant_id
     held = lease.installation
+    fields = token_fields(
+        services,
+        merchant_id,
+        tokens,
+        answer,
+        issued_at=issued_at,
+        last_used_at=held.last_used_at,
+        ciphertext=sealed,
+    )
     try:
-        fields = retry_within(
-            services,
-            deadline,
-            lambda: token_fields(
-                services, merchant_id, tokens, answer, issued_at=issued_at, last_used_at=held.last_used_at
-            ),
-            keep_back=AWS_CALL_MAX,
-        )
         stored = retry_within(
             services,
             deadline,
@@ -245,10 +253,10 @@ def persist(
             # Our own write was applied; only its answer was lost (a timeout, then the retry).
             lease.cleared()
             return Rotated("recovered" if recovered is not None else "refreshed", tokens, current)
-        return _installation_moved(services, lease, deadline, tokens, answer, issued_at)
-    except (ClientError, BotoCoreError, KeyUnavailableError) as exc:
+        return _installation_moved(services, lease, deadline, tokens, answer, issued_at, sealed)
+    except (ClientError, BotoCoreError) as exc:
         logger.error("tokens could not be stored", merchant_id=merchant_id, error=type(exc).__name__)
-        keep_for_recovery(services, lease, tokens, answer, issued_at=issued_at, generation=held.generation)
+        keep_for_recovery(services, lease, sealed, answer, issued_at=issued_at, generation=held.generation)
         expires_at = issued_at + answer.expires_in if answer.expires_in is not None else None
         return Rotated("kept_for_recovery", tokens=tokens, expires_at=expires_at)
     lease.cleared()
@@ -266,6 +274,7 @@ def _installation_moved(
     tokens: TokenSet,
     answer: TokenResponse,
     issued_at: int,
+    sealed: bytes,
 ) -> Rotated:
     """The version moved under our lease: a reinstall or an uninstall. Tokens of a generation
     that is gone are revoked; anything else is kept for the next holder to reconcile."""
@@ -278,7 +287,7 @@ def _installation_moved(
         logger.info("tokens of a replaced installation revoked", merchant_id=merchant_id)
         return Rotated("lost_race")
     logger.warning("refreshed tokens not stored: installation changed", merchant_id=merchant_id)
-    keep_for_recovery(services, lease, tokens, answer, issued_at=issued_at, generation=held.generation)
+    keep_for_recovery(services, lease, sealed, answer, issued_at=issued_at, generation=held.generation)
     return Rotated("lost_race")
 
 
@@ -328,28 +337,24 @@ def revoke_tokens(
 def keep_for_recovery(
     services: Services,
     lease: Lease,
-    tokens: TokenSet,
+    sealed: bytes,
     answer: TokenResponse,
     *,
     issued_at: int,
     generation: int,
 ) -> None:
-    """Keep tokens that could not be written: a recovery record on the item, else a recovery
-    message on the refresh queue. Only when both fail (and KMS with them) are they lost."""
+    """Keep tokens that could not be written (``sealed``: their envelope, made without KMS after
+    the answer): a recovery record on the item, else a recovery message on the refresh queue.
+    Only when both fail are they lost."""
     merchant_id = lease.merchant_id
-    try:
-        record = Recovery(
-            ciphertext=services.cipher.encrypt(merchant_id, tokens),
-            generation=generation,
-            issued_at=issued_at,
-            expires_in=answer.expires_in,
-            token_type=answer.token_type,
-            scope=answer.scope,
-        )
-    except KeyUnavailableError:
-        metrics.add_metric(name="TokensLost", unit="Count", value=1)
-        logger.error("issued tokens lost: KMS refused to encrypt them", merchant_id=merchant_id)
-        return
+    record = Recovery(
+        ciphertext=sealed,
+        generation=generation,
+        issued_at=issued_at,
+        expires_in=answer.expires_in,
+        token_type=answer.token_type,
+        scope=answer.scope,
+    )
     try:
         services.installations.keep_recovery(merchant_id, record, now=services.now())
         metrics.add_metric(name="TokensKeptForRecovery", unit="Count", value=1)
@@ -434,6 +439,9 @@ def reconcile(
         )
         if current is not None:
             lease.installation = current
+        # Re-sealed under a data key of its own (the record may be of the first format): a KMS
+        # failure here leaves the record where it is, for the next holder.
+        sealed = services.cipher.data_key(merchant_id).seal(tokens)
         outcome = persist(
             services,
             lease,
@@ -441,6 +449,7 @@ def reconcile(
             tokens,
             answer,
             issued_at=record.issued_at,
+            sealed=sealed,
             recovered=record,
         )
         if outcome.result == "recovered":
