@@ -110,6 +110,14 @@ class Installation:
     # previous holder never released (it died, ran out of time, or could not write), else None.
     previous_lease_until: int | None = None
     previous_lease_owner: str | None = None
+    # The app's own account the installation is linked to (an install session), with its
+    # metadata and the session's non-secret id; None when installed without a session.
+    app_account_id: str | None = None
+    account_metadata: dict[str, str] = field(default_factory=dict)
+    install_session_id: str | None = None
+    # Set only on the installation an install write returns: the account it was linked to before
+    # this write linked it to another one.
+    relinked_from: str | None = None
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> Installation:
@@ -139,6 +147,11 @@ class Installation:
             revoke_pending_since=number(item, "revoke_pending_since"),
             last_used_at=number(item, "last_used_at"),
             began_at=number(item, "began_at"),
+            app_account_id=string(item, "app_account_id"),
+            account_metadata={
+                k: v["S"] for k, v in item.get("account_metadata", {}).get("M", {}).items() if "S" in v
+            },
+            install_session_id=string(item, "install_session_id"),
         )
 
     @property

@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ucoauth import aws
-from ucoauth.errors import LeaseBusyError, NotDueError, NotInstalledError, StaleWriteError
+from ucoauth.errors import (
+    AccountConflictError,
+    LeaseBusyError,
+    NotDueError,
+    NotInstalledError,
+    StaleWriteError,
+)
 from ucoauth.installations.model import (
     ACTIVE,
     HOLD_PREFIX,
@@ -38,6 +44,8 @@ from ucoauth.table import (
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
+    from ucoauth.install_sessions import AccountLink
+
 
 # What an install clears: the last generation's lease, uninstall, failures and tombstone TTL.
 _CLEARED_BY_INSTALL = (
@@ -52,6 +60,20 @@ _CLEARED_BY_INSTALL = (
     "consecutive_failures",
     "ttl",
 )
+
+
+def _link_account(update: Update, link: AccountLink, *, refuse_relink: bool) -> list[str]:
+    """Link the installation to the session's account in the install's own write; the condition
+    that keeps another account's link when relinking is refused."""
+    update.assign(
+        app_account_id={"S": link.app_account_id},
+        account_metadata={"M": {k: {"S": v} for k, v in link.metadata.items()}},
+        install_session_id={"S": link.session_id},
+    )
+    if not refuse_relink:
+        return []
+    update.name("#st", "status").value(":acct", {"S": link.app_account_id}).value(":gone", {"S": UNINSTALLED})
+    return ["(attribute_not_exists(app_account_id) OR app_account_id = :acct OR #st = :gone)"]
 
 
 class Lease:
@@ -136,6 +158,8 @@ class InstallationStore:
         now: int,
         install_id: str | None = None,
         began_at: int | None = None,
+        link: AccountLink | None = None,
+        refuse_relink: bool = False,
     ) -> tuple[Installation, Replaced | None]:
         """Create or replace (reinstall) an installation: a new generation, status active.
 
@@ -143,8 +167,10 @@ class InstallationStore:
         installation (the later one), and any in-flight refresh loses its version check.
         ``install_id`` (a digest unique to one install flow) makes a retried write idempotent: a
         write whose first attempt was applied but whose answer was lost does not count a second
-        generation. ``began_at`` is when the install flow began (its state issued, its device
-        authorization created): what an uninstall's time is judged against.
+        generation. ``began_at`` is when the install flow began. ``link`` (an install session)
+        links the installation to the app's account in the same write; without one the item keeps
+        the account it has. With ``refuse_relink``, a link to another account than the one an
+        installed merchant has raises :class:`AccountConflictError` (nothing written).
 
         The item as it was comes back with the write (``ALL_OLD``): tokens it held are returned as
         :class:`Replaced`, exactly those this write took off the item (even when two installs
@@ -160,28 +186,37 @@ class InstallationStore:
         )
         update.increment("generation", "version").remove(*_CLEARED_BY_INSTALL)
         self._assign_tokens(update, merchant_id, tokens)
-        condition: dict[str, Any] = {}
+        conditions: list[str] = []
         if install_id is not None:
             # Every install flow's id is kept (a few bytes per install): a retry whose first
             # attempt was applied finds its id, whatever other install came in between.
             update.add_to_set("install_ids", {"SS": [install_id]}).value(":install", {"S": install_id})
-            first_time = "attribute_not_exists(install_ids) OR NOT contains(install_ids, :install)"
-            condition = {"ConditionExpression": first_time}
-        answer = if_condition_holds(
-            lambda: self._ddb().update_item(
+            conditions.append("(attribute_not_exists(install_ids) OR NOT contains(install_ids, :install))")
+        if link is not None:
+            conditions += _link_account(update, link, refuse_relink=refuse_relink)
+        condition: dict[str, Any] = {"ConditionExpression": " AND ".join(conditions)} if conditions else {}
+        try:
+            answer = self._ddb().update_item(
                 TableName=self.table_name,
                 Key=merchant_key(merchant_id),
                 ReturnValues="ALL_OLD",
+                ReturnValuesOnConditionCheckFailure="ALL_OLD",
                 **update.request(),
                 **condition,
             )
-        )
-        if answer is None:  # this very install was already written (a retried request)
-            done = self.get(merchant_id)
-            assert done is not None
-            return done, None
+        except ClientError as exc:
+            if not is_conditional_failure(exc):
+                raise
+            held: Any = exc.response.get("Item") or {}
+            if install_id is not None and install_id in held.get("install_ids", {}).get("SS", []):
+                return Installation.from_item(held), None  # this very install, already written
+            raise AccountConflictError(merchant_id) from None
         old: dict[str, Any] = answer.get("Attributes", {})
-        return Installation.from_item(update.applied_to(old)), Replaced.of(old)
+        installation = Installation.from_item(update.applied_to(old))
+        before = old.get("app_account_id", {}).get("S")
+        if link is not None and before is not None and before != link.app_account_id:
+            installation = dataclasses.replace(installation, relinked_from=before)
+        return installation, Replaced.of(old)
 
     def write_refreshed_tokens(
         self,
