@@ -310,9 +310,6 @@ class Tokens:
 class Pages:
     """the merchant's browser: install, callback and the pages"""
 
-    oauth_redirect_uri: str = optional(
-        "OAUTH_REDIRECT_URI", "", lambda raw: _url("OAUTH_REDIRECT_URI", raw, allow_empty=True)
-    )
     post_install_redirect_url: str = optional(
         "POST_INSTALL_REDIRECT_URL", "", lambda raw: _url("POST_INSTALL_REDIRECT_URL", raw, allow_empty=True)
     )
@@ -320,6 +317,17 @@ class Pages:
     app_url: str = optional("APP_URL", "", lambda raw: _link("APP_URL", raw, mailto=False))
     support_url: str = optional("SUPPORT_URL", "", lambda raw: _link("SUPPORT_URL", raw, mailto=True))
     state_ttl_seconds: int = integer("STATE_TTL_SECONDS", 600, low=30, high=3600)
+
+
+@_section("links")
+@dataclass(frozen=True)
+class Links:
+    """the stack's own browser addresses: the OAuth redirect URI, and the install page next to it
+    (the browser's pages, and the install links POST /install-sessions answers)"""
+
+    oauth_redirect_uri: str = optional(
+        "OAUTH_REDIRECT_URI", "", lambda raw: _url("OAUTH_REDIRECT_URI", raw, allow_empty=True)
+    )
 
 
 @_section("refresh")
@@ -408,8 +416,17 @@ GLOBAL_SECTIONS: tuple[str, ...] = ("core",)
 # The sections each function of the template uses (by logical id). The template gives each
 # function exactly these sections' variables (a test compares them for equality).
 FUNCTION_SECTIONS: dict[str, tuple[str, ...]] = {
-    "OAuthBrowserFunction": ("core", "events", "ultracart", "tokens", "pages", "uninstall", "sessions"),
-    "TokenApiFunction": ("core", "events", "ultracart", "tokens", "sessions"),
+    "OAuthBrowserFunction": (
+        "core",
+        "events",
+        "ultracart",
+        "tokens",
+        "pages",
+        "links",
+        "uninstall",
+        "sessions",
+    ),
+    "TokenApiFunction": ("core", "events", "ultracart", "tokens", "links", "sessions"),
     "UninstallWebhookFunction": ("core", "uninstall", "webhook"),
     "RefreshPlannerFunction": ("core", "events", "ultracart", "refresh"),
     "RefreshWorkerFunction": ("core", "events", "ultracart", "tokens", "refresh"),
@@ -455,7 +472,7 @@ if TYPE_CHECKING:
     # For the type checker only: a Settings has every section's values as attributes (which is
     # why the sections have no __slots__: these bases could not share one instance layout).
     class _Values(
-        Core, Events, UltraCart, Tokens, Pages, Refresh, Uninstall, Webhook, Admin, Device, Sessions
+        Core, Events, UltraCart, Tokens, Pages, Links, Refresh, Uninstall, Webhook, Admin, Device, Sessions
     ):
         pass
 else:
