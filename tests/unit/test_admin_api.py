@@ -78,7 +78,7 @@ def test_an_installation_is_listed_and_shown_without_any_secret(
     assert item["installed_at"].endswith("Z") and item["access_expires_at"].endswith("Z")
     status, shown, _ = call("admin-installations-show.json")
     # Installed without an install session: linked to none of the app's accounts.
-    unlinked = {"app_account_id": None, "metadata": {}, "install_session_id": None}
+    unlinked: dict[str, Any] = {"app_account_id": None, "metadata": {}, "install_session_id": None}
     assert status == 200 and shown == {**item, "has_recovery_record": False, **unlinked}
     text = json.dumps(shown)
     assert not any(token in text for token in [*fake_uc.access_owner, *fake_uc.live_refresh])
