@@ -24,7 +24,8 @@ def new_link(account: str) -> str:
     event["body"] = json.dumps({"app_account_id": account})
     answer = invoke("TokenApiFunction", event)
     assert answer["statusCode"] == 201, answer
-    return parse_qs(urlsplit(json.loads(answer["body"])["install_url"]).query)["session"][0]
+    url: str = json.loads(answer["body"])["install_url"]
+    return parse_qs(urlsplit(url).query)["session"][0]
 
 
 def open_install(session: str | None) -> dict[str, Any]:
