@@ -5,15 +5,21 @@ each handler as its own role), moto's server and the sandbox's consent page; the
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode
 
 import pytest
 import requests
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
 
+from devstack.invoke import LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY
 from devstack.stack import LocalStack
-from tests.integration.test_admin_live import signed, ucoauth
 from tests.support.browser_flow import TIMEOUT, Started, decide
 from tests.support.token_client import token_client
 from ucoauth_client import InvalidRequest
@@ -25,6 +31,28 @@ pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("devstack_install
 def stack() -> Iterator[LocalStack]:
     with LocalStack(environ={}) as started:
         yield started
+
+
+def signed(method: str, url: str) -> requests.Response:
+    request = AWSRequest(method=method, url=url, data=b"")
+    SigV4Auth(Credentials(LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY), "execute-api", "us-east-1").add_auth(
+        request
+    )
+    return requests.request(method, url, headers=dict(request.headers.items()), data=b"", timeout=TIMEOUT)
+
+
+def ucoauth(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The ``ucoauth`` command line against the stack ``state`` describes (as ``make dev`` writes it)."""
+    script = Path(sys.executable).parent / "ucoauth"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "ucoauth_client.cli"]
+    return subprocess.run(
+        [*command, *args],
+        env={**os.environ, "DEVSTACK_STATE": str(state), "AWS_ACCESS_KEY_ID": "", "AWS_PROFILE": ""},
+        capture_output=True,
+        text=True,
+        timeout=150,
+        check=False,
+    )
 
 
 def through_link(stack: LocalStack, install_url: str, merchant_id: str) -> requests.Response:

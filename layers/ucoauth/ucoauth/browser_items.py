@@ -33,10 +33,11 @@ if TYPE_CHECKING:
 def link_attributes(link: AccountLink) -> dict[str, Any]:
     """An account link as item attributes (the session's digest, never its secret)."""
     item: dict[str, Any] = {
-        "session_id": {"S": link.session_id},
         "account": {"S": link.app_account_id},
         "account_metadata": {"M": {k: {"S": v} for k, v in link.metadata.items()}},
     }
+    if link.session_id:
+        item["session_id"] = {"S": link.session_id}
     if link.session_digest:
         item["session"] = {"S": link.session_digest}
     if link.return_url:

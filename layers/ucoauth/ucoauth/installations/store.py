@@ -68,8 +68,11 @@ def _link_account(update: Update, link: AccountLink, *, refuse_relink: bool) -> 
     update.assign(
         app_account_id={"S": link.app_account_id},
         account_metadata={"M": {k: {"S": v} for k, v in link.metadata.items()}},
-        install_session_id={"S": link.session_id},
     )
+    if link.session_id:  # a device authorization links an account without a session
+        update.assign(install_session_id={"S": link.session_id})
+    else:
+        update.remove("install_session_id")
     if not refuse_relink:
         return []
     update.name("#st", "status").value(":acct", {"S": link.app_account_id}).value(":gone", {"S": UNINSTALLED})
