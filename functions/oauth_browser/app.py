@@ -75,10 +75,10 @@ _INSTALL_PARAMS = frozenset({"session"})
 def install() -> Response[str]:
     services = get_services()
     event = app.current_event.raw_event
-    query = parse_query(event.get("rawQueryString", ""), allowed=_INSTALL_PARAMS)
-    start = begin_install(
-        services, redirect_uri=web.redirect_uri(services.settings, event), session=query.get("session")
-    )
+    raw = event.get("rawQueryString", "")
+    # Only an install link's query is read (strictly); any other is ignored, as it always was.
+    session = parse_query(raw, allowed=_INSTALL_PARAMS).get("session") if "session" in raw else None
+    start = begin_install(services, redirect_uri=web.redirect_uri(services.settings, event), session=session)
     cookie = web.state_cookie(start.browser_nonce, max_age=services.settings.state_ttl_seconds)
     return web.redirect(start.authorize_url, cookies=[cookie])
 
