@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ucoauth.table import number, string
+from ucoauth.table import Update, number, string
+
+if TYPE_CHECKING:
+    from ucoauth.install_sessions import AccountLink
 
 ACTIVE = "active"
 REAUTHORIZATION_REQUIRED = "reauthorization_required"
@@ -191,3 +194,20 @@ class Replaced:
         if not blob:
             return None
         return cls(bytes(blob["B"]), number(old, "generation") or 0, string(old, "status") or ACTIVE)
+
+
+def link_account(update: Update, link: AccountLink, *, refuse_relink: bool) -> list[str]:
+    """Link the installation to the session's account in the install's own write; the condition
+    that keeps another account's link when relinking is refused."""
+    update.assign(
+        app_account_id={"S": link.app_account_id},
+        account_metadata={"M": {k: {"S": v} for k, v in link.metadata.items()}},
+    )
+    if link.session_id:  # a device authorization links an account without a session
+        update.assign(install_session_id={"S": link.session_id})
+    else:
+        update.remove("install_session_id")
+    if not refuse_relink:
+        return []
+    update.name("#st", "status").value(":acct", {"S": link.app_account_id}).value(":gone", {"S": UNINSTALLED})
+    return ["(attribute_not_exists(app_account_id) OR app_account_id = :acct OR #st = :gone)"]

@@ -31,6 +31,7 @@ from ucoauth.installations.model import (
     Recovery,
     Replaced,
     TokenFields,
+    link_account,
 )
 from ucoauth.table import (
     Update,
@@ -60,23 +61,6 @@ _CLEARED_BY_INSTALL = (
     "consecutive_failures",
     "ttl",
 )
-
-
-def _link_account(update: Update, link: AccountLink, *, refuse_relink: bool) -> list[str]:
-    """Link the installation to the session's account in the install's own write; the condition
-    that keeps another account's link when relinking is refused."""
-    update.assign(
-        app_account_id={"S": link.app_account_id},
-        account_metadata={"M": {k: {"S": v} for k, v in link.metadata.items()}},
-    )
-    if link.session_id:  # a device authorization links an account without a session
-        update.assign(install_session_id={"S": link.session_id})
-    else:
-        update.remove("install_session_id")
-    if not refuse_relink:
-        return []
-    update.name("#st", "status").value(":acct", {"S": link.app_account_id}).value(":gone", {"S": UNINSTALLED})
-    return ["(attribute_not_exists(app_account_id) OR app_account_id = :acct OR #st = :gone)"]
 
 
 class Lease:
@@ -196,7 +180,23 @@ class InstallationStore:
             update.add_to_set("install_ids", {"SS": [install_id]}).value(":install", {"S": install_id})
             conditions.append("(attribute_not_exists(install_ids) OR NOT contains(install_ids, :install))")
         if link is not None:
-            conditions += _link_account(update, link, refuse_relink=refuse_relink)
+            conditions += link_account(update, link, refuse_relink=refuse_relink)
+        old = self._install_write(merchant_id, update, conditions, install_id)
+        if old is None:  # this very install was already written (a retried request)
+            done = self.get(merchant_id)
+            assert done is not None
+            return done, None
+        installation = Installation.from_item(update.applied_to(old))
+        before = old.get("app_account_id", {}).get("S")
+        if link is not None and before is not None and before != link.app_account_id:
+            installation = dataclasses.replace(installation, relinked_from=before)
+        return installation, Replaced.of(old)
+
+    def _install_write(
+        self, merchant_id: str, update: Update, conditions: list[str], install_id: str | None
+    ) -> dict[str, Any] | None:
+        """The install's one UpdateItem: the item as it was, or None when this very install was
+        already written. Raises :class:`AccountConflictError` when the relink condition failed."""
         condition: dict[str, Any] = {"ConditionExpression": " AND ".join(conditions)} if conditions else {}
         try:
             answer = self._ddb().update_item(
@@ -212,14 +212,10 @@ class InstallationStore:
                 raise
             held: Any = exc.response.get("Item") or {}
             if install_id is not None and install_id in held.get("install_ids", {}).get("SS", []):
-                return Installation.from_item(held), None  # this very install, already written
+                return None
             raise AccountConflictError(merchant_id) from None
         old: dict[str, Any] = answer.get("Attributes", {})
-        installation = Installation.from_item(update.applied_to(old))
-        before = old.get("app_account_id", {}).get("S")
-        if link is not None and before is not None and before != link.app_account_id:
-            installation = dataclasses.replace(installation, relinked_from=before)
-        return installation, Replaced.of(old)
+        return old
 
     def write_refreshed_tokens(
         self,
