@@ -74,9 +74,9 @@ def _max_receive_count(template: dict[str, Any]) -> int | None:
 
 
 def _shared_session() -> bool | None:
-    """Whether ucoauth.aws builds its clients from one boto3 session (same loader) or not."""
+    """Whether ucoauth.adapters.aws builds its clients from one boto3 session (same loader) or not."""
     import ucoauth
-    from ucoauth import aws
+    from ucoauth.adapters import aws
 
     try:
         ucoauth.reset()

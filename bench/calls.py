@@ -97,7 +97,7 @@ def measure(live: Live) -> list[CallRow]:
     from devstack.resources import load_template, resources_of_type
     from tests.support.calls import AwsCallCounter
     from tests.support.lambdas import load_event
-    from ucoauth.tokens import clear_token_cache, get_access_token
+    from ucoauth.usecases.tokens import clear_token_cache, get_access_token
 
     live.reset()
     services = wire_process(live.function_env("RefreshWorkerFunction"))

@@ -32,7 +32,7 @@ FUNCTION_CLIENTS: dict[str, tuple[str, ...]] = {
     "uninstall_webhook": ("dynamodb", "sqs", "secretsmanager", "webhook_verifier"),
     "refresh_planner": ("dynamodb", "sqs"),
     "refresh_worker": ("dynamodb", "kms", "ultracart"),
-    "revoke_worker": ("dynamodb", "kms", "events", "ultracart", "import:ucoauth.rotation"),
+    "revoke_worker": ("dynamodb", "kms", "events", "ultracart", "import:ucoauth.core.rotation"),
     "admin_api": ("dynamodb",),
     "device_flow": ("dynamodb", "kms", "sqs", "ultracart"),
     "device_worker": ("dynamodb", "kms", "sqs", "ultracart"),
@@ -50,21 +50,21 @@ def _import_function(candidate: str) -> None:
 
 
 def _function_clients(directory: str) -> None:
-    from ucoauth import aws
-    from ucoauth.services import get_services
+    from ucoauth.adapters import aws
+    from ucoauth.adapters.services import get_services
 
     get_services()
     for name in FUNCTION_CLIENTS[directory]:
         if name == "ultracart":
             # Imported only here: a function that never calls UltraCart never loads requests.
-            from ucoauth.ultracart import get_client
+            from ucoauth.adapters.ultracart import get_client
 
             get_client()
         elif name.startswith("import:"):
             # A module the package imports inside the request's code path, not at module level.
             __import__(name.removeprefix("import:"))
         elif name == "webhook_verifier":
-            # What ucoauth.uninstall builds once it has read the secret (that read is a call).
+            # What ucoauth.usecases.uninstall builds once it has read the secret (that read is a call).
             from standardwebhooks.webhooks import Webhook
 
             Webhook("whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")

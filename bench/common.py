@@ -244,8 +244,8 @@ def process_cpu_seconds(pid: int) -> float:
 def wire_process(env: Mapping[str, str]) -> Any:
     """Point this process's ucoauth at ``env`` (as a cold Lambda would build it); returns Services."""
     import ucoauth
-    from ucoauth.services import Services, set_services
-    from ucoauth.settings import Settings
+    from ucoauth.adapters.services import Services, set_services
+    from ucoauth.base.settings import Settings
 
     os.environ.update(env)
     ucoauth.reset()

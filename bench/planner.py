@@ -1,7 +1,7 @@
 """Planner read cost: 100,000 installations, 1 % due, in moto's in-process mock.
 
 Items read are the sum of ``ScannedCount`` over the queries. Two reads of the same table: the
-planner itself (``ucoauth.refresh.plan(stats=)``, which may queue fewer than are due when the pace
+planner itself (``ucoauth.usecases.refresh.plan(stats=)``, which may queue fewer than are due when the pace
 allows fewer before its next run) and every due installation
 (``InstallationReads.due_merchants(stats=)``). Reads proportional to what is due keep
 items read / items due near 1, whatever the number of installations. The admin API's listing
@@ -27,7 +27,7 @@ _BATCH = 25
 class PlannerResult:
     installations: int
     due: int
-    planned: int  # what ucoauth.refresh.plan returned (the planner queues these)
+    planned: int  # what ucoauth.usecases.refresh.plan returned (the planner queues these)
     scanned: int  # its items read
     queries: int
     plan_seconds: float
@@ -65,7 +65,7 @@ def _item(merchant_id: str, *, due_at: int, shards: int, blob: bytes) -> dict[st
     they change neither what the planner reads nor ``ScannedCount``, and moto's item-size
     bookkeeping grows with the square of the attribute count (it would only slow the load).
     """
-    from ucoauth.table import due_shard, merchant_key
+    from ucoauth.adapters.table import due_shard, merchant_key
 
     return {
         **merchant_key(merchant_id),
@@ -84,8 +84,8 @@ def measure(installations: int = 100_000, due_fraction: float = 0.01) -> Planner
     import moto
 
     from devstack.resources import create_resources
-    from ucoauth import admin
-    from ucoauth.refresh import plan
+    from ucoauth.usecases import admin
+    from ucoauth.usecases.refresh import plan
 
     set_process_aws_env()
     with moto.mock_aws():

@@ -660,13 +660,13 @@ def _reading(results: Results) -> str:
         )
     if results.shared_session is False:
         text += (
-            " `ucoauth.aws._make` builds each client from a new `boto3.session.Session()`, so a "
+            " `ucoauth.adapters.aws._make` builds each client from a new `boto3.session.Session()`, so a "
             "function pays that once per client; building them from one process-wide session (under "
             "the existing lock) is the largest cut available."
         )
     elif results.shared_session:
         text += (
-            " `ucoauth.aws` builds its clients from one botocore session, without importing boto3 "
+            " `ucoauth.adapters.aws` builds its clients from one botocore session, without importing boto3 "
             "(its resource layer and s3transfer, which the floor pays)."
         )
     peer = by_key.get("powertools_peer")

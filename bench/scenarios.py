@@ -11,16 +11,16 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from bench.common import Live
-    from ucoauth.services import Services
+    from ucoauth.adapters.services import Services
 
 REDIRECT = "http://localhost:3000/oauth/callback"
 
 
 def seed_installation(services: Services, live: Live, merchant_id: str, *, expires_in: int) -> None:
     """An installation whose tokens the sandbox really issued (expires_in=60 makes it due now)."""
-    from ucoauth.crypto import TokenSet
-    from ucoauth.issued import token_fields
-    from ucoauth.ultracart import TokenResponse
+    from ucoauth.adapters.crypto import TokenSet
+    from ucoauth.adapters.ultracart import TokenResponse
+    from ucoauth.core.issued import token_fields
 
     pair = live.sandbox.issue_tokens(merchant_id, expires_in=expires_in)
     answer = TokenResponse(
@@ -118,8 +118,8 @@ def started_device_authorization(services: Services) -> str:
     """The id of a device authorization UltraCart issued and the device flow stored (pending, its
     first poll queued), as a ``POST /device/authorizations`` leaves it (``services`` of a device
     function: its settings have the device section)."""
-    from ucoauth.device import start_device_authorization
-    from ucoauth.timing import Deadline
+    from ucoauth.base.timing import Deadline
+    from ucoauth.usecases.device import start_device_authorization
 
     deadline = Deadline(services.clock() + 30, services.clock)
     return start_device_authorization(services, scope=None, deadline=deadline).authorization_id
@@ -127,7 +127,7 @@ def started_device_authorization(services: Services) -> str:
 
 def device_poll_event(authorization_id: str, seq: int) -> dict[str, Any]:
     """The device queue's message for poll ``seq`` of ``authorization_id``."""
-    from ucoauth.device import poll_message
+    from ucoauth.usecases.device import poll_message
 
     event = _event("sqs-device-poll.json")
     event["Records"][0]["body"] = poll_message(authorization_id, seq)

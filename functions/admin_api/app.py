@@ -7,15 +7,15 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from ucoauth import admin
-from ucoauth.api_errors import answer_errors
-from ucoauth.install_sessions import is_app_account_id
-from ucoauth.observability import logger, metrics
-from ucoauth.resolver import APIGatewayHttpResolver, Response
-from ucoauth.services import get_services
-from ucoauth.timing import Deadline
-from ucoauth.validation import is_merchant_id
-from ucoauth.web import json_error, json_response
+from ucoauth.adapters.services import get_services
+from ucoauth.base.observability import logger, metrics
+from ucoauth.base.timing import Deadline
+from ucoauth.base.validation import is_merchant_id
+from ucoauth.edges.api_errors import answer_errors
+from ucoauth.edges.resolver import APIGatewayHttpResolver, Response
+from ucoauth.edges.web import json_error, json_response
+from ucoauth.usecases import admin
+from ucoauth.usecases.install_sessions import is_app_account_id
 
 app = APIGatewayHttpResolver()
 LIST_PARAMETERS = {"status", "limit", "cursor", "app_account_id"}

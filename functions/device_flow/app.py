@@ -7,20 +7,20 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from ucoauth.api_errors import Answer, answer_errors
-from ucoauth.device import (
+from ucoauth.adapters.services import get_services
+from ucoauth.base.errors import PermanentUltraCartError
+from ucoauth.base.observability import logger, metrics
+from ucoauth.base.timing import Deadline
+from ucoauth.base.validation import BadInput, is_scope
+from ucoauth.edges.api_errors import Answer, answer_errors
+from ucoauth.edges.resolver import APIGatewayHttpResolver, Response
+from ucoauth.edges.web import json_error, json_response, raw_body
+from ucoauth.usecases.device import (
     device_status,
     is_authorization_id,
     start_device_authorization,
 )
-from ucoauth.errors import PermanentUltraCartError
-from ucoauth.install_sessions import AccountLink, parse_request
-from ucoauth.observability import logger, metrics
-from ucoauth.resolver import APIGatewayHttpResolver, Response
-from ucoauth.services import get_services
-from ucoauth.timing import Deadline
-from ucoauth.validation import BadInput, is_scope
-from ucoauth.web import json_error, json_response, raw_body
+from ucoauth.usecases.install_sessions import AccountLink, parse_request
 
 app = APIGatewayHttpResolver()
 # The scope, and an account with its metadata (escaped, at their limits).

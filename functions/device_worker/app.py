@@ -6,17 +6,17 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from ucoauth.batch import (
+from ucoauth.adapters.services import get_services
+from ucoauth.base.observability import logger, metrics
+from ucoauth.base.timing import Deadline
+from ucoauth.edges.batch import (
     BatchProcessor,
     EventType,
     PartialItemFailureResponse,
     SQSRecord,
     process_partial_response,
 )
-from ucoauth.device import parse_poll_message, poll_device_authorization
-from ucoauth.observability import logger, metrics
-from ucoauth.services import get_services
-from ucoauth.timing import Deadline
+from ucoauth.usecases.device import parse_poll_message, poll_device_authorization
 
 # Failed records come back after their visibility timeout (the claim they held expires first).
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)

@@ -9,8 +9,8 @@ from aws_lambda_powertools.shared.cookies import Cookie
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 
-from ucoauth import web
-from ucoauth.errors import (
+from ucoauth.adapters.services import get_services
+from ucoauth.base.errors import (
     APP_MISCONFIGURED_ERRORS,
     AccountConflictError,
     AppCredentialsRejectedError,
@@ -28,7 +28,12 @@ from ucoauth.errors import (
     TransientUltraCartError,
     UltraCartTimeoutError,
 )
-from ucoauth.install import (
+from ucoauth.base.observability import logger, metrics
+from ucoauth.base.timing import Deadline
+from ucoauth.base.validation import OAUTH_ERROR, OAUTH_VALUE, BadInput, parse_query
+from ucoauth.edges import web
+from ucoauth.edges.resolver import APIGatewayHttpResolver, Response
+from ucoauth.usecases.install import (
     RECEIPT_COOKIE,
     STATE_COOKIE,
     begin_install,
@@ -38,16 +43,11 @@ from ucoauth.install import (
     receipt_for_callback,
     state_issued_here,
 )
-from ucoauth.observability import logger, metrics
-from ucoauth.resolver import APIGatewayHttpResolver, Response
-from ucoauth.services import get_services
-from ucoauth.timing import Deadline
-from ucoauth.validation import OAUTH_ERROR, OAUTH_VALUE, BadInput, parse_query
 
 if TYPE_CHECKING:
     # Imported where a page is rendered: /install and a completed callback (a redirect with the
     # receipt cookie) render none, so their cold start does without the pages' templates.
-    from ucoauth import pages
+    from ucoauth.edges import pages
 
 app = APIGatewayHttpResolver()
 _CALLBACK_PARAMS = frozenset({"code", "state", "error", "error_description", "error_uri"})
@@ -120,7 +120,7 @@ def callback() -> Response[str]:
         return web.redirect(target, cookies=cookies)
     receipt = issue_receipt(services, result, state=state)
     if receipt is None:  # the install is done; without a receipt, show its page right here
-        from ucoauth import pages
+        from ucoauth.edges import pages
 
         page = pages.installed(
             _brand(),
@@ -136,7 +136,7 @@ def callback() -> Response[str]:
 
 @app.get("/installed")
 def installed() -> Response[str]:
-    from ucoauth import pages
+    from ucoauth.edges import pages
 
     services = get_services()
     try:
@@ -158,7 +158,7 @@ def installed() -> Response[str]:
 
 def _authorization_refused(error: str, state: str) -> Response[str]:
     """UltraCart redirected back with ``error=`` instead of a code."""
-    from ucoauth import pages
+    from ucoauth.edges import pages
 
     metrics.add_metric(name="InstallDeclined", unit="Count", value=1)
     # The state cookie is cleared only when this attempt set it: after a Deny in an older tab, it
@@ -189,7 +189,7 @@ def _authorization_refused(error: str, state: str) -> Response[str]:
 
 @app.exception_handler(BadInput)
 def bad_input(exc: BadInput) -> Response[str]:
-    from ucoauth import pages
+    from ucoauth.edges import pages
 
     logger.info("malformed browser request", reason=str(exc))
     return _page(pages.damaged_link(_brand(), _retry_href()))
@@ -198,7 +198,7 @@ def bad_input(exc: BadInput) -> Response[str]:
 @app.exception_handler(StateCookieMissingError)
 @app.exception_handler(StateExpiredError)
 def timed_out(exc: StateInvalidError) -> Response[str]:
-    from ucoauth import pages
+    from ucoauth.edges import pages
 
     metrics.add_metric(name="InstallStateRejected", unit="Count", value=1)
     logger.info("install session timed out", reason=type(exc).__name__)
@@ -210,7 +210,7 @@ def timed_out(exc: StateInvalidError) -> Response[str]:
 # browser (another tab), which clearing it would break.
 @app.exception_handler(StateForeignBrowserError)
 def other_tab(_: StateForeignBrowserError) -> Response[str]:
-    from ucoauth import pages
+    from ucoauth.edges import pages
 
     metrics.add_metric(name="InstallStateRejected", unit="Count", value=1)
     logger.info("install state bound to another browser nonce")
@@ -219,7 +219,7 @@ def other_tab(_: StateForeignBrowserError) -> Response[str]:
 
 @app.exception_handler(StateInvalidError)
 def already_used(exc: StateInvalidError) -> Response[str]:
-    from ucoauth import pages
+    from ucoauth.edges import pages
 
     metrics.add_metric(name="InstallStateRejected", unit="Count", value=1)
     logger.info("install state unknown or already used", reason=type(exc).__name__)
@@ -230,7 +230,7 @@ def already_used(exc: StateInvalidError) -> Response[str]:
 def session_refused(exc: InstallSessionError) -> Response[str]:
     """An install link that cannot start or complete an install: a page, never a redirect. At the
     callback the state is spent, so the state cookie is cleared."""
-    from ucoauth import pages
+    from ucoauth.edges import pages
 
     metrics.add_metric(name="InstallSessionRejected", unit="Count", value=1)
     logger.info("install session refused", reason=type(exc).__name__)
@@ -249,7 +249,7 @@ def session_refused(exc: InstallSessionError) -> Response[str]:
 
 @app.exception_handler(AccountConflictError)
 def account_conflict(exc: AccountConflictError) -> Response[str]:
-    from ucoauth import pages
+    from ucoauth.edges import pages
 
     # The tokens this install obtained were given back; the installation is unchanged.
     logger.info("install refused: merchant linked to another account", merchant_id=str(exc))
@@ -258,7 +258,7 @@ def account_conflict(exc: AccountConflictError) -> Response[str]:
 
 @app.exception_handler(PermanentUltraCartError)
 def code_refused(exc: PermanentUltraCartError) -> Response[str]:
-    from ucoauth import pages
+    from ucoauth.edges import pages
 
     if exc.app_misconfigured:
         logger.error(
@@ -271,7 +271,7 @@ def code_refused(exc: PermanentUltraCartError) -> Response[str]:
 
 @app.exception_handler(AppCredentialsRejectedError)
 def app_refused(_: AppCredentialsRejectedError) -> Response[str]:
-    from ucoauth import pages
+    from ucoauth.edges import pages
 
     # Alarmed where it happened (AppCredentialsRejected); the state is spent, the code was not.
     return _page(pages.app_unavailable(_brand(), _retry_href()))
@@ -279,7 +279,7 @@ def app_refused(_: AppCredentialsRejectedError) -> Response[str]:
 
 @app.exception_handler(TransientUltraCartError)
 def upstream(exc: TransientUltraCartError) -> Response[str]:
-    from ucoauth import pages
+    from ucoauth.edges import pages
 
     logger.error("UltraCart failed during the install", error=str(exc))
     status = 504 if isinstance(exc, UltraCartTimeoutError) else 502
@@ -288,7 +288,7 @@ def upstream(exc: TransientUltraCartError) -> Response[str]:
 
 @app.exception_handler(RetryLaterError)
 def busy(exc: RetryLaterError) -> Response[str]:
-    from ucoauth import pages
+    from ucoauth.edges import pages
 
     # Nothing was sent to UltraCart (its budget is spent, or too little time is left): the
     # state is consumed, so the merchant starts again, later.
@@ -300,7 +300,7 @@ def busy(exc: RetryLaterError) -> Response[str]:
 @app.exception_handler(ClientError)
 @app.exception_handler(BotoCoreError)
 def aws_failed(exc: Exception) -> Response[str]:
-    from ucoauth import pages
+    from ucoauth.edges import pages
 
     logger.error("AWS call failed during the install", error=type(exc).__name__)
     return web.html_response(pages.upstream_failed(_brand(), 503, _retry_href()))
@@ -308,7 +308,7 @@ def aws_failed(exc: Exception) -> Response[str]:
 
 @app.not_found
 def not_found(_: Exception) -> Response[str]:
-    from ucoauth import pages
+    from ucoauth.edges import pages
 
     return web.html_response(pages.not_found(_brand(), _retry_href()))
 

@@ -6,10 +6,10 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from ucoauth.observability import logger, metrics
-from ucoauth.queues import send_refresh_requests
-from ucoauth.refresh import plan
-from ucoauth.services import get_services
+from ucoauth.adapters.queues import send_refresh_requests
+from ucoauth.adapters.services import get_services
+from ucoauth.base.observability import logger, metrics
+from ucoauth.usecases.refresh import plan
 
 
 @logger.inject_lambda_context(clear_state=True)

@@ -7,20 +7,20 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from ucoauth.batch import (
+from ucoauth.adapters.queues import back_off, defer
+from ucoauth.adapters.services import get_services
+from ucoauth.base.errors import RetryLaterError
+from ucoauth.base.observability import logger, metrics
+from ucoauth.base.timing import Deadline
+from ucoauth.base.validation import is_merchant_id
+from ucoauth.edges.batch import (
     BatchProcessor,
     EventType,
     PartialItemFailureResponse,
     SQSRecord,
     process_partial_response,
 )
-from ucoauth.errors import RetryLaterError
-from ucoauth.observability import logger, metrics
-from ucoauth.queues import back_off, defer
-from ucoauth.refresh import apply_recovery_message, refresh_due
-from ucoauth.services import get_services
-from ucoauth.timing import Deadline
-from ucoauth.validation import is_merchant_id
+from ucoauth.usecases.refresh import apply_recovery_message, refresh_due
 
 # A batch whose records all failed still answers per record (no exception), so the event source
 # mapping retries exactly those records with their own backoff.

@@ -8,20 +8,20 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from ucoauth.batch import (
+from ucoauth.adapters.queues import back_off, defer
+from ucoauth.adapters.services import get_services
+from ucoauth.base.errors import RetryLaterError, RevokePendingError
+from ucoauth.base.observability import logger, metrics
+from ucoauth.base.timing import Deadline
+from ucoauth.edges.batch import (
     BatchProcessor,
     EventType,
     PartialItemFailureResponse,
     SQSRecord,
     process_partial_response,
 )
-from ucoauth.errors import RetryLaterError, RevokePendingError
-from ucoauth.observability import logger, metrics
-from ucoauth.queues import back_off, defer
-from ucoauth.services import get_services
-from ucoauth.superseded import is_superseded_message, revoke_superseded
-from ucoauth.timing import Deadline
-from ucoauth.uninstall import process_uninstall
+from ucoauth.usecases.superseded import is_superseded_message, revoke_superseded
+from ucoauth.usecases.uninstall import process_uninstall
 
 # A batch whose records all failed still answers per record (no exception), so the event source
 # mapping retries exactly those records with their own backoff.

@@ -7,17 +7,17 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from ucoauth import web
-from ucoauth.api_errors import Answer, answer_errors
-from ucoauth.errors import RequestTooLargeError
-from ucoauth.install_sessions import MAX_BODY, create_session, parse_request
-from ucoauth.observability import logger, metrics
-from ucoauth.resolver import APIGatewayHttpResolver, Response
-from ucoauth.services import get_services
-from ucoauth.timing import Deadline
-from ucoauth.tokens import MAX_MIN_VALID_SECONDS, Demand, access_token
-from ucoauth.validation import BadInput, bounded_int, is_merchant_id, parse_query
-from ucoauth.web import json_error, json_response
+from ucoauth.adapters.services import get_services
+from ucoauth.base.errors import RequestTooLargeError
+from ucoauth.base.observability import logger, metrics
+from ucoauth.base.timing import Deadline
+from ucoauth.base.validation import BadInput, bounded_int, is_merchant_id, parse_query
+from ucoauth.edges import web
+from ucoauth.edges.api_errors import Answer, answer_errors
+from ucoauth.edges.resolver import APIGatewayHttpResolver, Response
+from ucoauth.edges.web import json_error, json_response
+from ucoauth.usecases.install_sessions import MAX_BODY, create_session, parse_request
+from ucoauth.usecases.tokens import MAX_MIN_VALID_SECONDS, Demand, access_token
 
 app = APIGatewayHttpResolver()
 

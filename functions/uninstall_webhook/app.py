@@ -7,14 +7,14 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from ucoauth.api_errors import answer_errors
-from ucoauth.errors import RequestTooLargeError, WebhookPayloadError, WebhookSignatureError
-from ucoauth.observability import logger, metrics
-from ucoauth.resolver import APIGatewayHttpResolver, Response
-from ucoauth.services import get_services
-from ucoauth.uninstall import MAX_WEBHOOK_BODY, accept_webhook
-from ucoauth.validation import BadInput
-from ucoauth.web import json_error, json_response, raw_body
+from ucoauth.adapters.services import get_services
+from ucoauth.base.errors import RequestTooLargeError, WebhookPayloadError, WebhookSignatureError
+from ucoauth.base.observability import logger, metrics
+from ucoauth.base.validation import BadInput
+from ucoauth.edges.api_errors import answer_errors
+from ucoauth.edges.resolver import APIGatewayHttpResolver, Response
+from ucoauth.edges.web import json_error, json_response, raw_body
+from ucoauth.usecases.uninstall import MAX_WEBHOOK_BODY, accept_webhook
 
 app = APIGatewayHttpResolver()
 

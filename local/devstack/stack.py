@@ -316,7 +316,7 @@ class LocalStack:
             {**self.environment, **aws_environment(self.moto_url, resources.region, self._credentials(None))}
         )
         if self.identities is not None:
-            from ucoauth import aws
+            from ucoauth.adapters import aws
 
             # Every client of the package signs as the function being run (the invoker says which).
             aws.set_session(iam.identity_session())
@@ -378,7 +378,7 @@ class LocalStack:
             if self._enforcement is not None:
                 self._enforcement.close()
                 self._enforcement = None
-                from ucoauth import aws
+                from ucoauth.adapters import aws
 
                 aws.set_session(None)
             if self._previous_env is not None:

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from devstack.stack import LocalStack
-from ucoauth.browser_items import Receipt, ReceiptStore
+from ucoauth.adapters.browser_items import Receipt, ReceiptStore
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("devstack_e2e")]
 

@@ -9,8 +9,8 @@ import pytest
 
 import ucoauth
 from devstack.resources import LocalResources
-from ucoauth.services import Services, set_services
-from ucoauth.settings import Settings
+from ucoauth.adapters.services import Services, set_services
+from ucoauth.base.settings import Settings
 from ucsandbox import Sandbox
 
 

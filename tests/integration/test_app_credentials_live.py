@@ -20,8 +20,8 @@ from tests.support.installs import seed_installation, stored_tokens
 from tests.support.lambdas import invoke, load_event
 from tests.support.observer import observed_events
 from tests.support.roles import harness_boto3_session
-from ucoauth.installations.model import ACTIVE, UNINSTALLED
-from ucoauth.services import Services
+from ucoauth.adapters.installations.model import ACTIVE, UNINSTALLED
+from ucoauth.adapters.services import Services
 from ucsandbox import Sandbox
 
 pytestmark = [pytest.mark.integration, pytest.mark.client_secret("first-secret")]
@@ -47,7 +47,7 @@ def live_env(live_env: dict[str, str], client_secret: str) -> dict[str, str]:
 def resent_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     # A message re-sent for later is visible at once; the delay it asked for is modelled by
     # moving the package's clock.
-    monkeypatch.setattr("ucoauth.queues._MAX_DELAY", 0)
+    monkeypatch.setattr("ucoauth.adapters.queues._MAX_DELAY", 0)
 
 
 class Clock:

@@ -17,8 +17,8 @@ from tests.support.installs import seed_installation, stored_tokens
 from tests.support.lambdas import invoke, load_event
 from tests.support.processes import results_of, start_processes
 from tests.support.roles import harness_boto3_session
-from ucoauth.refresh import refresh_due
-from ucoauth.services import Services
+from ucoauth.adapters.services import Services
+from ucoauth.usecases.refresh import refresh_due
 from ucsandbox import Sandbox
 
 pytestmark = pytest.mark.integration

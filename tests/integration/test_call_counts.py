@@ -27,8 +27,8 @@ from devstack.resources import LocalResources
 from tests.support.calls import AwsCallCounter
 from tests.support.installs import seed_installation
 from tests.support.lambdas import follow_to_installed, invoke, load_event
-from ucoauth.services import Services
-from ucoauth.tokens import clear_token_cache, get_access_token
+from ucoauth.adapters.services import Services
+from ucoauth.usecases.tokens import clear_token_cache, get_access_token
 from ucsandbox import Sandbox
 
 pytestmark = pytest.mark.integration

@@ -51,13 +51,13 @@ from tests.support.installs import seed_installation
 from tests.support.lambdas import call_handler, follow_to_installed, invoke, load_event, signed_webhook_event
 from tests.support.processes import results_of, start_processes
 from tests.support.roles import package_under_roles
-from ucoauth import aws as uc_aws
-from ucoauth import queues as uc_queues
-from ucoauth.crypto import TokenCipher, TokenSet
-from ucoauth.installations.model import ACTIVE, REAUTHORIZATION_REQUIRED, UNINSTALLED, Installation
-from ucoauth.installations.store import InstallationStore
-from ucoauth.refresh import refresh_due
-from ucoauth.services import Services
+from ucoauth.adapters import aws as uc_aws
+from ucoauth.adapters import queues as uc_queues
+from ucoauth.adapters.crypto import TokenCipher, TokenSet
+from ucoauth.adapters.installations.model import ACTIVE, REAUTHORIZATION_REQUIRED, UNINSTALLED, Installation
+from ucoauth.adapters.installations.store import InstallationStore
+from ucoauth.adapters.services import Services
+from ucoauth.usecases.refresh import refresh_due
 from ucsandbox import Sandbox
 from ucsandbox.models import EndpointName
 
@@ -1159,7 +1159,7 @@ def start_approved_device(world: World, merchant: str) -> str:
 def test_device_poll(
     world: World, cell: Cell, fault: str, expected: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ucoauth import device
+    from ucoauth.usecases import device
 
     monkeypatch.setattr(device, "MAX_DELAY", 0)  # a poll queued for later is visible at once
     queue = Queue(

@@ -12,7 +12,7 @@ import pytest
 
 from tests.support.lambdas import invoke, load_event
 from tests.support.observer import observed_events
-from ucoauth.services import Services
+from ucoauth.adapters.services import Services
 from ucsandbox import Sandbox
 
 pytestmark = pytest.mark.integration

@@ -16,11 +16,11 @@ import pytest
 from tests.support.deadlines import a_deadline
 from tests.support.installs import seed_installation, stored_tokens
 from tests.support.processes import results_of, start_processes
-from ucoauth.install import begin_install, complete_install
-from ucoauth.installations.model import ACTIVE
-from ucoauth.refresh import refresh_due
-from ucoauth.services import Services
-from ucoauth.uninstall import process_uninstall
+from ucoauth.adapters.installations.model import ACTIVE
+from ucoauth.adapters.services import Services
+from ucoauth.usecases.install import begin_install, complete_install
+from ucoauth.usecases.refresh import refresh_due
+from ucoauth.usecases.uninstall import process_uninstall
 from ucsandbox import Sandbox
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("processes")]

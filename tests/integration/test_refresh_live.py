@@ -15,11 +15,11 @@ from tests.support.installs import seed_installation, stored_tokens
 from tests.support.observer import observed_events
 from tests.support.processes import results_of, start_processes
 from tests.support.roles import harness_boto3_session
-from ucoauth.errors import GrantUnsettledError, TransientUltraCartError
-from ucoauth.installations.model import REAUTHORIZATION_REQUIRED
-from ucoauth.refresh import plan, refresh_due
-from ucoauth.rotation import RECOVERY_GRACE
-from ucoauth.services import Services
+from ucoauth.adapters.installations.model import REAUTHORIZATION_REQUIRED
+from ucoauth.adapters.services import Services
+from ucoauth.base.errors import GrantUnsettledError, TransientUltraCartError
+from ucoauth.core.rotation import RECOVERY_GRACE
+from ucoauth.usecases.refresh import plan, refresh_due
 from ucsandbox import Sandbox
 
 pytestmark = pytest.mark.integration
@@ -124,7 +124,7 @@ def test_a_worker_killed_after_ultracart_answered(
 def test_the_planner_reads_only_the_due_items(live: Services, aws_server: LocalResources) -> None:
     ddb = harness_boto3_session(aws_server.region).client("dynamodb", endpoint_url=aws_server.endpoint_url)
     now = live.now()
-    from ucoauth.table import due_shard
+    from ucoauth.adapters.table import due_shard
 
     items: list[Any] = []
     for i in range(10_000):

@@ -24,7 +24,7 @@ from ultracart.model.oauth_revoke_success_response import OauthRevokeSuccessResp
 from ultracart.model.oauth_token_response import OauthTokenResponse
 from ultracart.model_utils import validate_and_convert_types
 
-from ucoauth.ultracart import TokenResponse, UltraCartClient, UltraCartError
+from ucoauth.adapters.ultracart import TokenResponse, UltraCartClient, UltraCartError
 from ucsandbox import API_VERSION, API_VERSION_HEADER, RecordedRequest, Sandbox, SandboxApi
 
 pytestmark = pytest.mark.integration
@@ -109,7 +109,7 @@ class SdkDriver:
 
 
 class ProjectDriver:
-    """The project's own runtime client (ucoauth.ultracart.UltraCartClient on requests)."""
+    """The project's own runtime client (ucoauth.adapters.ultracart.UltraCartClient on requests)."""
 
     def __init__(self, sandbox: SandboxApi) -> None:
         self._client = UltraCartClient(sandbox.base_url, sandbox.client_id, connect_timeout=2, read_timeout=5)

@@ -28,9 +28,9 @@ from tests.support.installs import stored_tokens
 from tests.support.lambdas import follow_to_installed, invoke, load_event
 from tests.support.observer import observed_events
 from tests.support.roles import harness_boto3_session
-from ucoauth.observability import logger
-from ucoauth.services import Services, set_services
-from ucoauth.settings import Settings
+from ucoauth.adapters.services import Services, set_services
+from ucoauth.base.observability import logger
+from ucoauth.base.settings import Settings
 from ucsandbox import Sandbox
 
 CLIENT_SECRET = "client-secret-Zq81Lm4Xw9Rt2Vb7"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ucoauth.errors import AppCredentialsRejectedError, PermanentUltraCartError, TransientUltraCartError
-from ucoauth.ultracart import UltraCartClient
+from ucoauth.adapters.ultracart import UltraCartClient
+from ucoauth.base.errors import AppCredentialsRejectedError, PermanentUltraCartError, TransientUltraCartError
 from ucsandbox import Sandbox
 
 pytestmark = pytest.mark.integration

@@ -10,11 +10,11 @@ import pytest
 
 from tests.support.deadlines import a_deadline
 from tests.support.installs import seed_installation
-from ucoauth.errors import RevokePendingError
-from ucoauth.installations.model import UNINSTALLED
-from ucoauth.refresh import refresh_due
-from ucoauth.services import Services
-from ucoauth.uninstall import process_uninstall
+from ucoauth.adapters.installations.model import UNINSTALLED
+from ucoauth.adapters.services import Services
+from ucoauth.base.errors import RevokePendingError
+from ucoauth.usecases.refresh import refresh_due
+from ucoauth.usecases.uninstall import process_uninstall
 from ucsandbox import Sandbox
 
 pytestmark = pytest.mark.integration

@@ -1,6 +1,6 @@
 """UltraCart's client authentication in front of the fake UltraCart, for unit tests (no network).
 
-The package's real :class:`~ucoauth.ultracart.UltraCartClient` talks to :class:`AppGate`, a
+The package's real :class:`~ucoauth.adapters.ultracart.UltraCartClient` talks to :class:`AppGate`, a
 stand-in for its ``requests`` session: calls the app's client authenticates (token, revoke, device
 authorize) are refused with UltraCart's ``401 {"error": "invalid_client"}`` while the gate refuses
 the app, or when they carry another client secret than the one it expects; every other call is
@@ -18,8 +18,8 @@ import requests
 from requests.structures import CaseInsensitiveDict
 
 from tests.support.fake_ultracart import FakeUltraCart
-from ucoauth.errors import PermanentUltraCartError
-from ucoauth.ultracart import DEVICE_GRANT_TYPE, TokenResponse, UltraCartClient
+from ucoauth.adapters.ultracart import DEVICE_GRANT_TYPE, TokenResponse, UltraCartClient
+from ucoauth.base.errors import PermanentUltraCartError
 
 BASE_URL = "https://uc.example/rest/v2"
 CLIENT_ID = "gate-client-id"

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from ucoauth import aws
+from ucoauth.adapters import aws
 
 SERVICES = ("dynamodb", "kms", "sqs", "events", "secretsmanager")
 
 
 class AwsCallCounter:
-    """Records ``service.Operation`` for every API call made through ``ucoauth.aws`` clients."""
+    """Records ``service.Operation`` for every API call made through ``ucoauth.adapters.aws`` clients."""
 
     def __init__(self) -> None:
         self.calls: list[str] = []

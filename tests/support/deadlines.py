@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ucoauth.services import Services
-from ucoauth.timing import Deadline
+from ucoauth.adapters.services import Services
+from ucoauth.base.timing import Deadline
 
 
 def a_deadline(services: Services, seconds: float = 120.0) -> Deadline:

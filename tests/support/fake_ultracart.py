@@ -7,8 +7,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ucoauth.errors import PermanentUltraCartError, TransientUltraCartError
-from ucoauth.ultracart import DeviceAuthorization, MerchantInfo, RevokeResponse, TokenResponse
+from ucoauth.adapters.ultracart import DeviceAuthorization, MerchantInfo, RevokeResponse, TokenResponse
+from ucoauth.base.errors import PermanentUltraCartError, TransientUltraCartError
 
 
 @dataclass

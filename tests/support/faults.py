@@ -1,7 +1,7 @@
 """AWS fault injection on the package's own clients (botocore event hooks), and UltraCart outages.
 
 Nothing here edits the code under test: a fault is a handler on the event system of the client
-``ucoauth.aws.client(service)`` returns, so only calls the package makes are affected, and a
+``ucoauth.adapters.aws.client(service)`` returns, so only calls the package makes are affected, and a
 test's own boto3 clients still see moto as it is.
 
 Two ways in:
@@ -32,9 +32,9 @@ import boto3
 from botocore.awsrequest import AWSResponse
 
 from tests.support.roles import harness_boto3_session
-from ucoauth import aws
-from ucoauth.services import Services
-from ucoauth.ultracart import UltraCartClient
+from ucoauth.adapters import aws
+from ucoauth.adapters.services import Services
+from ucoauth.adapters.ultracart import UltraCartClient
 
 Params = Mapping[str, Any]
 Match = Callable[[Params], bool]

@@ -7,11 +7,11 @@ from urllib.parse import parse_qs, urlsplit
 
 from tests.support.deadlines import a_deadline
 from tests.support.fake_ultracart import FakeUltraCart
-from ucoauth.crypto import TokenSet
-from ucoauth.install import begin_install, complete_install
-from ucoauth.issued import token_fields
-from ucoauth.services import Services
-from ucoauth.ultracart import TokenResponse
+from ucoauth.adapters.crypto import TokenSet
+from ucoauth.adapters.services import Services
+from ucoauth.adapters.ultracart import TokenResponse
+from ucoauth.core.issued import token_fields
+from ucoauth.usecases.install import begin_install, complete_install
 from ucsandbox import Sandbox
 
 REDIRECT = "https://api.example/oauth/callback"

@@ -69,10 +69,10 @@ def sessions_kept_per_process(region: str) -> Iterator[None]:
     test makes two: ``ucoauth.reset()`` drops the package's session, and moto's mock gives every
     test a new default boto3 session. Clients are still built anew in every test, reading the
     environment then (region, endpoint); only the session and what it read stay. Both are set
-    through their libraries' public names (``ucoauth.aws.set_session``, ``boto3.DEFAULT_SESSION``)
+    through their libraries' public names (``ucoauth.adapters.aws.set_session``, ``boto3.DEFAULT_SESSION``)
     and put back when the block ends.
     """
-    from ucoauth import aws
+    from ucoauth.adapters import aws
 
     if "package" not in _sessions:
         _sessions["package"] = botocore.session.get_session()

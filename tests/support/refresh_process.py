@@ -42,8 +42,8 @@ def _exit_instead(*_: Any, **__: Any) -> Any:
 
 def install_crash(mode: str) -> None:
     """Patch this process's package so it dies at ``mode``'s step."""
-    from ucoauth import ultracart
-    from ucoauth.installations import store as store_module
+    from ucoauth.adapters import ultracart
+    from ucoauth.adapters.installations import store as store_module
 
     installations = store_module.InstallationStore
     if mode == "die_after_lease":
@@ -65,8 +65,8 @@ def main() -> None:
     merchant_id, start_at = sys.argv[1], float(sys.argv[2])
     mode = sys.argv[3] if len(sys.argv) > 3 else "normal"
     from tests.support.deadlines import a_deadline
-    from ucoauth.refresh import refresh_due
-    from ucoauth.services import get_services
+    from ucoauth.adapters.services import get_services
+    from ucoauth.usecases.refresh import refresh_due
 
     services = get_services()
     services.installations.get(merchant_id)  # warm the clients so every process starts together

@@ -64,7 +64,7 @@ def package_under_roles(
 ) -> Iterator[iam.Enforcement]:
     """:func:`enforced_roles`, with the package's clients built from the identity session and the
     process's credentials (boto3 clients the tests make themselves) the harness's."""
-    from ucoauth import aws
+    from ucoauth.adapters import aws
 
     with enforced_roles(resources, endpoint) as enforcement:
         harness = enforcement.identities.harness

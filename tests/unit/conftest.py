@@ -14,8 +14,8 @@ from devstack.resources import LocalResources
 from tests.support.clock import Clock
 from tests.support.fake_ultracart import FakeUltraCart
 from tests.support.network import refuse_connections
-from ucoauth.services import Services, set_services
-from ucoauth.settings import Settings
+from ucoauth.adapters.services import Services, set_services
+from ucoauth.base.settings import Settings
 
 
 @pytest.fixture(autouse=True)

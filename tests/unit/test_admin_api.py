@@ -14,8 +14,8 @@ from tests.support.fake_ultracart import FakeUltraCart, transient
 from tests.support.installs import install, store_installation
 from tests.support.lambdas import invoke, load_event, sqs_event
 from tests.support.observer import published_events
-from ucoauth import admin
-from ucoauth.services import Services
+from ucoauth.adapters.services import Services
+from ucoauth.usecases import admin
 
 FN = "AdminApiFunction"
 SECRET_FIELDS = {"tokens", "recovery", "lease_owner", "lease_expires_at", "access_token", "refresh_token"}
@@ -290,8 +290,8 @@ def test_an_item_shows_the_last_refresh_failure_until_a_token_is_stored(
     admin_services: Services, fake_uc: FakeUltraCart
 ) -> None:
     from tests.support.deadlines import a_deadline
-    from ucoauth.errors import TransientUltraCartError
-    from ucoauth.refresh import refresh_now
+    from ucoauth.base.errors import TransientUltraCartError
+    from ucoauth.usecases.refresh import refresh_now
 
     install(admin_services, fake_uc)
     fake_uc.fail_next.extend([transient(503), transient(502)])

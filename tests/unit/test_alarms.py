@@ -122,7 +122,7 @@ def emitted() -> dict[str, Any]:
     environment["PYTHONPATH"] = str(ROOT / "layers" / "ucoauth")
     code = (
         "import json\n"
-        "from ucoauth.observability import metrics\n"
+        "from ucoauth.base.observability import metrics\n"
         "metrics.add_metric(name='Probe', unit='Count', value=1)\n"
         "print(json.dumps(metrics.serialize_metric_set()))\n"
     )

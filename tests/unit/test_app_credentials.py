@@ -22,18 +22,18 @@ from tests.support.deadlines import a_deadline
 from tests.support.fake_ultracart import FakeUltraCart
 from tests.support.installs import install, stored_tokens
 from tests.support.lambdas import invoke, signed_webhook_event
-from ucoauth.app_secrets import PREVIOUS_WEBHOOK_SECRET_SECONDS, ClientSecret, SecretVersion
-from ucoauth.errors import (
+from ucoauth.adapters.app_secrets import PREVIOUS_WEBHOOK_SECRET_SECONDS, ClientSecret, SecretVersion
+from ucoauth.adapters.services import Services
+from ucoauth.adapters.ultracart import UltraCartClient
+from ucoauth.base.errors import (
     AppCredentialsRejectedError,
     PermanentUltraCartError,
     RetryLaterError,
     UltraCartError,
     refuses_the_app,
 )
-from ucoauth.observability import metrics
-from ucoauth.refresh import refresh_due
-from ucoauth.services import Services
-from ucoauth.ultracart import UltraCartClient
+from ucoauth.base.observability import metrics
+from ucoauth.usecases.refresh import refresh_due
 
 # -- the classification ---------------------------------------------------------------------------
 
@@ -252,7 +252,7 @@ def test_after_a_rotation_both_secrets_are_accepted_for_a_day_then_only_the_new_
 ) -> None:
     clock.now = time.time()  # Secrets Manager dates a version by the real clock
     monotonic = [1000.0]
-    monkeypatch.setattr("ucoauth.uninstall._secret_clock", lambda: monotonic[0])
+    monkeypatch.setattr("ucoauth.usecases.uninstall._secret_clock", lambda: monotonic[0])
     old = aws.webhook_secret_value
     assert post(signed_webhook_event(old, "W1")) == 202
     # When the secret is rotated and the sender switches right away, before this process re-reads
@@ -272,10 +272,11 @@ def test_after_a_rotation_both_secrets_are_accepted_for_a_day_then_only_the_new_
 def test_a_bad_signature_reads_the_secret_again_at_most_every_few_seconds(
     services: Services, aws: LocalResources, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ucoauth import app_secrets, uninstall
+    from ucoauth.adapters import app_secrets
+    from ucoauth.usecases import uninstall
 
     monotonic = [1000.0]
-    monkeypatch.setattr("ucoauth.uninstall._secret_clock", lambda: monotonic[0])
+    monkeypatch.setattr("ucoauth.usecases.uninstall._secret_clock", lambda: monotonic[0])
     reads: list[str] = []
     real = app_secrets.read_secret
 

@@ -22,14 +22,14 @@ from tests.support.fake_ultracart import FakeUltraCart, transient
 from tests.support.installs import install, stored_tokens
 from tests.support.lambdas import invoke, load_event, sqs_event
 from tests.support.observer import published_events
-from ucoauth.device import poll_device_authorization, start_device_authorization
-from ucoauth.errors import RevokePendingError
-from ucoauth.installations.model import ACTIVE, UNINSTALLED
-from ucoauth.refresh import plan, refresh_due
-from ucoauth.services import Services
-from ucoauth.table import merchant_key
-from ucoauth.timing import Deadline
-from ucoauth.uninstall import process_uninstall
+from ucoauth.adapters.installations.model import ACTIVE, UNINSTALLED
+from ucoauth.adapters.services import Services
+from ucoauth.adapters.table import merchant_key
+from ucoauth.base.errors import RevokePendingError
+from ucoauth.base.timing import Deadline
+from ucoauth.usecases.device import poll_device_authorization, start_device_authorization
+from ucoauth.usecases.refresh import plan, refresh_due
+from ucoauth.usecases.uninstall import process_uninstall
 
 
 @pytest.fixture
@@ -194,7 +194,7 @@ def test_the_revoke_worker_defers_a_refused_uninstall_and_does_not_count_that_ti
     aws: LocalResources,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("ucoauth.queues._MAX_DELAY", 0)  # the re-sent message is visible at once
+    monkeypatch.setattr("ucoauth.adapters.queues._MAX_DELAY", 0)  # the re-sent message is visible at once
     install(services, fake_uc)
     gate.refuse = True
     answer = invoke("RevokeWorkerFunction", sqs_event(uninstall_message("DEMO1", services)))
@@ -223,7 +223,7 @@ def test_a_replaced_grant_is_not_counted_revoked_while_the_app_is_refused(
     aws: LocalResources,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("ucoauth.queues._MAX_DELAY", 0)  # the re-sent message is visible at once
+    monkeypatch.setattr("ucoauth.adapters.queues._MAX_DELAY", 0)  # the re-sent message is visible at once
     install(services, fake_uc)
     first = stored_tokens(services, "DEMO1")
     install(services, fake_uc)  # a reinstall: the first grant is queued for revocation

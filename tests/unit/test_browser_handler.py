@@ -14,9 +14,9 @@ from tests.support.clock import Clock
 from tests.support.fake_ultracart import FakeUltraCart, transient
 from tests.support.lambdas import invoke, load_event
 from tests.support.observer import published_events
-from ucoauth.errors import PermanentUltraCartError, TransientUltraCartError, UltraCartTimeoutError
-from ucoauth.install import RECEIPT_COOKIE, RECEIPT_SECONDS
-from ucoauth.services import Services
+from ucoauth.adapters.services import Services
+from ucoauth.base.errors import PermanentUltraCartError, TransientUltraCartError, UltraCartTimeoutError
+from ucoauth.usecases.install import RECEIPT_COOKIE, RECEIPT_SECONDS
 
 FN = "OAuthBrowserFunction"
 

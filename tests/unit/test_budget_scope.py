@@ -20,17 +20,17 @@ from tests.support.deadlines import a_deadline
 from tests.support.fake_ultracart import FakeUltraCart
 from tests.support.faults import Params, aws_faults, ddb_throttling, expression
 from tests.support.installs import store_installation
-from ucoauth.budget import DAY, UltraCartBudget
-from ucoauth.errors import (
+from ucoauth.adapters.budget import DAY, UltraCartBudget
+from ucoauth.adapters.services import Services
+from ucoauth.base.errors import (
     BudgetExhaustedError,
     ConfigurationError,
     TransientUltraCartError,
     UltraCartBusyError,
 )
-from ucoauth.refresh import plan
-from ucoauth.services import Services
-from ucoauth.settings import BUDGET_SCOPES, BudgetScope, Settings
-from ucoauth.timing import read_timeout_within, ultracart_call_max
+from ucoauth.base.settings import BUDGET_SCOPES, BudgetScope, Settings
+from ucoauth.base.timing import read_timeout_within, ultracart_call_max
+from ucoauth.usecases.refresh import plan
 
 NOW = 1_800_000_000.0  # 10:40 UTC
 
@@ -302,7 +302,7 @@ def test_a_rotation_counts_its_refresh_in_its_merchants_window(
     services: Services, fake_uc: FakeUltraCart, clock: Clock, aws: LocalResources
 ) -> None:
     from tests.support.installs import install
-    from ucoauth.refresh import refresh_due
+    from ucoauth.usecases.refresh import refresh_due
 
     services = scoped(services, aws, "merchant")
     fake_uc.expires_in = 60

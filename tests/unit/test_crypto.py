@@ -6,8 +6,8 @@ import boto3
 import pytest
 
 from devstack.resources import LocalResources
-from ucoauth.crypto import TokenCipher, TokenSet, encryption_context
-from ucoauth.errors import TokenDecryptError
+from ucoauth.adapters.crypto import TokenCipher, TokenSet, encryption_context
+from ucoauth.base.errors import TokenDecryptError
 
 
 def test_tokens_round_trip_and_are_not_in_the_ciphertext(aws: LocalResources) -> None:

@@ -18,9 +18,9 @@ import pytest
 
 from devstack.resources import ROOT, load_template
 from tests.support.translate import of_type, translate, walk
-from ucoauth import events as ucoauth_events
+from ucoauth.adapters import events as ucoauth_events
 
-OWN_EVENT_SOURCE = "ultracart.oauth"  # what the functions publish (ucoauth.events.SOURCE)
+OWN_EVENT_SOURCE = "ultracart.oauth"  # what the functions publish (ucoauth.adapters.events.SOURCE)
 STACK_NAME = {"Ref": "AWS::StackName"}
 # Properties that give a resource its physical name.
 NAME_PROPERTIES = (
@@ -376,7 +376,7 @@ def test_public_roles_touch_the_table_only_under_their_key_prefixes(
 # --------------------------------------------------------------------------------------
 def _settings_bounds() -> dict[str, tuple[float, float, float]]:
     """ENV_NAME -> (default, low, high) of every bounded variable the settings declare."""
-    from ucoauth.settings import SECTIONS
+    from ucoauth.base.settings import SECTIONS
 
     return {
         variable.name: (variable.default, variable.low, variable.high)
@@ -417,7 +417,7 @@ def test_number_parameters_have_exactly_the_bounds_settings_accepts() -> None:
 
 
 def test_the_budget_scope_parameter_allows_exactly_the_scopes_settings_accepts() -> None:
-    from ucoauth.settings import BUDGET_SCOPES
+    from ucoauth.base.settings import BUDGET_SCOPES
 
     spec = load_template()["Parameters"]["UltraCartBudgetScope"]
     assert spec["AllowedValues"] == list(BUDGET_SCOPES)

@@ -13,23 +13,23 @@ from devstack.resources import LocalResources
 from tests.support.clock import Clock
 from tests.support.fake_ultracart import FakeUltraCart, transient
 from tests.support.installs import install, stored_tokens
-from ucoauth import device
-from ucoauth.device import (
-    device_status,
-    parse_poll_message,
-    poll_device_authorization,
-    start_device_authorization,
-)
-from ucoauth.errors import (
+from ucoauth.adapters.services import Services
+from ucoauth.base.errors import (
     BudgetExhaustedError,
     DeadlineTooCloseError,
     DeviceAuthorizationNotFoundError,
     PermanentUltraCartError,
     QueueSendError,
 )
-from ucoauth.install import store_new_installation
-from ucoauth.services import Services
-from ucoauth.timing import Deadline, call_needs
+from ucoauth.base.timing import Deadline, call_needs
+from ucoauth.usecases import device
+from ucoauth.usecases.device import (
+    device_status,
+    parse_poll_message,
+    poll_device_authorization,
+    start_device_authorization,
+)
+from ucoauth.usecases.install import store_new_installation
 
 
 @pytest.fixture

@@ -17,12 +17,12 @@ from tests.support.clock import Clock
 from tests.support.deadlines import a_deadline
 from tests.support.fake_ultracart import FakeUltraCart
 from tests.support.installs import install
-from ucoauth import admin
-from ucoauth.installations.store import InstallationStore
-from ucoauth.refresh import plan, refresh_due
-from ucoauth.services import Services
-from ucoauth.shards import DRAIN_SECONDS, MARK_KEY, DueShards
-from ucoauth.table import due_shard, merchant_key
+from ucoauth.adapters.installations.store import InstallationStore
+from ucoauth.adapters.services import Services
+from ucoauth.adapters.shards import DRAIN_SECONDS, MARK_KEY, DueShards
+from ucoauth.adapters.table import due_shard, merchant_key
+from ucoauth.usecases import admin
+from ucoauth.usecases.refresh import plan, refresh_due
 
 
 def _merchants_in_shard(shard: int, *, shards: int, count: int, prefix: str = "S") -> list[str]:

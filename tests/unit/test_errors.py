@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 
 import ucoauth
-from ucoauth import aws as uc_aws
-from ucoauth import errors
-from ucoauth.errors import QueueSendError, UcOAuthError
-from ucoauth.queues import send_refresh_requests
-from ucoauth.validation import BadInput
+from ucoauth.adapters import aws as uc_aws
+from ucoauth.adapters.queues import send_refresh_requests
+from ucoauth.base import errors
+from ucoauth.base.errors import QueueSendError, UcOAuthError
+from ucoauth.base.validation import BadInput
 
 PACKAGE = Path(ucoauth.__file__).parent
 BUILTIN_ERRORS = {"Exception", "RuntimeError", "ValueError", "TypeError", "KeyError", "OverflowError"}

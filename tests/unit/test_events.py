@@ -11,8 +11,8 @@ import pytest
 from devstack.events import EVENTS, function_for
 from devstack.resources import LocalResources, load_template, resources_of_type
 from tests.support.lambdas import invoke, load_event
-from ucoauth.services import Services
-from ucoauth.settings import Settings, function_variables
+from ucoauth.adapters.services import Services
+from ucoauth.base.settings import Settings, function_variables
 
 EVENT_FILES = sorted(path.name for path in EVENTS.glob("*.json") if path.name != "env.json")
 # The one event whose right answer is a 5xx: UltraCart said it is temporarily unavailable.

@@ -22,7 +22,7 @@ from standardwebhooks.webhooks import Webhook
 
 from devstack.resources import LocalResources
 from tests.support.lambdas import invoke, load_event
-from ucoauth.services import Services
+from ucoauth.adapters.services import Services
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "60"))
 FUZZ = settings(

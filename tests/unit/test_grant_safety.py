@@ -24,10 +24,10 @@ from tests.support.fake_ultracart import FakeUltraCart, transient
 from tests.support.installs import install, stored_refresh_token
 from tests.support.lambdas import call_handler, load_event, signed_webhook_event
 from tests.support.observer import published_events
-from ucoauth import aws as uc_aws
-from ucoauth.services import Services
-from ucoauth.settings import Settings
-from ucoauth.uninstall import UNINSTALL_CLOCK_SKEW
+from ucoauth.adapters import aws as uc_aws
+from ucoauth.adapters.services import Services
+from ucoauth.base.settings import Settings
+from ucoauth.usecases.uninstall import UNINSTALL_CLOCK_SKEW
 
 REAUTH = "reauthorization_required"
 

@@ -47,10 +47,15 @@ BATCH_FUNCTIONS = {"RefreshWorkerFunction", "RevokeWorkerFunction", "DeviceWorke
 # What a path needs only when it is taken is imported there: the install's failure and reinstall
 # paths (rotation, the revoke queue), the pages (a completed callback redirects), token access
 # (an install only stores tokens), the device approval (the install path).
-_RARE_FOR_AN_INSTALL = ("ucoauth.rotation", "ucoauth.superseded", "ucoauth.tokens")
-_RARE_FOR_A_DEVICE = ("ucoauth.install", "ucoauth.rotation", "ucoauth.superseded", "ucoauth.tokens")
+_RARE_FOR_AN_INSTALL = ("ucoauth.core.rotation", "ucoauth.usecases.superseded", "ucoauth.usecases.tokens")
+_RARE_FOR_A_DEVICE = (
+    "ucoauth.usecases.install",
+    "ucoauth.core.rotation",
+    "ucoauth.usecases.superseded",
+    "ucoauth.usecases.tokens",
+)
 # The resolvers and event classes no function uses: the packages event_handler and data_classes
-# are loaded lazily (ucoauth.powertools), so their __init__ does not import every module they hold.
+# are loaded lazily (ucoauth.edges.powertools), so their __init__ does not import every module they hold.
 # asyncio comes only with Powertools' batch processor (it imports it at module level for async
 # processing): the HTTP functions and the planner load none.
 UNUSED_POWERTOOLS = (
@@ -63,12 +68,12 @@ UNUSED_POWERTOOLS = (
 _NO_ASYNCIO = ("asyncio",)
 FORBIDDEN = {
     "RefreshPlannerFunction": ("asyncio", "aws_lambda_powertools.utilities.data_classes"),
-    "OAuthBrowserFunction": ("ucoauth.pages", *_RARE_FOR_AN_INSTALL, *_NO_ASYNCIO),
+    "OAuthBrowserFunction": ("ucoauth.edges.pages", *_RARE_FOR_AN_INSTALL, *_NO_ASYNCIO),
     "TokenApiFunction": _NO_ASYNCIO,
     "UninstallWebhookFunction": _NO_ASYNCIO,
     "AdminApiFunction": _NO_ASYNCIO,
-    "DeviceFlowFunction": ("ucoauth.pages", *_RARE_FOR_A_DEVICE, *_NO_ASYNCIO),
-    "DeviceWorkerFunction": ("ucoauth.pages", *_RARE_FOR_A_DEVICE),
+    "DeviceFlowFunction": ("ucoauth.edges.pages", *_RARE_FOR_A_DEVICE, *_NO_ASYNCIO),
+    "DeviceWorkerFunction": ("ucoauth.edges.pages", *_RARE_FOR_A_DEVICE),
 }
 
 

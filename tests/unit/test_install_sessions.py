@@ -17,9 +17,9 @@ from tests.support.clock import Clock
 from tests.support.fake_ultracart import FakeUltraCart
 from tests.support.lambdas import invoke, load_event
 from tests.support.observer import published_events
-from ucoauth.observability import logger
-from ucoauth.services import Services
-from ucoauth.table import digest
+from ucoauth.adapters.services import Services
+from ucoauth.adapters.table import digest
+from ucoauth.base.observability import logger
 
 BROWSER = "OAuthBrowserFunction"
 TOKENS = "TokenApiFunction"
@@ -184,7 +184,7 @@ def test_the_limits_themselves_are_accepted(services: Services, aws: LocalResour
 def test_a_return_url_on_an_allowed_origin_is_taken(
     services: Services, aws: LocalResources, url: str
 ) -> None:
-    from ucoauth.settings import Settings
+    from ucoauth.base.settings import Settings
 
     parsed = Settings({"INSTALL_RETURN_ORIGINS": ORIGINS}).install_return_origins
     services.settings = services.settings.replace(install_return_origins=parsed)

@@ -1,4 +1,4 @@
-"""Powertools' resolver and event-class packages, loaded lazily (ucoauth.powertools): a function
+"""Powertools' resolver and event-class packages, loaded lazily (ucoauth.edges.powertools): a function
 gets what it imports and nothing else, and every name the packages export still works."""
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 
 from bench.common import ROOT, child_env
-from ucoauth.powertools import DATA_CLASSES, EVENT_HANDLER, package_exports, register_lazy_package
+from ucoauth.edges.powertools import DATA_CLASSES, EVENT_HANDLER, package_exports, register_lazy_package
 
 # Run in a fresh interpreter: in this one, other tests may have imported the packages for real.
 _PROBE = textwrap.dedent(
     """
     import json, sys
-    from ucoauth.resolver import APIGatewayHttpResolver, Response
+    from ucoauth.edges.resolver import APIGatewayHttpResolver, Response
     prefixes = ("aws_lambda_powertools.event_handler.", "aws_lambda_powertools.utilities.data_classes.")
     report = {"after_resolver": sorted(m for m in sys.modules if m.startswith(prefixes))}
     report["asyncio_after_resolver"] = "asyncio" in sys.modules

@@ -10,11 +10,11 @@ import pytest
 from devstack.invoke import HandlerLoader, Invoker
 from devstack.resources import FunctionCode, LocalResources
 from devstack.stack import function_environments
-from ucoauth.settings import ENVIRONMENT, FUNCTION_SECTIONS, function_variables
+from ucoauth.base.settings import ENVIRONMENT, FUNCTION_SECTIONS, function_variables
 
 PROBE = """
 import os
-from ucoauth.settings import ENVIRONMENT, get_settings
+from ucoauth.base.settings import ENVIRONMENT, get_settings
 
 def handler(event, context):
     settings = get_settings()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from aws_lambda_powertools import Logger
 
-from ucoauth.observability import REDACTED, RedactingFormatter, redact, redact_text
+from ucoauth.base.observability import REDACTED, RedactingFormatter, redact, redact_text
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "Zx9-aQ3_Lm8pW2rT6yUi0oPs4dFg7hJk1lZc5vBn"  # token_urlsafe(30)-shaped
@@ -63,7 +63,7 @@ def test_a_log_line_with_a_token_in_an_extra_and_an_exception_leaks_nothing() ->
 def _service_seen(environment: dict[str, str]) -> list[str]:
     """(metrics' service dimension, logger's service) in a fresh interpreter with ``environment``."""
     code = (
-        "from ucoauth.observability import logger, metrics\n"
+        "from ucoauth.base.observability import logger, metrics\n"
         "metrics.add_metric(name='Probe', unit='Count', value=1)\n"
         "print(metrics.serialize_metric_set()['service'], logger.service)\n"
     )

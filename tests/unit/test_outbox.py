@@ -12,12 +12,12 @@ from tests.support.deadlines import a_deadline
 from tests.support.fake_ultracart import FakeUltraCart
 from tests.support.installs import install
 from tests.support.observer import published_events
-from ucoauth.errors import ReauthorizationRequiredError
-from ucoauth.events import EventPublisher
-from ucoauth.refresh import plan, refresh_due
-from ucoauth.services import Services
-from ucoauth.tokens import access_token
-from ucoauth.uninstall import process_uninstall
+from ucoauth.adapters.events import EventPublisher
+from ucoauth.adapters.services import Services
+from ucoauth.base.errors import ReauthorizationRequiredError
+from ucoauth.usecases.refresh import plan, refresh_due
+from ucoauth.usecases.tokens import access_token
+from ucoauth.usecases.uninstall import process_uninstall
 
 
 class FlakyPublisher(EventPublisher):

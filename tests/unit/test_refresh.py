@@ -10,7 +10,9 @@ from tests.support.deadlines import a_deadline
 from tests.support.fake_ultracart import FakeUltraCart, transient
 from tests.support.installs import install, stored_refresh_token
 from tests.support.observer import published_events
-from ucoauth.errors import (
+from ucoauth.adapters.installations.model import REAUTHORIZATION_REQUIRED
+from ucoauth.adapters.services import Services
+from ucoauth.base.errors import (
     NotInstalledError,
     PaceExceededError,
     PermanentUltraCartError,
@@ -18,11 +20,7 @@ from ucoauth.errors import (
     TransientUltraCartError,
     UpstreamUnavailableError,
 )
-from ucoauth.installations.model import REAUTHORIZATION_REQUIRED
-from ucoauth.issued import refresh_window
-from ucoauth.refresh import plan, refresh_due
-from ucoauth.services import Services
-from ucoauth.timing import (
+from ucoauth.base.timing import (
     IN_PROCESS_LEAD,
     MIN_READ_TIMEOUT,
     RETURN_MARGIN,
@@ -31,7 +29,9 @@ from ucoauth.timing import (
     call_needs,
     ultracart_call_max,
 )
-from ucoauth.tokens import access_token, get_access_token
+from ucoauth.core.issued import refresh_window
+from ucoauth.usecases.refresh import plan, refresh_due
+from ucoauth.usecases.tokens import access_token, get_access_token
 
 REDIRECT = "https://api.example/oauth/callback"
 

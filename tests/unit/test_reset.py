@@ -15,9 +15,11 @@ import pytest
 import ucoauth
 from devstack.resources import LocalResources
 from tests.support.fake_ultracart import FakeUltraCart
-from ucoauth import aws as uc_aws
-from ucoauth import services, settings, tokens, ultracart, uninstall
-from ucoauth.tokens import AccessToken
+from ucoauth.adapters import aws as uc_aws
+from ucoauth.adapters import services, ultracart
+from ucoauth.base import settings
+from ucoauth.usecases import tokens, uninstall
+from ucoauth.usecases.tokens import AccessToken
 
 PACKAGE = Path(ucoauth.__file__).parent
 

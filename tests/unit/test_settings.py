@@ -10,9 +10,9 @@ import pytest
 import ucoauth
 from devstack.resources import LocalResources
 from tests.support.installs import store_installation
-from ucoauth.errors import ConfigurationError
-from ucoauth.services import Services
-from ucoauth.settings import (
+from ucoauth.adapters.services import Services
+from ucoauth.base.errors import ConfigurationError
+from ucoauth.base.settings import (
     ACCESS_TOKEN_SECTIONS,
     ENVIRONMENT,
     FUNCTION_SECTIONS,
@@ -21,7 +21,7 @@ from ucoauth.settings import (
     function_variables,
     variables_of,
 )
-from ucoauth.tokens import get_access_token
+from ucoauth.usecases.tokens import get_access_token
 
 BASE = {
     "TABLE_NAME": "t",

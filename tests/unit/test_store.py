@@ -6,8 +6,10 @@ import boto3
 import pytest
 
 from devstack.resources import LocalResources
-from ucoauth.browser_items import Receipt
-from ucoauth.errors import (
+from ucoauth.adapters.browser_items import Receipt
+from ucoauth.adapters.installations.model import ACTIVE, TokenFields
+from ucoauth.adapters.services import Services
+from ucoauth.base.errors import (
     LeaseBusyError,
     NotDueError,
     NotInstalledError,
@@ -17,8 +19,6 @@ from ucoauth.errors import (
     StateInvalidError,
     StateUnknownError,
 )
-from ucoauth.installations.model import ACTIVE, TokenFields
-from ucoauth.services import Services
 
 NOW = 1_800_000_000
 

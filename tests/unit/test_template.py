@@ -34,8 +34,8 @@ from devstack.resources import (
     schedules,
     sqs_event_sources,
 )
-from ucoauth import admin
-from ucoauth.settings import (
+from ucoauth.adapters.table import ACCOUNT_INDEX, STATUS_INDEX
+from ucoauth.base.settings import (
     ACCESS_TOKEN_SECTIONS,
     ENVIRONMENT,
     FUNCTION_SECTIONS,
@@ -45,7 +45,7 @@ from ucoauth.settings import (
     function_variables,
     variables_of,
 )
-from ucoauth.table import ACCOUNT_INDEX, STATUS_INDEX
+from ucoauth.usecases import admin
 
 BIN = Path(sys.executable).parent
 CHECKOV = ROOT / ".venv-checkov" / "bin" / "checkov"
@@ -314,7 +314,7 @@ def test_every_environment_variable_is_described_and_each_functions_listed() -> 
     described = {n for row in _table_rows(architecture, "### Variables") for n in _names(row[0])}
     assert set(ENVIRONMENT) - described == set()
     assert all(row[1] for row in _table_rows(architecture, "### Variables"))
-    # The sections, and which functions use which, as ucoauth.settings declares them.
+    # The sections, and which functions use which, as ucoauth.base.settings declares them.
     sections = {row[0].strip("`"): _names(row[1]) for row in _table_rows(architecture, "### Sections")}
     assert sections == {name: list(section.variables) for name, section in SECTIONS.items()}
     per_function = _table_rows(architecture, "### Environment variables per function")

@@ -10,7 +10,7 @@ from tests.support.clock import Clock
 from tests.support.fake_ultracart import FakeUltraCart, transient
 from tests.support.installs import install
 from tests.support.lambdas import call_handler, invoke, load_event
-from ucoauth.services import Services
+from ucoauth.adapters.services import Services
 
 FN = "TokenApiFunction"
 

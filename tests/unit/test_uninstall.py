@@ -20,9 +20,9 @@ from tests.support.fake_ultracart import FakeUltraCart, transient
 from tests.support.installs import install
 from tests.support.lambdas import invoke, load_event, sqs_event
 from tests.support.observer import published_events
-from ucoauth.install import begin_install, complete_install
-from ucoauth.services import Services
-from ucoauth.uninstall import UNINSTALL_CLOCK_SKEW
+from ucoauth.adapters.services import Services
+from ucoauth.usecases.install import begin_install, complete_install
+from ucoauth.usecases.uninstall import UNINSTALL_CLOCK_SKEW
 
 FN = "UninstallWebhookFunction"
 REDIRECT = "https://api.example/oauth/callback"
@@ -380,8 +380,8 @@ def test_a_malformed_replaced_grant_message_is_dropped(
 def test_the_webhook_secret_is_read_once_while_warm_and_again_after_its_max_age(
     services: Services, aws: LocalResources, clock: Clock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ucoauth import aws as uc_aws
-    from ucoauth import uninstall
+    from ucoauth.adapters import aws as uc_aws
+    from ucoauth.usecases import uninstall
 
     clock.now = time.time()  # Secrets Manager dates a secret's versions by the real clock
     reads: list[str] = []
@@ -390,7 +390,7 @@ def test_the_webhook_secret_is_read_once_while_warm_and_again_after_its_max_age(
     )
     # Given a warm function that verified one webhook with the stack's secret
     now = [1000.0]
-    monkeypatch.setattr("ucoauth.uninstall._secret_clock", lambda: now[0])
+    monkeypatch.setattr("ucoauth.usecases.uninstall._secret_clock", lambda: now[0])
     assert post(signed(aws.webhook_secret_value, body_for("ROT1")))[0] == 202
     cold = len(reads)  # the current version (and the previous one, when the current is under a day old)
     assert cold in (1, 2)

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from ucoauth import pages
-from ucoauth.validation import BadInput, is_merchant_id, parse_query
+from ucoauth.base.validation import BadInput, is_merchant_id, parse_query
+from ucoauth.edges import pages
 
 ALLOWED = frozenset({"code", "state", "error"})
 

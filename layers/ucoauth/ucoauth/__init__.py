@@ -1,6 +1,6 @@
 """UltraCart OAuth for AWS Lambda: the shared package behind every function of the SAM app.
 
-App code in the same account uses :func:`ucoauth.tokens.get_access_token`.
+App code in the same account uses :func:`ucoauth.usecases.tokens.get_access_token`.
 """
 
 from __future__ import annotations
@@ -15,19 +15,19 @@ __version__ = "0.1.0"
 # order they are forgotten: the services first (they hold the rest), the settings last. This is
 # the one list; a unit test fails when a module gains a cache that is missing here.
 CACHES: tuple[tuple[str, str], ...] = (
-    ("ucoauth.services", "forget_services"),  # the wired Services (and the pace it remembers)
-    ("ucoauth.tokens", "clear_token_cache"),  # access tokens served by get_access_token
-    ("ucoauth.uninstall", "reset_webhook_secret_cache"),  # webhook secret provider and verifier
-    ("ucoauth.ultracart", "forget_clients"),  # UltraCart clients (sessions, client secret)
-    ("ucoauth.aws", "reset_clients"),  # boto3 session and clients
-    ("ucoauth.settings", "get_settings.cache_clear"),  # the parsed environment
+    ("ucoauth.adapters.services", "forget_services"),  # the wired Services (and the pace it remembers)
+    ("ucoauth.usecases.tokens", "clear_token_cache"),  # access tokens served by get_access_token
+    ("ucoauth.usecases.uninstall", "reset_webhook_secret_cache"),  # webhook secret provider and verifier
+    ("ucoauth.adapters.ultracart", "forget_clients"),  # UltraCart clients (sessions, client secret)
+    ("ucoauth.adapters.aws", "reset_clients"),  # boto3 session and clients
+    ("ucoauth.base.settings", "get_settings.cache_clear"),  # the parsed environment
 )
 
 
 # The caches built from the environment's values (the settings, and the services wired from
 # them). The others are keyed by what they were built from (the UltraCart clients by their
 # configuration, the webhook verifier by the secret, tokens by merchant) or read none of it.
-CONFIGURATION_CACHES: frozenset[str] = frozenset({"ucoauth.services", "ucoauth.settings"})
+CONFIGURATION_CACHES: frozenset[str] = frozenset({"ucoauth.adapters.services", "ucoauth.base.settings"})
 
 
 def reset(*, configuration_only: bool = False) -> None:
