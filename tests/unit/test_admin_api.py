@@ -78,7 +78,9 @@ def test_an_installation_is_listed_and_shown_without_any_secret(
     }
     assert item["installed_at"].endswith("Z") and item["access_expires_at"].endswith("Z")
     status, shown, _ = call("admin-installations-show.json")
-    assert status == 200 and shown == {**item, "has_recovery_record": False}
+    # Installed without an install session: linked to none of the app's accounts.
+    unlinked: dict[str, Any] = {"app_account_id": None, "metadata": {}, "install_session_id": None}
+    assert status == 200 and shown == {**item, "has_recovery_record": False, **unlinked}
     # A record is kept in its generation's own attribute: the show still says so (never its contents).
     kept = Recovery(b"kept", 1, 1, expires_in=None, token_type="bearer", scope="")
     admin_services.installations.keep_recovery("DEMO1", kept, now=admin_services.now())

@@ -31,6 +31,7 @@ CALLS: dict[str, set[str]] = {
     "TokenApiFunction": {
         "dynamodb:GetItem",
         "dynamodb:UpdateItem",  # lease, budget, token write, recovery record, reauthorization
+        "dynamodb:PutItem",  # an install session (SESSION# items only)
         "kms:GenerateDataKey",  # a data key before the refresh; a damaged row's key probe
         "kms:Decrypt",
         "events:PutEvents",
@@ -112,6 +113,8 @@ ITEM_PREFIXES: dict[str, dict[str, set[str]]] = {
         "MERCHANT#*": {"dynamodb:UpdateItem"},
         "BUDGET#*": {"dynamodb:UpdateItem"},
         "RECEIPT#*": {"dynamodb:GetItem", "dynamodb:PutItem"},
+        # An install link's session: read at /install, marked used (or released) at the callback.
+        "SESSION#*": {"dynamodb:GetItem", "dynamodb:UpdateItem"},
     },
     "UninstallWebhookFunction": {"WEBHOOK#*": {"dynamodb:GetItem", "dynamodb:PutItem"}},
     # IAM-signed, but confined all the same: its own items and the budget, never an installation.
@@ -296,7 +299,7 @@ def test_the_device_functions_use_the_device_code_key_for_codes_and_the_token_ke
     assert all("DeviceCodeKey" not in kms(function) for function in others)
 
 
-def test_the_consumer_policy_allows_only_invoking_the_token_route() -> None:
+def test_the_consumer_policy_allows_only_invoking_the_token_and_install_session_routes() -> None:
     template = load_template()
     managed = {
         name: resource
@@ -310,10 +313,10 @@ def test_the_consumer_policy_allows_only_invoking_the_token_route() -> None:
     assert set(statement) == {"Sid", "Effect", "Action", "Resource"}
     assert statement["Effect"] == "Allow"
     assert statement["Action"] in ("execute-api:Invoke", ["execute-api:Invoke"])
-    arn = statement["Resource"]["Fn::Sub"]
-    assert arn == (
-        "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${HttpApi}/*/GET/tokens/*"
-    )
+    arns = [resource["Fn::Sub"] for resource in statement["Resource"]]
+    api = "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${HttpApi}"
+    # The token route, and the install links (POST /install-sessions): nothing else.
+    assert arns == [f"{api}/*/GET/tokens/*", f"{api}/*/POST/install-sessions"]
     # Nothing attaches it: the app's own roles do, from the output.
     for resource in template["Resources"].values():
         assert "TokenConsumerPolicy" not in str(resource.get("Properties", {}).get("ManagedPolicyArns", ""))

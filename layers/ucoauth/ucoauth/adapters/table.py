@@ -16,6 +16,7 @@ from botocore.exceptions import ClientError
 
 DUE_INDEX = "DueIndex"
 STATUS_INDEX = "StatusIndex"
+ACCOUNT_INDEX = "AccountIndex"
 INSTALLATION_SK = "INSTALLATION"
 
 

@@ -116,6 +116,32 @@ class StateForeignBrowserError(StateInvalidError):
     """
 
 
+class InstallSessionError(UcOAuthError):
+    """An install session cannot start or complete an install: unknown, damaged, used or expired.
+    The browser gets a page saying so, and is never redirected."""
+
+
+class InstallSessionUnknownError(InstallSessionError):
+    """No such session: never created, malformed, or removed by TTL long ago."""
+
+
+class InstallSessionUsedError(InstallSessionError):
+    """The session already completed an install (a link is good for one installation)."""
+
+
+class InstallSessionExpiredError(InstallSessionError):
+    """The session's time ran out before an install completed through it."""
+
+
+class InstallSessionRequiredError(InstallSessionError):
+    """``RequireInstallSession`` is on and the install came without a session."""
+
+
+class AccountConflictError(UcOAuthError):
+    """The merchant's installation is linked to another account of the app, and the stack's
+    rule (``InstallRelink=refuse``) keeps it so."""
+
+
 class NotInstalledError(UcOAuthError):
     """No active installation for this merchant."""
 

@@ -412,6 +412,23 @@ def recovery_from_json(value: Any) -> Recovery | None:
         return None
 
 
+def _adopted(services: Services, installation: Installation, outcome: Rotated) -> None:
+    """A recovery record adopted: counted, and a reauthorized installation announced restored."""
+    merchant_id = installation.merchant_id
+    metrics.add_metric(name="TokensRecovered", unit="Count", value=1)
+    logger.info("recovered tokens adopted", merchant_id=merchant_id)
+    if installation.status == REAUTHORIZATION_REQUIRED and outcome.installation is not None:
+        announce(
+            services,
+            merchant_id,
+            INSTALLATION_RESTORED,
+            {"merchant_id": merchant_id, "generation": installation.generation},
+            version=outcome.installation.version,
+            active=True,
+            parked=installation.pending_event,
+        )
+
+
 def reconcile(
     services: Services,
     lease: Lease,
@@ -453,18 +470,7 @@ def reconcile(
             recovered=record,
         )
         if outcome.result == "recovered":
-            metrics.add_metric(name="TokensRecovered", unit="Count", value=1)
-            logger.info("recovered tokens adopted", merchant_id=merchant_id)
-            if installation.status == REAUTHORIZATION_REQUIRED and outcome.installation is not None:
-                announce(
-                    services,
-                    merchant_id,
-                    INSTALLATION_RESTORED,
-                    {"merchant_id": merchant_id, "generation": installation.generation},
-                    version=outcome.installation.version,
-                    active=True,
-                    parked=installation.pending_event,
-                )
+            _adopted(services, installation, outcome)
         return outcome
     if not same_grant:
         # The merchant reinstalled or uninstalled since: this grant must not stay live.

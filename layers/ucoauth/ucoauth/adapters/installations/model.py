@@ -5,11 +5,15 @@ Pure data: the store that reads and writes these is :mod:`ucoauth.adapters.insta
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ucoauth.adapters.table import number, string
+from ucoauth.adapters.table import Update, number, string
+
+if TYPE_CHECKING:
+    from ucoauth.adapters.browser_items import AccountLink
 
 ACTIVE = "active"
 REAUTHORIZATION_REQUIRED = "reauthorization_required"
@@ -146,6 +150,14 @@ class Installation:
     # dead-holder evidence): kept on the item, whatever releases the lease, until a token write,
     # a reauthorization, a reinstall or an uninstall settles it.
     awaiting_recovery: int | None = None
+    # The app's own account the installation is linked to (an install session), with its
+    # metadata and the session's non-secret id; None when installed without a session.
+    app_account_id: str | None = None
+    account_metadata: dict[str, str] = field(default_factory=dict)
+    install_session_id: str | None = None
+    # Set only on the installation an install write returns: the account it was linked to before
+    # this write linked it to another one.
+    relinked_from: str | None = None
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> Installation:
@@ -176,6 +188,11 @@ class Installation:
             last_used_at=number(item, "last_used_at"),
             began_at=number(item, "began_at"),
             awaiting_recovery=number(item, "awaiting_recovery"),
+            app_account_id=string(item, "app_account_id"),
+            account_metadata={
+                k: v["S"] for k, v in item.get("account_metadata", {}).get("M", {}).items() if "S" in v
+            },
+            install_session_id=string(item, "install_session_id"),
         )
 
     @property
@@ -225,3 +242,37 @@ class Replaced:
         if not blob:
             return None
         return cls(bytes(blob["B"]), number(old, "generation") or 0, string(old, "status") or ACTIVE)
+
+
+def link_account(update: Update, link: AccountLink, *, refuse_relink: bool) -> list[str]:
+    """Link the installation to the session's account in the install's own write; the condition
+    that keeps another account's link when relinking is refused."""
+    update.assign(
+        app_account_id={"S": link.app_account_id},
+        account_metadata={"M": {k: {"S": v} for k, v in link.metadata.items()}},
+    )
+    if link.session_id:  # a device authorization links an account without a session
+        update.assign(install_session_id={"S": link.session_id})
+    else:
+        update.remove("install_session_id")
+    if not refuse_relink:
+        return []
+    update.name("#st", "status").value(":acct", {"S": link.app_account_id}).value(":gone", {"S": UNINSTALLED})
+    return ["(attribute_not_exists(app_account_id) OR app_account_id = :acct OR #st = :gone)"]
+
+
+def linked_elsewhere(item: dict[str, Any] | None, link: AccountLink) -> bool:
+    """Whether an installed merchant's item links another account than ``link``'s."""
+    if item is None or string(item, "status") == UNINSTALLED:
+        return False
+    linked = string(item, "app_account_id")
+    return linked is not None and linked != link.app_account_id
+
+
+def relinked(installation: Installation, old: dict[str, Any], link: AccountLink | None) -> Installation:
+    """The installation an install wrote, saying which account it was linked to before (``old``)
+    when this install linked it to another."""
+    before = string(old, "app_account_id")
+    if link is None or before is None or before == link.app_account_id:
+        return installation
+    return dataclasses.replace(installation, relinked_from=before)

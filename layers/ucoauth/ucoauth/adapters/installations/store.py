@@ -25,7 +25,11 @@ from ucoauth.adapters.installations.model import (
     Recovery,
     Replaced,
     TokenFields,
+    link_account,
+    linked_elsewhere,
+    relinked,
 )
+from ucoauth.adapters.installations.parked import ParkedEvents
 from ucoauth.adapters.installations.recoveries import RecoverySlots, replaced_record
 from ucoauth.adapters.table import (
     Update,
@@ -35,10 +39,18 @@ from ucoauth.adapters.table import (
     merchant_key,
     number,
 )
-from ucoauth.base.errors import LeaseBusyError, NotDueError, NotInstalledError, StaleWriteError
+from ucoauth.base.errors import (
+    AccountConflictError,
+    LeaseBusyError,
+    NotDueError,
+    NotInstalledError,
+    StaleWriteError,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+
+    from ucoauth.adapters.browser_items import AccountLink
 
 
 # What an install clears: the last generation's lease, uninstall, failures and tombstone TTL.
@@ -105,7 +117,7 @@ class Lease:
             logger.warning("lease not released; it will expire", merchant_id=self.merchant_id)
 
 
-class InstallationStore(RecoverySlots):
+class InstallationStore(RecoverySlots, ParkedEvents):
     """Installations and their leases, on the installations table."""
 
     def __init__(
@@ -141,27 +153,27 @@ class InstallationStore(RecoverySlots):
         now: int,
         install_id: str | None = None,
         began_at: int | None = None,
+        link: AccountLink | None = None,
+        refuse_relink: bool = False,
     ) -> tuple[Installation, Replaced | None]:
         """Create or replace (reinstall) an installation: a new generation, status active.
 
-        One UpdateItem, conditioned on the item being as last seen (none, at first; else its
-        version: a refused write returns the item, no separate read), sets every field at once:
-        two installs racing leave one consistent installation (the loser tries again on what it
-        got back), and any in-flight refresh loses its version check. The tokens it replaces
-        stay on the item as a recovery record of their generation, put there by that same write
-        (see :mod:`ucoauth.adapters.installations.recoveries`).
-        ``install_id`` (a digest unique to one install flow) makes a retried write idempotent: a
-        write whose first attempt was applied but whose answer was lost does not count a second
-        generation. ``began_at`` is when the install flow began (its state issued, its device
-        authorization created): what an uninstall's time is judged against.
-
-        The item as it was comes back with the write (``ALL_OLD``): tokens it held are returned as
-        :class:`Replaced`, exactly those this write took off the item (even when two installs
-        race), so the caller can have that grant revoked at UltraCart instead of dropping it.
+        One UpdateItem, conditioned on the item as last seen (none at first; else its version: a
+        refused write returns the item), sets every field: racing installs leave one consistent
+        installation, an in-flight refresh loses its version check. The replaced tokens stay on
+        the item as a recovery record (:mod:`~ucoauth.adapters.installations.recoveries`) by the
+        same write, and come back as :class:`Replaced` (``ALL_OLD``) for their revoke.
+        ``install_id`` makes a retried write idempotent; ``began_at`` is when the flow began;
+        ``link`` (an install session) links the app's account in the same write (without one the
+        item keeps its account); with ``refuse_relink`` a link to another account than an
+        installed merchant's raises :class:`AccountConflictError` (nothing written).
         """
         before: dict[str, Any] | None = None  # a first install needs no read
         for _ in range(_INSTALL_ATTEMPTS):
             update, condition = self._install_update(merchant_id, tokens, now, install_id, began_at, before)
+            if link is not None:
+                linked = link_account(update, link, refuse_relink=refuse_relink)
+                condition = " AND ".join([condition, *linked])
             try:
                 answer = self._ddb().update_item(
                     TableName=self.table_name,
@@ -181,9 +193,11 @@ class InstallationStore(RecoverySlots):
                 written = (before or {}).get("install_ids", {}).get("SS", [])
                 if before is not None and install_id is not None and install_id in written:
                     return Installation.from_item(before), None
+                if refuse_relink and link is not None and linked_elsewhere(before, link):
+                    raise AccountConflictError(merchant_id) from None
                 continue
             old: dict[str, Any] = answer.get("Attributes", {})
-            return Installation.from_item(update.applied_to(old)), Replaced.of(old)
+            return relinked(Installation.from_item(update.applied_to(old)), old, link), Replaced.of(old)
         raise StaleWriteError(merchant_id)  # installs kept racing: the caller gives the grant back
 
     def _install_update(
@@ -454,46 +468,6 @@ class InstallationStore(RecoverySlots):
         if answer is None:
             return None
         return number(answer["Attributes"], "version")
-
-    # -- events that could not be published (a small outbox on the item) -------------------
-
-    def park_events(self, merchant_id: str, *, events: str, version: int, active: bool, now: int) -> bool:
-        """Keep events EventBridge refused (a JSON list, oldest first) on the item, for a later relay.
-
-        An inactive installation is put back in the due index (due now) so the planner brings
-        it to a worker; an active one is relayed at its next refresh. False if the state moved on.
-        """
-        sets = ["pending_event = :e"]
-        values: dict[str, Any] = {":e": {"S": events}, ":v": {"N": str(version)}}
-        if not active:
-            sets += ["due_at = :now", "due_shard = :shard"]
-            values[":now"] = {"N": str(now)}
-            values[":shard"] = {"S": due_shard(merchant_id, self.shards)}
-        answer = if_condition_holds(
-            lambda: self._ddb().update_item(
-                TableName=self.table_name,
-                Key=merchant_key(merchant_id),
-                UpdateExpression="SET " + ", ".join(sets),
-                ConditionExpression="version = :v",
-                ExpressionAttributeValues=values,
-            )
-        )
-        return answer is not None
-
-    def clear_event(self, merchant_id: str, *, version: int, active: bool) -> None:
-        """The parked event was published: forget it (and, when inactive, the due entry and lease)."""
-        removes = ["pending_event"]
-        if not active:
-            removes += ["due_at", "due_shard", "lease_owner", "lease_expires_at"]
-        if_condition_holds(
-            lambda: self._ddb().update_item(
-                TableName=self.table_name,
-                Key=merchant_key(merchant_id),
-                UpdateExpression="REMOVE " + ", ".join(removes),
-                ConditionExpression="version = :v",
-                ExpressionAttributeValues={":v": {"N": str(version)}},
-            )
-        )
 
     # -- refresh lease ----------------------------------------------------------------------
 
