@@ -56,6 +56,42 @@ def _uc_calls(live: Live) -> list[str]:
     return names
 
 
+def _through_an_install_link(live: Live, invoke: Any, step: Any) -> None:
+    """An install session: created by the app's backend, opened, completed by the callback."""
+    import json
+
+    from tests.support.lambdas import load_event
+
+    answers: dict[str, Any] = {}
+
+    def create() -> Any:
+        answers["link"] = invoke("TokenApiFunction", load_event("install-sessions-create.json"))
+        return answers["link"]["statusCode"]
+
+    def install() -> Any:
+        url = json.loads(answers["link"]["body"])["install_url"]
+        event = scenarios.install_event()
+        event["rawQueryString"] = urlsplit(url).query
+        answers["start"] = invoke("OAuthBrowserFunction", event)
+        return answers["start"]["statusCode"]
+
+    def callback() -> Any:
+        start = answers["start"]
+        state = parse_qs(urlsplit(start["headers"]["Location"]).query)["state"][0]
+        nonce = start["cookies"][0].split(";")[0].split("=", 1)[1]
+        code = live.sandbox.issue_code("CALLS9", scenarios.REDIRECT)
+        return invoke("OAuthBrowserFunction", scenarios.callback_event(code, state, nonce))["statusCode"]
+
+    step("install session (POST /install-sessions)", (1, 0), "1 + 0", create)
+    step("install through a link (GET /install?session=)", (2, 0), "2 + 0 (the session read)", install)
+    step(
+        "callback through an install link",
+        (8, 1),
+        "≤ 5 + 2 per UltraCart call, + 1, + 1 (the session marked used)",
+        callback,
+    )
+
+
 def measure(live: Live) -> list[CallRow]:
     from devstack.invoke import template_invoker
     from devstack.resources import load_template, resources_of_type
@@ -142,6 +178,7 @@ def measure(live: Live) -> list[CallRow]:
                 callback,
             )
     live.sandbox.configure(include_merchant_id=True)
+    _through_an_install_link(live, invoke, step)
 
     # -- refresh worker: one due record
     scenarios.seed_installation(services, live, "CALLS3", expires_in=60)

@@ -20,7 +20,7 @@ from typing import Any
 
 from bench.common import FUNCTIONS, PYTHONPATH, ROOT, child_env, median, progress
 
-TARGET_RATIO = 1.15
+TARGET_RATIO = 1.20
 FLOOR = "floor"
 
 

@@ -38,6 +38,8 @@ OPERATIONS = ("callback", "refresh", "token", "revoke", "webhook", "device")
 # Which test of tests/unit/test_fuzz_routes.py fuzzes which route (as it reports them).
 FUZZ_TESTS = {
     "GET /install": "test_fuzz_install",
+    "GET /install?session=": "test_fuzz_install_session",
+    "POST /install-sessions": "test_fuzz_install_sessions",
     "GET /oauth/callback": "test_fuzz_callback",
     "GET /installed": "test_fuzz_installed",
     "$default (any other method and path)": "test_fuzz_default_route",

@@ -322,7 +322,7 @@ per candidate, run round-robin (one discarded warm-up round). **instructions** i
 of each under valgrind's callgrind (`python -m bench.instructions`, `PYTHONHASHSEED=0`): the
 number of instructions from the interpreter's start to ready, which repeats to a few parts in a
 million where the wall-clock medians move by several percent from one bench to the next on a
-small shared machine. Target: every function <= {TARGET_RATIO}x the floor, judged on
+small shared machine. Target: every function <= {TARGET_RATIO:.2f}x the floor, judged on
 instructions{_instructions_missing(results)}.
 
 {table}
@@ -641,7 +641,7 @@ def _reading(results: Results) -> str:
     each = by_key.get("diag_session_each")
     basis = "in instructions" if results.instructions is not None else "in wall-clock medians"
     text = (
-        f"**Cold start: {len(within)} of {len(functions)} functions meet <= {TARGET_RATIO}x the floor "
+        f"**Cold start: {len(within)} of {len(functions)} functions meet <= {TARGET_RATIO:.2f}x the floor "
         f"{basis}** (slowest {worst.candidate.label} at {results.target_ratio(worst):.3f}x)."
     )
     if results.instructions is not None:

@@ -7,7 +7,13 @@
 
 from __future__ import annotations
 
-from ucoauth_client.client import API_URL_OUTPUT, MAX_MIN_VALID_SECONDS, AccessToken, TokenClient
+from ucoauth_client.client import (
+    API_URL_OUTPUT,
+    MAX_MIN_VALID_SECONDS,
+    AccessToken,
+    InstallLink,
+    TokenClient,
+)
 from ucoauth_client.errors import (
     AccessDenied,
     InvalidRequest,
@@ -25,6 +31,7 @@ __all__ = [
     "MAX_MIN_VALID_SECONDS",
     "AccessDenied",
     "AccessToken",
+    "InstallLink",
     "InvalidRequest",
     "NotInstalled",
     "RateLimited",

@@ -55,6 +55,8 @@ class AccessToken:
     # The stack's version of the installation the token came from: after UltraCart refused this
     # token (401), ``TokenClient.get(..., newer_than=token.version)`` gets its replacement.
     version: int
+    # The app's own account the installation is linked to (an install link), or None.
+    app_account_id: str | None = None
 
     def seconds_left(self, now: float | None = None) -> float | None:
         """Seconds until it expires (None when the stack does not know)."""
@@ -66,6 +68,17 @@ class AccessToken:
     def authorization(self) -> str:
         """The ``Authorization`` header value for UltraCart."""
         return f"Bearer {self.access_token}"
+
+
+@dataclass(frozen=True, slots=True)
+class InstallLink:
+    """An install link for one of the app's accounts (``POST /install-sessions``): send the user's
+    browser to ``install_url`` (it works until ``expires_at``, for one installation). The URL
+    carries a secret: hand it to that user only, never log it; ``session_id`` names it safely."""
+
+    session_id: str
+    install_url: str = field(repr=False)
+    expires_at: datetime
 
 
 @dataclass(slots=True)
@@ -151,6 +164,41 @@ class TokenClient:
             token = self._fetch(merchant_id, self._asked_seconds(min_valid_seconds), newer_than)
             self._cache[merchant_id] = _Cached(token, self._clock())
             return token
+
+    def create_install_link(
+        self, app_account_id: str, return_url: str | None = None, metadata: dict[str, str] | None = None
+    ) -> InstallLink:
+        """A link that installs the app for a merchant and links the installation to
+        ``app_account_id`` (your own account id: 1-128 of ``A-Za-z0-9._:@-``); ``return_url`` (on
+        an origin of the stack's ``InstallReturnOrigins``) is offered on the success page;
+        ``metadata`` (at most 10 string pairs) comes back with the installation. Raises
+        :class:`InvalidRequest` (the stack refused the request), :class:`AccessDenied`,
+        :class:`Unavailable` (all :class:`TokenClientError`)."""
+        body: dict[str, Any] = {"app_account_id": app_account_id}
+        if return_url is not None:
+            body["return_url"] = return_url
+        if metadata is not None:
+            body["metadata"] = metadata
+        data = json.dumps(body, separators=(",", ":")).encode()
+        url = f"{self.url}/install-sessions"
+        headers = {"Accept": "application/json", "Content-Type": "application/json"}
+        signed = sign(
+            session_credentials(self._botocore_session()), self._signing_region(), "POST", url, headers, data
+        )
+        try:
+            answer = exchange(self._opener, "POST", url, signed, body=data, timeout=self.timeout)
+        except (OSError, http.client.HTTPException) as exc:
+            raise Unavailable(f"token API unreachable: {type(exc).__name__}") from None
+        if answer.status == 201:
+            return _parse_link(answer.body)
+        error = _error_code(answer.body)
+        if answer.status == 400:
+            raise InvalidRequest(f"token API refused the install link: {error}", error=error)
+        if answer.status == 403:
+            raise AccessDenied("not allowed to create install links (attach TokenConsumerPolicyArn)")
+        if answer.status >= 500 or answer.status == 429:
+            raise Unavailable(f"token API answered {answer.status}", retry_after=_retry_after(answer.headers))
+        raise TokenClientError(f"token API answered {answer.status}")
 
     def invalidate(self, merchant_id: str | None = None) -> None:
         """Forget the cached token of one merchant (or of all)."""
@@ -284,10 +332,23 @@ def _parse_token(body: bytes, merchant_id: str) -> AccessToken:
             expires_at=None if expires is None else _utc(expires),
             scope=str(data.get("scope") or ""),
             version=_int(data.get("version", 0)),
+            app_account_id=None if data.get("app_account_id") is None else _text(data["app_account_id"]),
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         raise TokenClientError("token API answered a malformed token") from None
     return token
+
+
+def _parse_link(body: bytes) -> InstallLink:
+    try:
+        data = json.loads(body)
+        return InstallLink(
+            session_id=_text(data["session_id"]),
+            install_url=_text(data["install_url"]),
+            expires_at=_utc(data["expires_at"]),
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise TokenClientError("token API answered a malformed install link") from None
 
 
 def _text(value: object) -> str:

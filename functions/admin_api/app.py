@@ -15,9 +15,10 @@ from ucoauth.edges.api_errors import answer_errors
 from ucoauth.edges.resolver import APIGatewayHttpResolver, Response
 from ucoauth.edges.web import json_error, json_response
 from ucoauth.usecases import admin
+from ucoauth.usecases.install_sessions import is_app_account_id
 
 app = APIGatewayHttpResolver()
-LIST_PARAMETERS = {"status", "limit", "cursor"}
+LIST_PARAMETERS = {"status", "limit", "cursor", "app_account_id"}
 
 
 def _caller() -> str:
@@ -46,10 +47,23 @@ def list_installations() -> Response[Any]:
     limit = admin.parse_limit(query.get("limit"))
     status = admin.parse_status(query.get("status"))
     cursor = query.get("cursor")
+    account = query.get("app_account_id")
+    if account is not None:
+        return _list_by_account(account, status=status, limit=limit, cursor=cursor)
     if cursor is not None:
         admin.decode_cursor(cursor)
     page = admin.list_installations(get_services(), status=status, limit=limit, cursor=cursor)
     logger.info("installations listed", caller=_caller(), status=status, count=len(page.items))
+    return json_response(200, {"items": page.items, "next_cursor": page.next_cursor})
+
+
+def _list_by_account(account: str, *, status: str | None, limit: int, cursor: str | None) -> Response[Any]:
+    if not is_app_account_id(account):
+        raise admin.AdminRequestError("invalid_app_account_id")
+    if status is not None:  # one filter at a time: each is one index
+        raise admin.AdminRequestError("invalid_filter")
+    page = admin.list_by_account(get_services(), account, limit=limit, cursor=cursor)
+    logger.info("installations listed", caller=_caller(), app_account_id=account, count=len(page.items))
     return json_response(200, {"items": page.items, "next_cursor": page.next_cursor})
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from ucoauth.adapters.browser_items import AccountLink
 from ucoauth.adapters.services import get_services
 from ucoauth.base.errors import PermanentUltraCartError
 from ucoauth.base.observability import logger, metrics
@@ -20,39 +21,46 @@ from ucoauth.usecases.device import (
     is_authorization_id,
     start_device_authorization,
 )
+from ucoauth.usecases.install_sessions import parse_request
 
 app = APIGatewayHttpResolver()
-MAX_BODY = 1024
-_FIELDS = frozenset({"scope"})
+# The scope, and an account with its metadata (escaped, at their limits).
+MAX_BODY = 32768
+_FIELDS = frozenset({"scope", "app_account_id", "metadata"})
 
 
-def _requested_scope(event: dict[str, Any]) -> str | None:
-    """The optional ``{"scope": "..."}`` body; BadInput for anything else."""
+def _request(event: dict[str, Any]) -> tuple[str | None, AccountLink | None]:
+    """The optional ``{"scope", "app_account_id", "metadata"}`` body (the account and its metadata
+    validated as an install session's); BadInput for anything else."""
     raw = raw_body(event, limit=MAX_BODY)
     if not raw.strip():
-        return None
+        return None, None
     try:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
         raise BadInput("The body is not JSON.") from None
     if not isinstance(data, dict) or set(data) - _FIELDS:
-        raise BadInput("The body must be a JSON object with at most a scope.")
+        raise BadInput("The body must be a JSON object with at most scope, app_account_id, metadata.")
     scope = data.get("scope")
-    if scope is None:
-        return None
-    if not isinstance(scope, str) or not is_scope(scope):
+    if scope is not None and (not isinstance(scope, str) or not is_scope(scope)):
         raise BadInput("scope must be one or more scope names.")
-    return scope
+    if "app_account_id" not in data:
+        if "metadata" in data:
+            raise BadInput("metadata comes with an app_account_id.")
+        return scope, None
+    account = {k: data[k] for k in ("app_account_id", "metadata") if k in data}
+    linked = parse_request(json.dumps(account).encode(), origins=())
+    return scope, AccountLink("", linked.app_account_id, linked.metadata)
 
 
 @app.post("/device/authorizations")
 def create_authorization() -> Response[dict[str, Any]]:
     if app.current_event.query_string_parameters:
         return json_error(400, "invalid_request")
-    scope = _requested_scope(app.current_event.raw_event)
+    scope, link = _request(app.current_event.raw_event)
     services = get_services()
     deadline = Deadline.of_context(app.lambda_context, services.clock)
-    started = start_device_authorization(services, scope=scope, deadline=deadline)
+    started = start_device_authorization(services, scope=scope, deadline=deadline, link=link)
     return json_response(201, started.as_json())
 
 

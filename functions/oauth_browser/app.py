@@ -12,7 +12,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 from ucoauth.adapters.services import get_services
 from ucoauth.base.errors import (
     APP_MISCONFIGURED_ERRORS,
+    AccountConflictError,
     AppCredentialsRejectedError,
+    InstallSessionError,
+    InstallSessionExpiredError,
+    InstallSessionRequiredError,
+    InstallSessionUsedError,
     KeyUnavailableError,
     PermanentUltraCartError,
     RetryLaterError,
@@ -63,12 +68,17 @@ def _page(page: pages.Page, *, cookies: list[Cookie] | None = None) -> Response[
     return web.html_response(page, cookies=[web.clear_state_cookie()] if cookies is None else cookies)
 
 
+_INSTALL_PARAMS = frozenset({"session"})
+
+
 @app.get("/install")
 def install() -> Response[str]:
     services = get_services()
-    start = begin_install(
-        services, redirect_uri=web.redirect_uri(services.settings, app.current_event.raw_event)
-    )
+    event = app.current_event.raw_event
+    raw = event.get("rawQueryString", "")
+    # Only an install link's query is read (strictly); any other is ignored, as it always was.
+    session = parse_query(raw, allowed=_INSTALL_PARAMS).get("session") if "session" in raw else None
+    start = begin_install(services, redirect_uri=web.redirect_uri(services.settings, event), session=session)
     cookie = web.state_cookie(start.browser_nonce, max_age=services.settings.state_ttl_seconds)
     return web.redirect(start.authorize_url, cookies=[cookie])
 
@@ -117,6 +127,7 @@ def callback() -> Response[str]:
             result.merchant_id,
             reinstall=result.reinstall,
             ultracart_href=web.ultracart_href(services.settings),
+            return_url=result.return_url,
         )
         return _page(page, cookies=cookies)
     cookies.append(web.receipt_cookie(receipt))
@@ -140,6 +151,7 @@ def installed() -> Response[str]:
         receipt.merchant_id,
         reinstall=receipt.reinstall,
         ultracart_href=web.ultracart_href(services.settings),
+        return_url=receipt.return_url,
     )
     return web.html_response(page)
 
@@ -212,6 +224,36 @@ def already_used(exc: StateInvalidError) -> Response[str]:
     metrics.add_metric(name="InstallStateRejected", unit="Count", value=1)
     logger.info("install state unknown or already used", reason=type(exc).__name__)
     return _page(pages.already_used(_brand(), _retry_href()), cookies=[])
+
+
+@app.exception_handler(InstallSessionError)
+def session_refused(exc: InstallSessionError) -> Response[str]:
+    """An install link that cannot start or complete an install: a page, never a redirect. At the
+    callback the state is spent, so the state cookie is cleared."""
+    from ucoauth.edges import pages
+
+    metrics.add_metric(name="InstallSessionRejected", unit="Count", value=1)
+    logger.info("install session refused", reason=type(exc).__name__)
+    brand = _brand()
+    if isinstance(exc, InstallSessionUsedError):
+        page = pages.install_link_used(brand)
+    elif isinstance(exc, InstallSessionExpiredError):
+        minutes = max(1, get_services().settings.install_session_ttl_seconds // 60)
+        page = pages.install_link_expired(brand, minutes=minutes)
+    elif isinstance(exc, InstallSessionRequiredError):
+        page = pages.install_link_required(brand)
+    else:
+        page = pages.install_link_invalid(brand)
+    return _page(page)
+
+
+@app.exception_handler(AccountConflictError)
+def account_conflict(exc: AccountConflictError) -> Response[str]:
+    from ucoauth.edges import pages
+
+    # The tokens this install obtained were given back; the installation is unchanged.
+    logger.info("install refused: merchant linked to another account", merchant_id=str(exc))
+    return _page(pages.account_already_linked(_brand(), str(exc)))
 
 
 @app.exception_handler(PermanentUltraCartError)

@@ -84,6 +84,12 @@ def banner(stack: LocalStack, schedule_seconds: float) -> str:
         f'    curl -sS --aws-sigv4 "aws:amz:{region}:execute-api" '
         f'--user "{LOCAL_ACCESS_KEY_ID}:{LOCAL_SECRET_ACCESS_KEY}" {url}/tokens/DEMO1',
         "    make invoke FN=TokenApiFunction EVENT=events/tokens-get.json",
+        "  Install linked to one of your app's accounts (an install link; open the URL it prints):",
+        "    .venv/bin/ucoauth link acct-42",
+        f'    curl -sS --aws-sigv4 "aws:amz:{region}:execute-api" '
+        f'--user "{LOCAL_ACCESS_KEY_ID}:{LOCAL_SECRET_ACCESS_KEY}" '
+        "-H 'Content-Type: application/json' -d '{\"app_account_id\": \"acct-42\"}' "
+        f"{url}/install-sessions",
         "  Install without a redirect (device flow; shows a code to enter on UltraCart's page):",
         "    .venv/bin/ucoauth install --device",
         "  Uninstall webhook (signed with the local secret; --send posts it):",

@@ -40,6 +40,7 @@ DOCKER_HOST = "host.docker.internal"
 # Which function each event file is for, by its name's prefix (the longest prefix wins).
 EVENT_FUNCTIONS = {
     "install": "OAuthBrowserFunction",
+    "install-sessions-": "TokenApiFunction",
     "installed": "OAuthBrowserFunction",
     "callback-": "OAuthBrowserFunction",
     "unknown-path": "OAuthBrowserFunction",

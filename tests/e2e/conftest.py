@@ -29,6 +29,8 @@ APP_PARAMETERS = {
     "AppName": "Acme Sync",
     "AppUrl": "https://app.acme.example/",
     "SupportUrl": "mailto:help@acme.example",
+    # Where install links may send the merchant back to after the success page.
+    "InstallReturnOrigins": "https://app.acme.example",
 }
 
 

@@ -6,6 +6,7 @@ approves (or denies) and comes back to our page. Screenshots go to ``docs/screen
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -68,6 +69,65 @@ def _access_token(stack: LocalStack, merchant_id: str) -> str:
     response = requests.get(url, headers=dict(request.headers.items()), timeout=10)
     assert response.status_code == 200, response.text
     return str(response.json()["access_token"])
+
+
+def _install_link(stack: LocalStack, body: dict[str, Any]) -> str:
+    """An install link from POST /install-sessions, signed as the app's backend would sign it."""
+    url = f"{stack.gateway_url}/install-sessions"
+    data = json.dumps(body).encode()
+    request = AWSRequest(method="POST", url=url, data=data, headers={"Content-Type": "application/json"})
+    SigV4Auth(Credentials(LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY), "execute-api", "us-east-1").add_auth(
+        request
+    )
+    response = requests.post(url, headers=dict(request.headers.items()), data=data, timeout=10)
+    assert response.status_code == 201, response.text
+    return str(response.json()["install_url"])
+
+
+def test_an_install_link_installs_for_the_account_and_lands_on_the_return_url(
+    stack: LocalStack, chromium: Any
+) -> None:
+    browser = chromium.get()
+    assert stack.sandbox is not None
+    back = "https://app.acme.example/integrations?connected=ultracart"
+    link = _install_link(stack, {"app_account_id": "acme-team-7", "return_url": back})
+    context = browser.new_context(viewport=VIEWPORT)
+    context.set_default_timeout(TIMEOUT_MS)
+    # The app's own page (its origin is not served here): a stub in its place.
+    context.route(
+        "https://app.acme.example/**",
+        lambda route: route.fulfill(status=200, content_type="text/html", body="<title>Acme</title>ok"),
+    )
+    try:
+        page = context.new_page()
+        page.goto(link)
+        assert page.url.startswith(f"{stack.sandbox.base_url}/oauth/authorize?")
+        page.fill("#merchant_id", "E2E5")
+        with page.expect_response(_is_callback) as callback:
+            page.click("#approve")
+        page.wait_for_load_state()
+        assert callback.value.status == 303
+        assert page.url == f"{stack.gateway_url}/installed"
+        assert page.locator("h1").inner_text() == "Acme Sync is installed"
+        assert page.locator("#continue").inner_text() == "Continue to Acme Sync"
+        page.click("#continue")
+        page.wait_for_load_state()
+        assert page.url == back
+        # The installation is the account's, and the link served its one install.
+        url = f"{stack.gateway_url}/tokens/E2E5"
+        signed = AWSRequest(method="GET", url=url)
+        SigV4Auth(
+            Credentials(LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY), "execute-api", "us-east-1"
+        ).add_auth(signed)
+        token = requests.get(url, headers=dict(signed.headers.items()), timeout=10).json()
+        assert token["app_account_id"] == "acme-team-7"
+        response = requests.get(link, allow_redirects=False, timeout=10)
+        assert response.status_code == 410 and "Location" not in response.headers
+        again = context.new_page()
+        again.goto(link)
+        assert again.locator("h1").inner_text() == "This install link was already used"
+    finally:
+        context.close()
 
 
 def test_merchant_approves_and_sees_the_success_page(stack: LocalStack, chromium: Any) -> None:

@@ -76,7 +76,7 @@ def test_callback_costs_5_aws_calls_plus_one_budget_unit_per_ultracart_call(
     assert counter.count <= 5 + per_call * uc_calls, counter.calls
     assert counter.by_operation() == {
         "dynamodb.DeleteItem": 1,  # the state
-        "kms.Encrypt": 1,
+        "kms.GenerateDataKey": 1,  # the data key the new tokens are sealed with
         # the installation, and one unit of the UltraCart budget per UltraCart call (+ the line)
         "dynamodb.UpdateItem": 1 + per_call * uc_calls,
         "events.PutEvents": 1,
@@ -89,6 +89,46 @@ def test_callback_costs_5_aws_calls_plus_one_budget_unit_per_ultracart_call(
     assert follow_to_installed(response)["statusCode"] == 200
     assert counter.by_operation() == {"dynamodb.GetItem": 1}
     assert sandbox.requests() == []
+
+
+@pytest.mark.parametrize("scope", SCOPES)
+def test_a_callback_through_an_install_session_costs_one_aws_call_more(
+    live_in_scope: InScope, sandbox: Sandbox, scope: str
+) -> None:
+    live_in_scope(scope)
+    per_call = 1 + LINE[scope]
+    counter = AwsCallCounter()
+    create = load_event("install-sessions-create.json")
+    created = invoke("TokenApiFunction", create)
+    assert created["statusCode"] == 201
+    assert counter.by_operation() == {"dynamodb.PutItem": 1}  # the session
+    session = parse_qs(urlsplit(json.loads(created["body"])["install_url"]).query)["session"][0]
+    counter.reset()
+    event = load_event("install.json")
+    event["rawQueryString"] = f"session={session}"
+    start = invoke("OAuthBrowserFunction", event)
+    assert start["statusCode"] == 302
+    assert counter.by_operation() == {"dynamodb.GetItem": 1, "dynamodb.PutItem": 1}  # session, state
+    state = parse_qs(urlsplit(start["headers"]["Location"]).query)["state"][0]
+    nonce = start["cookies"][0].split(";")[0].split("=", 1)[1]
+    counter.reset()
+    sandbox.clear_requests()
+    code = sandbox.issue_code("COUNT9", REDIRECT)
+    response = invoke(
+        "OAuthBrowserFunction", load_event("callback-success.json", code=code, state=state, nonce=nonce)
+    )
+    assert response["statusCode"] == 303
+    # The callback without a session, plus the one conditional write that marks the session used.
+    assert counter.count == 5 + 1 + per_call, counter.calls
+    assert counter.by_operation() == {
+        "dynamodb.DeleteItem": 1,  # the state (it carries the session's link: no read of it)
+        "kms.Encrypt": 1,
+        # the session marked used, the installation (linked in that same write), the budget
+        "dynamodb.UpdateItem": 2 + per_call,
+        "events.PutEvents": 1,
+        "dynamodb.PutItem": 1,  # the success receipt
+    }
+    assert len(sandbox.requests()) == 1
 
 
 def test_a_deny_costs_one_read_of_its_state_and_no_ultracart_call(live: Services, sandbox: Sandbox) -> None:
@@ -119,7 +159,11 @@ def test_refresh_costs_at_most_6_aws_calls_and_1_ultracart_call(
     assert invoke("RefreshWorkerFunction", event) == {"batchItemFailures": []}
     assert counter.count <= 6 + extra, counter.calls
     # lease, pace, budget (+ the line given back, + the merchant's unit), token write
-    assert counter.by_operation() == {"dynamodb.UpdateItem": 4 + extra, "kms.Decrypt": 1, "kms.Encrypt": 1}
+    assert counter.by_operation() == {
+        "dynamodb.UpdateItem": 4 + extra,
+        "kms.Decrypt": 1,
+        "kms.GenerateDataKey": 1,
+    }
     assert [r.grant_type for r in sandbox.requests()] == ["refresh_token"]
 
 

@@ -29,6 +29,7 @@ from devstack.invoke import LOCAL_ACCESS_KEY_ID, LOCAL_SECRET_ACCESS_KEY
 from devstack.stack import LocalStack
 from tests.support.browser_flow import TIMEOUT, PageForm, install
 from tests.support.observer import observed_events
+from ucoauth.adapters.crypto import TokenCipher
 
 pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("devstack_local_stack")]
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
@@ -130,12 +131,11 @@ def installation(stack: LocalStack, merchant_id: str) -> dict[str, Any] | None:
 
 
 def stored_tokens(stack: LocalStack, merchant_id: str, item: dict[str, Any]) -> dict[str, str]:
-    plaintext = stack.client("kms").decrypt(
-        CiphertextBlob=item["tokens"]["B"],
-        EncryptionContext={"merchant_id": merchant_id, "purpose": "ultracart-oauth-tokens"},
-    )["Plaintext"]
-    data: dict[str, str] = json.loads(plaintext)
-    return data
+    """The stored tokens, opened as the package opens them (the envelope's wrapped key decrypted
+    by KMS with the merchant's context, then AES-GCM), with the harness's KMS client."""
+    cipher = TokenCipher(stack.resources.key_id, kms_client=lambda: stack.client("kms"))
+    tokens = cipher.decrypt(merchant_id, bytes(item["tokens"]["B"]))
+    return {"a": tokens.access_token, "r": tokens.refresh_token or ""}
 
 
 # -- the flow ----------------------------------------------------------------------------------

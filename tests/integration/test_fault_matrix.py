@@ -98,8 +98,8 @@ DESCRIPTIONS = {
     "(botocore's 2 attempts see both and give up)",
     "ddb_conditional": "ConditionalCheckFailedException (callback: state consume; refresh: token write; "
     "token: inline lease, old item returned; revoke: shred)",
-    "kms_throttled": "KMS ThrottlingException on Encrypt and Decrypt",
-    "kms_disabled": "KMS DisabledException on Encrypt and Decrypt",
+    "kms_throttled": "KMS ThrottlingException on GenerateDataKey, Encrypt and Decrypt",
+    "kms_disabled": "KMS DisabledException on GenerateDataKey, Encrypt and Decrypt",
     "kms_key_disabled": "the key disabled in moto (kms.disable_key; KMS's refusal enforced by a hook)",
     "kms_invalid_ciphertext": "KMS InvalidCiphertextException on every Decrypt (a fresh probe fails too: "
     "no evidence that the row is damaged)",
@@ -374,7 +374,8 @@ def world(
         aws_server.revoke_queue_url,
         aws_server.revoke_dlq_url,
         "RevokeWorkerFunction",
-        lambda body: str(body["detail"]["merchant_id"]),
+        # an uninstall (EventBridge's shape) or a replaced grant's revoke (``merchant_id`` on top)
+        lambda body: str(body.get("detail", body)["merchant_id"]),
     )
     merchants = [f"FM{i}" for i in range(1, MERCHANTS + 1)]
     return World(live, sandbox, aws_server, live_env, refresh, revoke, merchants)
@@ -564,9 +565,9 @@ def inject(world: World, operation: str, fault: str) -> Callable[[], None]:
         op, match = CONDITIONAL[operation]
         injected = [faults.conditional_failure(op, match=match, times=-1)]
     elif fault == "kms_throttled":
-        injected = [faults.throttle("kms", op) for op in ("Encrypt", "Decrypt")]
+        injected = [faults.throttle("kms", op) for op in faults.KMS_KEY_OPERATIONS]
     elif fault == "kms_disabled":
-        injected = [faults.kms_disabled(op) for op in ("Encrypt", "Decrypt")]
+        injected = [faults.kms_disabled(op) for op in faults.KMS_KEY_OPERATIONS]
     elif fault == "kms_key_disabled":
         injected = faults.kms_key_state_enforced(world.res.key_id)
         faults.own_client("kms").disable_key(KeyId=world.res.key_id)
@@ -1426,6 +1427,72 @@ def test_token_access_in_time(world: World, cell: Cell, fault: str, expected: st
     conclude(cell)
 
 
+# -- KMS failing after UltraCart answered a rotation ------------------------------------------------
+
+# UltraCart has rotated the grant (the old refresh token is spent) when KMS starts failing: every
+# KMS call of the package is throttled from that answer on. Tokens encrypted only after the answer
+# (KMS Encrypt for the write, again for the recovery record) would be lost with the grant; the data
+# key fetched before the call lets the write go ahead without KMS.
+AFTER_ANSWER_DESCRIPTIONS = {
+    "kms_fault_after_rotation": "KMS ThrottlingException on every call (Encrypt, GenerateDataKey, Decrypt) "
+    "from the moment UltraCart answered the refresh (the grant is rotated)",
+}
+for _name, _text in AFTER_ANSWER_DESCRIPTIONS.items():
+    DESCRIPTIONS[_name] = _text
+
+
+@contextmanager
+def kms_fails_after_rotation(world: World) -> Iterator[list[faults.AwsFault]]:
+    """Every KMS call of the package throttled once UltraCart answered a refresh (until the end)."""
+    injected = [faults.throttle("kms", op) for op in faults.KMS_KEY_OPERATIONS]
+    started = Once(lambda: [one.install() for one in injected])
+    try:
+        with after_ultracart(world, "refresh", started):
+            yield injected
+    finally:
+        for one in injected:
+            one.remove()
+
+
+@cells("refresh", {"kms_fault_after_rotation": "acked, refreshed"})
+def test_refresh_with_kms_failing_after_rotation(world: World, cell: Cell, fault: str, expected: str) -> None:
+    # One merchant per cell: KMS fails from the first answer on, so a second merchant's refresh
+    # would meet KMS failing before its call (the kms_throttled cells), not after it.
+    world.merchants = world.merchants[:1]
+    seed(world, expires_in=60)
+    for merchant in world.merchants:
+        world.refresh_queue.send({"merchant_id": merchant})
+    with kms_fails_after_rotation(world):
+        delivery = world.refresh_queue.deliver()
+    assert delivery.raised is None, delivery.raised
+    labels = {
+        m: ", ".join(["back to queue" if m in delivery.failed else "acked", *installation_facts(world, m)])
+        for m in world.merchants
+    }
+    cell.outcome = summarize(labels)
+    recover_refresh(world, cell)
+    conclude(cell)
+
+
+@cells("token", {"kms_fault_after_rotation": "200 new token"})
+def test_token_access_with_kms_failing_after_rotation(
+    world: World, cell: Cell, fault: str, expected: str
+) -> None:
+    world.merchants = world.merchants[:1]  # one merchant per cell, as above
+    seed(world, expires_in=60)  # inside the inline refresh margin: the call refreshes
+    with kms_fails_after_rotation(world):
+        answers = {m: token_call(m) for m in world.merchants}
+    cell.outcome = summarize({m: token_label(world, m, *answers[m]) for m in world.merchants})
+    world.let_backoff_pass()
+    cell.recovery.append("next call")
+    for merchant in world.merchants:
+        token_call(merchant)
+    judge(world, cell)
+    cell.note(reinstall_if_refused(world, cell.recovery))
+    cell.note(active_problems(world))
+    conclude(cell)
+
+
 TIME_REVOKE = {
     # Still installed until the shred: the token API serves the valid stored token meanwhile.
     "second_caller_after_lease": f"shredded on delivery 1 (webhook), {REVOKED}; second caller: 200 token",
@@ -1531,7 +1598,7 @@ WEBHOOK_KILL_POINTS = {
 CALLBACK_KILL_POINTS = {
     "kill_after_state_consumed": ("dynamodb", "after-call.dynamodb.DeleteItem"),
     "kill_after_budget": ("dynamodb", "after-call.dynamodb.UpdateItem"),
-    "kill_after_encrypt": ("kms", "after-call.kms.Encrypt"),
+    "kill_after_data_key": ("kms", "after-call.kms.GenerateDataKey"),
     "kill_after_event": ("events", "after-call.eventbridge.PutEvents"),
 }
 for _name, (_service, _event) in {**WEBHOOK_KILL_POINTS, **CALLBACK_KILL_POINTS}.items():
@@ -1577,7 +1644,7 @@ CALLBACK_KILLS = {
     "kill_after_state_consumed": "killed; merchant started again: 200 page, installed",
     "kill_after_budget": "killed; merchant started again: 200 page, installed",
     "kill_after_exchange": "killed; merchant started again: 200 page, installed",
-    "kill_after_encrypt": "killed; merchant started again: 200 page, installed",
+    "kill_after_data_key": "killed; merchant started again: 200 page, installed",
     "kill_after_event": "killed; merchant started again: 200 page, installed",
 }
 
@@ -1610,4 +1677,304 @@ def test_callback_killed(world: World, cell: Cell, fault: str, expected: str) ->
     cell.recovery.append("merchant started again")
     judge(world, cell)
     cell.note(active_problems(world))
+    conclude(cell)
+
+
+# -- holds, recovery records by generation, compensating revokes ------------------------------------
+
+HOLD_DESCRIPTIONS = {
+    "hold_recovery_message": "worker A rotates, then its token write, recovery record and lease release "
+    "are throttled (the tokens leave as a recovery message); after A's horizon worker B's refresh is "
+    f"refused and B holds the lease; the recovery message is delivered {MAX_RECEIVES} times during the hold",
+    "hold_uninstall": "as hold_recovery_message, and an acknowledged uninstall is delivered "
+    f"{MAX_RECEIVES} times during the hold",
+    "two_generations_recovery": "a generation-1 refresh is in flight when the merchant reinstalls and its "
+    "revoke fails (a generation-1 record stays); the generation-2 refresh's token write is throttled",
+    "kill_after_install_write": "a reinstall's callback is killed right after the install write "
+    "(before the replaced grant is queued for revocation)",
+    "budget_error_in_compensating_revoke": "a refresh in flight when the merchant reinstalls; the budget "
+    "table throttles the revoke of the rotated generation-1 tokens",
+}
+DESCRIPTIONS.update(HOLD_DESCRIPTIONS)
+
+
+def kept_generations(world: World, merchant: str) -> list[int]:
+    """The generations of the recovery records on the item, read raw (whatever the layout)."""
+    item = (
+        faults.own_client("dynamodb")
+        .get_item(
+            TableName=world.res.table_name,
+            Key={"pk": {"S": f"MERCHANT#{merchant}"}, "sk": {"S": "INSTALLATION"}},
+            ConsistentRead=True,
+        )
+        .get("Item", {})
+    )
+    return sorted(
+        int(value["M"]["generation"]["N"])
+        for name, value in item.items()
+        if name.startswith("recovery") and "M" in value
+    )
+
+
+def orphan_problems(world: World) -> dict[str, str]:
+    """A grant UltraCart still honours that the installation does not hold: nobody can use or
+    revoke it (judged by the sandbox's live grants)."""
+    problems: dict[str, str] = {}
+    for merchant in world.merchants:
+        stored = world.tokens(merchant)
+        held = stored.refresh_token if stored is not None else None
+        others = [t for t in world.sandbox.live_grants(merchant).refresh_tokens if t != held]
+        if others:
+            problems[merchant] = f"{len(others)} grant(s) live at UltraCart that nobody holds"
+    return problems
+
+
+def strand_rotation(world: World, merchant: str) -> Delivery:
+    """Worker A refreshes; once UltraCart answered, every installation write fails (token write,
+    recovery record, lease release): the rotated tokens leave in a recovery message, A's lease stays."""
+    answered: list[bool] = []
+    writes = faults.throttle(
+        "dynamodb",
+        "UpdateItem",
+        match=lambda p: bool(answered) and faults.item_key(p).startswith("MERCHANT#"),
+    )
+    world.refresh_queue.send({"merchant_id": merchant})
+    with after_ultracart(world, "refresh", lambda: answered.append(True)), faults.aws_faults(writes):
+        delivery = world.refresh_queue.deliver()
+    assert answered and delivery.raised is None, delivery
+    inst = world.get(merchant)
+    assert inst is not None and inst.lease_owner is not None and world.refresh_queue.pending() == 1
+    return delivery
+
+
+def refresh_as_worker(world: World, merchant: str) -> str:
+    try:
+        with acting_as("RefreshWorkerFunction"):
+            return refresh_due(world.live, merchant, deadline=a_deadline(world.live))
+    except Exception as exc:
+        return type(exc).__name__
+
+
+def hold_after_dead_holder(world: World) -> str:
+    """A's lease expires; B refreshes with the old token (refused) and holds the lease."""
+    merchant = world.merchants[0]
+    strand_rotation(world, merchant)
+    world.let_backoff_pass()
+    held = refresh_as_worker(world, merchant)
+    inst = world.get(merchant)
+    assert inst is not None and (inst.lease_owner or "").startswith("hold:"), (held, inst)
+    return held
+
+
+def deliver_during_hold(queue: Queue) -> int:
+    """Deliver what is visible up to the queue's maxReceiveCount, the clock standing still (the
+    hold lasts minutes: every receive of a failing message falls inside it)."""
+    for _ in range(MAX_RECEIVES + 1):
+        if not queue.deliver().received:
+            break
+    return queue.dead()
+
+
+@cells(
+    "refresh",
+    {"hold_recovery_message": "B holds; recovery message adopted through the hold, 0 dead-lettered; active"},
+)
+def test_hold_meets_recovery_message(world: World, cell: Cell, fault: str, expected: str) -> None:
+    world.merchants = world.merchants[:1]
+    seed(world, expires_in=60)
+    merchant = world.merchants[0]
+    held = hold_after_dead_holder(world)
+    dead = deliver_during_hold(world.refresh_queue)
+    world.let_backoff_pass()  # the hold ends; B's deferred request comes back
+    refresh_as_worker(world, merchant)
+    inst = world.get(merchant)
+    status = inst.status if inst is not None else "lost"
+    adopted = dead == 0 and status == ACTIVE
+    cell.outcome = (
+        f"B {'holds' if held == 'GrantUnsettledError' else held}; recovery message "
+        f"{'adopted through the hold' if adopted else 'not adopted'}, {dead} dead-lettered; {status}"
+    )
+    judge(world, cell)  # before anything redrives the DLQ: what a merchant would live
+    cell.recovery.append("hold ended")
+    recover_refresh(world, cell)
+    cell.note(orphan_problems(world))
+    conclude(cell)
+
+
+@cells(
+    "revoke",
+    {
+        "hold_uninstall": "B holds; uninstall delivered through the hold, 0 dead-lettered; "
+        "uninstalled, revoke confirmed, no grant live"
+    },
+)
+def test_hold_meets_uninstall(world: World, cell: Cell, fault: str, expected: str) -> None:
+    world.merchants = world.merchants[:1]
+    seed(world, expires_in=60)
+    merchant = world.merchants[0]
+    held = hold_after_dead_holder(world)
+    world.revoke_queue.send(uninstall_message(merchant))
+    dead = deliver_during_hold(world.revoke_queue)
+    # The dead holder's recovery message arrives after the uninstall: its grant must be revoked.
+    deliver_during_hold(world.refresh_queue)
+    cell.outcome = (
+        f"B {'holds' if held == 'GrantUnsettledError' else held}; uninstall "
+        f"{'dead-lettered' if dead else 'delivered through the hold'}, {dead} dead-lettered; "
+        + end_state(world, merchant)
+    )
+    judge(world, cell)
+    cell.recovery.append("hold ended")
+    for _ in range(MAX_RECEIVES):
+        world.let_backoff_pass()
+        if not (world.revoke_queue.deliver().received or world.refresh_queue.deliver().received):
+            break
+    judge(world, cell)
+    cell.note(removed_problems(world))
+    if world.refresh_queue.dead():
+        cell.note({"queue": "recovery message dead-lettered"})
+    conclude(cell)
+
+
+def reinstall_nested(world: World, merchant: str) -> int:
+    """The merchant installs again from inside another invocation (its browser, meanwhile)."""
+    start = call_handler("OAuthBrowserFunction", load_event("install.json"))
+    state = parse_qs(urlsplit(start["headers"]["Location"]).query)["state"][0]
+    nonce = start["cookies"][0].split(";")[0].split("=", 1)[1]
+    code = world.sandbox.issue_code(merchant, REDIRECT)
+    event = load_event("callback-success.json", code=code, state=state, nonce=nonce)
+    return int(follow_to_installed(call_handler("OAuthBrowserFunction", event))["statusCode"])
+
+
+@contextmanager
+def before_token_write(action: Callable[[], None]) -> Iterator[None]:
+    """Run ``action`` (once) just before the package's next token write: UltraCart has answered,
+    its line is given back, the write is yet to come."""
+    once = Once(action)
+
+    def hook(params: Any, **_: Any) -> None:
+        if faults.is_token_write(params):
+            once()
+
+    client = uc_aws.client("dynamodb")
+    client.meta.events.register("before-parameter-build.dynamodb.UpdateItem", hook)
+    try:
+        yield
+    finally:
+        client.meta.events.unregister("before-parameter-build.dynamodb.UpdateItem", hook)
+
+
+def recover_generations(world: World, cell: Cell) -> None:
+    """Faults gone: the replaced grants' revokes are delivered, an hour passes (the planner and
+    the workers run), then the sandbox's live grants judge."""
+    world.sandbox.clear_faults()
+    for _ in range(MAX_RECEIVES):
+        world.let_backoff_pass()
+        if not world.revoke_queue.deliver().received:
+            break
+    cell.recovery.append("revokes delivered")
+    world.advance(LATER)
+    run_planner(world)
+    drain_refreshes(world)
+    cell.recovery.append("an hour later: planner and workers ran")
+    judge(world, cell)
+    cell.note(orphan_problems(world))
+    cell.note(active_problems(world))
+
+
+@cells(
+    "refresh",
+    {
+        "two_generations_recovery": "generation-1 refresh: lost_race; generation 2: "
+        "kept_for_recovery; records kept for generations [1, 2]"
+    },
+)
+def test_two_generations_recovery(world: World, cell: Cell, fault: str, expected: str) -> None:
+    world.merchants = world.merchants[:1]
+    seed(world, expires_in=60)
+    merchant = world.merchants[0]
+    world.sandbox.add_fault("revoke", times=-1, status=500)  # every revoke fails until recovery
+    reinstalled: list[int] = []
+    with before_token_write(lambda: reinstalled.append(reinstall_nested(world, merchant))):
+        first = refresh_as_worker(world, merchant)
+    assert reinstalled == [200], reinstalled
+    world.advance(3600)  # generation 2 falls due
+    with faults.aws_faults(faults.ddb_throttling("UpdateItem", match=faults.is_token_write)):
+        second = refresh_as_worker(world, merchant)
+    cell.outcome = (
+        f"generation-1 refresh: {first}; generation 2: {second}; "
+        f"records kept for generations {kept_generations(world, merchant)}"
+    )
+    recover_generations(world, cell)
+    conclude(cell)
+
+
+@cells(
+    "callback",
+    {
+        "kill_after_install_write": "killed; generation 2 stored, the replaced "
+        "generation-1 grant kept on the item"
+    },
+)
+def test_reinstall_killed_after_the_install_write(
+    world: World, cell: Cell, fault: str, expected: str
+) -> None:
+    world.merchants = world.merchants[:1]
+    seed(world, expires_in=3600)
+    merchant = world.merchants[0]
+    written: list[bool] = []
+
+    def mark(params: Any, **_: Any) -> None:
+        written.append(faults.is_token_write(params))
+
+    def die(parsed: Any, **_: Any) -> None:
+        if written and written[-1] and "Error" not in parsed:  # the write was applied
+            raise Killed
+
+    client = uc_aws.client("dynamodb")
+    client.meta.events.register("before-parameter-build.dynamodb.UpdateItem", mark)
+    client.meta.events.register("after-call.dynamodb.UpdateItem", die)
+    try:
+        with pytest.raises(Killed):
+            reinstall_nested(world, merchant)
+    finally:
+        client.meta.events.unregister("before-parameter-build.dynamodb.UpdateItem", mark)
+        client.meta.events.unregister("after-call.dynamodb.UpdateItem", die)
+    inst = world.get(merchant)
+    kept = 1 in kept_generations(world, merchant)
+    cell.outcome = f"killed; generation {inst.generation if inst else 0} stored, the replaced " + (
+        "generation-1 grant kept on the item" if kept else "generation-1 grant kept nowhere"
+    )
+    recover_generations(world, cell)
+    conclude(cell)
+
+
+@cells(
+    "refresh",
+    {
+        "budget_error_in_compensating_revoke": "lost_race; the rotated generation-1 "
+        "tokens kept for generation 1"
+    },
+)
+def test_budget_error_in_a_compensating_revoke(world: World, cell: Cell, fault: str, expected: str) -> None:
+    world.merchants = world.merchants[:1]
+    seed(world, expires_in=60)
+    merchant = world.merchants[0]
+    budget = faults.throttle(
+        "dynamodb", "UpdateItem", match=lambda p: faults.item_key(p).startswith("BUDGET#")
+    )
+
+    def reinstall_then_throttle_the_budget() -> None:
+        assert reinstall_nested(world, merchant) == 200
+        budget.install()
+
+    try:
+        with before_token_write(reinstall_then_throttle_the_budget):
+            first = refresh_as_worker(world, merchant)
+    finally:
+        budget.remove()
+    kept = kept_generations(world, merchant)
+    cell.outcome = f"{first}; the rotated generation-1 tokens " + (
+        "kept for generation 1" if 1 in kept else "kept nowhere"
+    )
+    recover_generations(world, cell)
     conclude(cell)

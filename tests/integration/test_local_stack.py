@@ -124,7 +124,16 @@ def test_install_callback_and_token_api(stack: LocalStack, sandbox: Any) -> None
     token = get_token(stack, "LS1")
     assert token.status_code == 200, token.text
     body = token.json()
-    assert set(body) == {"merchant_id", "access_token", "token_type", "expires_at", "scope", "version"}
+    assert set(body) == {
+        "merchant_id",
+        "access_token",
+        "token_type",
+        "expires_at",
+        "scope",
+        "version",
+        "app_account_id",
+    }
+    assert body["app_account_id"] is None  # installed without an install link
     assert body["merchant_id"] == "LS1"
     assert body["version"] == int(installation_item(stack, "LS1")["version"]["N"])
     assert body["token_type"] == "bearer"

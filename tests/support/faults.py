@@ -266,9 +266,15 @@ def kms_invalid_ciphertext(*, times: int = -1) -> AwsFault:
     return AwsFault("kms", "Decrypt", "InvalidCiphertextException", times=times)
 
 
+# What the package asks of a token key: a data key before tokens are issued, Decrypt to read them
+# (and the device-code key's Encrypt).
+KMS_KEY_OPERATIONS = ("GenerateDataKey", "Encrypt", "Decrypt")
+
+
 def kms_key_state_enforced(key_id: str) -> list[AwsFault]:
     """moto lets a disabled key encrypt and decrypt; KMS does not. These faults make moto's real
-    key state count: Encrypt/Decrypt fail with ``DisabledException`` while DescribeKey says so."""
+    key state count: GenerateDataKey/Encrypt/Decrypt fail with ``DisabledException`` while
+    DescribeKey says so."""
     kms = own_client("kms")
 
     def disabled() -> bool:
@@ -276,7 +282,7 @@ def kms_key_state_enforced(key_id: str) -> list[AwsFault]:
 
     return [
         AwsFault("kms", op, "DisabledException", message=f"{key_id} is disabled", when=disabled)
-        for op in ("Encrypt", "Decrypt")
+        for op in KMS_KEY_OPERATIONS
     ]
 
 

@@ -14,6 +14,7 @@ from tests.support.fake_ultracart import FakeUltraCart, transient
 from tests.support.installs import install, store_installation
 from tests.support.lambdas import invoke, load_event, sqs_event
 from tests.support.observer import published_events
+from ucoauth.adapters.installations.model import Recovery
 from ucoauth.adapters.services import Services
 from ucoauth.usecases import admin
 
@@ -77,7 +78,14 @@ def test_an_installation_is_listed_and_shown_without_any_secret(
     }
     assert item["installed_at"].endswith("Z") and item["access_expires_at"].endswith("Z")
     status, shown, _ = call("admin-installations-show.json")
-    assert status == 200 and shown == {**item, "has_recovery_record": False}
+    # Installed without an install session: linked to none of the app's accounts.
+    unlinked: dict[str, Any] = {"app_account_id": None, "metadata": {}, "install_session_id": None}
+    assert status == 200 and shown == {**item, "has_recovery_record": False, **unlinked}
+    # A record is kept in its generation's own attribute: the show still says so (never its contents).
+    kept = Recovery(b"kept", 1, 1, expires_in=None, token_type="bearer", scope="")
+    admin_services.installations.keep_recovery("DEMO1", kept, now=admin_services.now())
+    status, shown, _ = call("admin-installations-show.json")
+    assert status == 200 and shown["has_recovery_record"] is True
     text = json.dumps(shown)
     assert not any(token in text for token in [*fake_uc.access_owner, *fake_uc.live_refresh])
 

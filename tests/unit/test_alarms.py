@@ -142,7 +142,7 @@ def emitted() -> dict[str, Any]:
 def _metrics_the_code_emits() -> set[str]:
     """Every metric name the package and the handlers pass to ``metrics.add_metric`` as a literal."""
     package = ROOT / "layers" / "ucoauth" / "ucoauth"
-    sources = [*package.glob("*.py"), *(ROOT / "functions").glob("*/app.py")]
+    sources = [*package.rglob("*.py"), *(ROOT / "functions").glob("*/app.py")]
     names: set[str] = set()
     for path in sources:
         for node in ast.walk(ast.parse(path.read_text(), str(path))):

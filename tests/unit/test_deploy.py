@@ -340,6 +340,7 @@ PUBLIC_ITEM_RIGHTS: dict[str, dict[str, set[str]]] = {
         "MERCHANT#*": {"dynamodb:UpdateItem"},
         "BUDGET#*": {"dynamodb:UpdateItem"},
         "RECEIPT#*": {"dynamodb:GetItem", "dynamodb:PutItem"},
+        "SESSION#*": {"dynamodb:GetItem", "dynamodb:UpdateItem"},
     },
     "UninstallWebhookFunction": {"WEBHOOK#*": {"dynamodb:GetItem", "dynamodb:PutItem"}},
 }

@@ -381,3 +381,45 @@ def test_a_callback_whose_merchant_cannot_be_asked_revokes_the_grant(
         )
     assert fake_uc.live_grants("CBM1") == []
     assert services.installations.get("CBM1") is None
+
+
+def start_through_the_handler(body: Any) -> dict[str, Any]:
+    from tests.support.lambdas import invoke, load_event
+
+    event = load_event("device-start.json")
+    event["body"] = json.dumps(body)
+    event["isBase64Encoded"] = False
+    answer: dict[str, Any] = invoke("DeviceFlowFunction", event)
+    return answer
+
+
+def test_a_device_authorization_links_the_installation_to_the_apps_account(
+    services: Services, fake_uc: FakeUltraCart, clock: Clock, queued: list[tuple[str, int, int]]
+) -> None:
+    answer = start_through_the_handler({"app_account_id": "acct-dev", "metadata": {"seat": "3"}})
+    assert answer["statusCode"] == 201, answer
+    aid = json.loads(answer["body"])["authorization_id"]
+    fake_uc.decide_device(the_code(fake_uc), "approved", "DEVL1")
+    assert poll(services, clock, aid, 0) == "installed"
+    installation = services.installations.get("DEVL1")
+    assert installation is not None and installation.app_account_id == "acct-dev"
+    assert installation.account_metadata == {"seat": "3"} and installation.install_session_id is None
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"app_account_id": "bad id"},
+        {"app_account_id": ""},
+        {"app_account_id": "a" * 129},
+        {"app_account_id": "a", "metadata": {"k": 1}},
+        {"metadata": {"k": "v"}},
+        {"app_account_id": "a", "return_url": "https://app.example.com/"},
+    ],
+)
+def test_a_device_authorization_with_a_bad_account_is_refused_before_ultracart(
+    services: Services, fake_uc: FakeUltraCart, aws: LocalResources, body: Any
+) -> None:
+    answer = start_through_the_handler(body)
+    assert answer["statusCode"] == 400 and json.loads(answer["body"]) == {"error": "invalid_request"}
+    assert fake_uc.calls == []

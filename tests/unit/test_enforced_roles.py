@@ -88,16 +88,42 @@ def test_token_roles_reach_installations_and_the_budget_only(aws: LocalResources
 
 
 def test_the_revoke_worker_can_probe_the_key_but_encrypt_no_token(aws: LocalResources) -> None:
-    # The revoke worker tells a damaged row from a failing key with a probe: encrypt and decrypt a
-    # probe under the probe's own purpose. It cannot make a ciphertext that passes for tokens.
+    # The revoke worker tells a damaged row from a failing key with a probe: a data key generated
+    # and decrypted under the probe's own purpose. It cannot get a data key that seals tokens.
     checker = checker_for(aws)
     probe = {"merchant_id": "M1", "purpose": "ultracart-oauth-key-probe"}
     tokens = {"merchant_id": "M1", "purpose": "ultracart-oauth-tokens"}
     revoke = "RevokeWorkerFunction"
-    assert allowed(checker, revoke, "kms", "Encrypt", KeyId=aws.key_arn, EncryptionContext=probe)
+    key = {"KeyId": aws.key_arn, "KeySpec": "AES_256"}
+    assert allowed(checker, revoke, "kms", "GenerateDataKey", **key, EncryptionContext=probe)
     assert allowed(checker, revoke, "kms", "Decrypt", KeyId=aws.key_arn, EncryptionContext=probe)
     assert allowed(checker, revoke, "kms", "Decrypt", KeyId=aws.key_arn, EncryptionContext=tokens)
+    assert not allowed(checker, revoke, "kms", "GenerateDataKey", **key, EncryptionContext=tokens)
     assert not allowed(checker, revoke, "kms", "Encrypt", KeyId=aws.key_arn, EncryptionContext=tokens)
+
+
+@pytest.mark.parametrize(
+    "function",
+    [
+        "OAuthBrowserFunction",
+        "TokenApiFunction",
+        "RefreshWorkerFunction",
+        "AdminApiFunction",
+        "DeviceWorkerFunction",
+    ],
+)
+def test_token_writers_get_data_keys_for_tokens_and_encrypt_nothing(
+    aws: LocalResources, function: str
+) -> None:
+    # Envelope encryption: a writer asks KMS for a data key bound to the merchant and the tokens'
+    # purpose; KMS Encrypt is no longer needed anywhere, so no role keeps it.
+    checker = checker_for(aws)
+    tokens = {"merchant_id": "M1", "purpose": "ultracart-oauth-tokens"}
+    key = {"KeyId": aws.key_arn, "KeySpec": "AES_256"}
+    assert allowed(checker, function, "kms", "GenerateDataKey", **key, EncryptionContext=tokens)
+    other = {"merchant_id": "M1", "purpose": "something-else"}
+    assert not allowed(checker, function, "kms", "GenerateDataKey", **key, EncryptionContext=other)
+    assert not allowed(checker, function, "kms", "Encrypt", KeyId=aws.key_arn, EncryptionContext=tokens)
 
 
 def test_the_key_policy_refuses_a_call_without_a_merchant(aws: LocalResources) -> None:

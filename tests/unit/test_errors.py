@@ -37,7 +37,7 @@ def test_no_error_of_the_package_carries_a_status_code() -> None:
 
 
 def test_the_package_raises_no_builtin_exception() -> None:
-    for path in sorted(PACKAGE.glob("*.py")):
+    for path in sorted(PACKAGE.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Raise) and node.exc is not None:
                 raised = node.exc.func if isinstance(node.exc, ast.Call) else node.exc

@@ -140,10 +140,71 @@ def test_fuzz_install(services: Services, aws: LocalResources, query: str, jar: 
     event["rawQueryString"] = query
     event["cookies"] = jar
     response = invoke("OAuthBrowserFunction", event)
+    if "session" in query:  # an install link's query: it is checked (a page when it is no link)
+        assert response["statusCode"] in (302, 400), response
+        return
     assert response["statusCode"] == 302
     assert response["headers"]["Location"].startswith(
         services.settings.ultracart_base_url + "/oauth/authorize?"
     )
+
+
+session_values = (
+    st.text(max_size=120)
+    | st.text(alphabet=string.ascii_letters + string.digits + "-_", min_size=40, max_size=46)
+    | st.lists(query_chars, max_size=60).map("".join)
+)
+
+
+@FUZZ
+@given(value=session_values, extra=st.sampled_from(["", "&x=1", "&session=other", "&code=1&state=2"]))
+def test_fuzz_install_session(services: Services, aws: LocalResources, value: str, extra: str) -> None:
+    count("GET /install?session=")
+    before = stored(aws)
+    event = load_event("install.json")
+    event["rawQueryString"] = f"session={value}{extra}"
+    response = invoke("OAuthBrowserFunction", event)
+    # No session is issued in this test: every one is unknown or damaged, a page, never a redirect.
+    assert response["statusCode"] == 400, response
+    assert "Location" not in response["headers"]
+    assert response["headers"]["Content-Type"].startswith("text/html")
+    assert "<script" not in response["body"].lower()
+    assert stored(aws) == before
+
+
+install_session_bodies = (
+    st.binary(max_size=3000).map(lambda b: b.decode("utf-8", "replace"))
+    | st.dictionaries(
+        st.sampled_from(["app_account_id", "return_url", "metadata", "x", ""]),
+        st.text(max_size=300)
+        | st.integers()
+        | st.none()
+        | st.dictionaries(st.text(max_size=70), st.text(max_size=300) | st.integers(), max_size=12),
+    ).map(json.dumps)
+    | st.builds(
+        lambda account, metadata: json.dumps({"app_account_id": account, "metadata": metadata}),
+        st.text(alphabet=string.ascii_letters + "._:@-/ ", max_size=140),
+        st.dictionaries(st.text(max_size=70), st.text(max_size=270), max_size=11),
+    )
+)
+
+
+@FUZZ
+@given(body=install_session_bodies, query=st.sampled_from(["", "x=1"]))
+def test_fuzz_install_sessions(services: Services, aws: LocalResources, body: str, query: str) -> None:
+    count("POST /install-sessions")
+    before = stored(aws)
+    event = load_event("install-sessions-create.json")
+    event["body"] = body
+    event["rawQueryString"] = query
+    response = invoke("TokenApiFunction", event)
+    assert response["statusCode"] in (201, 400), response
+    if response["statusCode"] == 201:
+        assert set(json.loads(response["body"])) == {"session_id", "install_url", "expires_at"}
+        assert stored(aws) == before + 1
+    else:
+        assert json.loads(response["body"]) == {"error": "invalid_parameter"}
+        assert stored(aws) == before  # nothing stored for a rejected request
 
 
 @FUZZ

@@ -54,25 +54,13 @@ _RARE_FOR_A_DEVICE = (
     "ucoauth.usecases.superseded",
     "ucoauth.usecases.tokens",
 )
-# The resolvers and event classes no function uses: the packages event_handler and data_classes
-# are loaded lazily (ucoauth.edges.powertools), so their __init__ does not import every module they hold.
-# asyncio comes only with Powertools' batch processor (it imports it at module level for async
-# processing): the HTTP functions and the planner load none.
-UNUSED_POWERTOOLS = (
-    "aws_lambda_powertools.event_handler.appsync",
-    "aws_lambda_powertools.event_handler.bedrock_agent",
-    "aws_lambda_powertools.event_handler.vpc_lattice",
-    "aws_lambda_powertools.utilities.data_classes.kinesis_firehose_event",
-    "aws_lambda_powertools.utilities.data_classes.code_pipeline_job_event",
-)
-_NO_ASYNCIO = ("asyncio",)
+# asyncio comes with Powertools' resolver and batch processor (the package root of
+# event_handler imports every resolver, AppSync's among them, and the batch module imports it for
+# async processing): only the planner, which uses neither, must load none of it.
 FORBIDDEN = {
     "RefreshPlannerFunction": ("asyncio", "aws_lambda_powertools.utilities.data_classes"),
-    "OAuthBrowserFunction": ("ucoauth.edges.pages", *_RARE_FOR_AN_INSTALL, *_NO_ASYNCIO),
-    "TokenApiFunction": _NO_ASYNCIO,
-    "UninstallWebhookFunction": _NO_ASYNCIO,
-    "AdminApiFunction": _NO_ASYNCIO,
-    "DeviceFlowFunction": ("ucoauth.edges.pages", *_RARE_FOR_A_DEVICE, *_NO_ASYNCIO),
+    "OAuthBrowserFunction": ("ucoauth.edges.pages", *_RARE_FOR_AN_INSTALL),
+    "DeviceFlowFunction": ("ucoauth.edges.pages", *_RARE_FOR_A_DEVICE),
     "DeviceWorkerFunction": ("ucoauth.edges.pages", *_RARE_FOR_A_DEVICE),
 }
 
@@ -82,7 +70,7 @@ def _loaded(logical_id: str) -> frozenset[str]:
 
 
 def _forbidden(logical_id: str) -> tuple[str, ...]:
-    names = list(FORBIDDEN_EVERYWHERE) + list(UNUSED_POWERTOOLS) + list(FORBIDDEN.get(logical_id, ()))
+    names = list(FORBIDDEN_EVERYWHERE) + list(FORBIDDEN.get(logical_id, ()))
     if logical_id not in CALLS_ULTRACART:
         names += ULTRACART_ONLY
     if logical_id not in HTTP_FUNCTIONS:

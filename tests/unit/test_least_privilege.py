@@ -23,7 +23,7 @@ CALLS: dict[str, set[str]] = {
         "dynamodb:DeleteItem",  # consume state
         "dynamodb:UpdateItem",  # save installation; the shared UltraCart call budget
         "dynamodb:GetItem",  # the reload-safe success receipt; a Deny: was the state issued here?
-        "kms:Encrypt",
+        "kms:GenerateDataKey",  # the data key the new tokens are sealed with
         "events:PutEvents",
         "sqs:SendMessage",  # a reinstall: the replaced grant, to the revoke queue
         "secretsmanager:GetSecretValue?",  # only with UltraCartClientSecretArn
@@ -31,7 +31,8 @@ CALLS: dict[str, set[str]] = {
     "TokenApiFunction": {
         "dynamodb:GetItem",
         "dynamodb:UpdateItem",  # lease, budget, token write, recovery record, reauthorization
-        "kms:Encrypt",
+        "dynamodb:PutItem",  # an install session (SESSION# items only)
+        "kms:GenerateDataKey",  # a data key before the refresh; a damaged row's key probe
         "kms:Decrypt",
         "events:PutEvents",
         "secretsmanager:GetSecretValue?",
@@ -51,7 +52,7 @@ CALLS: dict[str, set[str]] = {
     "RefreshWorkerFunction": {
         "dynamodb:GetItem",
         "dynamodb:UpdateItem",
-        "kms:Encrypt",
+        "kms:GenerateDataKey",  # a data key before the refresh; a damaged row's key probe
         "kms:Decrypt",
         "events:PutEvents",
         "sqs:SendMessage",  # re-queue what was not attempted (pace, budget, time); recovery message
@@ -62,7 +63,7 @@ CALLS: dict[str, set[str]] = {
         "dynamodb:GetItem",
         "dynamodb:UpdateItem",
         "kms:Decrypt",
-        "kms:Encrypt",  # the key probe only (its own purpose): is a row KMS rejects damaged?
+        "kms:GenerateDataKey",  # the key probe only (its own purpose): is a row KMS rejects damaged?
         "events:PutEvents",
         "sqs:SendMessage",  # a revoke UltraCart could not confirm comes back as a delayed message
         *POLLING,
@@ -72,7 +73,7 @@ CALLS: dict[str, set[str]] = {
         "dynamodb:GetItem",  # show, budget used
         "dynamodb:Query",  # StatusIndex pages and counts, DueIndex counts
         "dynamodb:UpdateItem",  # refresh now: lease, budget, token write, reauthorization
-        "kms:Encrypt",
+        "kms:GenerateDataKey",  # a data key before the refresh; a damaged row's key probe
         "kms:Decrypt",
         "events:PutEvents",  # Operator Action; the refresh's own events
         "sqs:GetQueueAttributes",  # stats
@@ -93,7 +94,7 @@ CALLS: dict[str, set[str]] = {
         "dynamodb:GetItem",  # the installation a spent device code may already have stored
         "dynamodb:UpdateItem",  # claim, next poll, outcome; the installation; events parked; budget
         "kms:Decrypt",  # the device code, with the device-code key only
-        "kms:Encrypt",  # the tokens, with the token key only
+        "kms:GenerateDataKey",  # the tokens' data key, with the token key only
         "events:PutEvents",
         "sqs:SendMessage",  # the next poll, delayed; a replaced grant, to the revoke queue
         *POLLING,
@@ -112,6 +113,8 @@ ITEM_PREFIXES: dict[str, dict[str, set[str]]] = {
         "MERCHANT#*": {"dynamodb:UpdateItem"},
         "BUDGET#*": {"dynamodb:UpdateItem"},
         "RECEIPT#*": {"dynamodb:GetItem", "dynamodb:PutItem"},
+        # An install link's session: read at /install, marked used (or released) at the callback.
+        "SESSION#*": {"dynamodb:GetItem", "dynamodb:UpdateItem"},
     },
     "UninstallWebhookFunction": {"WEBHOOK#*": {"dynamodb:GetItem", "dynamodb:PutItem"}},
     # IAM-signed, but confined all the same: its own items and the budget, never an installation.
@@ -288,12 +291,15 @@ def test_the_device_functions_use_the_device_code_key_for_codes_and_the_token_ke
         return rights
 
     assert kms("DeviceFlowFunction") == {"DeviceCodeKey": {"kms:Encrypt"}}
-    assert kms("DeviceWorkerFunction") == {"DeviceCodeKey": {"kms:Decrypt"}, "TokenKey": {"kms:Encrypt"}}
+    assert kms("DeviceWorkerFunction") == {
+        "DeviceCodeKey": {"kms:Decrypt"},
+        "TokenKey": {"kms:GenerateDataKey"},
+    }
     others = set(CALLS) - {"DeviceFlowFunction", "DeviceWorkerFunction"}
     assert all("DeviceCodeKey" not in kms(function) for function in others)
 
 
-def test_the_consumer_policy_allows_only_invoking_the_token_route() -> None:
+def test_the_consumer_policy_allows_only_invoking_the_token_and_install_session_routes() -> None:
     template = load_template()
     managed = {
         name: resource
@@ -307,10 +313,10 @@ def test_the_consumer_policy_allows_only_invoking_the_token_route() -> None:
     assert set(statement) == {"Sid", "Effect", "Action", "Resource"}
     assert statement["Effect"] == "Allow"
     assert statement["Action"] in ("execute-api:Invoke", ["execute-api:Invoke"])
-    arn = statement["Resource"]["Fn::Sub"]
-    assert arn == (
-        "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${HttpApi}/*/GET/tokens/*"
-    )
+    arns = [resource["Fn::Sub"] for resource in statement["Resource"]]
+    api = "arn:${AWS::Partition}:execute-api:${AWS::Region}:${AWS::AccountId}:${HttpApi}"
+    # The token route, and the install links (POST /install-sessions): nothing else.
+    assert arns == [f"{api}/*/GET/tokens/*", f"{api}/*/POST/install-sessions"]
     # Nothing attaches it: the app's own roles do, from the output.
     for resource in template["Resources"].values():
         assert "TokenConsumerPolicy" not in str(resource.get("Properties", {}).get("ManagedPolicyArns", ""))

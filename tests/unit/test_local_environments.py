@@ -49,6 +49,8 @@ def test_each_invocation_sees_its_own_functions_variables_and_nothing_else(
         # and the process gets its environment back afterwards
         assert {n: os.environ[n] for n in ENVIRONMENT if n in os.environ} == shared
     assert environments["OAuthBrowserFunction"]["OAUTH_REDIRECT_URI"] == local["OAUTH_REDIRECT_URI"]
-    assert "OAUTH_REDIRECT_URI" not in environments["TokenApiFunction"]
+    # The token API's install links start next to the callback: the same (local) address.
+    assert environments["TokenApiFunction"]["OAUTH_REDIRECT_URI"] == local["OAUTH_REDIRECT_URI"]
+    assert "OAUTH_REDIRECT_URI" not in environments["AdminApiFunction"]
     assert environments["TokenApiFunction"]["ULTRACART_CLIENT_ID"] == "local-client"
     assert "ULTRACART_CLIENT_ID" not in environments["UninstallWebhookFunction"]

@@ -294,3 +294,41 @@ def test_the_worker_requeues_what_the_pace_refused_for_the_next_window(
     ]
     assert attributes["ApproximateNumberOfMessagesDelayed"] == "1"  # a fresh message, for the next window
     assert json.loads(event["Records"][0]["body"]) == {"merchant_id": "DEMO1"}
+
+
+def _delayed_messages(aws: LocalResources, queue_url: str) -> int:
+    from tests.support.roles import harness_boto3_session
+
+    sqs = harness_boto3_session(aws.region).client("sqs")
+    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["All"])["Attributes"]
+    return int(attributes["ApproximateNumberOfMessagesDelayed"])
+
+
+def test_a_recovery_message_that_meets_a_busy_lease_is_kept_and_comes_back_without_spending_a_receive(
+    services: Services, fake_uc: FakeUltraCart, aws: LocalResources
+) -> None:
+    import json
+
+    from tests.support.lambdas import invoke, load_event
+    from ucoauth.adapters.crypto import TokenSet
+    from ucoauth.adapters.installations.model import Recovery
+    from ucoauth.core.rotation import recovery_to_json
+
+    install(services, fake_uc)
+    now = services.now()
+    services.installations.lease("DEMO1", owner="worker:other", now=now, until=now + 60)
+    kept = Recovery(
+        services.cipher.encrypt("DEMO1", TokenSet("access-2", "refresh-2")),
+        generation=1,
+        issued_at=now + 1,
+        expires_in=3600,
+        token_type="bearer",
+        scope="",
+    )
+    event = load_event("sqs-refresh.json")
+    event["Records"][0]["body"] = json.dumps({"merchant_id": "DEMO1", "recovery": recovery_to_json(kept)})
+    event["Records"][0]["attributes"]["ApproximateReceiveCount"] = "4"
+    assert invoke("RefreshWorkerFunction", event) == {"batchItemFailures": []}  # no receive spent
+    assert _delayed_messages(aws, aws.refresh_queue_url) == 1  # back when the lease ends
+    on_item = services.installations.get("DEMO1")
+    assert on_item is not None and on_item.recovery_of(1) == kept  # the holder's re-read finds it

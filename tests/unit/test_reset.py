@@ -44,8 +44,8 @@ def test_every_listed_cache_names_a_callable() -> None:
 
 def test_every_module_with_a_process_wide_cache_is_listed() -> None:
     listed = {module for module, _ in ucoauth.CACHES}
-    for path in sorted(PACKAGE.glob("*.py")):
-        module = f"ucoauth.{path.stem}"
+    for path in sorted(PACKAGE.rglob("*.py")):
+        module = ".".join(("ucoauth", *path.relative_to(PACKAGE).with_suffix("").parts))
         caches = _module_level_caches(path.read_text())
         assert not caches or module in listed, f"{module} keeps {caches} but ucoauth.CACHES misses it"
 

@@ -7,7 +7,7 @@ import pytest
 
 from devstack.resources import LocalResources
 from ucoauth.adapters.browser_items import Receipt
-from ucoauth.adapters.installations.model import ACTIVE, TokenFields
+from ucoauth.adapters.installations.model import ACTIVE, RECOVERY_GRACE, Recovery, TokenFields
 from ucoauth.adapters.services import Services
 from ucoauth.base.errors import (
     LeaseBusyError,
@@ -66,6 +66,64 @@ def test_a_retried_install_write_counts_one_generation(services: Services) -> No
     # Another install flow is a reinstall.
     other = store.save_installation("DEMO1", fields(), now=NOW + 2, install_id="flow-b")
     assert (other.generation, other.version) == (2, 2)
+
+
+def record(generation: int, issued_at: int, blob: bytes) -> Recovery:
+    return Recovery(blob, generation, issued_at, expires_in=3600, token_type="bearer", scope="order_read")
+
+
+def test_recovery_records_of_two_generations_sit_side_by_side(services: Services) -> None:
+    store = services.installations
+    store.save_installation("DEMO1", fields(), now=NOW)
+    store.save_installation("DEMO1", fields(), now=NOW + 1)  # generation 2
+    store.keep_recovery("DEMO1", record(1, NOW + 5, b"gen-1"), now=NOW + 5)
+    store.keep_recovery("DEMO1", record(2, NOW + 6, b"gen-2"), now=NOW + 6)
+    kept = store.get("DEMO1").recoveries  # type: ignore[union-attr]
+    assert [(r.generation, r.ciphertext) for r in kept] == [(1, b"gen-1"), (2, b"gen-2")]
+    # Within a generation an older record never replaces a newer one; a newer one does.
+    store.keep_recovery("DEMO1", record(2, NOW + 2, b"gen-2-older"), now=NOW + 7)
+    assert store.get("DEMO1").recovery_of(2).ciphertext == b"gen-2"  # type: ignore[union-attr]
+    store.keep_recovery("DEMO1", record(2, NOW + 8, b"gen-2-newer"), now=NOW + 8)
+    assert store.get("DEMO1").recovery_of(2).ciphertext == b"gen-2-newer"  # type: ignore[union-attr]
+    # Clearing one record leaves the other, and only while it holds the tokens it was read with.
+    assert not store.clear_recovery("DEMO1", record(2, NOW + 6, b"gen-2"), active=True)
+    assert store.clear_recovery("DEMO1", record(1, NOW + 5, b"gen-1"), active=True)
+    kept = store.get("DEMO1").recoveries  # type: ignore[union-attr]
+    assert [(r.generation, r.ciphertext) for r in kept] == [(2, b"gen-2-newer")]
+
+
+def test_a_reinstall_keeps_the_replaced_tokens_on_the_item_by_its_own_write(services: Services) -> None:
+    store = services.installations
+    store.replace_installation("DEMO1", fields(blob=b"grant-1"), now=NOW)
+    again, replaced = store.replace_installation("DEMO1", fields(blob=b"grant-2"), now=NOW + 10)
+    assert replaced is not None and replaced.generation == 1
+    kept = store.get("DEMO1").recovery_of(1)  # type: ignore[union-attr]
+    assert kept is not None and (kept.ciphertext, kept.issued_at) == (b"grant-1", NOW)
+    assert again.recovery_of(1) == kept  # the write's answer says so too
+
+
+def test_the_dead_holder_evidence_survives_releases_and_a_hold_lets_queued_messages_through(
+    services: Services,
+) -> None:
+    store = services.installations
+    store.save_installation("DEMO1", fields(), now=NOW)
+    store.lease("DEMO1", owner="a", now=NOW, until=NOW + 30)  # "a" dies with it
+    taken = store.lease("DEMO1", owner="b", now=NOW + 31, until=NOW + 61)
+    assert taken.installation.awaiting_recovery == NOW + 30 + RECOVERY_GRACE
+    store.release_lease("DEMO1", owner="b")
+    with store.lease("DEMO1", owner="c", now=NOW + 62, until=NOW + 92) as lease:
+        assert lease.installation.awaiting_recovery == NOW + 30 + RECOVERY_GRACE  # not wiped
+        lease.hold_until(NOW + 500)
+    with pytest.raises(LeaseBusyError) as busy:
+        store.lease("DEMO1", owner="d", now=NOW + 100, until=NOW + 130)
+    assert busy.value.until == NOW + 500
+    through = store.lease("DEMO1", owner="e", now=NOW + 100, until=NOW + 130, through_hold=True)
+    assert through.installation.lease_owner == "e"
+    # A token write settles the evidence.
+    store.write_refreshed_tokens(
+        "DEMO1", expected_version=through.installation.version, tokens=fields(), now=NOW + 101
+    )
+    assert store.get("DEMO1").awaiting_recovery is None  # type: ignore[union-attr]
 
 
 def test_the_lease_is_exclusive_until_it_expires(services: Services) -> None:

@@ -34,7 +34,7 @@ from devstack.resources import (
     schedules,
     sqs_event_sources,
 )
-from ucoauth.adapters.table import STATUS_INDEX
+from ucoauth.adapters.table import ACCOUNT_INDEX, STATUS_INDEX
 from ucoauth.base.settings import (
     ACCESS_TOKEN_SECTIONS,
     ENVIRONMENT,
@@ -155,7 +155,7 @@ def test_sam_build_packages_the_layer_with_its_dependencies(tmp_path: Path) -> N
     assert (layer / "ucoauth" / "__init__.py").is_file()
     assert (layer / "aws_lambda_powertools").is_dir()
     # Bytecode ships with the layer (it is read-only in Lambda), compiled for python3.13.
-    assert list((layer / "ucoauth" / "__pycache__").glob("tokens.cpython-313.pyc"))
+    assert list((layer / "ucoauth" / "usecases" / "__pycache__").glob("tokens.cpython-313.pyc"))
     assert list((layer / "aws_lambda_powertools" / "__pycache__").glob("*.cpython-313.pyc"))
     # The arm64 wheel of charset_normalizer, not the build machine's.
     compiled = [p.name for p in (layer / "charset_normalizer").glob("*.so")]
@@ -186,6 +186,7 @@ def test_the_http_api_has_exactly_its_routes(template: dict[str, Any]) -> None:
         Route("ANY", "$default", "OAuthBrowserFunction", "NONE"),
         Route("POST", "/webhooks/uninstall", "UninstallWebhookFunction", "NONE"),
         Route("GET", "/tokens/{merchant_id}", "TokenApiFunction", "AWS_IAM"),
+        Route("POST", "/install-sessions", "TokenApiFunction", "AWS_IAM"),
         Route("GET", "/admin/installations", "AdminApiFunction", "AWS_IAM"),
         Route("GET", "/admin/installations/{merchant_id}", "AdminApiFunction", "AWS_IAM"),
         Route("POST", "/admin/installations/{merchant_id}/refresh", "AdminApiFunction", "AWS_IAM"),
@@ -372,7 +373,9 @@ def test_only_the_browser_gets_the_redirect_uri_and_only_the_webhook_the_secret(
 ) -> None:
     for logical_id in FUNCTIONS:
         own = template["Resources"][logical_id]["Properties"].get("Environment", {}).get("Variables", {})
-        assert ("OAUTH_REDIRECT_URI" in own) == (logical_id == "OAuthBrowserFunction")
+        # The browser's callback, and the install links the token API's POST /install-sessions
+        # answers (GET /install next to the callback, so the state cookie comes back to it).
+        assert ("OAUTH_REDIRECT_URI" in own) == (logical_id in ("OAuthBrowserFunction", "TokenApiFunction"))
         assert ("WEBHOOK_SECRET_ARN" in own) == (logical_id == "UninstallWebhookFunction")
         assert ("REFRESH_DEAD_LETTER_QUEUE_URL" in own) == (logical_id == "AdminApiFunction")
     browser = template["Resources"]["OAuthBrowserFunction"]["Properties"]["Environment"]["Variables"]
@@ -385,7 +388,7 @@ def test_table_keys_index_and_ttl(template: dict[str, Any]) -> None:
         {"AttributeName": "pk", "KeyType": "HASH"},
         {"AttributeName": "sk", "KeyType": "RANGE"},
     ]
-    index, by_status = table["GlobalSecondaryIndexes"]
+    index, by_status, by_account = table["GlobalSecondaryIndexes"]
     assert index["IndexName"] == "DueIndex"
     assert index["KeySchema"] == [
         {"AttributeName": "due_shard", "KeyType": "HASH"},
@@ -404,6 +407,16 @@ def test_table_keys_index_and_ttl(template: dict[str, Any]) -> None:
     assert {"status", "merchant_id", *projected} == {
         name for name in admin._LISTED if not name.startswith("#")
     } | {"status"}
+    # The admin API's listing by the app's account: the same attributes, the account as its key.
+    assert by_account["IndexName"] == ACCOUNT_INDEX
+    assert by_account["KeySchema"] == [
+        {"AttributeName": "app_account_id", "KeyType": "HASH"},
+        {"AttributeName": "merchant_id", "KeyType": "RANGE"},
+    ]
+    assert by_account["Projection"]["ProjectionType"] == "INCLUDE"
+    assert {"app_account_id", "merchant_id", *by_account["Projection"]["NonKeyAttributes"]} == {
+        name.lstrip("#") for name in admin._LISTED_BY_ACCOUNT
+    }
     assert table["TimeToLiveSpecification"] == {"AttributeName": "ttl", "Enabled": True}
     assert table["BillingMode"] == "PAY_PER_REQUEST"
 
@@ -555,7 +568,7 @@ def test_the_dashboard_draws_what_operators_watch(template: dict[str, Any]) -> N
         "UltraCartBudgetUsed",
     }
     # Every metric drawn is one the code emits, with the stage's own service dimension.
-    source = "\n".join(p.read_text() for p in (ROOT / "layers/ucoauth/ucoauth").glob("*.py"))
+    source = "\n".join(p.read_text() for p in (ROOT / "layers/ucoauth/ucoauth").rglob("*.py"))
     for metric in own:
         assert f'name="{metric}"' in source, metric
     assert all(m[2:] == ("service", "${AWS::StackName}") for m in drawn if m[0] == "UltraCartOAuth")
@@ -762,6 +775,7 @@ def test_the_moto_server_gets_the_same_resources(aws_server: LocalResources) -> 
     assert [index["IndexName"] for index in table["GlobalSecondaryIndexes"]] == [
         "DueIndex",
         "StatusIndex",
+        "AccountIndex",
     ]
     environment = aws_server.function_environment("UninstallWebhookFunction")
     secret = boto3.client("secretsmanager").get_secret_value(SecretId=environment["WEBHOOK_SECRET_ARN"])

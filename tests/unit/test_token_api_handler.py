@@ -46,7 +46,16 @@ def test_an_installed_merchant_gets_its_token(services: Services, fake_uc: FakeU
     install(services, fake_uc)
     status, body = get("DEMO1")
     assert status == 200
-    assert set(body) == {"merchant_id", "access_token", "token_type", "expires_at", "scope", "version"}
+    assert set(body) == {
+        "merchant_id",
+        "access_token",
+        "token_type",
+        "expires_at",
+        "scope",
+        "version",
+        "app_account_id",
+    }
+    assert body["app_account_id"] is None  # installed without an install session
     installation = services.installations.get("DEMO1")
     assert installation is not None and body["version"] == installation.version
     assert body["access_token"] in fake_uc.access_owner

@@ -169,6 +169,24 @@ def test_revoke_then_shred_then_tombstone(
     assert fake_uc.calls.count("revoke") == 2
 
 
+def test_an_uninstall_that_meets_a_busy_lease_comes_back_later_without_spending_a_receive(
+    services: Services, fake_uc: FakeUltraCart, aws: LocalResources, clock: Clock
+) -> None:
+    from tests.support.roles import harness_boto3_session
+
+    install(services, fake_uc)
+    now = services.now()
+    services.installations.lease("DEMO1", owner="worker:other", now=now, until=now + 60)
+    event = sqs_event(uninstall_message(when=now + 5), receive_count=4)
+    assert invoke("RevokeWorkerFunction", event) == {"batchItemFailures": []}  # no receive spent
+    sqs = harness_boto3_session(aws.region).client("sqs")
+    attributes = sqs.get_queue_attributes(QueueUrl=aws.revoke_queue_url, AttributeNames=["All"])
+    assert attributes["Attributes"]["ApproximateNumberOfMessagesDelayed"] == "1"  # back when it ends
+    assert fake_uc.calls.count("revoke") == 0
+    installation = services.installations.get("DEMO1")
+    assert installation is not None and installation.status == "active"
+
+
 def test_a_late_uninstall_never_deletes_a_reinstall(
     services: Services, fake_uc: FakeUltraCart, clock: Clock
 ) -> None:

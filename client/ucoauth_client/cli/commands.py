@@ -45,6 +45,8 @@ def cmd_list(client: AdminClient, io: Io, args: argparse.Namespace) -> int:
     query: dict[str, str] = {"limit": str(args.page_size)}
     if args.status:
         query["status"] = args.status
+    if args.account:
+        query["app_account_id"] = args.account
     items: list[dict[str, Any]] = []
     while True:
         page = client.ok("GET", "/installations", query)
@@ -164,6 +166,27 @@ def _install_outcome(status: dict[str, Any]) -> str:
     if status.get("status") == "denied":
         return "denied: the merchant did not approve"
     return "expired: start again"
+
+
+def cmd_link(client: AdminClient, io: Io, args: argparse.Namespace) -> int:
+    """``link ACCOUNT``: an install link (POST /install-sessions) that links the installation it
+    completes to the app's account ``ACCOUNT``."""
+    body: dict[str, Any] = {"app_account_id": args.account}
+    if args.return_url:
+        body["return_url"] = args.return_url
+    if args.meta:
+        pairs = [item.partition("=") for item in args.meta]
+        if any(not sep for _, sep, _ in pairs):
+            raise CliError("--meta takes KEY=VALUE", EXIT_USAGE)
+        body["metadata"] = {key: value for key, _, value in pairs}
+    link = client.ok("POST", "/install-sessions", body=json.dumps(body).encode(), api_root=True)
+
+    def human(out: TextIO) -> None:
+        print(link["install_url"], file=out)
+        print(f"session {link['session_id']}, for {args.account}, until {link['expires_at']}", file=io.err)
+
+    io.emit(link, human)
+    return EXIT_OK
 
 
 def cmd_stats(client: AdminClient, io: Io, args: argparse.Namespace) -> int:

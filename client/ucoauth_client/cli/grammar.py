@@ -10,6 +10,7 @@ from typing import Any, NoReturn
 from ucoauth_client.cli.api import EXIT_USAGE
 from ucoauth_client.cli.commands import (
     cmd_install,
+    cmd_link,
     cmd_list,
     cmd_redrive,
     cmd_refresh,
@@ -49,6 +50,7 @@ def _installations(commands: Commands, common: _Parser) -> None:
     which = installations.add_subparsers(dest="action", required=True, parser_class=_Parser)
     listing = which.add_parser("list", help="installations (all pages)", parents=[common])
     listing.add_argument("--status", choices=STATUSES)
+    listing.add_argument("--account", help="only those linked to this account of your app")
     listing.add_argument("--max", type=int, help="stop after this many")
     listing.add_argument("--page-size", type=int, default=50, choices=range(1, 101), metavar="1-100")
     listing.set_defaults(run=cmd_list)
@@ -89,6 +91,16 @@ def _actions(commands: Commands, common: _Parser) -> None:
     )
     installing.add_argument("--timeout", type=float, help="give up after this many seconds")
     installing.set_defaults(run=cmd_install)
+
+    link = commands.add_parser(
+        "link",
+        help="an install link for one of your app's accounts (POST /install-sessions)",
+        parents=[common],
+    )
+    link.add_argument("account", help="your app's account id (1-128 of A-Z a-z 0-9 . _ : @ -)")
+    link.add_argument("--return-url", help="offered on the success page (an InstallReturnOrigins origin)")
+    link.add_argument("--meta", action="append", metavar="KEY=VALUE", help="metadata (repeatable)")
+    link.set_defaults(run=cmd_link)
 
 
 def _views(commands: Commands, common: _Parser) -> None:

@@ -1,13 +1,20 @@
-"""Token encryption with KMS, bound to the merchant by the encryption context.
+"""Token encryption: envelope encryption with a KMS data key, bound to the merchant.
 
-Both tokens go into one ciphertext (one Encrypt per write, one Decrypt per read). The
-context names the merchant and the purpose, so a ciphertext copied onto another merchant's
-row, or reused for another purpose, does not decrypt.
+Both tokens go into one ciphertext. A write seals them locally (AES-256-GCM, ``cryptography``)
+with a data key KMS generated for that merchant (``GenerateDataKey``, the merchant's encryption
+context); the key is fetched *before* the UltraCart call that issues the tokens, so nothing
+after UltraCart's answer needs KMS. The stored blob carries the wrapped data key and a format
+version (:data:`ENVELOPE`); the associated data names the format, the field and the merchant, so
+a blob copied onto another merchant's row, or damaged, does not open. A read is one KMS
+``Decrypt`` of the wrapped key, then local AES-GCM. Blobs of the first format (the tokens
+encrypted by KMS itself) still decrypt; their next write stores the envelope.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -19,16 +26,25 @@ from ucoauth.base.errors import KeyUnavailableError, TokenDecryptError
 from ucoauth.base.observability import logger, metrics
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
     from mypy_boto3_kms import KMSClient
 
 PURPOSE = "ultracart-oauth-tokens"
 # A device authorization's device code (RFC 8628) is a credential until it is spent: encrypted
 # with a key of its own (DeviceCodeKey), bound to its authorization id (it has no merchant yet).
 DEVICE_CODE_PURPOSE = "ultracart-device-code"
-_PROBE = b"ucoauth key probe"
-# A probe is encrypted under a purpose of its own: a role allowed to probe (the revoke worker's)
-# can encrypt probes for a merchant, never a ciphertext that would pass for that merchant's tokens.
+# A probe's data key is generated under a purpose of its own: a role allowed to probe (the revoke
+# worker's) gets probe keys for a merchant, never a data key that seals that merchant's tokens.
 PROBE_PURPOSE = "ultracart-oauth-key-probe"
+
+# The envelope (format 2): ENVELOPE, the wrapped data key's length (2 bytes, big-endian), the
+# wrapped data key (a KMS ciphertext), a 12-byte nonce, then AES-GCM's ciphertext and 16-byte tag.
+# A blob of format 1 is a KMS ciphertext of the tokens (it starts with KMS's own version byte,
+# 0x01; moto's with the key id), never with these four bytes.
+ENVELOPE = b"UCT\x02"
+FIELD = "tokens"  # what the blob holds, named in the associated data
+_NONCE = 12
+_TAG = 16
 
 
 def _code(exc: ClientError) -> str:
@@ -70,23 +86,73 @@ def device_code_context(authorization_id: str) -> dict[str, str]:
     return {"authorization_id": authorization_id, "purpose": DEVICE_CODE_PURPOSE}
 
 
+@dataclass(frozen=True, slots=True)
+class DataKey:
+    """A data key KMS generated for one merchant: the key itself (in memory only, never logged)
+    and the same key wrapped by KMS under the merchant's encryption context (stored beside the
+    ciphertext). Sealing is local: it cannot fail because of KMS."""
+
+    merchant_id: str
+    wrapped: bytes = field(repr=False)
+    key: bytes = field(repr=False)
+
+    def seal(self, tokens: TokenSet) -> bytes:
+        """The envelope of ``tokens``: a fresh nonce per call, bound to the merchant and field."""
+        plaintext = json.dumps({"a": tokens.access_token, "r": tokens.refresh_token}, separators=(",", ":"))
+        nonce = os.urandom(_NONCE)
+        sealed = _aesgcm(self.key).encrypt(nonce, plaintext.encode(), associated_data(self.merchant_id))
+        return ENVELOPE + struct.pack(">H", len(self.wrapped)) + self.wrapped + nonce + sealed
+
+
+def associated_data(merchant_id: str, field_name: str = FIELD) -> bytes:
+    """AES-GCM's associated data: the format, the field and the merchant the blob belongs to."""
+    return b"\x00".join((ENVELOPE, field_name.encode(), merchant_id.encode()))
+
+
+def _aesgcm(key: bytes) -> AESGCM:
+    # Imported on first use: the functions that never touch a token (the planner, the webhook)
+    # do not load it on their cold start.
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    return AESGCM(key)
+
+
+def _envelope_parts(blob: bytes) -> tuple[bytes, bytes, bytes] | None:
+    """(wrapped key, nonce, ciphertext with tag) of an envelope, None when it is malformed."""
+    head = len(ENVELOPE) + 2
+    if len(blob) < head:
+        return None
+    (length,) = struct.unpack(">H", blob[len(ENVELOPE) : head])
+    wrapped, rest = blob[head : head + length], blob[head + length :]
+    if length == 0 or len(wrapped) != length or len(rest) < _NONCE + _TAG:
+        return None
+    return wrapped, rest[:_NONCE], rest[_NONCE:]
+
+
+def _token_set(plaintext: bytes) -> TokenSet:
+    data = json.loads(plaintext)
+    refresh = data.get("r")
+    return TokenSet(access_token=str(data["a"]), refresh_token=str(refresh) if refresh else None)
+
+
 class TokenCipher:
-    """Encrypts and decrypts a merchant's :class:`TokenSet` with one KMS key."""
+    """Seals and opens a merchant's :class:`TokenSet` with data keys of one KMS key."""
 
     def __init__(self, key_id: str, kms_client: Callable[[], KMSClient] = aws.kms) -> None:
         self._key_id = key_id
         self._kms = kms_client
 
-    def _encrypt(self, merchant_id: str, plaintext: bytes, purpose: str = PURPOSE) -> bytes:
+    def _generate(self, merchant_id: str, purpose: str = PURPOSE) -> tuple[bytes, bytes]:
+        """(plaintext key, wrapped key) of a new AES-256 data key; KeyUnavailableError if KMS refuses."""
         try:
-            answer = self._kms().encrypt(
+            answer = self._kms().generate_data_key(
                 KeyId=self._key_id,
-                Plaintext=plaintext,
+                KeySpec="AES_256",
                 EncryptionContext=encryption_context(merchant_id, purpose),
             )
         except (ClientError, BotoCoreError) as exc:
             raise _key_unavailable(exc, merchant_id) from None
-        return answer["CiphertextBlob"]
+        return answer["Plaintext"], answer["CiphertextBlob"]
 
     def _decrypt(self, merchant_id: str, blob: bytes, purpose: str = PURPOSE) -> bytes:
         answer = self._kms().decrypt(
@@ -96,45 +162,68 @@ class TokenCipher:
         )
         return answer["Plaintext"]
 
+    def data_key(self, merchant_id: str) -> DataKey:
+        """A new data key for ``merchant_id`` (one KMS call): fetched before UltraCart is asked for
+        tokens, so sealing its answer needs no KMS. KeyUnavailableError if KMS refuses."""
+        key, wrapped = self._generate(merchant_id)
+        return DataKey(merchant_id=merchant_id, wrapped=wrapped, key=key)
+
     def encrypt(self, merchant_id: str, tokens: TokenSet) -> bytes:
-        """Ciphertext of both tokens, bound to ``merchant_id``; KeyUnavailableError if KMS refuses."""
-        plaintext = json.dumps({"a": tokens.access_token, "r": tokens.refresh_token}, separators=(",", ":"))
-        return self._encrypt(merchant_id, plaintext.encode())
+        """The envelope of both tokens under a new data key (one KMS call); KeyUnavailableError if
+        KMS refuses. For tokens already issued whose merchant was not known before (an install)."""
+        return self.data_key(merchant_id).seal(tokens)
 
     def decrypt(self, merchant_id: str, blob: bytes) -> TokenSet:
-        """The tokens inside ``blob``.
+        """The tokens inside ``blob`` (an envelope, or a blob of the first format): one KMS call.
 
         :class:`KeyUnavailableError` when KMS refuses to work (wrong key id, access denied, a
         disabled or pending key, throttling, an outage): no state may change because of it.
         :class:`TokenDecryptError` only on evidence that the blob itself is damaged: KMS answers
-        ``InvalidCiphertextException`` for it while a fresh probe, encrypted and decrypted with
-        the same key for this merchant, succeeds (so the key, its rights and the merchant work).
+        ``InvalidCiphertextException`` for it (or for its wrapped key) while a fresh probe with the
+        same key for this merchant works; an envelope that is malformed (with the probe working);
+        or an envelope whose wrapped key KMS opened but whose AES-GCM tag does not verify (the
+        ciphertext was changed, or the blob belongs to another merchant or field).
         """
+        if not blob.startswith(ENVELOPE):
+            return _token_set(self._unwrap(merchant_id, blob))
+        parts = _envelope_parts(blob)
+        if parts is None:
+            self._probe(merchant_id)
+            raise self._damaged(merchant_id)
+        wrapped, nonce, sealed = parts
+        key = self._unwrap(merchant_id, wrapped)
+        from cryptography.exceptions import InvalidTag
+
         try:
-            plaintext = self._decrypt(merchant_id, blob)
+            plaintext = _aesgcm(key).decrypt(nonce, sealed, associated_data(merchant_id))
+        except (InvalidTag, ValueError):
+            raise self._damaged(merchant_id) from None
+        return _token_set(plaintext)
+
+    def _unwrap(self, merchant_id: str, blob: bytes) -> bytes:
+        """KMS Decrypt of ``blob`` for this merchant, with the damaged-row evidence rules."""
+        try:
+            return self._decrypt(merchant_id, blob)
         except ClientError as exc:
             if _code(exc) != "InvalidCiphertextException":
                 raise _key_unavailable(exc, merchant_id) from None
             self._probe(merchant_id)
-            metrics.add_metric(name="TokensUndecryptable", unit="Count", value=1)
-            logger.error(
-                "stored tokens are damaged: KMS rejects them, the key works", merchant_id=merchant_id
-            )
-            raise TokenDecryptError("stored tokens do not decrypt for this merchant") from None
+            raise self._damaged(merchant_id) from None
         except BotoCoreError as exc:
             raise _key_unavailable(exc, merchant_id) from None
-        data = json.loads(plaintext)
-        refresh = data.get("r")
-        return TokenSet(access_token=str(data["a"]), refresh_token=str(refresh) if refresh else None)
+
+    @staticmethod
+    def _damaged(merchant_id: str) -> TokenDecryptError:
+        metrics.add_metric(name="TokensUndecryptable", unit="Count", value=1)
+        logger.error("stored tokens are damaged: they do not open, the key works", merchant_id=merchant_id)
+        return TokenDecryptError("stored tokens do not decrypt for this merchant")
 
     def _probe(self, merchant_id: str) -> None:
-        """Encrypt and decrypt a probe for this merchant (under the probe's purpose): raises
-        KeyUnavailableError unless both work."""
-        blob = self._encrypt(merchant_id, _PROBE, PROBE_PURPOSE)
+        """Generate a data key for this merchant under the probe's purpose and decrypt its wrapped
+        copy: raises KeyUnavailableError unless both work."""
+        key, wrapped = self._generate(merchant_id, PROBE_PURPOSE)
         try:
-            if (
-                self._decrypt(merchant_id, blob, PROBE_PURPOSE) != _PROBE
-            ):  # pragma: no cover - KMS returns what it got
+            if self._decrypt(merchant_id, wrapped, PROBE_PURPOSE) != key:  # pragma: no cover
                 raise KeyUnavailableError("KMS returned a different probe")
         except (ClientError, BotoCoreError) as exc:
             raise _key_unavailable(exc, merchant_id) from None

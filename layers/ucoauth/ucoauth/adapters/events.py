@@ -21,6 +21,8 @@ INSTALLATION_REMOVED = "Installation Removed"
 # Tokens an earlier holder could not store were recovered after a reauthorization was announced:
 # the merchant does not have to install again after all.
 INSTALLATION_RESTORED = "Installation Restored"
+# An install session linked a merchant already linked to one of the app's accounts to another.
+INSTALLATION_RELINKED = "Installation Relinked"
 
 
 class EventPublisher:

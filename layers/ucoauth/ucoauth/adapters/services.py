@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ucoauth.adapters.browser_items import ReceiptStore, StateStore, WebhookIdStore
+from ucoauth.adapters.browser_items import InstallSessionStore, ReceiptStore, StateStore, WebhookIdStore
 from ucoauth.adapters.budget import BudgetedUltraCart, Tier, UltraCartBudget
 from ucoauth.adapters.crypto import TokenCipher
 from ucoauth.adapters.events import EventPublisher
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from ucoauth.base.timing import Deadline
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class Services:
     """Collaborators of the use cases. ``clock`` and ``sleep`` are injectable for tests."""
 
@@ -50,6 +50,18 @@ class Services:
     _budget: UltraCartBudget | None = None
     _events: EventPublisher | None = None
     _installation_reads: InstallationReads | None = None
+    _install_sessions: InstallSessionStore | None = None
+
+    @property
+    def install_sessions(self) -> InstallSessionStore:
+        """Install sessions (the links the app's backend creates), on the table."""
+        if self._install_sessions is None:
+            self._install_sessions = InstallSessionStore(self.settings.table_name)
+        return self._install_sessions
+
+    @install_sessions.setter
+    def install_sessions(self, value: InstallSessionStore) -> None:
+        self._install_sessions = value
 
     @property
     def installation_reads(self) -> InstallationReads:

@@ -1,9 +1,9 @@
 """The installations table's keys and its attribute codec, shared by every store of the table.
 
 One table holds several kinds of item (docs/ARCHITECTURE.md lists them): each kind has its store
-module (``ucoauth.adapters.installations``, ``ucoauth.adapters.browser_items``, ``ucoauth.adapters.devices``,
-``ucoauth.adapters.pace``, ``ucoauth.adapters.budget``, ``ucoauth.adapters.shards``), and they share what is here. The
-low-level client is used so each call is exactly one request and nothing is hidden.
+module in ``ucoauth.adapters`` (``installations``, ``browser_items``, ``devices``, ``pace``,
+``budget``, ``shards``), and they share what is here. The low-level client is used so each
+call is exactly one request and nothing is hidden.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from botocore.exceptions import ClientError
 
 DUE_INDEX = "DueIndex"
 STATUS_INDEX = "StatusIndex"
+ACCOUNT_INDEX = "AccountIndex"
 INSTALLATION_SK = "INSTALLATION"
 
 

@@ -41,7 +41,7 @@ _MAX_BODY = 64 * 1024
 DEVICE_GRANT_TYPE = "urn:ietf:params:oauth:grant-type:device_code"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
 class TokenResponse:
     """A successful answer of ``POST /oauth/token``. Secrets are kept out of ``repr``."""
 
@@ -53,7 +53,7 @@ class TokenResponse:
     merchant_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
 class RevokeResponse:
     """The answer of ``POST /oauth/revoke``: ``successful`` is False for an already-invalid token."""
 
@@ -61,7 +61,7 @@ class RevokeResponse:
     message: str = ""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
 class DeviceAuthorization:
     """The answer of ``POST /oauth/device/authorize``. The device code is a credential: out of ``repr``;
     the user code is shown to a person, never logged either."""
@@ -74,7 +74,7 @@ class DeviceAuthorization:
     interval: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
 class MerchantInfo:
     """The answer of ``GET /oauth/me``."""
 

@@ -40,7 +40,7 @@ def day_start(now: float) -> int:
     return int(now // DAY) * DAY
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
 class Line:
     """A hold on the application's line: its holder, when it ends at the latest, and the UTC
     days whose items carry it (two in the first minutes of a day: see ``ucoauth.adapters.budget``)."""

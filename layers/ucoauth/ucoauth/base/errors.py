@@ -116,6 +116,32 @@ class StateForeignBrowserError(StateInvalidError):
     """
 
 
+class InstallSessionError(UcOAuthError):
+    """An install session cannot start or complete an install: unknown, damaged, used or expired.
+    The browser gets a page saying so, and is never redirected."""
+
+
+class InstallSessionUnknownError(InstallSessionError):
+    """No such session: never created, malformed, or removed by TTL long ago."""
+
+
+class InstallSessionUsedError(InstallSessionError):
+    """The session already completed an install (a link is good for one installation)."""
+
+
+class InstallSessionExpiredError(InstallSessionError):
+    """The session's time ran out before an install completed through it."""
+
+
+class InstallSessionRequiredError(InstallSessionError):
+    """``RequireInstallSession`` is on and the install came without a session."""
+
+
+class AccountConflictError(UcOAuthError):
+    """The merchant's installation is linked to another account of the app, and the stack's
+    rule (``InstallRelink=refuse``) keeps it so."""
+
+
 class NotInstalledError(UcOAuthError):
     """No active installation for this merchant."""
 
@@ -139,7 +165,11 @@ class DeviceAuthorizationNotFoundError(UcOAuthError):
 
 
 class LeaseBusyError(UcOAuthError):
-    """Another worker holds this merchant's refresh lease."""
+    """Another worker holds this merchant's refresh lease (until ``until``, epoch seconds, when known)."""
+
+    def __init__(self, merchant_id: str, *, until: int | None = None) -> None:
+        super().__init__(merchant_id)
+        self.until = until
 
 
 class NotDueError(UcOAuthError):
@@ -194,6 +224,18 @@ class GrantUnsettledError(RetryLaterError):
     """UltraCart refused a refresh token while a previous holder's rotated tokens may still arrive."""
 
     reason = "a previous holder's tokens may still be recovered"
+
+
+class LeaseHeldError(RetryLaterError):
+    """A queued message met the merchant's lease (busy or held): it comes back once the lease
+    can be taken, as a new message, so waiting spends none of its receives toward the DLQ."""
+
+    reason = "the merchant's lease is held"
+
+    @classmethod
+    def of(cls, busy: LeaseBusyError, now: float) -> LeaseHeldError:
+        """Back when the lease ends (at most SQS's 15 minutes; sooner when its end is unknown)."""
+        return cls(min(900.0, (busy.until - now) + 1) if busy.until is not None else 30.0)
 
 
 class RevokePendingError(RetryLaterError):

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 from ucoauth.base.errors import ConfigurationError
-from ucoauth.base.validation import is_scope
+from ucoauth.base.validation import is_scope, origin_of
 
 DEFAULT_BASE_URL = "https://secure.ultracart.com/rest/v2"
 
@@ -241,7 +241,7 @@ def _section[C: type](name: str) -> Callable[[C], C]:
 
 
 @_section("core")
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class Core:
     """every function (the template's Globals): the table, the key, the stage, observability"""
 
@@ -260,7 +260,7 @@ class Core:
 
 
 @_section("events")
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class Events:
     """publishing events"""
 
@@ -268,7 +268,7 @@ class Events:
 
 
 @_section("ultracart")
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class UltraCart:
     """calling UltraCart: the client and the one budget every call takes from"""
 
@@ -289,7 +289,7 @@ class UltraCart:
 
 
 @_section("tokens")
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class Tokens:
     """storing and serving tokens: when a stored token is due, when it is refreshed inline"""
 
@@ -305,13 +305,10 @@ class Tokens:
 
 
 @_section("pages")
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class Pages:
     """the merchant's browser: install, callback and the pages"""
 
-    oauth_redirect_uri: str = optional(
-        "OAUTH_REDIRECT_URI", "", lambda raw: _url("OAUTH_REDIRECT_URI", raw, allow_empty=True)
-    )
     post_install_redirect_url: str = optional(
         "POST_INSTALL_REDIRECT_URL", "", lambda raw: _url("POST_INSTALL_REDIRECT_URL", raw, allow_empty=True)
     )
@@ -321,8 +318,19 @@ class Pages:
     state_ttl_seconds: int = integer("STATE_TTL_SECONDS", 600, low=30, high=3600)
 
 
-@_section("refresh")
+@_section("links")
 @dataclass(frozen=True)
+class Links:
+    """the stack's own browser addresses: the OAuth redirect URI, and the install page next to it
+    (the browser's pages, and the install links POST /install-sessions answers)"""
+
+    oauth_redirect_uri: str = optional(
+        "OAUTH_REDIRECT_URI", "", lambda raw: _url("OAUTH_REDIRECT_URI", raw, allow_empty=True)
+    )
+
+
+@_section("refresh")
+@dataclass(frozen=True, eq=False, repr=False)
 class Refresh:
     """scheduled refresh: the refresh queue (also where issued tokens that could not be stored are
     kept), the global pace and the planner's schedule"""
@@ -334,7 +342,7 @@ class Refresh:
 
 
 @_section("uninstall")
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class Uninstall:
     """uninstalls: the revoke queue, how long a revoke is retried, how long tombstones stay"""
 
@@ -344,7 +352,7 @@ class Uninstall:
 
 
 @_section("webhook")
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class Webhook:
     """verifying signed uninstall webhooks"""
 
@@ -352,7 +360,7 @@ class Webhook:
 
 
 @_section("admin")
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class Admin:
     """the operators' API: the dead-letter queues it reports and redrives"""
 
@@ -361,7 +369,7 @@ class Admin:
 
 
 @_section("device")
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class Device:
     """the device flow (installs without a redirect): the default scope, the poll queue, the
     device-code key"""
@@ -371,21 +379,58 @@ class Device:
     device_key_id: str = required("DEVICE_KEY_ID")
 
 
+def _origins(raw: str) -> tuple[str, ...]:
+    """``INSTALL_RETURN_ORIGINS``: comma-separated ``scheme://host[:port]`` origins (empty: none)."""
+    origins: list[str] = []
+    for entry in (part.strip() for part in raw.split(",")):
+        if not entry:
+            continue
+        origin = origin_of(entry)
+        if origin is None or urlsplit(entry).path not in ("", "/"):
+            raise ConfigurationError(
+                "INSTALL_RETURN_ORIGINS must list http(s) origins (scheme://host[:port])"
+            )
+        origins.append(origin)
+    return tuple(origins)
+
+
+@_section("sessions")
+@dataclass(frozen=True)
+class Sessions:
+    """install sessions: linking an installation to the app's own account"""
+
+    install_session_ttl_seconds: int = integer("INSTALL_SESSION_TTL_SECONDS", 1800, low=60, high=86_400)
+    install_return_origins: tuple[str, ...] = optional("INSTALL_RETURN_ORIGINS", "", _origins)
+    # "true": an install must start from a session link (GET /install alone gets a page).
+    require_install_session: str = choice("REQUIRE_INSTALL_SESSION", ("false", "true"))
+    # A merchant linked to one account installing through another's session: relink or refuse.
+    install_relink: str = choice("INSTALL_RELINK", ("allow", "refuse"))
+
+
 # The sections in the template's Globals (every function has them).
 GLOBAL_SECTIONS: tuple[str, ...] = ("core",)
 
 # The sections each function of the template uses (by logical id). The template gives each
 # function exactly these sections' variables (a test compares them for equality).
 FUNCTION_SECTIONS: dict[str, tuple[str, ...]] = {
-    "OAuthBrowserFunction": ("core", "events", "ultracart", "tokens", "pages", "uninstall"),
-    "TokenApiFunction": ("core", "events", "ultracart", "tokens"),
+    "OAuthBrowserFunction": (
+        "core",
+        "events",
+        "ultracart",
+        "tokens",
+        "pages",
+        "links",
+        "uninstall",
+        "sessions",
+    ),
+    "TokenApiFunction": ("core", "events", "ultracart", "tokens", "links", "sessions"),
     "UninstallWebhookFunction": ("core", "uninstall", "webhook"),
     "RefreshPlannerFunction": ("core", "events", "ultracart", "refresh"),
     "RefreshWorkerFunction": ("core", "events", "ultracart", "tokens", "refresh"),
     "RevokeWorkerFunction": ("core", "events", "ultracart", "tokens", "uninstall"),
     "AdminApiFunction": ("core", "events", "ultracart", "tokens", "refresh", "uninstall", "admin"),
-    "DeviceFlowFunction": ("core", "ultracart", "device"),
-    "DeviceWorkerFunction": ("core", "events", "ultracart", "tokens", "uninstall", "device"),
+    "DeviceFlowFunction": ("core", "ultracart", "device", "sessions"),
+    "DeviceWorkerFunction": ("core", "events", "ultracart", "tokens", "uninstall", "device", "sessions"),
 }
 
 # What ``ucoauth.usecases.tokens.get_access_token`` reads in an app's own Lambda (README).
@@ -423,7 +468,9 @@ _RUNTIME_VARIABLES: tuple[str, ...] = tuple(
 if TYPE_CHECKING:
     # For the type checker only: a Settings has every section's values as attributes (which is
     # why the sections have no __slots__: these bases could not share one instance layout).
-    class _Values(Core, Events, UltraCart, Tokens, Pages, Refresh, Uninstall, Webhook, Admin, Device):
+    class _Values(
+        Core, Events, UltraCart, Tokens, Pages, Links, Refresh, Uninstall, Webhook, Admin, Device, Sessions
+    ):
         pass
 else:
     _Values = object

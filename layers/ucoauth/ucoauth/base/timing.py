@@ -62,7 +62,7 @@ def read_timeout_within(settings: Settings, deadline: Deadline) -> float | None:
     return read if read >= min(MIN_READ_TIMEOUT, settings.ultracart_read_timeout) else None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
 class Deadline:
     """The moment (on the services' clock, epoch seconds) after which this invocation may not act."""
 

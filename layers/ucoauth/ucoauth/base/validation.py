@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 from ucoauth.base.errors import UcOAuthError
 
@@ -68,3 +68,20 @@ SCOPE_MAX = 256
 
 def is_scope(value: str) -> bool:
     return 0 < len(value) <= SCOPE_MAX and SCOPE.fullmatch(value) is not None
+
+
+DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
+def origin_of(url: str) -> str | None:
+    """``scheme://host:port`` of an absolute http(s) URL (lower-case, default port made explicit),
+    or None when it is not one."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS or not parts.hostname or parts.username or parts.password:
+        return None
+    return f"{scheme}://{parts.hostname.lower()}:{port or DEFAULT_PORTS[scheme]}"

@@ -60,9 +60,11 @@ def token_fields(
     ahead: bool = True,
     used_at: int | None = None,
     previous_used_at: int | None = None,
+    ciphertext: bytes | None = None,
 ) -> TokenFields:
-    """Encrypt the tokens and compute expiry and the next due time (with jitter), counted from
-    ``issued_at`` (default now: when UltraCart answered).
+    """Encrypt the tokens (unless given ``ciphertext``, their envelope sealed already) and compute
+    expiry and the next due time (with jitter), counted from ``issued_at`` (default now: when
+    UltraCart answered).
 
     The budget is spent on tokens that will be read: with ``ahead`` the new lifetime is due
     ahead of its expiry (the planner refreshes it); without, it is due only before its refresh
@@ -80,7 +82,7 @@ def token_fields(
     jitter = int(services.rng.uniform(0, window * 0.1))
     due_at = now + lifetime - window - jitter if ahead else keep_alive_due(services, now, jitter)
     return TokenFields(
-        ciphertext=services.cipher.encrypt(merchant_id, tokens),
+        ciphertext=ciphertext if ciphertext is not None else services.cipher.encrypt(merchant_id, tokens),
         token_type=answer.token_type,
         scope=answer.scope,
         access_expires_at=now + lifetime,

@@ -2,9 +2,10 @@
 
 The rules, in order:
 
-1. A recovery record on the item (tokens UltraCart issued that an earlier holder could not
-   write) is reconciled first: adopted when it belongs to the current generation and is newer
-   than what is stored, revoked at UltraCart when the merchant reinstalled or uninstalled since.
+1. The recovery records on the item (tokens UltraCart issued that an earlier holder could not
+   write, a grant a reinstall replaced; one per generation) are reconciled first: adopted when
+   of the current generation and newer than what is stored, revoked at UltraCart when the
+   merchant reinstalled or uninstalled since.
 2. No UltraCart call starts unless the invocation's remaining time covers the call and the
    whole write reserve (``ucoauth.base.timing``), and the UltraCart budget has a unit for it.
 3. New tokens are written with a version condition before anything else can fail; a failed
@@ -14,7 +15,10 @@ The rules, in order:
 4. ``invalid_grant`` is a dead grant only when nothing else explains it: a re-read shows a
    sibling's newer tokens (lost race) or a recovery record (adopt it); a previous holder that
    died holding the lease may have a recovery message in flight, so the lease is held until
-   that holder's horizon plus ``RECOVERY_GRACE`` and the request comes back then.
+   that holder's horizon plus ``RECOVERY_GRACE`` (the dead-holder evidence the lease take keeps
+   on the item, ``awaiting_recovery``) and the request comes back then. The recovery message
+   takes a held lease (the hold is for it); once adopted the hold is over. A hold whose horizon
+   passed with no recovery arrived ends in ``reauthorization_required``.
 """
 
 from __future__ import annotations
@@ -32,18 +36,18 @@ from ucoauth.adapters.events import INSTALLATION_RESTORED
 from ucoauth.adapters.events import REAUTHORIZATION_REQUIRED as REAUTH_EVENT
 from ucoauth.adapters.installations.model import (
     ACTIVE,
-    HOLD_PREFIX,
     REAUTHORIZATION_REQUIRED,
     Installation,
     Recovery,
+    TokenFields,
 )
+from ucoauth.adapters.installations.model import RECOVERY_GRACE as RECOVERY_GRACE  # how long a hold lasts
 from ucoauth.adapters.ultracart import TokenResponse
 from ucoauth.base.errors import (
     AppCredentialsRejectedError,
     BudgetExhaustedError,
     DeadlineTooCloseError,
     GrantUnsettledError,
-    KeyUnavailableError,
     PermanentUltraCartError,
     StaleWriteError,
     TokenDecryptError,
@@ -60,9 +64,6 @@ if TYPE_CHECKING:
     from ucoauth.adapters.installations.store import Lease
     from ucoauth.adapters.services import Services
     from ucoauth.base.timing import Deadline
-
-# How long after a dead holder's lease horizon a recovery message it sent may still arrive.
-RECOVERY_GRACE = 900
 
 RotationResult = Literal["refreshed", "recovered", "lost_race", "reauthorization", "kept_for_recovery"]
 
@@ -108,8 +109,8 @@ class Rotation:
         :class:`AppCredentialsRejectedError`, which changes nothing on the installation),
         TransientUltraCartError, KeyUnavailableError, AWS errors."""
         installation = self.lease.installation
-        if installation.recovery is not None:
-            reconciled = reconcile(self.s, self.lease, self.deadline, installation.recovery)
+        for record in installation.recoveries:  # older generations first: revoked, then adopted
+            reconciled = reconcile(self.s, self.lease, self.deadline, record)
             if reconciled is not None:
                 return reconciled
         assert installation.tokens_ciphertext is not None
@@ -119,6 +120,9 @@ class Rotation:
             return self.reauthorize("undecryptable")
         if not tokens.refresh_token:
             return self.reauthorize("no_refresh_token")
+        # The data key for what UltraCart will answer, before it is asked: once the grant is
+        # rotated, the write and any recovery record are sealed locally, without KMS.
+        key = self.s.cipher.data_key(self.merchant_id)
         started = time.perf_counter()
         try:
             # Nothing is sent unless the call and the write reserve fit before the deadline and
@@ -139,8 +143,16 @@ class Rotation:
         )
         # Keep the old refresh token when UltraCart does not rotate it.
         fresh = TokenSet(answer.access_token, answer.refresh_token or tokens.refresh_token)
+        sealed = key.seal(fresh)
         return persist(
-            self.s, self.lease, self.deadline, fresh, answer, issued_at=self.s.now(), used_at=self.used_at
+            self.s,
+            self.lease,
+            self.deadline,
+            fresh,
+            answer,
+            issued_at=self.s.now(),
+            sealed=sealed,
+            used_at=self.used_at,
         )
 
     def _record_failure(self, exc: UltraCartError) -> None:
@@ -166,19 +178,17 @@ class Rotation:
             # Someone stored newer tokens while we called: their refresh used the token first.
             logger.info("refresh lost a race to a sibling", merchant_id=merchant_id)
             return Rotated("lost_race")
-        if current is not None and current.recovery is not None:
-            adopted = reconcile(self.s, self.lease, self.deadline, current.recovery, current=current)
+        for record in current.recoveries if current is not None else ():
+            adopted = reconcile(self.s, self.lease, self.deadline, record, current=current)
             if adopted is not None:
                 return adopted
-        previous = held.previous_lease_until
-        if previous is not None and not (held.previous_lease_owner or "").startswith(HOLD_PREFIX):
-            settle_at = previous + RECOVERY_GRACE
-            if self.s.now() < settle_at:
-                # A holder died with the lease: it may have rotated the grant and sent the new
-                # tokens to the queue. Nobody decides before they can arrive.
-                self.lease.hold_until(settle_at)
-                logger.warning("refresh token refused after a dead holder; waiting", merchant_id=merchant_id)
-                raise GrantUnsettledError(settle_at - self.s.now())
+        settle_at = max(held.awaiting_recovery or 0, (current.awaiting_recovery if current else None) or 0)
+        if self.s.now() < settle_at:
+            # A holder died with the lease: it may have rotated the grant and sent the new tokens
+            # to the queue. Nobody decides before they can arrive; their message takes the hold.
+            self.lease.hold_until(settle_at)
+            logger.warning("refresh token refused after a dead holder; waiting", merchant_id=merchant_id)
+            raise GrantUnsettledError(settle_at - self.s.now())
         logger.warning("UltraCart refused the refresh token", merchant_id=merchant_id, error=str(exc))
         return self.reauthorize(exc.error or f"http_{exc.status}")
 
@@ -214,6 +224,41 @@ def reauthorize(services: Services, lease: Lease, reason: str) -> Rotated:
 # -- storing what UltraCart issued ------------------------------------------------------------
 
 
+def _stored_fields(
+    services: Services,
+    held: Installation,
+    tokens: TokenSet,
+    answer: TokenResponse,
+    *,
+    issued_at: int,
+    sealed: bytes,
+    used_at: int | None,
+) -> TokenFields:
+    """What a token write stores: the envelope, the expiry, and when the new lifetime is due
+    (ahead of its expiry only when it is in demand: the merchant's last two uses, this read
+    included)."""
+    from ucoauth.core.issued import in_demand, token_fields
+
+    last, previous = held.last_used_at, held.previous_used_at
+    if used_at is not None:
+        last, previous = used_at, held.last_used_at
+    lifetime = answer.expires_in or services.settings.assumed_token_lifetime_seconds
+    ahead = in_demand(
+        services, now=issued_at, lifetime=lifetime, last_used_at=last, previous_used_at=previous
+    )
+    return token_fields(
+        services,
+        held.merchant_id,
+        tokens,
+        answer,
+        issued_at=issued_at,
+        ahead=ahead,
+        used_at=used_at,
+        previous_used_at=held.last_used_at if used_at is not None else None,
+        ciphertext=sealed,
+    )
+
+
 def persist(
     services: Services,
     lease: Lease,
@@ -222,39 +267,19 @@ def persist(
     answer: TokenResponse,
     *,
     issued_at: int,
-    recovered_generation: int | None = None,
+    sealed: bytes,
+    recovered: Recovery | None = None,
     used_at: int | None = None,
 ) -> Rotated:
-    """Store tokens UltraCart issued for the leased installation; never drop them. ``used_at``:
-    a read this write serves (an inline refresh), recorded as the merchant's latest use."""
-    from ucoauth.core.issued import in_demand, token_fields
-
+    """Store tokens UltraCart issued for the leased installation; never drop them. ``sealed`` is
+    their envelope, sealed with a data key fetched before UltraCart answered (no KMS call here).
+    ``used_at``: a read this write serves (an inline refresh), recorded as the latest use."""
     merchant_id = lease.merchant_id
     held = lease.installation
-    # The merchant's last two uses, this read included: whether the new lifetime is in demand.
-    last, previous = held.last_used_at, held.previous_used_at
-    if used_at is not None:
-        last, previous = used_at, held.last_used_at
-    lifetime = answer.expires_in or services.settings.assumed_token_lifetime_seconds
-    ahead = in_demand(
-        services, now=issued_at, lifetime=lifetime, last_used_at=last, previous_used_at=previous
+    fields = _stored_fields(
+        services, held, tokens, answer, issued_at=issued_at, sealed=sealed, used_at=used_at
     )
     try:
-        fields = retry_within(
-            services,
-            deadline,
-            lambda: token_fields(
-                services,
-                merchant_id,
-                tokens,
-                answer,
-                issued_at=issued_at,
-                ahead=ahead,
-                used_at=used_at,
-                previous_used_at=held.last_used_at if used_at is not None else None,
-            ),
-            keep_back=AWS_CALL_MAX,
-        )
         stored = retry_within(
             services,
             deadline,
@@ -263,7 +288,7 @@ def persist(
                 expected_version=held.version,
                 tokens=fields,
                 now=services.now(),
-                recovered_generation=recovered_generation,
+                recovered=recovered,
             ),
             keep_back=AWS_CALL_MAX,
         )
@@ -272,15 +297,15 @@ def persist(
         if current is not None and current.tokens_ciphertext == fields.ciphertext:
             # Our own write was applied; only its answer was lost (a timeout, then the retry).
             lease.cleared()
-            return Rotated("recovered" if recovered_generation is not None else "refreshed", tokens, current)
-        return _installation_moved(services, lease, deadline, tokens, answer, issued_at)
-    except (ClientError, BotoCoreError, KeyUnavailableError) as exc:
+            return Rotated("recovered" if recovered is not None else "refreshed", tokens, current)
+        return _installation_moved(services, lease, deadline, tokens, answer, issued_at, sealed)
+    except (ClientError, BotoCoreError) as exc:
         logger.error("tokens could not be stored", merchant_id=merchant_id, error=type(exc).__name__)
-        keep_for_recovery(services, lease, tokens, answer, issued_at=issued_at, generation=held.generation)
+        keep_for_recovery(services, lease, sealed, answer, issued_at=issued_at, generation=held.generation)
         expires_at = issued_at + answer.expires_in if answer.expires_in is not None else None
         return Rotated("kept_for_recovery", tokens=tokens, expires_at=expires_at)
     lease.cleared()
-    if recovered_generation is not None:
+    if recovered is not None:
         return Rotated("recovered", tokens=tokens, installation=stored)
     metrics.add_metric(name="TokenRefreshed", unit="Count", value=1)
     logger.info("token refreshed", merchant_id=merchant_id, version=stored.version)
@@ -294,6 +319,7 @@ def _installation_moved(
     tokens: TokenSet,
     answer: TokenResponse,
     issued_at: int,
+    sealed: bytes,
 ) -> Rotated:
     """The version moved under our lease: a reinstall or an uninstall. Tokens of a generation
     that is gone are revoked; anything else is kept for the next holder to reconcile."""
@@ -306,7 +332,7 @@ def _installation_moved(
         logger.info("tokens of a replaced installation revoked", merchant_id=merchant_id)
         return Rotated("lost_race")
     logger.warning("refreshed tokens not stored: installation changed", merchant_id=merchant_id)
-    keep_for_recovery(services, lease, tokens, answer, issued_at=issued_at, generation=held.generation)
+    keep_for_recovery(services, lease, sealed, answer, issued_at=issued_at, generation=held.generation)
     return Rotated("lost_race")
 
 
@@ -338,6 +364,15 @@ def revoke_tokens(
     except (TransientUltraCartError, BudgetExhaustedError, DeadlineTooCloseError) as exc:
         logger.warning("revoke failed; will retry", merchant_id=merchant_id, error=str(exc))
         return False
+    except (ClientError, BotoCoreError) as exc:
+        # The budget's table failed before anything was sent: not asked, like a spent budget.
+        # The caller keeps the tokens for recovery (or counts them lost), as for any failure.
+        logger.warning(
+            "revoke not attempted: the budget could not be read",
+            merchant_id=merchant_id,
+            error=type(exc).__name__,
+        )
+        return False
     except PermanentUltraCartError as exc:
         logger.warning("UltraCart refused the revoke", merchant_id=merchant_id, error=str(exc))
         return exc.requires_reauthorization  # 410/invalid_grant: the grant is dead already
@@ -347,28 +382,24 @@ def revoke_tokens(
 def keep_for_recovery(
     services: Services,
     lease: Lease,
-    tokens: TokenSet,
+    sealed: bytes,
     answer: TokenResponse,
     *,
     issued_at: int,
     generation: int,
 ) -> None:
-    """Keep tokens that could not be written: a recovery record on the item, else a recovery
-    message on the refresh queue. Only when both fail (and KMS with them) are they lost."""
+    """Keep tokens that could not be written (``sealed``: their envelope, made without KMS after
+    the answer): a recovery record on the item, else a recovery message on the refresh queue.
+    Only when both fail are they lost."""
     merchant_id = lease.merchant_id
-    try:
-        record = Recovery(
-            ciphertext=services.cipher.encrypt(merchant_id, tokens),
-            generation=generation,
-            issued_at=issued_at,
-            expires_in=answer.expires_in,
-            token_type=answer.token_type,
-            scope=answer.scope,
-        )
-    except KeyUnavailableError:
-        metrics.add_metric(name="TokensLost", unit="Count", value=1)
-        logger.error("issued tokens lost: KMS refused to encrypt them", merchant_id=merchant_id)
-        return
+    record = Recovery(
+        ciphertext=sealed,
+        generation=generation,
+        issued_at=issued_at,
+        expires_in=answer.expires_in,
+        token_type=answer.token_type,
+        scope=answer.scope,
+    )
     try:
         services.installations.keep_recovery(merchant_id, record, now=services.now())
         metrics.add_metric(name="TokensKeptForRecovery", unit="Count", value=1)
@@ -426,6 +457,23 @@ def recovery_from_json(value: Any) -> Recovery | None:
         return None
 
 
+def _adopted(services: Services, installation: Installation, outcome: Rotated) -> None:
+    """A recovery record adopted: counted, and a reauthorized installation announced restored."""
+    merchant_id = installation.merchant_id
+    metrics.add_metric(name="TokensRecovered", unit="Count", value=1)
+    logger.info("recovered tokens adopted", merchant_id=merchant_id)
+    if installation.status == REAUTHORIZATION_REQUIRED and outcome.installation is not None:
+        announce(
+            services,
+            merchant_id,
+            INSTALLATION_RESTORED,
+            {"merchant_id": merchant_id, "generation": installation.generation},
+            version=outcome.installation.version,
+            active=True,
+            parked=installation.pending_event,
+        )
+
+
 def reconcile(
     services: Services,
     lease: Lease,
@@ -453,6 +501,9 @@ def reconcile(
         )
         if current is not None:
             lease.installation = current
+        # Re-sealed under a data key of its own (the record may be of the first format): a KMS
+        # failure here leaves the record where it is, for the next holder.
+        sealed = services.cipher.data_key(merchant_id).seal(tokens)
         outcome = persist(
             services,
             lease,
@@ -460,21 +511,11 @@ def reconcile(
             tokens,
             answer,
             issued_at=record.issued_at,
-            recovered_generation=record.generation,
+            sealed=sealed,
+            recovered=record,
         )
         if outcome.result == "recovered":
-            metrics.add_metric(name="TokensRecovered", unit="Count", value=1)
-            logger.info("recovered tokens adopted", merchant_id=merchant_id)
-            if installation.status == REAUTHORIZATION_REQUIRED and outcome.installation is not None:
-                announce(
-                    services,
-                    merchant_id,
-                    INSTALLATION_RESTORED,
-                    {"merchant_id": merchant_id, "generation": installation.generation},
-                    version=outcome.installation.version,
-                    active=True,
-                    parked=installation.pending_event,
-                )
+            _adopted(services, installation, outcome)
         return outcome
     if not same_grant:
         # The merchant reinstalled or uninstalled since: this grant must not stay live.
@@ -482,7 +523,5 @@ def reconcile(
         if not revoke_tokens(services, deadline, merchant_id, tokens):
             return None  # kept; the next holder tries again
         logger.info("recovered tokens of a replaced installation revoked", merchant_id=merchant_id)
-    services.installations.clear_recovery(
-        merchant_id, issued_at=record.issued_at, active=installation.status == ACTIVE
-    )
+    services.installations.clear_recovery(merchant_id, record, active=installation.status == ACTIVE)
     return None

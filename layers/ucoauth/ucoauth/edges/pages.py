@@ -96,11 +96,16 @@ def render(
     return Page(status=status, html=html)
 
 
-def installed(brand: Branding, merchant_id: str, *, reinstall: bool, ultracart_href: str) -> Page:
-    """Success: the app is connected to the merchant's account, with the next steps."""
+def installed(
+    brand: Branding, merchant_id: str, *, reinstall: bool, ultracart_href: str, return_url: str | None = None
+) -> Page:
+    """Success: the app is connected to the merchant's account, with the next steps (first, the
+    way back to the app, when the install link named one)."""
     verb = "reconnected to" if reinstall else "installed on"
     heading = f"{brand.app_name} is installed"
-    links = [Link(f"Open {brand.app_name}", brand.app_url, "open-app")] if brand.app_url else []
+    links = [Link(f"Continue to {brand.app_name}", return_url, "continue")] if return_url else []
+    if brand.app_url:
+        links.append(Link(f"Open {brand.app_name}", brand.app_url, "open-app"))
     links.append(Link("Return to UltraCart", ultracart_href, "return"))
     return render(
         brand,
@@ -270,4 +275,74 @@ def not_found(brand: Branding, install_href: str) -> Page:
         "Page not found",
         f"There is nothing at this address; to install {brand.app_name}, start the installation here.",
         retry_href=install_href,
+    )
+
+
+def _back_to_app(brand: Branding) -> tuple[Link, ...]:
+    return (Link(f"Open {brand.app_name}", brand.app_url, "open-app"),) if brand.app_url else ()
+
+
+def install_link_invalid(brand: Branding) -> Page:
+    """An install link whose session is unknown or damaged (never issued, mistyped, truncated)."""
+    return render(
+        brand,
+        400,
+        "err",
+        "This install link is not valid",
+        f"The link to connect UltraCart to {brand.app_name} is incomplete or was never issued, so "
+        f"nothing was installed; go back to {brand.app_name} and use its Connect UltraCart button again.",
+        links=_back_to_app(brand),
+    )
+
+
+def install_link_used(brand: Branding) -> Page:
+    """An install link whose session already completed an installation."""
+    return render(
+        brand,
+        410,
+        "warn",
+        "This install link was already used",
+        f"This link already connected an UltraCart account to {brand.app_name} and works only once; "
+        f"to connect again, go back to {brand.app_name} and use its Connect UltraCart button.",
+        links=_back_to_app(brand),
+    )
+
+
+def install_link_expired(brand: Branding, *, minutes: int) -> Page:
+    """An install link whose session ran out before an install completed through it."""
+    return render(
+        brand,
+        410,
+        "warn",
+        "This install link has expired",
+        f"Links to connect UltraCart to {brand.app_name} work for {minutes} minutes, so nothing was "
+        f"installed; go back to {brand.app_name} and use its Connect UltraCart button again.",
+        links=_back_to_app(brand),
+    )
+
+
+def install_link_required(brand: Branding) -> Page:
+    """``RequireInstallSession`` is on and the browser came to the install address directly."""
+    return render(
+        brand,
+        403,
+        "info",
+        f"Install {brand.app_name} from the app",
+        f"{brand.app_name} is connected to UltraCart from inside {brand.app_name}: sign in there and "
+        "use its Connect UltraCart button.",
+        links=_back_to_app(brand),
+    )
+
+
+def account_already_linked(brand: Branding, merchant_id: str) -> Page:
+    """The merchant's installation belongs to another account of the app and may not be moved."""
+    return render(
+        brand,
+        409,
+        "warn",
+        "This UltraCart account is connected to another account",
+        f"UltraCart account {merchant_id} is already connected to another account in {brand.app_name}, "
+        "so nothing was changed; disconnect it there first (or uninstall the app in UltraCart), "
+        "then connect again.",
+        links=_back_to_app(brand),
     )

@@ -52,8 +52,14 @@ _LISTED = (
     "last_error_at",
     "consecutive_failures",
 )
-# One installation also says whether it holds a recovery record (never its contents).
-_SHOWN = (*_LISTED, "recovery.issued_at")
+# One installation also says whether it holds a recovery record (never its contents): records
+# live one attribute per generation, so the last ones are asked for by name; and the app's account
+# it is linked to, with that link's metadata and install session.
+_SHOWN = (*_LISTED, "recovery.issued_at", "app_account_id", "account_metadata", "install_session_id")
+_SHOWN_GENERATIONS = 20
+# Listed by account (``AccountIndex``, which projects these): the account too.
+_LISTED_BY_ACCOUNT = (*_LISTED, "app_account_id")
+_ACCOUNT_CURSOR_KEYS = {"pk", "sk", "app_account_id", "merchant_id"}
 _CURSOR_KEYS = {"pk", "sk", "status", "merchant_id"}
 # A redrive stops this long before its deadline (one more batch and the answer).
 _REDRIVE_MARGIN = 4.0
@@ -108,8 +114,15 @@ def view(item: dict[str, Any], *, detailed: bool = False) -> dict[str, Any]:
         "pending_event": ", ".join(pending) if pending else None,
         "uninstalled_at": _iso(number(item, "uninstalled_at")),
     }
+    if "app_account_id" in item or detailed:
+        shown["app_account_id"] = string(item, "app_account_id")
     if detailed:
-        shown["has_recovery_record"] = "recovery" in item
+        shown["has_recovery_record"] = any(
+            name == "recovery" or name.startswith("recovery_") for name in item
+        )
+        metadata = item.get("account_metadata", {}).get("M", {})
+        shown["metadata"] = {k: v["S"] for k, v in metadata.items() if "S" in v}
+        shown["install_session_id"] = string(item, "install_session_id")
     return shown
 
 
@@ -118,6 +131,11 @@ def show(services: Services, merchant_id: str) -> dict[str, Any]:
     item = services.installation_reads.projected(merchant_id, _SHOWN)
     if not item or "status" not in item:
         raise NotInstalledError(merchant_id)
+    latest = number(item, "generation") or 0
+    generations = range(max(1, latest - _SHOWN_GENERATIONS + 1), latest + 1)
+    if latest:
+        slots = ("#status", *(f"recovery_{g}.issued_at" for g in generations))
+        item |= services.installation_reads.projected(merchant_id, slots) or {}
     return view(item, detailed=True)
 
 
@@ -210,6 +228,52 @@ def list_installations(
             return Page(items, encode_cursor(order[following], None) if following < len(order) else None)
         start = None
     return Page(items, None)
+
+
+def encode_account_cursor(app_account_id: str, last_key: dict[str, Any]) -> str:
+    """Opaque cursor of a listing by account: base64url of the account and the last key."""
+    raw = json.dumps({"a": app_account_id, "k": last_key}, separators=(",", ":"), sort_keys=True)
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_account_cursor(cursor: str, app_account_id: str) -> dict[str, Any]:
+    """The last key of a listing of ``app_account_id``'s installations. Raises AdminRequestError."""
+    if not cursor or len(cursor) > MAX_CURSOR:
+        raise AdminRequestError("invalid_cursor")
+    try:
+        parsed = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError):
+        raise AdminRequestError("invalid_cursor") from None
+    key = parsed.get("k") if isinstance(parsed, dict) and set(parsed) == {"a", "k"} else None
+    valid = (
+        parsed.get("a") == app_account_id
+        and isinstance(key, dict)
+        and set(key) == _ACCOUNT_CURSOR_KEYS
+        and all(
+            isinstance(v, dict) and list(v) == ["S"] and isinstance(v["S"], str) and 0 < len(v["S"]) <= 300
+            for v in key.values()
+        )
+        and key["app_account_id"]["S"] == app_account_id
+    )
+    if not valid:
+        raise AdminRequestError("invalid_cursor")
+    assert isinstance(key, dict)
+    return key
+
+
+def list_by_account(services: Services, app_account_id: str, *, limit: int, cursor: str | None) -> Page:
+    """A page of the installations linked to one of the app's accounts (``AccountIndex``, merchant
+    order): a Query that reads at most ``limit`` items, never a Scan."""
+    start = None if cursor is None else decode_account_cursor(cursor, app_account_id)
+    items: list[dict[str, Any]] = []
+    while len(items) < limit:
+        found, start = services.installation_reads.account_page(
+            app_account_id, limit=limit - len(items), start=start, attributes=_LISTED_BY_ACCOUNT
+        )
+        items.extend(view(item) for item in found)
+        if not start:
+            break
+    return Page(items, encode_account_cursor(app_account_id, start) if start else None)
 
 
 # -- actions -----------------------------------------------------------------------------------

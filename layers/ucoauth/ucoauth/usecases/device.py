@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ucoauth.adapters import aws
+from ucoauth.adapters.browser_items import link_attributes, link_of
 from ucoauth.adapters.crypto import DeviceCodeCipher
 from ucoauth.adapters.installations.model import ACTIVE
 from ucoauth.base.errors import (
@@ -45,6 +46,7 @@ from ucoauth.base.timing import call_needs
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
+    from ucoauth.adapters.browser_items import AccountLink
     from ucoauth.adapters.services import Services
     from ucoauth.base.timing import Deadline
 
@@ -88,6 +90,7 @@ class DeviceAuthorizationItem:
     poll_seq: int
     merchant_id: str | None = None
     claim_owner: str | None = None
+    link: AccountLink | None = None  # the app's account the installation is to be linked to
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> DeviceAuthorizationItem:
@@ -105,6 +108,7 @@ class DeviceAuthorizationItem:
             poll_seq=int(item["poll_seq"]["N"]),
             merchant_id=merchant["S"] if merchant else None,
             claim_owner=owner["S"] if owner else None,
+            link=link_of(item),
         )
 
 
@@ -144,6 +148,7 @@ class DeviceAuthorizationStore:
                 "expires_at": {"N": str(item.expires_at)},
                 "poll_seq": {"N": str(item.poll_seq)},
                 "ttl": {"N": str(item.expires_at + KEEP_SECONDS)},
+                **(link_attributes(item.link) if item.link is not None else {}),
             },
             ConditionExpression="attribute_not_exists(pk)",
         )
@@ -334,8 +339,11 @@ def _send_poll(queue_url: str, authorization_id: str, seq: int, delay: float) ->
         raise QueueSendError(f"device poll not queued ({type(exc).__name__})") from None
 
 
-def start_device_authorization(services: Services, *, scope: str | None, deadline: Deadline) -> DeviceStart:
-    """Ask UltraCart for a device authorization, store it, queue its first poll.
+def start_device_authorization(
+    services: Services, *, scope: str | None, deadline: Deadline, link: AccountLink | None = None
+) -> DeviceStart:
+    """Ask UltraCart for a device authorization, store it (with ``link``, the app's account the
+    installation is linked to), queue its first poll.
 
     Raises BudgetExhaustedError / DeadlineTooCloseError (nothing sent), UltraCart errors, AWS
     errors, KeyUnavailableError and QueueSendError (then nothing is left pending).
@@ -357,6 +365,7 @@ def start_device_authorization(services: Services, *, scope: str | None, deadlin
         created_at=now,
         expires_at=now + answer.expires_in,
         poll_seq=0,
+        link=link,
     )
     store.create(item)
     try:
@@ -518,6 +527,7 @@ class _Poll:
                 answer,
                 install_id=f"{_PK_PREFIX}{self.authorization_id}",
                 began_at=item.created_at,
+                link=item.link,
             )
         except (ClientError, BotoCoreError, UcOAuthError) as exc:
             # Not stored; the tokens were given back (the install logged whether UltraCart

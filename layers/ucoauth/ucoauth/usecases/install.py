@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -11,10 +12,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from ucoauth.adapters.browser_items import Receipt
 from ucoauth.adapters.crypto import TokenSet
-from ucoauth.adapters.events import INSTALLATION_COMPLETED
+from ucoauth.adapters.events import INSTALLATION_COMPLETED, INSTALLATION_RELINKED
 from ucoauth.adapters.table import digest
 from ucoauth.adapters.ultracart import authorize_url
-from ucoauth.base.errors import DeadlineTooCloseError, TransientUltraCartError
+from ucoauth.base.errors import (
+    DeadlineTooCloseError,
+    InstallSessionRequiredError,
+    InstallSessionUnknownError,
+    TransientUltraCartError,
+)
 from ucoauth.base.observability import logger, metrics
 from ucoauth.base.retry import retry_within
 from ucoauth.base.timing import AWS_CALL_MAX, WRITE_RESERVE, Deadline, call_needs
@@ -23,6 +29,7 @@ from ucoauth.core.issued import token_fields
 from ucoauth.core.outbox import announce
 
 if TYPE_CHECKING:
+    from ucoauth.adapters.browser_items import AccountLink
     from ucoauth.adapters.budget import BudgetedUltraCart
     from ucoauth.adapters.installations.model import Installation, Replaced
     from ucoauth.adapters.services import Services
@@ -35,7 +42,7 @@ RECEIPT_SECONDS = 3600
 _RECEIPT_NONCE = re.compile(r"^[A-Za-z0-9_-]{43}$")  # secrets.token_urlsafe(32)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
 class InstallStart:
     """Where to send the browser, and the nonce its cookie must carry back."""
 
@@ -43,21 +50,41 @@ class InstallStart:
     browser_nonce: str = field(repr=False)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
 class InstallResult:
     """A completed installation (no secrets)."""
 
     merchant_id: str
     generation: int
     reinstall: bool
+    # Where the app asked the browser to go back to (an install session's return_url), or None.
+    return_url: str | None = None
 
 
-def begin_install(services: Services, *, redirect_uri: str) -> InstallStart:
-    """Make a one-time state (256 bits), store its hash bound to a fresh browser nonce."""
+def begin_install(services: Services, *, redirect_uri: str, session: str | None = None) -> InstallStart:
+    """Make a one-time state (256 bits), store its hash bound to a fresh browser nonce and, with
+    ``session`` (an install link's secret), to what that session links the installation to.
+
+    Raises :class:`~ucoauth.base.errors.InstallSessionError` (nothing stored) for a session that
+    cannot start an install, or when one is required and none was given.
+    """
+    from ucoauth.usecases.install_sessions import SESSION_SECRET
+
+    link = None
+    if session is not None:
+        if not SESSION_SECRET.fullmatch(session):
+            raise InstallSessionUnknownError("malformed install session")
+        link = services.install_sessions.usable(session, now=services.now())
+    elif services.settings.require_install_session == "true":
+        raise InstallSessionRequiredError("an install session is required")
     state = secrets.token_urlsafe(32)
     nonce = secrets.token_urlsafe(32)
     services.states.put(
-        state, browser_nonce=nonce, now=services.now(), ttl_seconds=services.settings.state_ttl_seconds
+        state,
+        browser_nonce=nonce,
+        now=services.now(),
+        ttl_seconds=services.settings.state_ttl_seconds,
+        link=link,
     )
     settings = services.settings
     url = authorize_url(
@@ -85,15 +112,32 @@ def complete_install(
     if not deadline.allows(call_needs(services.settings)):
         raise DeadlineTooCloseError(deadline.remaining())
     now = services.now()
-    issued_at = services.states.consume(state, browser_nonce=browser_nonce, now=now)
+    consumed = services.states.consume(state, browser_nonce=browser_nonce, now=now)
     # A state stored without its issue time is at most its lifetime old.
+    issued_at = consumed.issued_at
     began_at = issued_at if issued_at is not None else now - services.settings.state_ttl_seconds
-    # A merchant is waiting in the browser: these calls may use the budget's reserve.
-    client = services.ultracart_for("callback", deadline)
-    answer = client.exchange_code(code, redirect_uri)
-    return store_new_installation(
-        services, client, deadline, answer, install_id=digest(state), began_at=began_at
-    )
+    link = consumed.link
+    if link is not None:  # one install per session: claimed before the code is exchanged
+        services.install_sessions.mark_used(link.session_digest, by=digest(state), now=now)
+    try:
+        # A merchant is waiting in the browser: these calls may use the budget's reserve.
+        client = services.ultracart_for("callback", deadline)
+        answer = client.exchange_code(code, redirect_uri)
+        result = store_new_installation(
+            services, client, deadline, answer, install_id=digest(state), began_at=began_at, link=link
+        )
+    except Exception:
+        if link is not None:  # not completed: the session may start another install
+            _release_session(services, link, state)
+        raise
+    return dataclasses.replace(result, return_url=link.return_url if link is not None else None)
+
+
+def _release_session(services: Services, link: AccountLink, state: str) -> None:
+    try:
+        services.install_sessions.release(link.session_digest, by=digest(state))
+    except (ClientError, BotoCoreError) as exc:
+        logger.warning("install session not released", session_id=link.session_id, error=type(exc).__name__)
 
 
 def store_new_installation(
@@ -104,6 +148,7 @@ def store_new_installation(
     *,
     install_id: str,
     began_at: int,
+    link: AccountLink | None = None,
 ) -> InstallResult:
     """Tokens UltraCart just issued for a new grant (a code exchange, an approved device): store
     them as the merchant's installation (a new generation, due for refresh by their lifetime) and
@@ -129,7 +174,7 @@ def store_new_installation(
         _give_back(services, deadline, None, tokens, why="malformed merchant id")
         raise TransientUltraCartError("UltraCart answered a malformed merchant id")
     installation, replaced = _write_installation(
-        services, deadline, merchant_id, tokens, answer, install_id, began_at
+        services, deadline, merchant_id, tokens, answer, install_id, began_at, link
     )
     if replaced is not None:
         # The grant this install replaced is still live at UltraCart: have it revoked. Imported
@@ -157,10 +202,13 @@ def _write_installation(
     answer: TokenResponse,
     install_id: str,
     began_at: int,
+    link: AccountLink | None,
 ) -> tuple[Installation, Replaced | None]:
     """Store the new grant. It is issued at UltraCart now: a failed write would lose it, so the
     write is retried while the invocation has time; if it still fails, the grant is revoked
-    rather than orphaned, and the AWS error raised."""
+    rather than orphaned, and the AWS error raised (or :class:`AccountConflictError` when the
+    merchant is linked to another account and relinking is refused)."""
+    refuse = link is not None and services.settings.install_relink == "refuse"
     try:
         fields = retry_within(
             services,
@@ -172,7 +220,13 @@ def _write_installation(
             services,
             deadline,
             lambda: services.installations.replace_installation(
-                merchant_id, fields, now=services.now(), install_id=install_id, began_at=began_at
+                merchant_id,
+                fields,
+                now=services.now(),
+                install_id=install_id,
+                began_at=began_at,
+                link=link,
+                refuse_relink=refuse,
             ),
             keep_back=AWS_CALL_MAX,
         )
@@ -194,11 +248,29 @@ def _announce_installed(services: Services, installation: Installation, *, reins
             "installed_at": installation.installed_at,
             "reinstall": reinstall,
             "scope": installation.scope,
+            "app_account_id": installation.app_account_id,
+            "metadata": installation.account_metadata,
         },
         version=installation.version,
         active=True,
         parked=installation.pending_event,
     )
+    if installation.relinked_from is not None:
+        logger.info(
+            "installation relinked",
+            merchant_id=merchant_id,
+            previous_app_account_id=installation.relinked_from,
+            app_account_id=installation.app_account_id,
+        )
+        services.events.publish(
+            INSTALLATION_RELINKED,
+            {
+                "merchant_id": merchant_id,
+                "installation_id": installation.installation_id,
+                "previous_app_account_id": installation.relinked_from,
+                "app_account_id": installation.app_account_id,
+            },
+        )
 
 
 def _give_back(
@@ -229,7 +301,12 @@ def issue_receipt(services: Services, result: InstallResult, *, state: str) -> s
     error page, so the caller then shows the success page directly instead.
     """
     nonce = secrets.token_urlsafe(32)
-    receipt = Receipt(merchant_id=result.merchant_id, reinstall=result.reinstall, state_digest=digest(state))
+    receipt = Receipt(
+        merchant_id=result.merchant_id,
+        reinstall=result.reinstall,
+        state_digest=digest(state),
+        return_url=result.return_url,
+    )
     try:
         services.receipts.put(nonce, receipt, now=services.now(), ttl_seconds=RECEIPT_SECONDS)
     except (ClientError, BotoCoreError) as exc:

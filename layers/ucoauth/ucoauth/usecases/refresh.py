@@ -12,6 +12,7 @@ from ucoauth.base.errors import (
     DeadlineTooCloseError,
     EventRelayError,
     LeaseBusyError,
+    LeaseHeldError,
     NotDueError,
     NotInstalledError,
     PaceExceededError,
@@ -113,8 +114,8 @@ def refresh_due(services: Services, merchant_id: str, *, deadline: Deadline) -> 
             elif not active:
                 raise EventRelayError(merchant_id)  # the message comes back; the events stay parked
         if not active:
-            if installation.recovery is not None:
-                reconcile(services, lease, deadline, installation.recovery)
+            for record in installation.recoveries:
+                reconcile(services, lease, deadline, record)
             return "inactive"
         wait = services.pace.try_take(services.clock())
         if wait > 0:
@@ -151,7 +152,12 @@ def refresh_now(services: Services, merchant_id: str, *, deadline: Deadline) -> 
 
 def apply_recovery_message(services: Services, body: dict[str, Any], *, deadline: Deadline) -> str:
     """A recovery message (tokens a holder could not write to the item): reconcile it under the
-    lease exactly as a recovery record on the item. LeaseBusyError raises (the message comes back)."""
+    lease exactly as a recovery record on the item.
+
+    A ``hold:`` lease does not stop it (the hold waits for this very message). A busy lease
+    does not either: the record is kept on the item at once (a side slot, no lease needed), so
+    the holder's next read finds it, and :class:`LeaseHeldError` re-queues the message for when
+    that lease ends, spending none of its receives."""
     merchant_id = str(body.get("merchant_id"))
     record = recovery_from_json(body.get("recovery"))
     if record is None:
@@ -161,15 +167,20 @@ def apply_recovery_message(services: Services, body: dict[str, Any], *, deadline
         raise DeadlineTooCloseError(deadline.remaining())
     try:
         lease = services.installations.lease(
-            merchant_id, owner=f"recovery:{uuid.uuid4()}", now=services.now(), until=deadline.lease_until
+            merchant_id,
+            owner=f"recovery:{uuid.uuid4()}",
+            now=services.now(),
+            until=deadline.lease_until,
+            through_hold=True,
         )
     except NotInstalledError:
         return "not_installed"
+    except LeaseBusyError as busy:
+        services.installations.keep_recovery(merchant_id, record, now=services.now())
+        raise LeaseHeldError.of(busy, services.now()) from busy
     with lease:
-        held = lease.installation.recovery
-        if held is None or held.issued_at < record.issued_at:
-            # On the item first: if this attempt cannot settle it, the item keeps it (and the
-            # due index brings it back), not this message.
-            services.installations.keep_recovery(merchant_id, record, now=services.now())
+        # On the item first: if this attempt cannot settle it, the item keeps it (and the due
+        # index brings it back), not this message. (A newer record of its generation wins.)
+        services.installations.keep_recovery(merchant_id, record, now=services.now())
         outcome = reconcile(services, lease, deadline, record)
     return outcome.result if outcome is not None else "reconciled"

@@ -3,8 +3,12 @@
 A merchant who installs again (a second browser install, a device approval, two tabs racing)
 gets a new grant from UltraCart while the one the stack held stays live there. The install's
 write hands back exactly the tokens it took off the item (``InstallationStore.replace_installation``);
-the installing function queues them, still encrypted, on the revoke queue, and the revoke worker
-revokes both tokens under the merchant's lease, retrying for ``REVOKE_RETRY_SECONDS``.
+the same write keeps them on the item as a recovery record of their generation, and the
+installing function queues them, still encrypted, on the revoke queue; the revoke worker revokes
+both tokens under the merchant's lease (a ``hold:`` lease does not stop it; a busy one sends the
+message back for when it ends), clears that record, and retries for ``REVOKE_RETRY_SECONDS``.
+Should the message never be sent (the function died after its write), the next lease holder
+revokes the record instead.
 
 Time during which UltraCart refuses the app's own credentials does not count toward that period
 (:func:`revoke_period_start`): such a refusal says nothing about the grant, and the revoke waits
@@ -22,9 +26,12 @@ from typing import TYPE_CHECKING, Any, Literal
 from botocore.exceptions import BotoCoreError, ClientError
 
 from ucoauth.adapters import aws
+from ucoauth.adapters.installations.model import Recovery
 from ucoauth.base.errors import (
     AppCredentialsRejectedError,
     KeyUnavailableError,
+    LeaseBusyError,
+    LeaseHeldError,
     NotInstalledError,
     RevokePendingError,
     TokenDecryptError,
@@ -35,6 +42,7 @@ from ucoauth.base.validation import is_merchant_id
 from ucoauth.core.rotation import revoke_tokens
 
 if TYPE_CHECKING:
+    from ucoauth.adapters.crypto import TokenSet
     from ucoauth.adapters.installations.model import Replaced
     from ucoauth.adapters.services import Services
     from ucoauth.base.timing import Deadline
@@ -89,8 +97,9 @@ def revoke_superseded(services: Services, body: dict[str, Any], *, deadline: Dea
 
     ``invalid`` for a malformed message (dropped). Raises :class:`RevokePendingError` while
     UltraCart cannot confirm (the worker re-queues it, delayed) and gives up, counting
-    ``TokensLost``, once ``REVOKE_RETRY_SECONDS`` have passed since the first attempt. A held
-    lease, a KMS fault or an AWS error raise, so the message comes back.
+    ``TokensLost``, once ``REVOKE_RETRY_SECONDS`` have passed since the first attempt. A busy
+    lease raises :class:`LeaseHeldError` (re-queued, no receive spent); a KMS fault or an AWS
+    error raise, so the message comes back.
     """
     merchant_id = body.get("merchant_id")
     encoded = body.get("tokens")
@@ -117,23 +126,13 @@ def revoke_superseded(services: Services, body: dict[str, Any], *, deadline: Dea
         raise
     first_try = revoke_period_start(services, body)
     try:
-        # One UltraCart conversation per merchant at a time: the lease keeps a refresh out.
-        lease = services.installations.lease(
-            merchant_id, owner=f"revoke:{uuid.uuid4()}", now=services.now(), until=deadline.lease_until
-        )
-    except NotInstalledError:
-        lease = None
-    try:
-        if lease is None:
-            revoked = revoke_tokens(services, deadline, merchant_id, tokens, raise_app_refusal=True)
-        else:
-            with lease:
-                revoked = revoke_tokens(services, deadline, merchant_id, tokens, raise_app_refusal=True)
+        revoked = _revoke_under_lease(services, deadline, merchant_id, tokens)
     except AppCredentialsRejectedError as exc:
         raise RevokePendingError(
             exc.retry_after, retry_since=first_try, app_refused_at=services.now()
         ) from exc
     if revoked:
+        _forget_record(services, merchant_id, body.get("generation"), ciphertext)
         metrics.add_metric(name="SupersededGrantRevoked", unit="Count", value=1)
         logger.info("replaced grant revoked", merchant_id=merchant_id)
         return "revoked"
@@ -143,6 +142,40 @@ def revoke_superseded(services: Services, body: dict[str, Any], *, deadline: Dea
         logger.error("a replaced grant could not be revoked in time", merchant_id=merchant_id)
         return "gave_up"
     raise RevokePendingError(revoke_backoff(services, first_try), retry_since=first_try)
+
+
+def _revoke_under_lease(services: Services, deadline: Deadline, merchant_id: str, tokens: TokenSet) -> bool:
+    """One UltraCart conversation per merchant at a time: the lease keeps a refresh out (a
+    ``hold:`` lease does not keep this revoke out; a busy one raises :class:`LeaseHeldError`)."""
+    try:
+        lease = services.installations.lease(
+            merchant_id,
+            owner=f"revoke:{uuid.uuid4()}",
+            now=services.now(),
+            until=deadline.lease_until,
+            through_hold=True,
+        )
+    except NotInstalledError:
+        return revoke_tokens(services, deadline, merchant_id, tokens, raise_app_refusal=True)
+    except LeaseBusyError as busy:
+        raise LeaseHeldError.of(busy, services.now()) from busy
+    with lease:
+        return revoke_tokens(services, deadline, merchant_id, tokens, raise_app_refusal=True)
+
+
+def _forget_record(services: Services, merchant_id: str, generation: Any, ciphertext: bytes) -> None:
+    """The revoked grant's record on the item (kept by the install's write) is cleared, if it still
+    holds those tokens. Best effort: a record left is revoked again by the next lease holder
+    (UltraCart answers that it is invalid already)."""
+    if not isinstance(generation, int) or isinstance(generation, bool) or generation < 1:
+        return
+    record = Recovery(ciphertext, generation, issued_at=0, expires_in=None, token_type="", scope="")
+    try:
+        services.installations.clear_recovery(merchant_id, record, active=True)
+    except (ClientError, BotoCoreError) as exc:
+        logger.warning(
+            "revoked grant's record not cleared", merchant_id=merchant_id, error=type(exc).__name__
+        )
 
 
 def revoke_period_start(services: Services, body: Any) -> int:

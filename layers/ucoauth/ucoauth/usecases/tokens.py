@@ -72,6 +72,8 @@ class AccessToken:
     # The installation's version the token was served from: a caller whose token UltraCart
     # refused asks for one ``newer_than`` it.
     version: int = 0
+    # The app's own account the installation is linked to (an install session), or None.
+    app_account_id: str | None = None
 
     def as_json(self) -> dict[str, str | int | None]:
         """The body of ``GET /tokens/{merchant_id}``."""
@@ -87,6 +89,7 @@ class AccessToken:
             "expires_at": expires,
             "scope": self.scope,
             "version": self.version,
+            "app_account_id": self.app_account_id,
         }
 
 
@@ -123,6 +126,7 @@ def _serve(services: Services, installation: Installation, tokens: TokenSet | No
         expires_at=None if installation.expiry_assumed else installation.access_expires_at,
         scope=installation.scope,
         version=installation.version,
+        app_account_id=installation.app_account_id,
     )
 
 
@@ -230,6 +234,7 @@ def _refresh_inline(services: Services, lease: Lease, deadline: Deadline, demand
             # Not stored yet: it carries the version it replaces, so a caller it fails for asks
             # again and the next holder adopts (or refreshes past) the recovery record.
             version=leased.version,
+            app_account_id=leased.app_account_id,
         )
     return _serve(services, _active(services, merchant_id))  # lost the race: a sibling's tokens
 

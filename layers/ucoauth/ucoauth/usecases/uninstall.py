@@ -24,6 +24,8 @@ from ucoauth.adapters.installations.model import (
 )
 from ucoauth.base.errors import (
     AppCredentialsRejectedError,
+    LeaseBusyError,
+    LeaseHeldError,
     NotInstalledError,
     RevokePendingError,
     StaleWriteError,
@@ -275,9 +277,9 @@ def _ignore_late(
         named=request.generation,
     )
     metrics.add_metric(name="LateUninstallIgnored", unit="Count", value=1)
-    recovery = installation.recovery
-    if recovery is not None and recovery.generation != installation.generation:
-        reconcile(services, lease, deadline, recovery)
+    for record in installation.recoveries:
+        if record.generation != installation.generation:
+            reconcile(services, lease, deadline, record)
     return "late"
 
 
@@ -290,7 +292,10 @@ def process_uninstall(services: Services, body: Any, *, deadline: Deadline) -> R
     first attempt is the ciphertext shredded without a confirmed revoke. A revoke UltraCart
     refuses with the app's own credentials is never confirmed and never given up on: the
     uninstall waits (:class:`RevokePendingError` with ``app_refused_at``), and that time does not
-    count toward the period. Raises (so the message is retried) on a held lease, too little time
+    count toward the period. A ``hold:`` lease does not stop it (an uninstall settles the grant
+    whatever recovery the hold waits for: a recovery message arriving later finds the tombstone
+    and is revoked); a busy lease raises :class:`LeaseHeldError` (the message comes back when it
+    ends, spending none of its receives). Raises (so the message is retried) on too little time
     left, a KMS fault or an AWS error.
     """
     # Deferred: the revoke path's modules are the worker's; the webhook only queues.
@@ -306,16 +311,22 @@ def process_uninstall(services: Services, body: Any, *, deadline: Deadline) -> R
     try:
         # The lease comes back with the item: no separate read (and no refresh can start now).
         lease = services.installations.lease(
-            merchant_id, owner=f"revoke:{uuid.uuid4()}", now=services.now(), until=deadline.lease_until
+            merchant_id,
+            owner=f"revoke:{uuid.uuid4()}",
+            now=services.now(),
+            until=deadline.lease_until,
+            through_hold=True,
         )
     except NotInstalledError:
         logger.info("uninstall for a merchant never installed", merchant_id=merchant_id)
         return "not_installed"
+    except LeaseBusyError as busy:
+        raise LeaseHeldError.of(busy, services.now()) from busy
     with lease:
         installation = lease.installation
         if installation.status == UNINSTALLED:
-            if installation.recovery is not None:
-                reconcile(services, lease, deadline, installation.recovery)
+            for record in installation.recoveries:
+                reconcile(services, lease, deadline, record)
             return "already_uninstalled"
         if request.is_late_for(installation):
             return _ignore_late(services, lease, deadline, request)
@@ -343,9 +354,7 @@ def _revoke_everything(
     from ucoauth.core.rotation import revoke_tokens
 
     merchant_id = installation.merchant_id
-    blobs = [installation.tokens_ciphertext]
-    if installation.recovery is not None:
-        blobs.append(installation.recovery.ciphertext)
+    blobs = [installation.tokens_ciphertext, *(r.ciphertext for r in installation.recoveries)]
     confirmed = True
     for blob in blobs:
         if blob is None:
@@ -363,7 +372,7 @@ def _stop_serving(services: Services, installation: Installation) -> None:
     if installation.status == UNINSTALLING:
         return
     pending = None
-    if installation.tokens_ciphertext is not None and installation.recovery is None:
+    if installation.tokens_ciphertext is not None:  # kept unless its generation's slot has a record
         pending = Recovery(
             ciphertext=installation.tokens_ciphertext,
             generation=installation.generation,
@@ -406,6 +415,7 @@ def _shred(
             revoke_confirmed=confirmed,
             now=now,
             ttl=now + services.settings.tombstone_ttl_days * 86_400,
+            recoveries=tuple(r.attribute for r in installation.recoveries),
         ),
         keep_back=0.0,
     )

@@ -5,11 +5,15 @@ Pure data: the store that reads and writes these is :mod:`ucoauth.adapters.insta
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ucoauth.adapters.table import number, string
+from ucoauth.adapters.table import Update, number, string
+
+if TYPE_CHECKING:
+    from ucoauth.adapters.browser_items import AccountLink
 
 ACTIVE = "active"
 REAUTHORIZATION_REQUIRED = "reauthorization_required"
@@ -18,6 +22,19 @@ REAUTHORIZATION_REQUIRED = "reauthorization_required"
 UNINSTALLING = "uninstalling"
 UNINSTALLED = "uninstalled"
 HOLD_PREFIX = "hold:"
+# How long after a dead holder's lease horizon a recovery message it sent may still arrive: its
+# first delivery (no delay) plus the refresh worker's retries of a failing receive.
+RECOVERY_GRACE = 900
+# Recovery records live one attribute per generation (``recovery_<generation>``), so records of
+# several generations sit side by side; ``recovery`` is the single slot items written before.
+RECOVERY_PREFIX = "recovery_"
+LEGACY_RECOVERY = "recovery"
+_RECOVERY_SLOT = re.compile(r"recovery_([1-9][0-9]{0,9})")
+
+
+def recovery_slot(generation: int) -> str:
+    """The attribute that keeps a recovery record of ``generation``."""
+    return f"{RECOVERY_PREFIX}{generation}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +42,8 @@ class Recovery:
     """Tokens UltraCart issued that could not be written to the installation, kept encrypted.
 
     ``generation`` is the installation they belong to: the next lease holder adopts them when
-    it is still the current generation, and revokes them at UltraCart otherwise.
+    it is still the current generation, and revokes them at UltraCart otherwise. ``slot`` is the
+    attribute the record was read from (``recovery_<generation>``, or a legacy ``recovery``).
     """
 
     ciphertext: bytes = field(repr=False)
@@ -34,6 +52,12 @@ class Recovery:
     expires_in: int | None
     token_type: str
     scope: str
+    slot: str = field(default="", compare=False)
+
+    @property
+    def attribute(self) -> str:
+        """Where this record is kept on the item."""
+        return self.slot or recovery_slot(self.generation)
 
     def as_attribute(self) -> dict[str, Any]:
         value: dict[str, Any] = {
@@ -48,7 +72,7 @@ class Recovery:
         return {"M": value}
 
     @classmethod
-    def from_attribute(cls, attribute: Any) -> Recovery | None:
+    def from_attribute(cls, attribute: Any, slot: str = "") -> Recovery | None:
         if not attribute or "M" not in attribute:
             return None
         value = attribute["M"]
@@ -59,7 +83,19 @@ class Recovery:
             expires_in=number(value, "expires_in"),
             token_type=string(value, "token_type") or "bearer",
             scope=string(value, "scope") or "",
+            slot=slot,
         )
+
+
+def recoveries_of(item: dict[str, Any]) -> tuple[Recovery, ...]:
+    """Every recovery record on an item, oldest generation first."""
+    found = [
+        record
+        for name, value in item.items()
+        if (name == LEGACY_RECOVERY or _RECOVERY_SLOT.fullmatch(name))
+        and (record := Recovery.from_attribute(value, name)) is not None
+    ]
+    return tuple(sorted(found, key=lambda r: (r.generation, r.issued_at)))
 
 
 # ``<merchant id>:<generation>``: what an uninstall may name (``installation_id``).
@@ -98,7 +134,7 @@ class Installation:
     uninstall_reason: str | None
     expiry_assumed: bool = False
     pending_event: str | None = None
-    recovery: Recovery | None = None
+    recoveries: tuple[Recovery, ...] = ()
     revoke_confirmed: bool | None = None
     revoke_pending_since: int | None = None
     last_used_at: int | None = None
@@ -114,6 +150,18 @@ class Installation:
     # previous holder never released (it died, ran out of time, or could not write), else None.
     previous_lease_until: int | None = None
     previous_lease_owner: str | None = None
+    # Until when a recovery message of a holder that died with the lease may still arrive (the
+    # dead-holder evidence): kept on the item, whatever releases the lease, until a token write,
+    # a reauthorization, a reinstall or an uninstall settles it.
+    awaiting_recovery: int | None = None
+    # The app's own account the installation is linked to (an install session), with its
+    # metadata and the session's non-secret id; None when installed without a session.
+    app_account_id: str | None = None
+    account_metadata: dict[str, str] = field(default_factory=dict)
+    install_session_id: str | None = None
+    # Set only on the installation an install write returns: the account it was linked to before
+    # this write linked it to another one.
+    relinked_from: str | None = None
 
     @classmethod
     def from_item(cls, item: dict[str, Any]) -> Installation:
@@ -138,14 +186,30 @@ class Installation:
             uninstall_reason=string(item, "uninstall_reason"),
             expiry_assumed=bool(item.get("expiry_assumed", {}).get("BOOL", False)),
             pending_event=string(item, "pending_event"),
-            recovery=Recovery.from_attribute(item.get("recovery")),
+            recoveries=recoveries_of(item),
             revoke_confirmed=item["revoke_confirmed"]["BOOL"] if "revoke_confirmed" in item else None,
             revoke_pending_since=number(item, "revoke_pending_since"),
             last_used_at=number(item, "last_used_at"),
             previous_used_at=number(item, "previous_used_at"),
             used_until=number(item, "used_until"),
             began_at=number(item, "began_at"),
+            awaiting_recovery=number(item, "awaiting_recovery"),
+            app_account_id=string(item, "app_account_id"),
+            account_metadata={
+                k: v["S"] for k, v in item.get("account_metadata", {}).get("M", {}).items() if "S" in v
+            },
+            install_session_id=string(item, "install_session_id"),
         )
+
+    @property
+    def recovery(self) -> Recovery | None:
+        """The oldest generation's recovery record, if any (see ``recoveries`` for all)."""
+        return self.recoveries[0] if self.recoveries else None
+
+    def recovery_of(self, generation: int) -> Recovery | None:
+        """The newest record kept for ``generation``, if any."""
+        kept = [r for r in self.recoveries if r.generation == generation]
+        return kept[-1] if kept else None
 
     @property
     def installation_id(self) -> str:
@@ -187,3 +251,37 @@ class Replaced:
         if not blob:
             return None
         return cls(bytes(blob["B"]), number(old, "generation") or 0, string(old, "status") or ACTIVE)
+
+
+def link_account(update: Update, link: AccountLink, *, refuse_relink: bool) -> list[str]:
+    """Link the installation to the session's account in the install's own write; the condition
+    that keeps another account's link when relinking is refused."""
+    update.assign(
+        app_account_id={"S": link.app_account_id},
+        account_metadata={"M": {k: {"S": v} for k, v in link.metadata.items()}},
+    )
+    if link.session_id:  # a device authorization links an account without a session
+        update.assign(install_session_id={"S": link.session_id})
+    else:
+        update.remove("install_session_id")
+    if not refuse_relink:
+        return []
+    update.name("#st", "status").value(":acct", {"S": link.app_account_id}).value(":gone", {"S": UNINSTALLED})
+    return ["(attribute_not_exists(app_account_id) OR app_account_id = :acct OR #st = :gone)"]
+
+
+def linked_elsewhere(item: dict[str, Any] | None, link: AccountLink) -> bool:
+    """Whether an installed merchant's item links another account than ``link``'s."""
+    if item is None or string(item, "status") == UNINSTALLED:
+        return False
+    linked = string(item, "app_account_id")
+    return linked is not None and linked != link.app_account_id
+
+
+def relinked(installation: Installation, old: dict[str, Any], link: AccountLink | None) -> Installation:
+    """The installation an install wrote, saying which account it was linked to before (``old``)
+    when this install linked it to another."""
+    before = string(old, "app_account_id")
+    if link is None or before is None or before == link.app_account_id:
+        return installation
+    return dataclasses.replace(installation, relinked_from=before)

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ucoauth.adapters import aws
-from ucoauth.adapters.table import DUE_INDEX, STATUS_INDEX, merchant_key, number, string
+from ucoauth.adapters.table import ACCOUNT_INDEX, DUE_INDEX, STATUS_INDEX, merchant_key, number, string
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -106,6 +106,25 @@ class InstallationReads:
         if stats is not None:
             stats["queries"] = stats.get("queries", 0) + 1
             stats["read"] = stats.get("read", 0) + page.get("ScannedCount", 0)
+        last = page.get("LastEvaluatedKey")
+        return [dict(item) for item in page.get("Items", [])], dict(last) if last else None
+
+    def account_page(
+        self, app_account_id: str, *, limit: int, start: Item | None, attributes: tuple[str, ...]
+    ) -> tuple[list[Item], Item | None]:
+        """Up to ``limit`` installations linked to one of the app's accounts, in merchant order
+        (``AccountIndex``), from ``start``; returns them and the key to go on from."""
+        kwargs: dict[str, Any] = {
+            "TableName": self.table_name,
+            "IndexName": ACCOUNT_INDEX,
+            "KeyConditionExpression": "app_account_id = :a",
+            "ExpressionAttributeValues": {":a": {"S": app_account_id}},
+            "Limit": limit,
+            **_projection(attributes),
+        }
+        if start is not None:
+            kwargs["ExclusiveStartKey"] = start
+        page = self._ddb().query(**kwargs)
         last = page.get("LastEvaluatedKey")
         return [dict(item) for item in page.get("Items", [])], dict(last) if last else None
 

@@ -17,6 +17,7 @@ from ucoauth.adapters import aws
 from ucoauth.adapters.installations.model import (
     ACTIVE,
     HOLD_PREFIX,
+    LEGACY_RECOVERY,
     REAUTHORIZATION_REQUIRED,
     UNINSTALLED,
     UNINSTALLING,
@@ -24,7 +25,12 @@ from ucoauth.adapters.installations.model import (
     Recovery,
     Replaced,
     TokenFields,
+    link_account,
+    linked_elsewhere,
+    relinked,
 )
+from ucoauth.adapters.installations.parked import ParkedEvents
+from ucoauth.adapters.installations.recoveries import RecoverySlots, replaced_record
 from ucoauth.adapters.table import (
     Update,
     due_shard,
@@ -33,10 +39,18 @@ from ucoauth.adapters.table import (
     merchant_key,
     number,
 )
-from ucoauth.base.errors import LeaseBusyError, NotDueError, NotInstalledError, StaleWriteError
+from ucoauth.base.errors import (
+    AccountConflictError,
+    LeaseBusyError,
+    NotDueError,
+    NotInstalledError,
+    StaleWriteError,
+)
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
+
+    from ucoauth.adapters.browser_items import AccountLink
 
 
 # What an install clears: the last generation's lease, uninstall, failures and tombstone TTL.
@@ -51,7 +65,10 @@ _CLEARED_BY_INSTALL = (
     "last_error_at",
     "consecutive_failures",
     "ttl",
+    "awaiting_recovery",
 )
+# Installs racing on one item: each re-reads and tries again, at most this often.
+_INSTALL_ATTEMPTS = 5
 
 
 class Lease:
@@ -100,7 +117,7 @@ class Lease:
             logger.warning("lease not released; it will expire", merchant_id=self.merchant_id)
 
 
-class InstallationStore:
+class InstallationStore(RecoverySlots, ParkedEvents):
     """Installations and their leases, on the installations table."""
 
     def __init__(
@@ -136,20 +153,64 @@ class InstallationStore:
         now: int,
         install_id: str | None = None,
         began_at: int | None = None,
+        link: AccountLink | None = None,
+        refuse_relink: bool = False,
     ) -> tuple[Installation, Replaced | None]:
         """Create or replace (reinstall) an installation: a new generation, status active.
 
-        One UpdateItem sets every field at once, so two installs racing leave one consistent
-        installation (the later one), and any in-flight refresh loses its version check.
-        ``install_id`` (a digest unique to one install flow) makes a retried write idempotent: a
-        write whose first attempt was applied but whose answer was lost does not count a second
-        generation. ``began_at`` is when the install flow began (its state issued, its device
-        authorization created): what an uninstall's time is judged against.
-
-        The item as it was comes back with the write (``ALL_OLD``): tokens it held are returned as
-        :class:`Replaced`, exactly those this write took off the item (even when two installs
-        race), so the caller can have that grant revoked at UltraCart instead of dropping it.
+        One UpdateItem, conditioned on the item as last seen (none at first; else its version: a
+        refused write returns the item), sets every field: racing installs leave one consistent
+        installation, an in-flight refresh loses its version check. The replaced tokens stay on
+        the item as a recovery record (:mod:`~ucoauth.adapters.installations.recoveries`) by the
+        same write, and come back as :class:`Replaced` (``ALL_OLD``) for their revoke.
+        ``install_id`` makes a retried write idempotent; ``began_at`` is when the flow began;
+        ``link`` (an install session) links the app's account in the same write (without one the
+        item keeps its account); with ``refuse_relink`` a link to another account than an
+        installed merchant's raises :class:`AccountConflictError` (nothing written).
         """
+        before: dict[str, Any] | None = None  # a first install needs no read
+        for _ in range(_INSTALL_ATTEMPTS):
+            update, condition = self._install_update(merchant_id, tokens, now, install_id, began_at, before)
+            if link is not None:
+                linked = link_account(update, link, refuse_relink=refuse_relink)
+                condition = " AND ".join([condition, *linked])
+            try:
+                answer = self._ddb().update_item(
+                    TableName=self.table_name,
+                    Key=merchant_key(merchant_id),
+                    ConditionExpression=condition,
+                    ReturnValues="ALL_OLD",
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                    **update.request(),
+                )
+            except ClientError as exc:
+                if not is_conditional_failure(exc):
+                    raise
+                # The item is not as assumed: it comes back with the refusal, the next try builds
+                # on it (no separate read). A retried request finds its own install id there.
+                refused: Any = exc.response.get("Item")
+                before = refused
+                written = (before or {}).get("install_ids", {}).get("SS", [])
+                if before is not None and install_id is not None and install_id in written:
+                    return Installation.from_item(before), None
+                if refuse_relink and link is not None and linked_elsewhere(before, link):
+                    raise AccountConflictError(merchant_id) from None
+                continue
+            old: dict[str, Any] = answer.get("Attributes", {})
+            return relinked(Installation.from_item(update.applied_to(old)), old, link), Replaced.of(old)
+        raise StaleWriteError(merchant_id)  # installs kept racing: the caller gives the grant back
+
+    def _install_update(
+        self,
+        merchant_id: str,
+        tokens: TokenFields,
+        now: int,
+        install_id: str | None,
+        began_at: int | None,
+        before: dict[str, Any] | None,
+    ) -> tuple[Update, str]:
+        """The install's UpdateItem over the item as read (``before``), and its condition: that
+        item unchanged (its version), and this install not written yet (``install_id``)."""
         update = Update().assign(
             merchant_id={"S": merchant_id},
             status={"S": ACTIVE},
@@ -164,28 +225,21 @@ class InstallationStore:
         if tokens.access_expires_at is not None:
             update.assign(used_until={"N": str(tokens.access_expires_at)})
         update.remove("previous_used_at")
-        condition: dict[str, Any] = {}
+        conditions = ["attribute_not_exists(pk)"]
+        if before is not None:
+            update.value(":seen", {"N": str(number(before, "version") or 0)})
+            conditions = ["version = :seen"]
+            replaced = replaced_record(Installation.from_item(before))
+            if replaced is not None:
+                # The grant this install replaces stays on the item, by this very write, until it
+                # is revoked: an invocation that dies before queueing its revoke loses nothing.
+                update.assign(**{replaced.attribute: replaced.as_attribute()})
         if install_id is not None:
             # Every install flow's id is kept (a few bytes per install): a retry whose first
             # attempt was applied finds its id, whatever other install came in between.
             update.add_to_set("install_ids", {"SS": [install_id]}).value(":install", {"S": install_id})
-            first_time = "attribute_not_exists(install_ids) OR NOT contains(install_ids, :install)"
-            condition = {"ConditionExpression": first_time}
-        answer = if_condition_holds(
-            lambda: self._ddb().update_item(
-                TableName=self.table_name,
-                Key=merchant_key(merchant_id),
-                ReturnValues="ALL_OLD",
-                **update.request(),
-                **condition,
-            )
-        )
-        if answer is None:  # this very install was already written (a retried request)
-            done = self.get(merchant_id)
-            assert done is not None
-            return done, None
-        old: dict[str, Any] = answer.get("Attributes", {})
-        return Installation.from_item(update.applied_to(old)), Replaced.of(old)
+            conditions.append("(attribute_not_exists(install_ids) OR NOT contains(install_ids, :install))")
+        return update, " AND ".join(conditions)
 
     def write_refreshed_tokens(
         self,
@@ -194,26 +248,36 @@ class InstallationStore:
         expected_version: int,
         tokens: TokenFields,
         now: int,
-        recovered_generation: int | None = None,
+        recovered: Recovery | None = None,
     ) -> Installation:
-        """Store refreshed tokens if nobody wrote since ``expected_version``; releases the lease.
+        """Store refreshed tokens if nobody wrote since ``expected_version``; releases the lease
+        and settles the dead-holder evidence (the grant is known again).
 
-        With ``recovered_generation`` the tokens come from a recovery record: the condition is
-        on that generation instead of the status (a live grant UltraCart issued beats a
-        reauthorization someone marked meanwhile), and the record is removed with the write.
+        With ``recovered`` the tokens come from that recovery record: the condition is on its
+        generation instead of the status (a live grant UltraCart issued beats a reauthorization
+        someone marked meanwhile), and the record, still holding those tokens, is removed with
+        the write.
         """
         update = Update().assign(refreshed_at={"N": str(now)}).increment("version")
         update.remove(
-            "lease_owner", "lease_expires_at", "last_error", "last_error_at", "consecutive_failures"
+            "lease_owner",
+            "lease_expires_at",
+            "last_error",
+            "last_error_at",
+            "consecutive_failures",
+            "awaiting_recovery",
         )
         update.name("#status", "status").value(":v", {"N": str(expected_version)})
         update.value(":active", {"S": ACTIVE})
         condition = "version = :v AND #status = :active"
-        if recovered_generation is not None:
-            update.value(":g", {"N": str(recovered_generation)})
+        if recovered is not None:
+            update.value(":g", {"N": str(recovered.generation)})
             update.value(":reauth", {"S": REAUTHORIZATION_REQUIRED})
-            update.assign(status={"S": ACTIVE}).remove("recovery")
-            condition = "version = :v AND generation = :g AND #status IN (:active, :reauth)"
+            update.name("#slot", recovered.attribute).value(":kept", {"B": recovered.ciphertext})
+            update.assign(status={"S": ACTIVE}).remove(recovered.attribute)
+            condition = (
+                "version = :v AND generation = :g AND #status IN (:active, :reauth) AND #slot.tokens = :kept"
+            )
         self._assign_tokens(update, merchant_id, tokens)
         answer = if_condition_holds(
             lambda: self._ddb().update_item(
@@ -275,7 +339,7 @@ class InstallationStore:
                 Key=merchant_key(merchant_id),
                 UpdateExpression=(
                     "SET #status = :reauth, version = version + :one, status_changed_at = :now "
-                    "REMOVE due_at, due_shard, lease_owner, lease_expires_at"
+                    "REMOVE due_at, due_shard, lease_owner, lease_expires_at, awaiting_recovery"
                 ),
                 ConditionExpression="version = :v AND #status = :active",
                 ExpressionAttributeNames={"#status": "status"},
@@ -353,12 +417,17 @@ class InstallationStore:
         revoke_confirmed: bool,
         now: int,
         ttl: int,
+        recoveries: tuple[str, ...] = (),
     ) -> int | None:
-        """Crypto-shred: delete the ciphertext (and any recovery record), keep a tombstone with a TTL.
+        """Crypto-shred: delete the ciphertext (and the recovery records ``recoveries`` names: those
+        the uninstall revoked), keep a tombstone with a TTL. A record kept meanwhile stays, and the
+        next lease holder revokes it.
 
         ``revoke_confirmed`` says whether UltraCart confirmed the revoke of every token it held.
         Returns the new version, or None when the installation changed since ``expected_version``.
         """
+        names = {"#status": "status", "#ttl": "ttl"} | {f"#k{i}": slot for i, slot in enumerate(recoveries)}
+        slots = "".join(f", #k{i}" for i in range(len(recoveries)))
         answer = if_condition_holds(
             lambda: self._ddb().update_item(
                 TableName=self.table_name,
@@ -366,11 +435,11 @@ class InstallationStore:
                 UpdateExpression=(
                     "SET #status = :gone, version = version + :one, uninstalled_at = :now, "
                     "uninstall_reason = :why, revoke_confirmed = :confirmed, #ttl = :ttl "
-                    "REMOVE tokens, recovery, due_at, due_shard, lease_owner, lease_expires_at, "
-                    "revoke_pending_since"
+                    f"REMOVE tokens, {LEGACY_RECOVERY}, due_at, due_shard, lease_owner, lease_expires_at, "
+                    f"revoke_pending_since, awaiting_recovery{slots}"
                 ),
                 ConditionExpression="version = :v",
-                ExpressionAttributeNames={"#status": "status", "#ttl": "ttl"},
+                ExpressionAttributeNames=names,
                 ExpressionAttributeValues={
                     ":gone": {"S": UNINSTALLED},
                     ":v": {"N": str(expected_version)},
@@ -394,8 +463,9 @@ class InstallationStore:
         refreshing the tokens (out of the due index), keep them only for the revoke retries.
 
         ``pending`` (the stored tokens as a recovery record of this generation) is kept beside
-        them: should the merchant reinstall before the revoke succeeds, the install replaces
-        ``tokens`` but not the record, and the next lease holder revokes the old grant.
+        them, unless that generation's slot holds a record already: should the merchant reinstall
+        before the revoke succeeds, the install replaces ``tokens`` but not the record, and the
+        next lease holder revokes the old grant.
         Returns the new version, or None when the installation changed since ``expected_version``.
         """
         sets = (
@@ -408,16 +478,18 @@ class InstallationStore:
             ":one": {"N": "1"},
             ":now": {"N": str(now)},
         }
+        names = {"#status": "status"}
         if pending is not None:
-            sets += ", recovery = :pending"
+            sets += ", #slot = if_not_exists(#slot, :pending)"
             values[":pending"] = pending.as_attribute()
+            names["#slot"] = pending.attribute
         answer = if_condition_holds(
             lambda: self._ddb().update_item(
                 TableName=self.table_name,
                 Key=merchant_key(merchant_id),
                 UpdateExpression=sets + " REMOVE due_at, due_shard",
                 ConditionExpression="version = :v",
-                ExpressionAttributeNames={"#status": "status"},
+                ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
                 ReturnValues="UPDATED_NEW",
             )
@@ -426,82 +498,17 @@ class InstallationStore:
             return None
         return number(answer["Attributes"], "version")
 
-    # -- tokens that could not be written (recovery record) --------------------------------
-
-    def keep_recovery(self, merchant_id: str, recovery: Recovery, *, now: int) -> None:
-        """Keep tokens UltraCart issued beside the installation (no version condition: it is a
-        side slot that the next lease holder reconciles). The item is put back in the due index
-        (due now), so the planner brings it to a worker soon. Raises AWS errors."""
-        self._ddb().update_item(
-            TableName=self.table_name,
-            Key=merchant_key(merchant_id),
-            UpdateExpression="SET recovery = :r, due_at = :now, due_shard = :shard",
-            ConditionExpression="attribute_exists(pk)",
-            ExpressionAttributeValues={
-                ":r": recovery.as_attribute(),
-                ":now": {"N": str(now)},
-                ":shard": {"S": due_shard(merchant_id, self.shards)},
-            },
-        )
-
-    def clear_recovery(self, merchant_id: str, *, issued_at: int, active: bool) -> None:
-        """Forget a recovery record once it was adopted or revoked (only that one); an inactive
-        installation also leaves the due index it was put in for the record."""
-        removes = "REMOVE recovery" + ("" if active else ", due_at, due_shard")
-        if_condition_holds(
-            lambda: self._ddb().update_item(
-                TableName=self.table_name,
-                Key=merchant_key(merchant_id),
-                UpdateExpression=removes,
-                ConditionExpression="recovery.issued_at = :t",
-                ExpressionAttributeValues={":t": {"N": str(issued_at)}},
-            )
-        )
-
-    # -- events that could not be published (a small outbox on the item) -------------------
-
-    def park_events(self, merchant_id: str, *, events: str, version: int, active: bool, now: int) -> bool:
-        """Keep events EventBridge refused (a JSON list, oldest first) on the item, for a later relay.
-
-        An inactive installation is put back in the due index (due now) so the planner brings
-        it to a worker; an active one is relayed at its next refresh. False if the state moved on.
-        """
-        sets = ["pending_event = :e"]
-        values: dict[str, Any] = {":e": {"S": events}, ":v": {"N": str(version)}}
-        if not active:
-            sets += ["due_at = :now", "due_shard = :shard"]
-            values[":now"] = {"N": str(now)}
-            values[":shard"] = {"S": due_shard(merchant_id, self.shards)}
-        answer = if_condition_holds(
-            lambda: self._ddb().update_item(
-                TableName=self.table_name,
-                Key=merchant_key(merchant_id),
-                UpdateExpression="SET " + ", ".join(sets),
-                ConditionExpression="version = :v",
-                ExpressionAttributeValues=values,
-            )
-        )
-        return answer is not None
-
-    def clear_event(self, merchant_id: str, *, version: int, active: bool) -> None:
-        """The parked event was published: forget it (and, when inactive, the due entry and lease)."""
-        removes = ["pending_event"]
-        if not active:
-            removes += ["due_at", "due_shard", "lease_owner", "lease_expires_at"]
-        if_condition_holds(
-            lambda: self._ddb().update_item(
-                TableName=self.table_name,
-                Key=merchant_key(merchant_id),
-                UpdateExpression="REMOVE " + ", ".join(removes),
-                ConditionExpression="version = :v",
-                ExpressionAttributeValues={":v": {"N": str(version)}},
-            )
-        )
-
     # -- refresh lease ----------------------------------------------------------------------
 
     def lease(
-        self, merchant_id: str, *, owner: str, now: int, until: int, due_before: int | None = None
+        self,
+        merchant_id: str,
+        *,
+        owner: str,
+        now: int,
+        until: int,
+        due_before: int | None = None,
+        through_hold: bool = False,
     ) -> Lease:
         """Take the merchant's lease until ``until`` (conditional write; owner + expiry, never TTL).
 
@@ -511,18 +518,13 @@ class InstallationStore:
         the take (no separate read). Raises :class:`LeaseBusyError` when another owner holds an
         unexpired lease, :class:`NotInstalledError` when there is no installation and, when
         ``due_before`` is given, :class:`NotDueError` when it is no longer due.
+
+        ``through_hold``: a ``hold:`` lease does not stand in the way (a queued message the hold
+        must not keep waiting: the recovery it waits for, an uninstall, a replaced grant's revoke).
+        A lease the previous holder left behind (not a hold) is recorded on the item as the
+        dead-holder evidence (``awaiting_recovery``), which no release removes.
         """
-        condition = (
-            "attribute_exists(pk) AND (attribute_not_exists(lease_expires_at) OR lease_expires_at <= :now)"
-        )
-        values: dict[str, Any] = {
-            ":owner": {"S": owner},
-            ":now": {"N": str(now)},
-            ":until": {"N": str(until)},
-        }
-        if due_before is not None:
-            condition += " AND due_at <= :due"
-            values[":due"] = {"N": str(due_before)}
+        condition, values = _lease_condition(owner, now, until, due_before, through_hold=through_hold)
         try:
             # ALL_OLD: the item as it was, which also tells whether a previous holder left its
             # lease behind (it died, ran out of time or could not write) and until when.
@@ -546,7 +548,7 @@ class InstallationStore:
                 # Our own take was applied and its answer lost (a timeout, then botocore's retry).
                 return Lease(self, dataclasses.replace(current, previous_lease_until=None), owner)
             if due_before is None or current.lease_held(now):
-                raise LeaseBusyError(merchant_id) from None
+                raise LeaseBusyError(merchant_id, until=current.lease_expires_at) from None
             raise NotDueError(merchant_id) from None
         before = Installation.from_item(answer["Attributes"])
         installation = dataclasses.replace(
@@ -556,7 +558,7 @@ class InstallationStore:
             previous_lease_until=before.lease_expires_at if before.lease_owner else None,
             previous_lease_owner=before.lease_owner,
         )
-        return Lease(self, installation, owner)
+        return Lease(self, self._note_dead_holder(installation, owner), owner)
 
     def release_lease(self, merchant_id: str, *, owner: str) -> None:
         """Release the lease if we still own it (a no-op otherwise)."""
@@ -570,20 +572,22 @@ class InstallationStore:
             )
         )
 
-    def hold_lease(self, merchant_id: str, *, owner: str, until: int) -> bool:
-        """Keep our lease until ``until`` under a ``hold:`` owner (nobody else acts on the merchant
-        meanwhile, and whoever takes it next knows it was a deliberate hold, not a dead holder)."""
-        answer = if_condition_holds(
-            lambda: self._ddb().update_item(
-                TableName=self.table_name,
-                Key=merchant_key(merchant_id),
-                UpdateExpression="SET lease_owner = :hold, lease_expires_at = :until",
-                ConditionExpression="lease_owner = :owner",
-                ExpressionAttributeValues={
-                    ":owner": {"S": owner},
-                    ":hold": {"S": HOLD_PREFIX + owner},
-                    ":until": {"N": str(until)},
-                },
-            )
-        )
-        return answer is not None
+
+def _lease_condition(
+    owner: str, now: int, until: int, due_before: int | None, *, through_hold: bool
+) -> tuple[str, dict[str, Any]]:
+    """The lease take's condition and values (see :meth:`InstallationStore.lease`)."""
+    free = "attribute_not_exists(lease_expires_at) OR lease_expires_at <= :now"
+    values: dict[str, Any] = {
+        ":owner": {"S": owner},
+        ":now": {"N": str(now)},
+        ":until": {"N": str(until)},
+    }
+    if through_hold:
+        free += " OR begins_with(lease_owner, :hold)"
+        values[":hold"] = {"S": HOLD_PREFIX}
+    condition = f"attribute_exists(pk) AND ({free})"
+    if due_before is not None:
+        condition += " AND due_at <= :due"
+        values[":due"] = {"N": str(due_before)}
+    return condition, values
