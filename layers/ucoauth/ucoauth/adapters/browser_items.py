@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class AccountLink:
     """What an install session carries to the installation it completes (no secret but the
     session's digest, kept out of ``repr``)."""
@@ -71,7 +71,7 @@ def link_of(item: dict[str, Any]) -> AccountLink | None:
     )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class ConsumedState:
     """What a consumed state said: when it was issued, and the session it was bound to."""
 

@@ -86,7 +86,7 @@ def device_code_context(authorization_id: str) -> dict[str, str]:
     return {"authorization_id": authorization_id, "purpose": DEVICE_CODE_PURPOSE}
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
 class DataKey:
     """A data key KMS generated for one merchant: the key itself (in memory only, never logged)
     and the same key wrapped by KMS under the merchant's encryption context (stored beside the

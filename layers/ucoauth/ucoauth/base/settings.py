@@ -100,7 +100,7 @@ def _scope(value: str) -> str:
 # -- how a field is read ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
 class Variable:
     """How one field of a section is read from the environment.
 
@@ -204,7 +204,7 @@ def runtime(*names: str, default: str) -> Any:
 # -- sections --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
 class Section:
     """A group of variables that go together: declared once, parsed together, given together."""
 
@@ -319,7 +319,7 @@ class Pages:
 
 
 @_section("links")
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class Links:
     """the stack's own browser addresses: the OAuth redirect URI, and the install page next to it
     (the browser's pages, and the install links POST /install-sessions answers)"""
@@ -395,7 +395,7 @@ def _origins(raw: str) -> tuple[str, ...]:
 
 
 @_section("sessions")
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class Sessions:
     """install sessions: linking an installation to the app's own account"""
 

@@ -45,7 +45,7 @@ UPSTREAM_RETRY_SECONDS = 30  # UltraCart failing (5xx, 429, timeouts)
 KEY_RETRY_SECONDS = 30  # KMS refused the key: alarmed, an operator's to fix
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False, repr=False)
 class Answer:
     """A JSON error answer: status, ``{"error": code}``, and ``Retry-After`` (fixed seconds, or the
     error's own ``retry_after`` with ``retry_from_error``); ``log`` is logged as an error."""

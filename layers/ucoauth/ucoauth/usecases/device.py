@@ -302,7 +302,7 @@ def device_store(services: Services) -> DeviceAuthorizationStore:
 # -- starting an authorization ------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
 class DeviceStart:
     """What the device shows (the user code, the URI) and the id it asks about. Never logged."""
 
@@ -450,7 +450,7 @@ def poll_device_authorization(
     return poll.run()
 
 
-@dataclass
+@dataclass(eq=False, repr=False)
 class _Poll:
     services: Services
     store: DeviceAuthorizationStore

@@ -36,7 +36,7 @@ SESSION_ID = re.compile(r"ses_[A-Za-z0-9_-]{16}")
 _FIELDS = frozenset({"app_account_id", "return_url", "metadata"})
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class SessionRequest:
     """A validated ``POST /install-sessions`` body."""
 

@@ -37,7 +37,7 @@ def recovery_slot(generation: int) -> str:
     return f"{RECOVERY_PREFIX}{generation}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Recovery:
     """Tokens UltraCart issued that could not be written to the installation, kept encrypted.
 
@@ -112,7 +112,7 @@ def parse_installation_id(value: object) -> tuple[str, int] | None:
     return (matched.group(1), int(matched.group(2))) if matched else None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Installation:
     """A merchant's installation as stored (the tokens stay encrypted)."""
 
@@ -221,7 +221,7 @@ class Installation:
         return self.lease_owner is not None and (self.lease_expires_at or 0) > now
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class TokenFields:
     """What a token write stores besides the ciphertext."""
 
@@ -237,7 +237,7 @@ class TokenFields:
     previous_used_at: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Replaced:
     """Tokens a reinstall took off the item: a grant still live at UltraCart until revoked."""
 
