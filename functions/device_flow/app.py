@@ -8,6 +8,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from ucoauth.adapters.browser_items import AccountLink
+from ucoauth.adapters.devices import is_authorization_id
 from ucoauth.adapters.services import get_services
 from ucoauth.base.errors import PermanentUltraCartError
 from ucoauth.base.observability import logger, metrics
@@ -16,11 +17,7 @@ from ucoauth.base.validation import BadInput, is_scope
 from ucoauth.edges.api_errors import Answer, answer_errors
 from ucoauth.edges.resolver import APIGatewayHttpResolver, Response
 from ucoauth.edges.web import json_error, json_response, raw_body
-from ucoauth.usecases.device import (
-    device_status,
-    is_authorization_id,
-    start_device_authorization,
-)
+from ucoauth.usecases.device import device_status, start_device_authorization
 from ucoauth.usecases.install_sessions import parse_request
 
 app = APIGatewayHttpResolver()

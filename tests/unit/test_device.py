@@ -13,6 +13,7 @@ from devstack.resources import LocalResources
 from tests.support.clock import Clock
 from tests.support.fake_ultracart import FakeUltraCart, transient
 from tests.support.installs import install, stored_tokens
+from ucoauth.adapters import devices
 from ucoauth.adapters.services import Services
 from ucoauth.base.errors import (
     BudgetExhaustedError,
@@ -77,7 +78,7 @@ def test_start_asks_ultracart_once_stores_no_code_and_queues_poll_zero_at_the_in
     assert fake_uc.devices[code]["scope"] == "crm"
     assert queued == [(started, 0, 5)]
     raw = services.installations._ddb().get_item(
-        TableName=aws.table_name, Key=device.DeviceAuthorizationStore.key(started)
+        TableName=aws.table_name, Key=devices.DeviceAuthorizationStore.key(started)
     )["Item"]
     dumped = json.dumps(raw, default=str)
     assert code not in dumped and str(fake_uc.devices[code]["user_code"]) not in dumped
@@ -209,7 +210,7 @@ def test_a_redelivery_after_a_crash_past_the_install_ends_installed(
         raise RuntimeError("the worker died")
 
     with monkeypatch.context() as patch:
-        patch.setattr(device.DeviceAuthorizationStore, "finish", crash)
+        patch.setattr(devices.DeviceAuthorizationStore, "finish", crash)
         with pytest.raises(RuntimeError):
             poll(services, clock, started, 0)
     # The message comes back after its visibility timeout, the claim has lapsed by then
@@ -269,7 +270,7 @@ def test_a_retried_claim_whose_first_attempt_landed_is_ours(
     first = store.claim(started, seq=0, owner="me", now=now, until=now + 60)
     again = store.claim(started, seq=0, owner="me", now=now, until=now + 60)
     assert again.poll_seq == first.poll_seq == 0 and again.claim_owner == "me"
-    with pytest.raises(device.PollSkipped) as other:
+    with pytest.raises(devices.PollSkipped) as other:
         store.claim(started, seq=0, owner="someone else", now=now, until=now + 60)
     assert other.value.reason == "busy"
 
@@ -300,7 +301,7 @@ def test_a_failed_note_of_the_merchant_still_stores_the_approved_grant(
     def throttled(*args: Any, **kwargs: Any) -> bool:
         raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException"}}, "UpdateItem")
 
-    monkeypatch.setattr(device.DeviceAuthorizationStore, "note_merchant", throttled)
+    monkeypatch.setattr(devices.DeviceAuthorizationStore, "note_merchant", throttled)
     assert poll(services, clock, started, 0) == "installed"
     assert stored_tokens(services, "DEVN1").refresh_token in fake_uc.live_grants("DEVN1")
     assert device_status(services, started) == {"status": "installed", "merchant_id": "DEVN1"}
