@@ -92,11 +92,36 @@ class InstallationReads:
     ) -> tuple[list[Item], Item | None]:
         """Up to ``limit`` installations of one status in merchant order (``StatusIndex``), from
         ``start`` (a previous page's last key); returns them and the key to go on from."""
+        key = ("#status = :s", {":s": {"S": status}})
+        return self._index_page(
+            STATUS_INDEX, key, limit=limit, start=start, attributes=attributes, stats=stats
+        )
+
+    def account_page(
+        self, app_account_id: str, *, limit: int, start: Item | None, attributes: tuple[str, ...]
+    ) -> tuple[list[Item], Item | None]:
+        """Up to ``limit`` installations linked to one of the app's accounts, in merchant order
+        (``AccountIndex``), from ``start``; returns them and the key to go on from."""
+        key = ("app_account_id = :a", {":a": {"S": app_account_id}})
+        return self._index_page(ACCOUNT_INDEX, key, limit=limit, start=start, attributes=attributes)
+
+    def _index_page(
+        self,
+        index: str,
+        key: tuple[str, dict[str, Any]],
+        *,
+        limit: int,
+        start: Item | None,
+        attributes: tuple[str, ...],
+        stats: dict[str, int] | None = None,
+    ) -> tuple[list[Item], Item | None]:
+        """One Query of an index (its key condition and values), from ``start``; counted in
+        ``stats`` (queries, items read) when given."""
         kwargs: dict[str, Any] = {
             "TableName": self.table_name,
-            "IndexName": STATUS_INDEX,
-            "KeyConditionExpression": "#status = :s",
-            "ExpressionAttributeValues": {":s": {"S": status}},
+            "IndexName": index,
+            "KeyConditionExpression": key[0],
+            "ExpressionAttributeValues": key[1],
             "Limit": limit,
             **_projection(attributes),
         }
@@ -106,25 +131,6 @@ class InstallationReads:
         if stats is not None:
             stats["queries"] = stats.get("queries", 0) + 1
             stats["read"] = stats.get("read", 0) + page.get("ScannedCount", 0)
-        last = page.get("LastEvaluatedKey")
-        return [dict(item) for item in page.get("Items", [])], dict(last) if last else None
-
-    def account_page(
-        self, app_account_id: str, *, limit: int, start: Item | None, attributes: tuple[str, ...]
-    ) -> tuple[list[Item], Item | None]:
-        """Up to ``limit`` installations linked to one of the app's accounts, in merchant order
-        (``AccountIndex``), from ``start``; returns them and the key to go on from."""
-        kwargs: dict[str, Any] = {
-            "TableName": self.table_name,
-            "IndexName": ACCOUNT_INDEX,
-            "KeyConditionExpression": "app_account_id = :a",
-            "ExpressionAttributeValues": {":a": {"S": app_account_id}},
-            "Limit": limit,
-            **_projection(attributes),
-        }
-        if start is not None:
-            kwargs["ExclusiveStartKey"] = start
-        page = self._ddb().query(**kwargs)
         last = page.get("LastEvaluatedKey")
         return [dict(item) for item in page.get("Items", [])], dict(last) if last else None
 
