@@ -216,7 +216,16 @@ class Section:
 
     def parse(self, env: Mapping[str, str]) -> Any:
         """The section's values from ``env``; raises naming the first bad variable."""
-        return self.values(**{name: variable.read(env) for name, variable in self.fields.items()})
+        return self.build({name: variable.read(env) for name, variable in self.fields.items()})
+
+    def build(self, values: Mapping[str, Any]) -> Any:
+        """The section's frozen dataclass holding ``values`` (one for each field). Sections are
+        declared without a generated ``__init__`` (``init=False``): compiling one costs about 1 M
+        instructions at every cold start, and nothing but this builds a section."""
+        built: Any = object.__new__(self.values)
+        for name in self.fields:
+            object.__setattr__(built, name, values[name])
+        return built
 
 
 # Every section, in the order the docs list them. Each variable is declared in exactly one.
@@ -241,7 +250,7 @@ def _section[C: type](name: str) -> Callable[[C], C]:
 
 
 @_section("core")
-@dataclass(frozen=True, eq=False, repr=False)
+@dataclass(frozen=True, eq=False, repr=False, init=False)
 class Core:
     """every function (the template's Globals): the table, the key, the stage, observability"""
 
@@ -260,7 +269,7 @@ class Core:
 
 
 @_section("events")
-@dataclass(frozen=True, eq=False, repr=False)
+@dataclass(frozen=True, eq=False, repr=False, init=False)
 class Events:
     """publishing events"""
 
@@ -268,7 +277,7 @@ class Events:
 
 
 @_section("ultracart")
-@dataclass(frozen=True, eq=False, repr=False)
+@dataclass(frozen=True, eq=False, repr=False, init=False)
 class UltraCart:
     """calling UltraCart: the client and the one budget every call takes from"""
 
@@ -289,7 +298,7 @@ class UltraCart:
 
 
 @_section("tokens")
-@dataclass(frozen=True, eq=False, repr=False)
+@dataclass(frozen=True, eq=False, repr=False, init=False)
 class Tokens:
     """storing and serving tokens: when a stored token is due, when it is refreshed inline"""
 
@@ -305,7 +314,7 @@ class Tokens:
 
 
 @_section("pages")
-@dataclass(frozen=True, eq=False, repr=False)
+@dataclass(frozen=True, eq=False, repr=False, init=False)
 class Pages:
     """the merchant's browser: install, callback and the pages"""
 
@@ -319,7 +328,7 @@ class Pages:
 
 
 @_section("links")
-@dataclass(frozen=True, eq=False, repr=False)
+@dataclass(frozen=True, eq=False, repr=False, init=False)
 class Links:
     """the stack's own browser addresses: the OAuth redirect URI, and the install page next to it
     (the browser's pages, and the install links POST /install-sessions answers)"""
@@ -330,7 +339,7 @@ class Links:
 
 
 @_section("refresh")
-@dataclass(frozen=True, eq=False, repr=False)
+@dataclass(frozen=True, eq=False, repr=False, init=False)
 class Refresh:
     """scheduled refresh: the refresh queue (also where issued tokens that could not be stored are
     kept), the global pace and the planner's schedule"""
@@ -342,7 +351,7 @@ class Refresh:
 
 
 @_section("uninstall")
-@dataclass(frozen=True, eq=False, repr=False)
+@dataclass(frozen=True, eq=False, repr=False, init=False)
 class Uninstall:
     """uninstalls: the revoke queue, how long a revoke is retried, how long tombstones stay"""
 
@@ -352,7 +361,7 @@ class Uninstall:
 
 
 @_section("webhook")
-@dataclass(frozen=True, eq=False, repr=False)
+@dataclass(frozen=True, eq=False, repr=False, init=False)
 class Webhook:
     """verifying signed uninstall webhooks"""
 
@@ -360,7 +369,7 @@ class Webhook:
 
 
 @_section("admin")
-@dataclass(frozen=True, eq=False, repr=False)
+@dataclass(frozen=True, eq=False, repr=False, init=False)
 class Admin:
     """the operators' API: the dead-letter queues it reports and redrives"""
 
@@ -369,7 +378,7 @@ class Admin:
 
 
 @_section("device")
-@dataclass(frozen=True, eq=False, repr=False)
+@dataclass(frozen=True, eq=False, repr=False, init=False)
 class Device:
     """the device flow (installs without a redirect): the default scope, the poll queue, the
     device-code key"""
@@ -395,7 +404,7 @@ def _origins(raw: str) -> tuple[str, ...]:
 
 
 @_section("sessions")
-@dataclass(frozen=True, eq=False, repr=False)
+@dataclass(frozen=True, eq=False, repr=False, init=False)
 class Sessions:
     """install sessions: linking an installation to the app's own account"""
 
@@ -537,7 +546,11 @@ class Settings(_Values):
             changed.setdefault(section, {})[name] = value
         parsed = dict(self._parsed)
         for section, new in changed.items():
-            parsed[section] = dataclasses.replace(self.section(section), **new)
+            current = self.section(section)
+            spec = SECTIONS[section]
+            parsed[section] = spec.build(
+                {name: new.get(name, getattr(current, name)) for name in spec.fields}
+            )
         return Settings(self._env, parsed=parsed)
 
     def __setattr__(self, name: str, value: Any) -> None:
