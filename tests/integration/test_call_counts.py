@@ -122,7 +122,7 @@ def test_a_callback_through_an_install_session_costs_one_aws_call_more(
     assert counter.count == 5 + 1 + per_call, counter.calls
     assert counter.by_operation() == {
         "dynamodb.DeleteItem": 1,  # the state (it carries the session's link: no read of it)
-        "kms.Encrypt": 1,
+        "kms.GenerateDataKey": 1,  # the data key the new tokens are sealed with
         # the session marked used, the installation (linked in that same write), the budget
         "dynamodb.UpdateItem": 2 + per_call,
         "events.PutEvents": 1,
