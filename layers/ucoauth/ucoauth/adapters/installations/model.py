@@ -221,7 +221,7 @@ class Installation:
         return self.lease_owner is not None and (self.lease_expires_at or 0) > now
 
 
-@dataclass(frozen=True, slots=True, repr=False)
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
 class TokenFields:
     """What a token write stores besides the ciphertext."""
 
@@ -237,7 +237,7 @@ class TokenFields:
     previous_used_at: int | None = None
 
 
-@dataclass(frozen=True, slots=True, repr=False)
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
 class Replaced:
     """Tokens a reinstall took off the item: a grant still live at UltraCart until revoked."""
 
