@@ -12,6 +12,9 @@ lifetime), with the real code: ``ucoauth.usecases.refresh.plan`` every planner i
    capacity alarm watches is above zero run after run) and tokens start to expire unrefreshed;
 3. from the refresh rates of 1, what each reading of UltraCart's limits allows (the budget's
    scope, ``UltraCartBudgetScope``): per application, per merchant's authorization, per IP.
+4. by usage pattern (a merchant's token read every 5 minutes ... never), refreshes against the
+   minimum and the share of reads that waited on an inline refresh; with ``bench.reads`` (in a
+   child process, the local stack) how long such a read takes against a warm one.
 
 Writes docs/CAPACITY.md.
 """
@@ -28,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import ROOT, progress, set_process_aws_env, use_project_paths
+from bench.reads import Latency, measure_in_child
 
 REGION = "us-east-1"
 PLANNER_INTERVAL = 60  # the template's RefreshScheduleRate
@@ -455,7 +459,21 @@ def pattern_rows(patterns: dict[tuple[str, int], Run]) -> list[tuple[str, int, f
     return rows
 
 
-def patterns_section(patterns: dict[tuple[str, int], Run]) -> list[str]:
+def reads_section(reads: list[Latency]) -> list[str]:
+    """How long a read takes in the local stack, by what it had to do (bench.reads)."""
+    lines = [
+        "How long a token read takes, measured in the local stack (`python -m bench.reads`: the token",
+        "API's handler over HTTP to moto's server and the sandbox, which answers at once; in",
+        "production UltraCart's own time adds to a read that waits on an inline refresh):",
+        "",
+        "| read | reads | p50 | p99 |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {r.kind} | {r.reads} | {r.p50_ms:.1f} ms | {r.p99_ms:.1f} ms |" for r in reads]
+    return [*lines, ""]
+
+
+def patterns_section(patterns: dict[tuple[str, int], Run], reads: list[Latency] | None = None) -> list[str]:
     lines = [
         "## Capacity by usage pattern",
         "",
@@ -490,10 +508,16 @@ def patterns_section(patterns: dict[tuple[str, int], Run]) -> list[str]:
         "inside the 60 s inline margin. That window is what a token in use costs above the minimum.",
         "",
     ]
-    return lines
+    return lines + (reads_section(reads) if reads else [])
 
 
-def render(patterns: dict[tuple[str, int], Run], past: list[Run], scaled_daily: int, seconds: float) -> str:
+def render(
+    patterns: dict[tuple[str, int], Run],
+    past: list[Run],
+    scaled_daily: int,
+    seconds: float,
+    reads: list[Latency] | None = None,
+) -> str:
     rates = {lifetime: run for (name, lifetime), run in patterns.items() if name == "every 5 minutes"}
     lines = [
         "# Capacity",
@@ -506,7 +530,7 @@ def render(patterns: dict[tuple[str, int], Run], past: list[Run], scaled_daily: 
         f"  fake UltraCart with strict rotation; the planner runs every {PLANNER_INTERVAL} s, the pace",
         "  and the budget are the template's defaults unless a row says otherwise.",
         "",
-        *patterns_section(patterns),
+        *patterns_section(patterns, reads),
         "## How many merchants in constant use a token lifetime allows",
         "",
         "Every UltraCart call the stack makes counts against one budget (1,000",
@@ -554,10 +578,11 @@ def render(patterns: dict[tuple[str, int], Run], past: list[Run], scaled_daily: 
         "",
         "What happens past capacity: the budget is never exceeded (UltraCart is never asked for more",
         "than its limits), so refreshes wait. The planner queues at most what the budget has left and",
-        "counts the rest as `RefreshBacklog`; the `RefreshBacklogAlarm` fires when every run for 15",
-        "minutes (three 5-minute periods) leaves installations behind. The refresh window (4 minutes)",
-        "is shorter: by then tokens in use have begun to expire, and their reads refresh inline while",
-        "the budget lasts. Once the daily budget is spent, due tokens",
+        "counts the rest as `RefreshBacklog`; the `RefreshBacklogAlarm` fires when every run for 3",
+        "minutes (three 1-minute periods with the default planner; three 5-minute periods with a slower",
+        "one) leaves installations behind: inside the refresh window (4 minutes), before tokens in use",
+        "expire. Past that their reads refresh inline while the budget lasts. Once the daily budget",
+        "is spent, due tokens",
         "expire and wait for the next UTC day; the token API then answers 503 with `Retry-After` for an",
         "expired token rather than exceeding the budget, and serves a still-valid stored token as usual.",
         "",
@@ -581,6 +606,8 @@ def main(argv: list[str] | None = None) -> int:
 
     warnings.filterwarnings("ignore")
     started = time.monotonic()
+    progress("capacity: token reads' latency in the local stack (bench.reads)")
+    reads = measure_in_child()
     patterns: dict[tuple[str, int], Run] = {}
     for lifetime in (3600, 86_400):
         for name, (period, days) in PATTERNS.items():
@@ -599,7 +626,7 @@ def main(argv: list[str] | None = None) -> int:
         count = max(1, round(cap * share))
         progress(f"capacity: {count} merchants on a {scaled_daily}/day budget")
         past.append(simulate(3600, count, 1.0, daily=scaled_daily, hourly=scaled_hourly, watch_expiry=True))
-    args.output.write_text(render(patterns, past, scaled_daily, time.monotonic() - started))
+    args.output.write_text(render(patterns, past, scaled_daily, time.monotonic() - started, reads))
     progress(f"capacity: wrote {args.output}")
     return 0
 

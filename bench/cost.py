@@ -10,6 +10,7 @@ Change a constant, run it again.
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,14 +42,18 @@ class Operation:
     name: str
     reads: int  # DynamoDB read units (GetItem, Query: items under 4 KB, one unit each)
     writes: int  # DynamoDB write units (UpdateItem, PutItem: items under 1 KB, one unit each)
-    kms: int
+    kms: float
     sqs: int
     seconds: float  # Lambda duration assumed (warm), for the GB-seconds line
 
 
-TOKEN_READ = Operation("GET /tokens, warm", reads=1, writes=0, kms=1, sqs=0, seconds=0.03)
+# A warm read finds its data key in the container's cache: one GetItem. A read whose key is not
+# cached adds one KMS Decrypt (KEY_OPEN): how many there are is key_opens_per_day below.
+TOKEN_READ = Operation("GET /tokens, warm", reads=1, writes=0, kms=0, sqs=0, seconds=0.03)
+KEY_OPEN = Operation("data key opened (cache missed)", reads=0, writes=0, kms=1, sqs=0, seconds=0.01)
 FIRST_READ = Operation("first read of a lifetime (extra)", reads=0, writes=1, kms=0, sqs=0, seconds=0.01)
-# Lease, pace, budget unit and line given back, token write; decrypt and encrypt; the planner's
+# Lease, pace, budget unit and line given back, token write; decrypt and a new data key (the
+# writer does not cache the key it generates; the worker's decrypt rarely finds its key); the planner's
 # batched send (1/10), the worker's receive and delete. Lambda waits for UltraCart: 0.5 s assumed.
 REFRESH = Operation("refresh (worker)", reads=0, writes=4, kms=2, sqs=3, seconds=0.5)
 INLINE = Operation("refresh inline (token API)", reads=1, writes=3, kms=2, sqs=0, seconds=0.5)
@@ -74,7 +79,9 @@ def lines_for(s: Scenario) -> dict[str, float]:
     refreshes = n * s.refreshes_per_day * month
     inline, ahead = refreshes * s.inline_share, refreshes * (1 - s.inline_share)
     first_reads = refreshes  # one use recorded per lifetime (at most)
-    ops = [(TOKEN_READ, reads), (FIRST_READ, first_reads), (REFRESH, ahead), (INLINE, inline)]
+    opens = n * key_opens_per_day(s) * month
+    ops = [(TOKEN_READ, reads), (KEY_OPEN, opens), (FIRST_READ, first_reads)]
+    ops += [(REFRESH, ahead), (INLINE, inline)]
     ops.append((PLANNER_RUN, PLANNER_RUNS_PER_MONTH))
     invocations = reads + ahead + PLANNER_RUNS_PER_MONTH
     gb_seconds = sum(op.seconds * count for op, count in ops) * MEMORY_GB
@@ -90,22 +97,35 @@ def lines_for(s: Scenario) -> dict[str, float]:
     }
 
 
-# The data-key cache's estimate (not built): its maximum age and the containers that miss it.
+# The data-key cache (parameter DataKeyCacheSeconds): its default age, and how many warm token-API
+# containers each merchant's reads are spread over (an assumption: Lambda keeps one or two warm at
+# these rates, ~1 and ~12 reads a second, and replaces them every few hours).
 CACHE_AGE = 3600
-CONTAINERS = 1
+CONTAINERS = 2
 
 
-def decrypts_per_day(reads_per_day: float = 100) -> float:
-    return min(reads_per_day, CONTAINERS * 86_400 / CACHE_AGE)
+def key_opens_per_day(s: Scenario) -> float:
+    """KMS Decrypts a merchant's reads make a day: each container opens each data key once per
+    cache age while the key lasts (a new one comes with every refresh), never more than reads."""
+    if CACHE_AGE <= 0:
+        return s.reads_per_day
+    key_life = 86_400 / s.refreshes_per_day
+    per_container = s.refreshes_per_day * math.ceil(key_life / CACHE_AGE)
+    return min(s.reads_per_day, CONTAINERS * per_container)
 
 
-def cache_saving(reads_per_day: float = 100) -> float:
-    return 1 - decrypts_per_day(reads_per_day) / reads_per_day
+def kms_for_reads(s: Scenario, *, cached: bool = True) -> float:
+    """USD a month of the KMS Decrypts the token reads make (with the cache, or one per read)."""
+    per_day = key_opens_per_day(s) if cached else s.reads_per_day
+    return s.merchants * per_day * DAYS / 1e4 * KMS_PER_10K_REQUESTS
 
 
-def kms_reads(s: Scenario) -> float:
-    """USD a month of the one KMS Decrypt each warm token read makes today."""
-    return s.merchants * s.reads_per_day * DAYS * TOKEN_READ.kms / 1e4 * KMS_PER_10K_REQUESTS
+def _kms_row(label: str, refreshes: float) -> str:
+    one, ten = Scenario(1000, 100, refreshes, 0.0), Scenario(10_000, 100, refreshes, 0.0)
+    return (
+        f"| {label} | {key_opens_per_day(one):.1f} | ${kms_for_reads(one):,.2f} | ${kms_for_reads(ten):,.2f} "
+        f"| ${kms_for_reads(one, cached=False):,.2f} and ${kms_for_reads(ten, cached=False):,.2f} |"
+    )
 
 
 SCENARIOS = {
@@ -127,9 +147,10 @@ def render() -> str:
         "  keys). SQS standard: $0.40 per million requests. EventBridge Scheduler: $1 per million",
         "  invocations; custom events $1 per million. API Gateway HTTP API: $1 per million requests.",
         "- Calls per operation as the tests count them (tests/integration/test_call_counts.py,",
-        "  docs/BENCHMARKS.md), in the default budget scope: a warm `GET /tokens` is 1 `GetItem` and",
-        "  1 KMS `Decrypt`; the first read of each token lifetime adds one conditional `UpdateItem`;",
-        "  a refresh is 4 `UpdateItem`, 1 `Decrypt`, 1 `Encrypt` and about 3 SQS requests; a planner",
+        "  docs/BENCHMARKS.md), in the default budget scope: a warm `GET /tokens` is 1 `GetItem` (its",
+        "  data key is in the container's memory); a read whose key is not adds 1 KMS `Decrypt`; the",
+        "  first read of each token lifetime adds one conditional `UpdateItem`; a refresh is 4",
+        "  `UpdateItem`, 1 `Decrypt`, 1 `GenerateDataKey` and about 3 SQS requests; a planner",
         "  run is 2 `GetItem` and one `Query` per DueIndex shard (8), every minute.",
         "- Lambda durations are assumed, not measured: 30 ms for a warm token read, 0.5 s for a refresh",
         "  (most of it waiting for UltraCart), 0.1 s for a planner run. CloudWatch (logs, metrics,",
@@ -143,30 +164,36 @@ def render() -> str:
             out.append(f"| {service} | ${rows[1000][service]:,.2f} | ${rows[10_000][service]:,.2f} |")
         totals = {n: sum(rows[n].values()) for n in rows}
         out += [f"| **total** | **${totals[1000]:,.2f}** | **${totals[10_000]:,.2f}** |", ""]
-    s1, s10 = Scenario(1000, 100, 1.06, 0.0), Scenario(10_000, 100, 1.06, 0.0)
     out += [
         "With 1-hour tokens, merchants read every 15 minutes are refreshed about 25.8 times a day:",
         "UltraCart's budget (8,100 background calls a day by default) keeps about 314 of them",
         "(docs/CAPACITY.md); 1,000 or 10,000 need the `merchant` budget scope (if UltraCart counts",
         "per merchant) or longer-lived tokens. The AWS side is priced here whatever UltraCart allows.",
         "",
-        "## The KMS line and a data-key cache (an estimate, not built)",
+        "## The KMS line and the data-key cache",
         "",
-        f"Today each warm `GET /tokens` makes one KMS `Decrypt`: ${kms_reads(s1):,.2f} a month at 1,000",
-        f"merchants and ${kms_reads(s10):,.2f} at 10,000 (100 reads a merchant a day). With envelope",
-        "encryption and each installation's decrypted data key cached in memory (bounded in age), a",
-        "warm read makes no KMS call; a `Decrypt` remains per data key per Lambda container per cache",
-        f"age. Computed estimate, assuming a {CACHE_AGE // 60}-minute cache age and {CONTAINERS} warm",
-        f"token-API container(s) serving each merchant: at most {decrypts_per_day():.0f} `Decrypt` a",
-        f"merchant a day instead of 100, saving ${kms_reads(s1) * cache_saving():,.2f} and",
-        f"${kms_reads(s10) * cache_saving():,.2f} a month ({cache_saving():.0%} of that line). Update",
-        "`TOKEN_READ.kms` and these two constants here when that cache exists, and run this again.",
+        "Every function that opens tokens keeps the data keys KMS opened in memory for",
+        f"`DataKeyCacheSeconds` ({CACHE_AGE // 60} minutes by default), one per merchant. A read then",
+        "needs KMS only when its container has not opened that merchant's current data key within",
+        "the age: a new key comes with every refresh, and each warm container opens it once. Assumed",
+        f"here: {CONTAINERS} warm token-API containers share each merchant's reads. Token reads' KMS",
+        "a month (100 reads a merchant a day):",
+        "",
+        "| tokens | Decrypts a merchant a day | 1,000 merchants | 10,000 merchants "
+        "| one Decrypt per read (no cache) |",
+        "|---|---|---|---|---|",
+        *(_kms_row(label, r) for label, r in (("1-hour", 25.8), ("24-hour", 1.06))),
+        "",
+        "More containers (bursts, higher rates) open each key more often, up to one Decrypt a read;",
+        "a longer age saves more with long-lived tokens and delays how soon disabling the key stops",
+        "warm reads; `DataKeyCacheSeconds` 0 is the last column.",
         "",
         "## What each parameter changes",
         "",
-        "- **Token reads per merchant** (your services): API Gateway, Lambda, one `GetItem` and one KMS",
-        "  `Decrypt` each; `get_access_token`'s in-memory cache (60 s) cuts reads from your own",
-        "  functions.",
+        "- **Token reads per merchant** (your services): API Gateway, Lambda and one `GetItem` each,",
+        "  plus a KMS `Decrypt` when the data key is not cached; `get_access_token`'s in-memory cache",
+        "  (60 s) cuts reads from your own functions.",
+        "- **`DataKeyCacheSeconds`** (3,600): the table above; 0 makes every read a `Decrypt`.",
         "- **Token lifetime** (UltraCart) and **usage pattern**: refreshes per merchant-day",
         "  (docs/CAPACITY.md), each 4 writes, 2 KMS calls, 3 SQS requests and a Lambda invocation;",
         "  plus one write per lifetime that is read.",

@@ -402,6 +402,7 @@ def test_number_parameters_have_exactly_the_bounds_settings_accepts() -> None:
         assert (spec["Default"], spec.get("MinValue"), spec.get("MaxValue")) == (default, low, high), name
         checked.append(name)
     assert sorted(checked) == [
+        "DataKeyCacheSeconds",
         "DueShards",
         "InlineRefreshMarginSeconds",
         "RefreshMinWindowSeconds",

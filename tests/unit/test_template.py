@@ -780,3 +780,31 @@ def test_the_moto_server_gets_the_same_resources(aws_server: LocalResources) -> 
     environment = aws_server.function_environment("UninstallWebhookFunction")
     secret = boto3.client("secretsmanager").get_secret_value(SecretId=environment["WEBHOOK_SECRET_ARN"])
     assert secret["SecretString"] == aws_server.webhook_secret_value
+
+
+@pytest.mark.parametrize(
+    ("schedule", "latest"),
+    [
+        # The default planner: a token in use is due 4 minutes before it expires and a read refreshes
+        # it inline 60 s before; the alarm must fire inside those 3 minutes, not after them.
+        ("rate(1 minute)", 240 - 60),
+        # A slower planner needs a longer window anyway (its Description): three of its runs.
+        ("rate(5 minutes)", 3 * 300),
+    ],
+)
+def test_the_backlog_alarm_fires_before_a_token_in_use_would_be_refreshed_by_its_reader(
+    schedule: str, latest: int
+) -> None:
+    from devstack.resources import _Resolver, rate_seconds
+
+    template = load_template()
+    values = parameter_values(template, parameters={"RefreshScheduleRate": schedule})
+    pseudo = {"AWS::StackName": "ucoauth", "AWS::NoValue": ""}
+    resolver = _Resolver(template=template, parameters=values, pseudo=pseudo, refs={}, attributes={})
+    alarm = resolver.resolve(template["Resources"]["RefreshBacklogAlarm"]["Properties"])
+    period, periods = int(alarm["Period"]), int(alarm["EvaluationPeriods"])
+    assert alarm["Statistic"] == "Minimum"  # every run in a period left installations behind
+    assert int(alarm.get("DatapointsToAlarm", periods)) == periods
+    assert period * periods <= latest
+    # Each period holds at least one planner run, so a period without one is not a quiet one.
+    assert period >= (rate_seconds(schedule) or 0)

@@ -8,6 +8,11 @@ version (:data:`ENVELOPE`); the associated data names the format, the field and 
 a blob copied onto another merchant's row, or damaged, does not open. A read is one KMS
 ``Decrypt`` of the wrapped key, then local AES-GCM. Blobs of the first format (the tokens
 encrypted by KMS itself) still decrypt; their next write stores the envelope.
+
+A data key KMS opened is kept in memory (:class:`DataKeyCache`): a later read of the same
+envelope in the same process makes no KMS call. One key per merchant, matched by the wrapped
+key's exact bytes (a new write stores a new one, so a new version never meets the old key),
+bounded in count and age, never logged.
 """
 
 from __future__ import annotations
@@ -15,6 +20,9 @@ from __future__ import annotations
 import json
 import os
 import struct
+import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -135,12 +143,94 @@ def _token_set(plaintext: bytes) -> TokenSet:
     return TokenSet(access_token=str(data["a"]), refresh_token=str(refresh) if refresh else None)
 
 
-class TokenCipher:
-    """Seals and opens a merchant's :class:`TokenSet` with data keys of one KMS key."""
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
+class _CachedKey:
+    wrapped: bytes
+    key: bytes
+    opened_at: float
 
-    def __init__(self, key_id: str, kms_client: Callable[[], KMSClient] = aws.kms) -> None:
+
+class DataKeyCache:
+    """Data keys KMS opened, in memory: at most ``max_entries`` (one per merchant, the least
+    recently used goes first), each for at most ``max_age_seconds`` after KMS opened it (0 turns
+    the cache off). A key is served only for the merchant it was opened for and only for the
+    exact wrapped key it came from; a different wrapped key for the merchant (a new version of
+    its tokens) replaces it. Its ``repr`` shows the count alone."""
+
+    MAX_ENTRIES = 10_000  # about 0.5 KB each (a wrapped key, the key, the entry): 5 MB at most
+
+    def __init__(
+        self,
+        max_age_seconds: float = 3600,
+        max_entries: int = MAX_ENTRIES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._max_age = max_age_seconds
+        self._max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[str, _CachedKey] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, merchant_id: str, wrapped: bytes) -> bytes | None:
+        """The key ``wrapped`` opens for ``merchant_id``, if KMS opened it here recently enough."""
+        with self._lock:
+            entry = self._entries.get(merchant_id)
+            if entry is None:
+                return None
+            if entry.wrapped != wrapped or self._clock() - entry.opened_at >= self._max_age:
+                del self._entries[merchant_id]
+                return None
+            self._entries.move_to_end(merchant_id)
+            return entry.key
+
+    def put(self, merchant_id: str, wrapped: bytes, key: bytes) -> None:
+        """Keep the key KMS just opened from ``wrapped`` for ``merchant_id`` (replacing its last)."""
+        if self._max_age <= 0 or self._max_entries <= 0:
+            return
+        with self._lock:
+            self._entries[merchant_id] = _CachedKey(wrapped, key, self._clock())
+            self._entries.move_to_end(merchant_id)
+            while len(self._entries) > self._max_entries:
+                self._entries.popitem(last=False)
+
+    def forget(self, merchant_id: str) -> None:
+        """Drop the merchant's key (its tokens are about to be written anew)."""
+        with self._lock:
+            self._entries.pop(merchant_id, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __repr__(self) -> str:
+        return f"DataKeyCache({len(self._entries)} keys)"
+
+
+class TokenCipher:
+    """Seals and opens a merchant's :class:`TokenSet` with data keys of one KMS key; the keys KMS
+    opened are kept in ``cache`` (none by default; the wiring gives the functions one)."""
+
+    def __init__(
+        self,
+        key_id: str,
+        kms_client: Callable[[], KMSClient] = aws.kms,
+        *,
+        cache: DataKeyCache | Callable[[], DataKeyCache] | None = None,
+    ) -> None:
         self._key_id = key_id
         self._kms = kms_client
+        self._cache = cache
+
+    @property
+    def cache(self) -> DataKeyCache:
+        """The data keys this cipher keeps (built on first use when given as a factory)."""
+        if self._cache is None:
+            self._cache = DataKeyCache(max_age_seconds=0)
+        elif not isinstance(self._cache, DataKeyCache):
+            self._cache = self._cache()
+        return self._cache
+
+    def __repr__(self) -> str:
+        return f"TokenCipher({self._key_id!r})"
 
     def _generate(self, merchant_id: str, purpose: str = PURPOSE) -> tuple[bytes, bytes]:
         """(plaintext key, wrapped key) of a new AES-256 data key; KeyUnavailableError if KMS refuses."""
@@ -164,7 +254,9 @@ class TokenCipher:
 
     def data_key(self, merchant_id: str) -> DataKey:
         """A new data key for ``merchant_id`` (one KMS call): fetched before UltraCart is asked for
-        tokens, so sealing its answer needs no KMS. KeyUnavailableError if KMS refuses."""
+        tokens, so sealing its answer needs no KMS. KeyUnavailableError if KMS refuses. The key
+        cached for the merchant's current tokens is dropped: they are about to be replaced."""
+        self.cache.forget(merchant_id)
         key, wrapped = self._generate(merchant_id)
         return DataKey(merchant_id=merchant_id, wrapped=wrapped, key=key)
 
@@ -174,7 +266,8 @@ class TokenCipher:
         return self.data_key(merchant_id).seal(tokens)
 
     def decrypt(self, merchant_id: str, blob: bytes) -> TokenSet:
-        """The tokens inside ``blob`` (an envelope, or a blob of the first format): one KMS call.
+        """The tokens inside ``blob`` (an envelope, or a blob of the first format): one KMS call,
+        none when the envelope's data key is in the cache.
 
         :class:`KeyUnavailableError` when KMS refuses to work (wrong key id, access denied, a
         disabled or pending key, throttling, an outage): no state may change because of it.
@@ -191,7 +284,10 @@ class TokenCipher:
             self._probe(merchant_id)
             raise self._damaged(merchant_id)
         wrapped, nonce, sealed = parts
-        key = self._unwrap(merchant_id, wrapped)
+        key = self.cache.get(merchant_id, wrapped)
+        if key is None:
+            key = self._unwrap(merchant_id, wrapped)
+            self.cache.put(merchant_id, wrapped, key)
         from cryptography.exceptions import InvalidTag
 
         try:

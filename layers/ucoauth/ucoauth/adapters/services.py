@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from ucoauth.adapters.browser_items import InstallSessionStore, ReceiptStore, StateStore, WebhookIdStore
 from ucoauth.adapters.budget import BudgetedUltraCart, Tier, UltraCartBudget
-from ucoauth.adapters.crypto import TokenCipher
+from ucoauth.adapters.crypto import DataKeyCache, TokenCipher
 from ucoauth.adapters.events import EventPublisher
 from ucoauth.adapters.installations.reads import InstallationReads
 from ucoauth.adapters.installations.store import InstallationStore
@@ -160,7 +160,10 @@ class Services:
             installations=InstallationStore(settings.table_name, shards=settings.due_shards),
             states=StateStore(settings.table_name),
             webhook_ids=WebhookIdStore(settings.table_name),
-            cipher=TokenCipher(settings.kms_key_id),
+            # The data-key cache is built on the first token it opens (its age is a tokens setting).
+            cipher=TokenCipher(
+                settings.kms_key_id, cache=lambda: DataKeyCache(settings.data_key_cache_seconds)
+            ),
             receipts=ReceiptStore(settings.table_name),
         )
 

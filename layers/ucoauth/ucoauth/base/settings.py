@@ -300,7 +300,8 @@ class UltraCart:
 @_section("tokens")
 @dataclass(frozen=True, eq=False, repr=False, init=False)
 class Tokens:
-    """storing and serving tokens: when a stored token is due, when it is refreshed inline"""
+    """storing and serving tokens: when a stored token is due, when it is refreshed inline, how
+    long an opened data key is kept"""
 
     inline_refresh_margin_seconds: int = integer("INLINE_REFRESH_MARGIN_SECONDS", 60, low=0, high=86_400)
     refresh_min_window_seconds: int = integer("REFRESH_MIN_WINDOW_SECONDS", 240, low=0, high=86_400)
@@ -311,6 +312,8 @@ class Tokens:
     assumed_token_lifetime_seconds: int = integer(
         "ASSUMED_TOKEN_LIFETIME_SECONDS", 3600, low=300, high=30 * 86_400
     )
+    # How long a data key KMS opened stays in a function's memory (0: not kept).
+    data_key_cache_seconds: int = integer("DATA_KEY_CACHE_SECONDS", 3600, low=0, high=86_400)
 
 
 @_section("pages")
