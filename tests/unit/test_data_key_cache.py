@@ -152,8 +152,8 @@ def test_the_cache_never_shows_a_key(aws: LocalResources) -> None:
     cipher.decrypt("DEMO1", blob)
     shown = repr(cipher.cache) + str(cipher.cache) + repr(cipher)
     assert shown.count("DEMO1") == 0
-    for entry in cipher.cache._entries.values():
-        assert entry.key.hex() not in shown and repr(entry.key) not in shown
+    for _, key, _ in cipher.cache._entries.values():
+        assert key.hex() not in shown and repr(key) not in shown
 
 
 def test_the_template_default_is_an_hour_and_the_variable_is_bounded() -> None:

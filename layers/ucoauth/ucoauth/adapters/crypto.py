@@ -143,13 +143,6 @@ def _token_set(plaintext: bytes) -> TokenSet:
     return TokenSet(access_token=str(data["a"]), refresh_token=str(refresh) if refresh else None)
 
 
-@dataclass(frozen=True, slots=True, eq=False, repr=False)
-class _CachedKey:
-    wrapped: bytes
-    key: bytes
-    opened_at: float
-
-
 class DataKeyCache:
     """Data keys KMS opened, in memory: at most ``max_entries`` (one per merchant, the least
     recently used goes first), each for at most ``max_age_seconds`` after KMS opened it (0 turns
@@ -168,7 +161,9 @@ class DataKeyCache:
         self._max_age = max_age_seconds
         self._max_entries = max_entries
         self._clock = clock
-        self._entries: OrderedDict[str, _CachedKey] = OrderedDict()
+        # merchant id -> (wrapped key, key, when KMS opened it): a tuple, not a class, for the cold
+        # start of every function that imports this module.
+        self._entries: OrderedDict[str, tuple[bytes, bytes, float]] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, merchant_id: str, wrapped: bytes) -> bytes | None:
@@ -177,18 +172,19 @@ class DataKeyCache:
             entry = self._entries.get(merchant_id)
             if entry is None:
                 return None
-            if entry.wrapped != wrapped or self._clock() - entry.opened_at >= self._max_age:
+            stored, key, opened_at = entry
+            if stored != wrapped or self._clock() - opened_at >= self._max_age:
                 del self._entries[merchant_id]
                 return None
             self._entries.move_to_end(merchant_id)
-            return entry.key
+            return key
 
     def put(self, merchant_id: str, wrapped: bytes, key: bytes) -> None:
         """Keep the key KMS just opened from ``wrapped`` for ``merchant_id`` (replacing its last)."""
         if self._max_age <= 0 or self._max_entries <= 0:
             return
         with self._lock:
-            self._entries[merchant_id] = _CachedKey(wrapped, key, self._clock())
+            self._entries[merchant_id] = (wrapped, key, self._clock())
             self._entries.move_to_end(merchant_id)
             while len(self._entries) > self._max_entries:
                 self._entries.popitem(last=False)
