@@ -236,7 +236,9 @@ def _check_parameter(name: str, spec: Mapping[str, Any], value: str) -> None:
     if allowed is not None and value not in [_format_value(v) for v in allowed]:
         raise ValueError(f"parameter {name}={value!r} is not one of {allowed}")
     pattern = spec.get("AllowedPattern")
-    if pattern is not None and not re.fullmatch(pattern, value):
+    # CloudFormation matches a CommaDelimitedList's pattern against each member, trimmed.
+    members = [m.strip() for m in value.split(",")] if spec.get("Type") == "CommaDelimitedList" else [value]
+    if pattern is not None and not all(re.fullmatch(pattern, member) for member in members):
         raise ValueError(f"parameter {name}={value!r} does not match {pattern}")
     if "MinLength" in spec and len(value) < int(spec["MinLength"]):
         raise ValueError(f"parameter {name} is shorter than {spec['MinLength']}")

@@ -90,3 +90,15 @@ def test_each_usage_pattern_costs_at_most_a_tenth_over_the_fewest_refreshes(
     target = TARGETS.get((name, lifetime))
     if target is not None:
         assert capacity_ >= target
+
+
+def test_the_read_latency_table_gives_p50_and_p99_of_each_kind_of_read() -> None:
+    from bench.capacity import reads_section
+    from bench.reads import _latency
+
+    # 98 reads of 10 ms and two slow ones: the median is the common read, the 99th the slow tail.
+    measured = _latency("waited on an inline refresh", [0.010] * 98 + [0.300, 0.500])
+    assert (measured.reads, measured.p50_ms) == (100, 10.0)
+    assert 300.0 <= measured.p99_ms <= 500.0
+    lines = reads_section([measured])
+    assert f"| waited on an inline refresh | 100 | 10.0 ms | {measured.p99_ms:.1f} ms |" in lines

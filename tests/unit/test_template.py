@@ -808,3 +808,45 @@ def test_the_backlog_alarm_fires_before_a_token_in_use_would_be_refreshed_by_its
     assert period * periods <= latest
     # Each period holds at least one planner run, so a period without one is not a quiet one.
     assert period >= (rate_seconds(schedule) or 0)
+
+
+def test_a_comma_delimited_list_is_checked_member_by_member_as_cloudformation_does() -> None:
+    # CloudFormation trims each member of a CommaDelimitedList and matches AllowedPattern against
+    # each one; the local stack does the same.
+    hosts = {"Type": "CommaDelimitedList", "Default": "", "AllowedPattern": "^$|^[a-z]+$"}
+    template = {"Parameters": {"Hosts": hosts}, "Resources": {}}
+    assert parameter_values(template, parameters={"Hosts": "abc, def"})["Hosts"] == "abc, def"
+    with pytest.raises(ValueError, match="Hosts"):
+        parameter_values(template, parameters={"Hosts": "abc,DEF"})
+
+
+@pytest.mark.parametrize(
+    ("origins", "accepted"),
+    [
+        ("", True),
+        ("https://app.acme.example", True),
+        ("https://app.acme.example, http://localhost:3000", True),
+        ("https://app.acme.example/return", False),  # a URL, not an origin
+        ("javascript:alert(1)", False),
+        ("https://app.acme.example,ftp://files.acme.example", False),
+    ],
+)
+def test_install_return_origins_are_refused_at_deploy_as_the_function_would_refuse_them(
+    origins: str, accepted: bool
+) -> None:
+    from ucoauth.base.errors import ConfigurationError
+    from ucoauth.base.settings import Settings
+
+    template = load_template()
+    env = {"TABLE_NAME": "t", "KMS_KEY_ID": "k", "INSTALL_RETURN_ORIGINS": origins}
+    try:
+        Settings.from_env(env).section("sessions")
+        function_accepts = True
+    except ConfigurationError:
+        function_accepts = False
+    assert function_accepts == accepted
+    if accepted:
+        parameter_values(template, parameters={"InstallReturnOrigins": origins})
+    else:
+        with pytest.raises(ValueError, match="InstallReturnOrigins"):
+            parameter_values(template, parameters={"InstallReturnOrigins": origins})
