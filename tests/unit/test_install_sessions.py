@@ -386,6 +386,47 @@ def test_relinking_is_allowed_by_default_and_announced(
     ]
 
 
+def test_a_relink_event_eventbridge_refuses_is_parked_and_relayed_not_lost(
+    services: Services, fake_uc: FakeUltraCart, aws: LocalResources
+) -> None:
+    from ucoauth.adapters.events import EventPublisher
+    from ucoauth.core.outbox import relay
+
+    class RefusingRelinks(EventPublisher):
+        """EventBridge refusing the relink event once (throttled), publishing the rest."""
+
+        refused = 0
+
+        def publish(self, detail_type: str, detail: dict[str, Any]) -> bool:
+            if detail_type == "Installation Relinked" and not self.refused:
+                self.refused += 1
+                return False
+            return super().publish(detail_type, detail)
+
+    first, _ = new_link("acct-A")
+    assert install_through(first, fake_uc)["statusCode"] == 303
+    published_events(aws)
+    services.events = RefusingRelinks(services.events.bus_name)
+    second, _ = new_link("acct-B")
+    assert install_through(second, fake_uc)["statusCode"] == 303
+    assert [e["detail-type"] for e in published_events(aws)] == ["Installation Completed"]
+    installation = services.installations.get("DEMO1")
+    assert installation is not None and installation.pending_event is not None
+    assert "Installation Relinked" in installation.pending_event
+    assert relay(services, installation)
+    relinked = [e["detail"] for e in published_events(aws) if e["detail-type"] == "Installation Relinked"]
+    assert relinked == [
+        {
+            "merchant_id": "DEMO1",
+            "installation_id": f"DEMO1:{installation.generation}",
+            "previous_app_account_id": "acct-A",
+            "app_account_id": "acct-B",
+        }
+    ]
+    cleared = services.installations.get("DEMO1")
+    assert cleared is not None and cleared.pending_event is None
+
+
 def test_relinking_refused_keeps_the_account_and_gives_the_new_grant_back(
     services: Services, fake_uc: FakeUltraCart, aws: LocalResources
 ) -> None:

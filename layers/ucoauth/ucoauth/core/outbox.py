@@ -64,11 +64,13 @@ def announce(
     version: int,
     active: bool,
     parked: str | None = None,
+    then: tuple[Event, ...] = (),
 ) -> None:
     """Publish what is parked (``parked``: the item's ``pending_event`` at ``version``), then this
-    event; whatever could not be published is parked, in order, on the item at ``version``."""
+    event (and the events ``then``, in order); whatever could not be published is parked, in
+    order, on the item at ``version``."""
     earlier = parked_events(parked)
-    left = _publish_in_order(services, [*earlier, (detail_type, detail)])
+    left = _publish_in_order(services, [*earlier, (detail_type, detail), *then])
     if not left and not earlier:
         return
     try:

@@ -26,7 +26,7 @@ from ucoauth.base.retry import retry_within
 from ucoauth.base.timing import AWS_CALL_MAX, WRITE_RESERVE, Deadline, call_needs
 from ucoauth.base.validation import is_merchant_id
 from ucoauth.core.issued import token_fields
-from ucoauth.core.outbox import announce
+from ucoauth.core.outbox import Event, announce
 
 if TYPE_CHECKING:
     from ucoauth.adapters.browser_items import AccountLink
@@ -236,7 +236,24 @@ def _write_installation(
 
 
 def _announce_installed(services: Services, installation: Installation, *, reinstall: bool) -> None:
+    """ "Installation Completed", then "Installation Relinked" when the install moved it to another
+    account: both through the outbox (parked on the item, in order, when EventBridge refuses)."""
     merchant_id = installation.merchant_id
+    then: tuple[Event, ...] = ()
+    if installation.relinked_from is not None:
+        logger.info(
+            "installation relinked",
+            merchant_id=merchant_id,
+            previous_app_account_id=installation.relinked_from,
+            app_account_id=installation.app_account_id,
+        )
+        relinked = {
+            "merchant_id": merchant_id,
+            "installation_id": installation.installation_id,
+            "previous_app_account_id": installation.relinked_from,
+            "app_account_id": installation.app_account_id,
+        }
+        then = ((INSTALLATION_RELINKED, relinked),)
     announce(
         services,
         merchant_id,
@@ -254,23 +271,8 @@ def _announce_installed(services: Services, installation: Installation, *, reins
         version=installation.version,
         active=True,
         parked=installation.pending_event,
+        then=then,
     )
-    if installation.relinked_from is not None:
-        logger.info(
-            "installation relinked",
-            merchant_id=merchant_id,
-            previous_app_account_id=installation.relinked_from,
-            app_account_id=installation.app_account_id,
-        )
-        services.events.publish(
-            INSTALLATION_RELINKED,
-            {
-                "merchant_id": merchant_id,
-                "installation_id": installation.installation_id,
-                "previous_app_account_id": installation.relinked_from,
-                "app_account_id": installation.app_account_id,
-            },
-        )
 
 
 def _give_back(
