@@ -407,6 +407,35 @@ def test_a_device_authorization_links_the_installation_to_the_apps_account(
     assert installation.account_metadata == {"seat": "3"} and installation.install_session_id is None
 
 
+def test_an_approval_for_a_merchant_linked_elsewhere_under_refuse_ends_denied_and_gives_back(
+    services: Services, fake_uc: FakeUltraCart, clock: Clock, queued: list[tuple[str, int, int]]
+) -> None:
+    from tests.support.lambdas import invoke, load_event
+
+    services.settings = services.settings.replace(install_relink="refuse")
+    first = start_through_the_handler({"app_account_id": "acct-A"})
+    fake_uc.decide_device(the_code(fake_uc), "approved", "DEVL2")
+    assert poll(services, clock, json.loads(first["body"])["authorization_id"], 0) == "installed"
+    before = services.installations.get("DEVL2")
+    assert before is not None and before.app_account_id == "acct-A"
+    live = fake_uc.live_grants("DEVL2")
+    second = start_through_the_handler({"app_account_id": "acct-B"})
+    aid = json.loads(second["body"])["authorization_id"]
+    fake_uc.decide_device(the_code(fake_uc), "approved", "DEVL2")
+    # The merchant approved, the stack's rule refused: not "expired" (nothing timed out, and a
+    # device that starts again meets the same rule), "denied", naming the merchant.
+    assert poll(services, clock, aid, 0) == "denied"
+    event = load_event("device-status.json")
+    event["rawPath"] = f"/device/authorizations/{aid}"
+    event["pathParameters"] = {"authorization_id": aid}
+    answer = invoke("DeviceFlowFunction", event)
+    assert answer["statusCode"] == 200
+    assert json.loads(answer["body"]) == {"status": "denied", "merchant_id": "DEVL2"}
+    after = services.installations.get("DEVL2")
+    assert after is not None and after.app_account_id == "acct-A" and after.version == before.version
+    assert fake_uc.live_grants("DEVL2") == live  # the refused approval's grant was revoked
+
+
 @pytest.mark.parametrize(
     "body",
     [

@@ -139,7 +139,11 @@ class InstallSessionRequiredError(InstallSessionError):
 
 class AccountConflictError(UcOAuthError):
     """The merchant's installation is linked to another account of the app, and the stack's
-    rule (``InstallRelink=refuse``) keeps it so."""
+    rule (``InstallRelink=refuse``) keeps it so. ``merchant_id`` names it."""
+
+    def __init__(self, merchant_id: str) -> None:
+        super().__init__(merchant_id)
+        self.merchant_id = merchant_id
 
 
 class NotInstalledError(UcOAuthError):

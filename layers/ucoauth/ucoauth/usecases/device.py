@@ -39,6 +39,7 @@ from ucoauth.adapters.devices import (
 )
 from ucoauth.adapters.installations.model import ACTIVE
 from ucoauth.base.errors import (
+    AccountConflictError,
     DeadlineTooCloseError,
     DeviceAuthorizationNotFoundError,
     KeyUnavailableError,
@@ -174,7 +175,8 @@ def device_status(services: Services, authorization_id: str) -> dict[str, Any]:
         # Its poll is late (the queue is backed up): UltraCart has expired the code anyway.
         status = EXPIRED
     answer: dict[str, Any] = {"status": status}
-    if status == INSTALLED and item.merchant_id:
+    # The merchant of an installed authorization, or of one the stack refused (linked elsewhere).
+    if status in (INSTALLED, DENIED) and item.merchant_id:
         answer["merchant_id"] = item.merchant_id
     return answer
 
@@ -297,6 +299,16 @@ class _Poll:
                 began_at=item.created_at,
                 link=item.link,
             )
+        except AccountConflictError as conflict:
+            # The merchant is linked to another account and the rule (InstallRelink=refuse) keeps
+            # it so: the grant was given back. Denied, not expired: nothing timed out, and a new
+            # authorization for this account would meet the same rule.
+            logger.warning(
+                "approved device authorization refused: merchant linked to another account",
+                authorization_id=self.authorization_id,
+                merchant_id=conflict.merchant_id,
+            )
+            return self.finish(DENIED, merchant_id=conflict.merchant_id)
         except (ClientError, BotoCoreError, UcOAuthError) as exc:
             # Not stored; the tokens were given back (the install logged whether UltraCart
             # confirmed the revoke). The device code is spent: the device starts again.
