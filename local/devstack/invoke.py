@@ -180,6 +180,8 @@ class Invoker:
         self.loader = loader
         # Each function's own environment, put in place for its invocations (None: the process's).
         self._environments = {k: dict(v) for k, v in (environments or {}).items()} or None
+        # Each function's services as its last call left them (a warm container's process).
+        self._warm: dict[str, Any] = {}
         self._timeouts = dict(timeouts or {})
         self._memory = dict(memory or {})
         self._region = region
@@ -216,7 +218,9 @@ class Invoker:
     def _environment_of(self, logical_id: str) -> Iterator[None]:
         """During the call, exactly the function's variables of the template (as Lambda gives
         them): the other functions' variables are removed, and the package's settings and
-        services are read anew, then again after the call."""
+        services are the function's own. As a warm Lambda container keeps its process, the
+        services a function built on an earlier call (and what they hold: the data keys it
+        opened, the pace it knows spent) are put back for its next call, never another's."""
         if self._environments is None:
             yield
             return
@@ -227,15 +231,30 @@ class Invoker:
             os.environ.pop(name, None)
         os.environ.update(own)
         _forget_configuration()
+        _put_services(self._warm.get(logical_id))
         try:
             yield
         finally:
+            self._warm[logical_id] = _built_services()
             for name, value in previous.items():
                 if value is None:
                     os.environ.pop(name, None)
                 else:
                     os.environ[name] = value
             _forget_configuration()
+
+
+def _built_services() -> Any:
+    """The package's process-wide services, if the call built them (None otherwise)."""
+    module = sys.modules.get("ucoauth.adapters.services")
+    return None if module is None else getattr(module, "_services", None)
+
+
+def _put_services(services: Any) -> None:
+    if services is not None:
+        from ucoauth.adapters.services import set_services
+
+        set_services(services)
 
 
 def _forget_configuration() -> None:

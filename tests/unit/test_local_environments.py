@@ -54,3 +54,31 @@ def test_each_invocation_sees_its_own_functions_variables_and_nothing_else(
     assert "OAUTH_REDIRECT_URI" not in environments["AdminApiFunction"]
     assert environments["TokenApiFunction"]["ULTRACART_CLIENT_ID"] == "local-client"
     assert "ULTRACART_CLIENT_ID" not in environments["UninstallWebhookFunction"]
+
+
+WARM_PROBE = """
+from ucoauth.adapters.services import get_services
+
+def handler(event, context):
+    return {"services": id(get_services()), "table": get_services().settings.table_name}
+"""
+
+
+def test_each_function_keeps_its_own_warm_services_between_its_invocations(
+    aws: LocalResources, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As a warm Lambda container keeps its process: what a function built on its first request
+    # (its settings, its services, the data keys it opened) is there on its next one, and is
+    # never another function's.
+    environments = function_environments(aws, {"ULTRACART_CLIENT_ID": "local-client"})
+    (tmp_path / "warm").mkdir()
+    (tmp_path / "warm" / "app.py").write_text(WARM_PROBE)
+    code = FunctionCode(tmp_path / "warm", "app.handler")
+    invoker = Invoker(HandlerLoader(dict.fromkeys(FUNCTION_SECTIONS, code)), environments=environments)
+    first = invoker.invoke("TokenApiFunction", {})
+    other = invoker.invoke("RefreshWorkerFunction", {})
+    again = invoker.invoke("TokenApiFunction", {})
+    assert again["services"] == first["services"]
+    assert other["services"] != first["services"]
+    assert invoker.invoke("RefreshWorkerFunction", {})["services"] == other["services"]
+    assert first["table"] == other["table"] == aws.table_name
