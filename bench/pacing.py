@@ -245,7 +245,12 @@ def _planner_interval(live: Live) -> float:
 def run(
     live: Live, prepared: Prepared, *, time_budget: float, profile_dir: Path | None = None
 ) -> PacingResult:
-    """Start the workers, wait until the refresh queue is empty (or the budget is spent)."""
+    """Start the workers, run the planner on the template's schedule (as EventBridge Scheduler
+    would), and wait until everything due was queued and the refresh queue is empty (or the
+    budget is spent). One planner run queues at most what the pace allows until the next run,
+    so a run with more due than that needs the planner's later runs, as in production."""
+    from tests.support.lambdas import invoke
+
     live.sandbox.clear_requests()
     queue_url = live.resources.refresh_queue_url
     concurrency, planned = prepared.concurrency, prepared.planned
@@ -277,11 +282,16 @@ def run(
         ]
         deadline = time.monotonic() + time_budget
         timed_out, last_report = False, time.monotonic()
+        next_plan = time.monotonic() + prepared.planner_interval
         while True:
             time.sleep(0.5)
-            # Done when the queue holds nothing, visible, in flight or delayed: every message was
-            # handled and deleted, or moved to the dead-letter queue after maxReceiveCount receives.
-            if _depth(live, queue_url) == 0:
+            if time.monotonic() >= next_plan:
+                planned += int(invoke("RefreshPlannerFunction", scenarios.schedule_event())["planned"])
+                next_plan += prepared.planner_interval
+            # Done when everything due was queued and the queue holds nothing, visible, in flight
+            # or delayed: every message was handled and deleted, or moved to the dead-letter queue
+            # after maxReceiveCount receives.
+            if planned >= prepared.count and _depth(live, queue_url) == 0:
                 break
             if time.monotonic() > deadline:
                 timed_out = True

@@ -44,6 +44,7 @@ def _latency(kind: str, seconds: list[float]) -> Latency:
 def measure(live: Live, count: int = READS) -> list[Latency]:
     from devstack.invoke import template_invoker
     from devstack.resources import load_template
+    from tests.support.calls import AwsCallCounter
 
     live.reset()
     env = live.function_env("TokenApiFunction")
@@ -67,7 +68,11 @@ def measure(live: Live, count: int = READS) -> list[Latency]:
         scenarios.seed_installation(services, live, merchant_id, expires_in=50)  # inside the margin
     timed_read(fresh[0])  # the process's first request (imports, clients): not a read's cost
     first = [timed_read(m) for m in fresh[1:]]
+    counter = AwsCallCounter()
     warm = [timed_read(m) for m in fresh[1:]]
+    # What the row says it measures: each warm read one GetItem, its data key from memory.
+    if dict(counter.by_operation()) != {"dynamodb.GetItem": len(warm)}:
+        raise RuntimeError(f"warm reads were not one GetItem each: {dict(counter.by_operation())}")
     live.sandbox.clear_requests()
     inline = [timed_read(m) for m in due]
     refreshed = [r for r in live.sandbox.requests("token") if r.grant_type == "refresh_token"]

@@ -164,5 +164,10 @@ def one_request(services: Services, live: Live, logical_id: str, tag: str) -> di
     if logical_id == "DeviceFlowFunction":
         return device_start_event()
     if logical_id == "DeviceWorkerFunction":
-        return device_poll_event(started_device_authorization(services), 0)
+        # Started as the device flow function would (its settings have the device section).
+        from ucoauth.adapters.services import Services
+        from ucoauth.base.settings import Settings
+
+        device = Services.from_settings(Settings.from_env(live.function_env("DeviceFlowFunction")))
+        return device_poll_event(started_device_authorization(device), 0)
     raise KeyError(logical_id)
