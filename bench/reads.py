@@ -80,7 +80,7 @@ def measure(live: Live, count: int = READS) -> list[Latency]:
         raise RuntimeError(f"{count} reads should each have refreshed once, UltraCart saw {len(refreshed)}")
     return [
         _latency("warm: the data key cached (1 GetItem)", warm),
-        _latency("first read of a lifetime here (GetItem, KMS Decrypt, the use recorded)", first),
+        _latency("first read in this container (GetItem, then KMS Decrypt of the data key)", first),
         _latency("waited on an inline refresh (lease, budget, UltraCart, the token write)", inline),
     ]
 
