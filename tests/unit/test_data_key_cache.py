@@ -51,11 +51,17 @@ def cached_cipher(aws: LocalResources, kms: CountingKms, **cache: Any) -> tuple[
     return cipher, clock
 
 
-def test_a_second_read_of_the_same_envelope_makes_no_kms_call(aws: LocalResources) -> None:
+def warm(aws: LocalResources, **cache: Any) -> tuple[CountingKms, TokenCipher, Clock, bytes]:
+    """A cipher with a cache (an hour unless told), and DEMO1's envelope it has opened once."""
     kms = CountingKms(aws)
-    cipher, _ = cached_cipher(aws, kms, max_age_seconds=3600)
+    cipher, clock = cached_cipher(aws, kms, **{"max_age_seconds": 3600, **cache})
     blob = cipher.encrypt("DEMO1", TOKENS)
     assert cipher.decrypt("DEMO1", blob) == TOKENS
+    return kms, cipher, clock, blob
+
+
+def test_a_second_read_of_the_same_envelope_makes_no_kms_call(aws: LocalResources) -> None:
+    kms, cipher, _, blob = warm(aws)
     assert kms.decrypts == 1
     for _ in range(5):
         assert cipher.decrypt("DEMO1", blob) == TOKENS
@@ -66,10 +72,7 @@ def test_a_second_read_of_the_same_envelope_makes_no_kms_call(aws: LocalResource
 
 
 def test_a_cached_key_lives_at_most_its_age(aws: LocalResources) -> None:
-    kms = CountingKms(aws)
-    cipher, clock = cached_cipher(aws, kms, max_age_seconds=600)
-    blob = cipher.encrypt("DEMO1", TOKENS)
-    cipher.decrypt("DEMO1", blob)
+    kms, cipher, clock, blob = warm(aws, max_age_seconds=600)
     clock.now += 599
     cipher.decrypt("DEMO1", blob)
     assert kms.decrypts == 1
@@ -83,10 +86,7 @@ def test_a_cached_key_lives_at_most_its_age(aws: LocalResources) -> None:
 
 
 def test_a_new_version_of_the_tokens_drops_the_old_key(aws: LocalResources) -> None:
-    kms = CountingKms(aws)
-    cipher, _ = cached_cipher(aws, kms, max_age_seconds=3600)
-    old = cipher.encrypt("DEMO1", TOKENS)
-    cipher.decrypt("DEMO1", old)
+    kms, cipher, _, _ = warm(aws)
     new = cipher.encrypt("DEMO1", NEWER)  # a refresh wrote new tokens under a new data key
     assert cipher.decrypt("DEMO1", new) == NEWER
     assert kms.decrypts == 2
@@ -96,10 +96,7 @@ def test_a_new_version_of_the_tokens_drops_the_old_key(aws: LocalResources) -> N
 
 
 def test_a_cached_key_never_opens_another_merchants_envelope(aws: LocalResources) -> None:
-    kms = CountingKms(aws)
-    cipher, _ = cached_cipher(aws, kms, max_age_seconds=3600)
-    mine = cipher.encrypt("DEMO1", TOKENS)
-    cipher.decrypt("DEMO1", mine)
+    kms, cipher, _, mine = warm(aws)
     # DEMO1's envelope copied onto DEMO2's row: KMS refuses its key for DEMO2 (the context), and
     # the probe works, so it is damaged; the key cached for DEMO1 is never tried for DEMO2.
     with pytest.raises(TokenDecryptError):
@@ -108,10 +105,7 @@ def test_a_cached_key_never_opens_another_merchants_envelope(aws: LocalResources
 
 
 def test_a_changed_ciphertext_under_a_cached_key_is_damaged(aws: LocalResources) -> None:
-    kms = CountingKms(aws)
-    cipher, _ = cached_cipher(aws, kms, max_age_seconds=3600)
-    blob = cipher.encrypt("DEMO1", TOKENS)
-    cipher.decrypt("DEMO1", blob)
+    kms, cipher, _, blob = warm(aws)
     damaged = blob[:-1] + bytes([blob[-1] ^ 1])
     with pytest.raises(TokenDecryptError):
         cipher.decrypt("DEMO1", damaged)
@@ -146,10 +140,7 @@ def test_an_age_of_zero_turns_the_cache_off(aws: LocalResources) -> None:
 
 
 def test_the_cache_never_shows_a_key(aws: LocalResources) -> None:
-    kms = CountingKms(aws)
-    cipher, _ = cached_cipher(aws, kms, max_age_seconds=3600)
-    blob = cipher.encrypt("DEMO1", TOKENS)
-    cipher.decrypt("DEMO1", blob)
+    _, cipher, _, _ = warm(aws)
     shown = repr(cipher.cache) + str(cipher.cache) + repr(cipher)
     assert shown.count("DEMO1") == 0
     for _, key, _ in cipher.cache._entries.values():
