@@ -57,6 +57,8 @@ from ucoauth.adapters.crypto import TokenCipher, TokenSet
 from ucoauth.adapters.installations.model import ACTIVE, REAUTHORIZATION_REQUIRED, UNINSTALLED, Installation
 from ucoauth.adapters.installations.store import InstallationStore
 from ucoauth.adapters.services import Services
+from ucoauth.base.settings import Settings
+from ucoauth.base.timing import ultracart_call_max
 from ucoauth.usecases.refresh import refresh_due
 from ucsandbox import Sandbox
 from ucsandbox.models import EndpointName
@@ -975,7 +977,7 @@ def test_refresh_worker_killed(world: World, cell: Cell, fault: str, expected: s
         # worker that dies after UltraCart answered dies holding the line, and the other
         # merchants' workers find it busy (their messages come back) until it expires. So each
         # merchant's worker dies in turn, the next started once the dead one's line has expired.
-        hold = float(world.env["ULTRACART_CONNECT_TIMEOUT"]) + float(world.env["ULTRACART_READ_TIMEOUT"]) + 1
+        hold = ultracart_call_max(Settings.from_env(world.env))
         exits = []
         for index, merchant in enumerate(world.merchants):
             if index:
